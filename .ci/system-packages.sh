@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Make sure the system packages aegis-hidden needs are present: tor (with
+# tor-gencert, for the private test network) and i2pd. Installs them with apt
+# when missing and running as root; otherwise names what is missing.
+set -euo pipefail
+
+missing=()
+command -v tor >/dev/null 2>&1 || missing+=(tor)
+command -v tor-gencert >/dev/null 2>&1 || missing+=(tor)
+command -v i2pd >/dev/null 2>&1 || missing+=(i2pd)
+# de-duplicate
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "aegis-hidden needs the Debian package(s): ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+echo "installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages may start system daemons on 9050/7656; the project never uses
+# those and leaves them alone.

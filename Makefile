@@ -1,0 +1,49 @@
+# aegis-hidden: the two commands are `make demo` and `make test`.
+# Both do their own set-up on a fresh Debian machine: system packages (tor,
+# i2pd), a virtualenv in .venv/, and the package with its test extras.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.aegis-installed
+DEMO_ARGS ?=
+
+.PHONY: demo test setup system-packages lint typecheck unit integration proto clean
+
+demo: setup
+	$(BIN)/aegis-hidden demo $(DEMO_ARGS)
+
+test: setup lint typecheck unit integration
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@bash .ci/system-packages.sh
+
+$(STAMP): pyproject.toml setup.cfg
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# compat editable mode keeps twisted/plugins visible to twistd (see README).
+	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	@touch $@
+
+lint:
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy aegis_hidden tests benchmarks twisted/plugins
+
+# Unit tests: in memory, no daemons. Integration tests: real tor / i2pd on
+# 127.0.0.1 in a separate pytest process (one reactor style per process).
+unit:
+	$(BIN)/python -m pytest tests/unit -q
+
+integration:
+	$(BIN)/python -m pytest tests/integration -q -m integration
+
+proto:
+	$(BIN)/python -m grpc_tools.protoc -I aegis_hidden/wire --python_out=aegis_hidden/wire \
+		--pyi_out=aegis_hidden/wire aegis_hidden/wire/*.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .demo

@@ -1,0 +1,142 @@
+"""Value checkers for the configuration schema.
+
+A checker is ``(path, value) -> converted value`` and raises :class:`ConfigError`
+naming the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ._errors import ConfigError
+
+T = TypeVar("T")
+Check = Callable[[str, Any], Any]
+
+
+def boolean() -> Check:
+    def check(path: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, value, "expected true or false")
+        return value
+
+    return check
+
+
+def integer(lo: int, hi: int) -> Check:
+    def check(path: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(path, value, f"expected an integer from {lo} to {hi}")
+        return value
+
+    return check
+
+
+def number(lo: float, hi: float, *, unit: str = "") -> Check:
+    suffix = f" ({unit})" if unit else ""
+
+    def check(path: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            lo <= value <= hi
+        ):
+            raise ConfigError(path, value, f"expected a number from {lo} to {hi}{suffix}")
+        return float(value)
+
+    return check
+
+
+def choice(*options: str) -> Check:
+    def check(path: str, value: Any) -> str:
+        if value not in options:
+            raise ConfigError(path, value, "expected one of " + ", ".join(options))
+        return str(value)
+
+    return check
+
+
+def text(*, max_len: int = 4096, allow_empty: bool = False) -> Check:
+    def check(path: str, value: Any) -> str:
+        if not isinstance(value, str) or (not value and not allow_empty) or len(value) > max_len:
+            raise ConfigError(path, value, f"expected a non-empty string of at most "
+                                           f"{max_len} characters")
+        if "\n" in value or "\x00" in value:
+            raise ConfigError(path, value, "expected a single line with no NUL bytes")
+        return value
+
+    return check
+
+
+def optional(inner: Check) -> Check:
+    def check(path: str, value: Any) -> Any:
+        return None if value is None else inner(path, value)
+
+    return check
+
+
+def string_list(item: Check, *, max_items: int = 1000) -> Check:
+    def check(path: str, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple) or len(value) > max_items:
+            raise ConfigError(path, value, f"expected a list of at most {max_items} items")
+        return tuple(item(f"{path}[{i}]", v) for i, v in enumerate(value))
+
+    return check
+
+
+def split_host_port(path: str, value: Any, *, allow_unix: bool = True) -> tuple[str, int]:
+    """``"host:port"`` / ``"[v6]:port"`` / ``"unix:/path"`` (port 0 for unix)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, value, "expected \"HOST:PORT\"" +
+                          (" or \"unix:/path/to/socket\"" if allow_unix else ""))
+    if value.startswith("unix:"):
+        if not allow_unix or not value[5:].startswith("/"):
+            raise ConfigError(path, value, "a unix socket is given as \"unix:/absolute/path\"")
+        return value, 0
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ConfigError(path, value, "expected \"HOST:PORT\", e.g. \"127.0.0.1:7701\"")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ConfigError(path, value, "the port must be from 0 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host.startswith("unix:"):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_port(path: str, value: Any) -> str:
+    split_host_port(path, value)
+    return str(value)
+
+
+def host_port_check(*, allow_unix: bool = True) -> Check:
+    def check(path: str, value: Any) -> str:
+        split_host_port(path, value, allow_unix=allow_unix)
+        return str(value)
+
+    return check
+
+
+def mapping_keys(path: str, value: Any, known: Sequence[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(path or "(top level)", value, "expected a mapping of keys to values")
+    for key in value:
+        if key not in known:
+            raise ConfigError(
+                f"{path}.{key}" if path else str(key), value[key],
+                "unknown key; known keys here are " + ", ".join(known),
+            )
+    return value

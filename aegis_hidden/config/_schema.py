@@ -1,0 +1,357 @@
+"""The configuration schema: typed sections, defaults, validation, leak refusal.
+
+The section and key names of the original AEGIS network spec are kept
+(``network``, ``security``, ``performance``); ``tor``, ``i2p``, ``mixing`` and
+``api`` are this node's own. ``docs/configuration.md`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..identity import OnionAddressError, public_key_from_onion_address
+from . import _checks as c
+from ._errors import ConfigError, PrivacyError
+
+
+def _f(default: Any, check: c.Check, doc: str) -> Any:
+    if isinstance(default, list):
+        default = tuple(default)
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+MiB = 1024 * 1024
+
+
+def _b32_i2p(value: str) -> bool:
+    label = value.lower().removesuffix(".b32.i2p")
+    return value.lower().endswith(".b32.i2p") and len(label) in (52, 56) and all(
+        ch in "abcdefghijklmnopqrstuvwxyz234567" for ch in label
+    )
+
+
+def _peer_address(path: str, value: Any) -> str:
+    """A peer given as a v3 onion or .b32.i2p address, with an optional ``:port``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, value, "expected an address such as \"<56 chars>.onion\"")
+    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigError(path, value, "the port after ':' must be from 1 to 65535")
+    if host.lower().endswith(".onion"):
+        try:
+            public_key_from_onion_address(host)
+        except OnionAddressError as e:
+            raise ConfigError(path, value, f"expected a valid v3 onion address ({e})") from None
+        return value
+    if _b32_i2p(host):
+        return value
+    raise PrivacyError(
+        path, value, "is not an anonymous address: dialing it would reveal this node's IP",
+        "list peers only by their v3 .onion or .b32.i2p address",
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    listen_address: str = _f(
+        "127.0.0.1:7701", c.host_port_check(),
+        "Local target of the identity onion service (and I2P server tunnel): where peer "
+        "connections arrive. Loopback or unix socket only.")
+    external_address: str | None = _f(
+        None, c.optional(c.text(max_len=600)),
+        "Address peers should use for this node; must be .onion or .i2p. Null: derived "
+        "from the identity.")
+    bootstrap_nodes: tuple[str, ...] = _f(
+        [], c.string_list(_peer_address),
+        "Peers to contact first, by v3 .onion or .b32.i2p address (optional :port).")
+    max_connections: int = _f(50, c.integer(1, 10000), "Most peer sessions at once.")
+    connection_timeout: float = _f(
+        60.0, c.number(1, 600, unit="seconds"),
+        "Give up on a connection (circuit, stream and handshake) after this long.")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    encryption: str = _f("AES-256-GCM", c.choice("AES-256-GCM", "ChaCha20-Poly1305"),
+                         "AEAD for session cells.")
+    key_exchange: str = _f("X-Wing", c.choice("X-Wing"),
+                           "Session key agreement: X-Wing (X25519 + ML-KEM-768), hybrid "
+                           "post-quantum. There is no classical-only mode.")
+    signature_algorithm: str = _f(
+        "Ed25519+ML-DSA-65", c.choice("Ed25519+ML-DSA-65", "Ed25519"),
+        "Identity signatures. With ML-DSA-65 the record and handshake carry both "
+        "signatures (hybrid authentication).")
+    private_key_file: str = _f(
+        "identity/master_key.json", c.text(),
+        "Master Ed25519 key file, relative to the data dir. The identity's other files "
+        "(subkeys.json, record.bin) live beside it. The file name must be master_key.json.")
+    enable_tor: bool = _f(True, c.boolean(), "Publish and dial over Tor.")
+    key_passphrase_file: str | None = _f(
+        None, c.optional(c.text()),
+        "File holding the passphrase that seals the key files (scrypt + "
+        "ChaCha20-Poly1305). The AEGIS_HIDDEN_PASSPHRASE environment variable also works.")
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    message_batch_size: int = _f(10, c.integer(1, 1000),
+                                 "Messages a peer connection sends per flush.")
+    compression_threshold: int = _f(1024, c.integer(0, 64 * MiB),
+                                    "Compress (zstd) messages larger than this many bytes.")
+    connection_pool_size: int = _f(10, c.integer(1, 1000),
+                                   "Idle sessions kept open for reuse.")
+    max_message_size: int = _f(MiB, c.integer(1024, 64 * MiB),
+                               "Largest message accepted or sent, in bytes.")
+
+
+@dataclass(frozen=True)
+class TorConfig:
+    mode: str = _f("launch", c.choice("launch", "connect"),
+                   "launch: start our own tor; connect: use a running tor's control port.")
+    tor_binary: str | None = _f(None, c.optional(c.text()),
+                                "tor executable for launch mode (null: search PATH).")
+    control_port: str | None = _f(
+        None, c.optional(c.host_port_check()),
+        "connect mode: \"127.0.0.1:PORT\" or \"unix:/path\" of tor's control port.")
+    control_password_file: str | None = _f(
+        None, c.optional(c.text()),
+        "connect mode: file with the control password (null: cookie authentication).")
+    socks_port: str | None = _f(
+        None, c.optional(c.host_port_check()),
+        "SOCKS port to dial through (null: ask tor).")
+    data_directory: str | None = _f(
+        None, c.optional(c.text()),
+        "launch mode: tor's DataDirectory (null: <data-dir>/tor).")
+    bootstrap_timeout: float = _f(300.0, c.number(5, 3600, unit="seconds"),
+                                  "Fail start-up if tor has not bootstrapped by then.")
+    onion_virtual_port: int = _f(7701, c.integer(1, 65535),
+                                 "Port of the identity onion service that peers dial.")
+    persist_onion: bool = _f(False, c.boolean(),
+                             "Keep the onion service published after the node stops.")
+    dir_authorities: tuple[str, ...] = _f(
+        [], c.string_list(c.text(max_len=400)),
+        "DirAuthority lines for a private Tor network (aegis-hidden devnet prints them).")
+    testing_network: bool = _f(False, c.boolean(),
+                               "Set TestingTorNetwork 1 (private test networks only).")
+    torrc_lines: tuple[str, ...] = _f([], c.string_list(c.text(max_len=400)),
+                                      "Extra torrc lines for launch mode.")
+
+
+@dataclass(frozen=True)
+class I2PConfig:
+    enabled: bool = _f(False, c.boolean(), "Publish and dial over I2P (SAM v3).")
+    sam_address: str = _f("127.0.0.1:7656", c.host_port_check(allow_unix=False),
+                          "SAM v3 bridge of the i2p router. Loopback only.")
+    launch: bool = _f(False, c.boolean(),
+                      "Start our own i2pd if nothing answers at sam_address.")
+    i2pd_binary: str | None = _f(None, c.optional(c.text()), "i2pd executable for launch.")
+    tunnel_length: int = _f(3, c.integer(0, 7), "Hops per tunnel (inbound and outbound).")
+    tunnel_quantity: int = _f(3, c.integer(1, 16), "Tunnels per direction.")
+
+
+@dataclass(frozen=True)
+class MixingConfig:
+    cell_size: int = _f(1024, c.integer(256, 65535),
+                        "Bytes per cell on the wire; every frame is exactly this size.")
+    padding: bool = _f(True, c.boolean(), "Pad every cell to cell_size.")
+    cover_traffic: bool = _f(True, c.boolean(), "Send Poisson cover cells to each peer.")
+    cover_rate: float = _f(0.5, c.number(0, 1000, unit="cells per second"),
+                           "Mean rate of cover cells per session.")
+    batch_interval: float = _f(0.1, c.number(0, 60, unit="seconds"),
+                               "Timed-batch mixing: flush queued cells this often.")
+    batch_size: int = _f(8, c.integer(1, 10000), "Pool mixing: flush after this many cells.")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = _f(True, c.boolean(), "Serve the management API.")
+    listen_address: str = _f("127.0.0.1:8470", c.host_port_check(),
+                             "Where the REST/WebSocket API listens. Loopback only.")
+    onion: bool = _f(False, c.boolean(),
+                     "Also serve the API as a client-authorized v3 onion service.")
+    onion_virtual_port: int = _f(80, c.integer(1, 65535), "Port of the API onion service.")
+    authorized_clients: tuple[str, ...] = _f(
+        [], c.string_list(c.text(max_len=200)),
+        "descriptor:x25519:<base32> public keys of operators allowed to reach the onion.")
+    token_file: str = _f("api_token", c.text(),
+                         "Bearer token file, relative to the data dir (created 0600).")
+    max_body_size: int = _f(MiB, c.integer(1024, 64 * MiB), "Largest request body accepted.")
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str | None = _f(None, c.optional(c.text()),
+                              "Where the node keeps its state (null: ~/.aegis-hidden).")
+    log_level: str = _f("info", c.choice("debug", "info", "warn", "error"), "Log level.")
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    tor: TorConfig = field(default_factory=TorConfig)
+    i2p: I2PConfig = field(default_factory=I2PConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+
+    def resolve_data_dir(self, override: str | None = None) -> Path:
+        chosen = override or self.data_dir
+        return Path(chosen).expanduser() if chosen else Path.home() / ".aegis-hidden"
+
+    def identity_dir(self, data_dir: Path) -> Path:
+        return (data_dir / self.security.private_key_file).parent
+
+    def to_dict(self) -> dict[str, Any]:
+        def conv(v: Any) -> Any:
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            if isinstance(v, tuple):
+                return [conv(x) for x in v]
+            return v
+
+        return conv(self)  # type: ignore[no-any-return]
+
+
+SECTIONS = {"network": NetworkConfig, "security": SecurityConfig,
+            "performance": PerformanceConfig, "tor": TorConfig, "i2p": I2PConfig,
+            "mixing": MixingConfig, "api": ApiConfig}
+
+
+def _build(cls: type[Any], path: str, raw: Any, source: str) -> Any:
+    known = [f.name for f in dataclasses.fields(cls)]
+    values = c.mapping_keys(path, raw, known)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        key = f"{path}.{f.name}" if path else f.name
+        sub = SECTIONS.get(f.name) if not path else None
+        if sub is not None:
+            kwargs[f.name] = _build(sub, key, values[f.name], source)
+        else:
+            kwargs[f.name] = f.metadata["check"](key, values[f.name])
+    return cls(**kwargs)
+
+
+def _check_privacy(cfg: Config) -> None:
+    host, _ = c.split_host_port("network.listen_address", cfg.network.listen_address)
+    if not c.is_loopback(host):
+        raise PrivacyError(
+            "network.listen_address", cfg.network.listen_address,
+            "listens on a clearnet interface, so anyone on that network could reach the "
+            "node directly and learn who runs it",
+            "use a loopback address such as \"127.0.0.1:7701\" (peers reach the node "
+            "through its onion service) or a \"unix:/path\" socket")
+    ext = cfg.network.external_address
+    if ext is not None:
+        bare = ext.rsplit(":", 1)[0] if ext.count(":") == 1 else ext
+        if not bare.lower().endswith((".onion", ".i2p")):
+            raise PrivacyError(
+                "network.external_address", ext,
+                "is not an anonymous address: advertising it would tell peers where the "
+                "node is", "set it to the node's .onion or .i2p address, or leave it null")
+    if not cfg.security.enable_tor and not cfg.i2p.enabled:
+        raise PrivacyError(
+            "security.enable_tor", False,
+            "with i2p.enabled also false leaves no anonymous network, so every peer "
+            "connection would be in the clear",
+            "set security.enable_tor: true or i2p.enabled: true")
+    api_host, _ = c.split_host_port("api.listen_address", cfg.api.listen_address)
+    if not c.is_loopback(api_host):
+        raise PrivacyError(
+            "api.listen_address", cfg.api.listen_address,
+            "exposes the management API on a clearnet interface",
+            "bind it to 127.0.0.1 and set api.onion: true to reach it remotely through a "
+            "client-authorized onion service")
+    for key, value in (("tor.control_port", cfg.tor.control_port),
+                       ("tor.socks_port", cfg.tor.socks_port),
+                       ("i2p.sam_address", cfg.i2p.sam_address)):
+        if value is None:
+            continue
+        h, _ = c.split_host_port(key, value)
+        if not c.is_loopback(h):
+            raise PrivacyError(
+                key, value,
+                "is not on this machine: the traffic to it (and its authentication) "
+                "crosses the network unencrypted",
+                "run the daemon locally and give a 127.0.0.1 address or a unix socket")
+    if cfg.tor.mode == "connect" and cfg.tor.control_port is None and cfg.security.enable_tor:
+        raise ConfigError("tor.control_port", None,
+                          "tor.mode \"connect\" needs the control port of a running tor")
+    if Path(cfg.security.private_key_file).name != "master_key.json":
+        raise ConfigError("security.private_key_file", cfg.security.private_key_file,
+                          "the file name must be master_key.json (the directory is free)")
+
+
+def parse_config(raw: Any, source: str = "") -> Config:
+    """Validate a mapping (parsed YAML) into a :class:`Config`."""
+    try:
+        cfg = _build(Config, "", raw, source)
+        _check_privacy(cfg)
+    except ConfigError as e:
+        if source and not e.source:
+            if isinstance(e, PrivacyError):
+                raise PrivacyError(e.path, e.value, e.problem, e.fix, source) from None
+            raise ConfigError(e.path, e.value, e.allowed, source) from None
+        raise
+    return cfg  # type: ignore[no-any-return]
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML file (or nothing: all defaults), apply dotted-path overrides, validate."""
+    raw: Any = {}
+    source = ""
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("(file)", str(path), "the configuration file does not exist"
+                              ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("(file)", str(path), f"cannot read it: {e}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise ConfigError("(file)", str(path),
+                              f"it is not valid YAML ({where}: {getattr(e, 'problem', e)})"
+                              ) from None
+        if raw is None:
+            raw = {}
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ConfigError("(top level)", raw, "expected a mapping of keys to values", source)
+        raw = _apply_overrides(raw, overrides)
+    return parse_config(raw, source)
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key path, default, doc) of every setting, for docs and ``config defaults``."""
+    rows: list[tuple[str, Any, str]] = []
+    defaults = Config().to_dict()
+    for f in dataclasses.fields(Config):
+        if f.name in SECTIONS:
+            for g in dataclasses.fields(SECTIONS[f.name]):
+                rows.append((f"{f.name}.{g.name}", defaults[f.name][g.name], g.metadata["doc"]))
+        else:
+            rows.append((f.name, defaults[f.name], f.metadata["doc"]))
+    return rows

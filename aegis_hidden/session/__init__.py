@@ -1,0 +1,1 @@
+"""Hybrid post-quantum sessions between nodes (X-Wing handshake, AEAD cells)."""

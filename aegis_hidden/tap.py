@@ -1,0 +1,94 @@
+"""``twistd aegis-hidden``: command-line options and the service tree.
+
+``Options`` parses the command line, loads and validates the configuration and
+loads (or, on first start, creates) the node identity, so every problem is a
+one-line usage error before anything starts. ``makeService`` builds the tree.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from ._secrets import PassphraseSourceError, read_passphrase
+from .config import Config, ConfigError, load_config
+from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
+from .node import NodeService
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run an aegis-hidden node. With no --config it starts on safe defaults: "
+        "state under ~/.aegis-hidden, its own tor, API on 127.0.0.1 only."
+    )
+    optParameters = [
+        ["config", "c", None, "YAML configuration file (default: built-in defaults)."],
+        ["data-dir", "d", None, "Directory for the node's state (overrides data_dir)."],
+        ["passphrase-file", None, None,
+         "File holding the key-file passphrase (or set AEGIS_HIDDEN_PASSPHRASE)."],
+        ["log-level", None, None, "debug, info, warn or error (overrides log_level)."],
+        ["tor-control-port", None, None,
+         "Use a running tor: \"127.0.0.1:PORT\" or \"unix:/path\" (sets tor.mode connect)."],
+        ["tor-socks-port", None, None, "SOCKS port of that tor (default: ask tor)."],
+        ["listen-address", None, None, "Local target of the onion service (network.*)."],
+        ["api-listen", None, None, "Where the management API listens (api.listen_address)."],
+    ]
+    optFlags = [
+        ["no-tor", None, "Do not use Tor (needs I2P enabled in the config)."],
+        ["i2p", None, "Enable I2P (i2p.enabled)."],
+        ["no-api", None, "Do not serve the management API."],
+    ]
+
+    config: Config
+    identity: NodeIdentity
+    data_dir: Path
+    created: bool
+
+    def overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        mapping = {
+            "log-level": "log_level",
+            "tor-socks-port": "tor.socks_port",
+            "listen-address": "network.listen_address",
+            "api-listen": "api.listen_address",
+        }
+        for opt, key in mapping.items():
+            if self[opt] is not None:
+                out[key] = self[opt]
+        if self["tor-control-port"] is not None:
+            out["tor.mode"] = "connect"
+            out["tor.control_port"] = self["tor-control-port"]
+        if self["no-tor"]:
+            out["security.enable_tor"] = False
+        if self["i2p"]:
+            out["i2p.enabled"] = True
+        if self["no-api"]:
+            out["api.enabled"] = False
+        return out
+
+    def postOptions(self) -> None:
+        path = Path(self["config"]) if self["config"] else None
+        try:
+            self.config = load_config(path, self.overrides())
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        self.data_dir = self.config.resolve_data_dir(self["data-dir"])
+        try:
+            passphrase = read_passphrase(
+                self["passphrase-file"] or self.config.security.key_passphrase_file
+            )
+            self.identity, self.created = load_or_create(
+                self.config.identity_dir(self.data_dir), time.time(), passphrase=passphrase
+            )
+        except (IdentityError, KeyFileError, PassphraseSourceError, OSError) as e:
+            raise usage.UsageError(f"identity: {e}") from None
+
+
+def makeService(options: Options) -> IService:
+    """Build the node's service tree from validated options."""
+    return NodeService(options.config, options.identity, str(options.data_dir))
