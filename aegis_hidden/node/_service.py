@@ -6,6 +6,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from ..config import Config
+from ..events import EventBus
 from ..identity import NodeIdentity
 
 
@@ -14,12 +15,19 @@ class NodeService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, identity: NodeIdentity, data_dir: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        identity: NodeIdentity,
+        data_dir: str,
+        events: EventBus | None = None,
+    ) -> None:
         super().__init__()
         self.setName("aegis-hidden")
         self.config = config
         self.identity = identity
         self.data_dir = data_dir
+        self.events = events if events is not None else EventBus()
 
     def startService(self) -> None:
         self.log.info(
