@@ -48,3 +48,41 @@ class IEventSink(Interface):
 
     def subscribe(callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``callback`` with every event; returns a function that unsubscribes."""
+
+
+class IPeerLink(Interface):
+    """One authenticated, encrypted session with a peer (the session layer's product).
+
+    ``peer`` has been proven by the handshake: the other side holds the private
+    key of that onion address. Messages are whole application messages (bytes);
+    fragmentation, padding and encryption happen below.
+    """
+
+    peer = Attribute("the peer's onion (or .b32.i2p) address, authenticated")
+    record = Attribute("the peer's verified IdentityRecord")
+    transport_name = Attribute("'tor', 'i2p' or 'memory'")
+
+    def send_message(data: bytes) -> None:
+        """Queue one application message to the peer."""
+
+    def set_receiver(callback: Callable[[bytes], None]) -> None:
+        """Deliver every message received from the peer to ``callback``."""
+
+    def close(reason: str) -> None:
+        """Close the session, telling the peer ``reason`` when possible."""
+
+    def when_closed() -> Deferred[str]:
+        """Fires with the reason once the session is closed, from either side."""
+
+
+class ISessionFactory(Interface):
+    """Makes authenticated sessions: dials peers and accepts them."""
+
+    def connect(address: str) -> Deferred[IPeerLink]:
+        """Dial ``address`` through the right transport and complete the handshake.
+
+        Fails with a typed error (privacy refusal, unreachable, handshake failure).
+        """
+
+    def on_incoming(callback: Callable[[IPeerLink], None]) -> None:
+        """Call ``callback`` with every session a peer opened to us."""
