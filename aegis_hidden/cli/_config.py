@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, PrivacyError, describe, load_config
+from ..config import Config, ConfigError, PrivacyError, describe, load_config
 from ._common import CLIError
 
 
@@ -21,7 +21,10 @@ def register(sub: Any) -> None:
     check.add_argument("path")
     check.set_defaults(func=_check)
     defaults = csub.add_parser("defaults", help="print every setting with its default")
-    defaults.add_argument("--json", action="store_true")
+    fmt = defaults.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object")
+    fmt.add_argument("--markdown", action="store_true",
+                     help="the key table of docs/configuration.md")
     defaults.set_defaults(func=_defaults)
 
 
@@ -39,8 +42,18 @@ def _check(args: argparse.Namespace) -> int:
 def _defaults(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v, _ in describe()}, indent=2))
+    elif args.markdown:
+        print(markdown_table())
     else:
-        from ..config import Config
-
         print(yaml.safe_dump(Config().to_dict(), sort_keys=False), end="")
     return 0
+
+
+def markdown_table() -> str:
+    """Every key with its default and meaning, as a Markdown table."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in describe():
+        shown = json.dumps(default)
+        meaning = doc.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{shown}` | {meaning} |")
+    return "\n".join(lines)
