@@ -2,3 +2,6 @@
 
 Each module adds its exports below.
 """
+
+from ._tornet import TorNetwork as TorNetwork  # private Tor network harness
+from ._tornet import TorNetworkError as TorNetworkError

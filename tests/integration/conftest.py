@@ -1,1 +1,25 @@
 """Fixtures for integration tests: real tor / i2pd processes on 127.0.0.1."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from aegis_hidden.testing import TorNetwork
+
+
+@pytest.fixture(scope="session")
+def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork]:
+    """One private Tor network (3 authorities, 2 relays, 1 client) for the whole run.
+
+    Started once, bootstrapped before the first test uses it, stopped at the end;
+    the instances' notice logs stay under the pytest temporary directory.
+    """
+    net = TorNetwork(tmp_path_factory.mktemp("tornet"))
+    net.setup()
+    net.start()
+    try:
+        net.wait_bootstrapped(240)
+        yield net
+    finally:
+        net.stop()
+        print(f"\nprivate Tor network logs: {net.directory}")

@@ -1,0 +1,371 @@
+"""A private Tor network on 127.0.0.1: 3 directory authorities, relays and clients.
+
+Used by the integration tests (a session fixture), ``aegis-hidden devnet`` and
+``aegis-hidden demo``. It is a synchronous harness (``subprocess``): it runs
+outside the node's reactor, like any other daemon the node talks to.
+
+The shape and options follow /work/shared/TESTNETS.md: every instance runs with
+``TestingTorNetwork 1``; authorities vote every 10 s; relays and authorities
+refuse exits (onion services need none); clients open a SOCKS and a control
+port with cookie authentication. Keys are made with ``tor-gencert`` and
+``tor --list-fingerprint``. The network's state (ports, pids, DirAuthority
+lines) is kept in ``<directory>/network.json`` so another process can read or
+stop it; each instance's notice log stays in its data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "network.json"
+
+#: Options every instance of the private network carries.
+COMMON_OPTIONS = (
+    "TestingTorNetwork 1",
+    "AssumeReachable 1",
+    "PathsNeededToBuildCircuits 0.25",
+    "TestingDirAuthVoteExit *",
+    "TestingDirAuthVoteGuard *",
+    "TestingDirAuthVoteHSDir *",
+    "TestingMinExitFlagThreshold 0",
+    "V3AuthNIntervalsValid 2",
+    "GeoIPFile /nonexistent",
+    "GeoIPv6File /nonexistent",
+    "SafeLogging 0",
+)
+
+#: What a *client* of the network (a node's own tor) needs besides the DirAuthority lines.
+CLIENT_OPTIONS = (
+    "AssumeReachable 1",
+    "PathsNeededToBuildCircuits 0.25",
+    "GeoIPFile /nonexistent",
+    "GeoIPv6File /nonexistent",
+)
+
+_AUTHORITY_OPTIONS = (
+    "AuthoritativeDirectory 1",
+    "V3AuthoritativeDirectory 1",
+    "TestingV3AuthInitialVotingInterval 10",
+    "TestingV3AuthInitialVoteDelay 2",
+    "TestingV3AuthInitialDistDelay 2",
+    "V3AuthVotingInterval 10",
+    "V3AuthVoteDelay 2",
+    "V3AuthDistDelay 2",
+)
+
+_PLACEHOLDER_AUTHORITY = "x 127.0.0.1:1 " + "0" * 40
+
+
+class TorNetworkError(Exception):
+    """The private network could not be set up, started or reached."""
+
+
+def free_ports(count: int, avoid: Sequence[int] = (9050, 9051, 7656)) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (the kernel picks them)."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            port = s.getsockname()[1]
+            if port not in avoid and port not in ports:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+@dataclass
+class Instance:
+    """One tor process of the network."""
+
+    name: str
+    role: str  # "authority", "relay" or "client"
+    data_dir: str
+    or_port: int = 0
+    dir_port: int = 0
+    socks_port: int = 0
+    control_port: int = 0
+    fingerprint: str = ""
+    v3ident: str = ""
+    pid: int = 0
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.data_dir) / "notice.log"
+
+    @property
+    def torrc(self) -> Path:
+        return Path(self.data_dir) / "torrc"
+
+    def dir_authority_line(self) -> str:
+        return (f"{self.name} orport={self.or_port} no-v2 v3ident={self.v3ident} "
+                f"127.0.0.1:{self.dir_port} {self.fingerprint}")
+
+
+@dataclass
+class TorNetwork:
+    """A private Tor network rooted at ``directory`` (created if missing)."""
+
+    directory: Path
+    authorities: int = 3
+    relays: int = 2
+    clients: int = 1
+    tor_binary: str = "tor"
+    gencert_binary: str = "tor-gencert"
+    instances: list[Instance] = field(default_factory=list)
+    started_at: float = 0.0
+
+    # -- state file ----------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return Path(self.directory) / STATE_FILE
+
+    def save(self) -> None:
+        data = {
+            "authorities": self.authorities, "relays": self.relays, "clients": self.clients,
+            "started_at": self.started_at,
+            "instances": [asdict(i) for i in self.instances],
+            "dir_authorities": self.dir_authority_lines(),
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def load(cls, directory: Path) -> TorNetwork:
+        path = Path(directory) / STATE_FILE
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TorNetworkError(f"no private network in {directory} (no {STATE_FILE})"
+                                  ) from None
+        except (OSError, ValueError) as e:
+            raise TorNetworkError(f"cannot read {path}: {e}") from None
+        net = cls(Path(directory), data["authorities"], data["relays"], data["clients"])
+        net.started_at = float(data.get("started_at", 0.0))
+        net.instances = [Instance(**i) for i in data["instances"]]
+        return net
+
+    # -- views -----------------------------------------------------------------
+    def by_role(self, role: str) -> list[Instance]:
+        return [i for i in self.instances if i.role == role]
+
+    @property
+    def client(self) -> Instance:
+        clients = self.by_role("client")
+        if not clients:
+            raise TorNetworkError("the network has no client instance")
+        return clients[0]
+
+    def dir_authority_lines(self) -> list[str]:
+        return [a.dir_authority_line() for a in self.by_role("authority")]
+
+    def node_tor_config(self) -> dict[str, Any]:
+        """The ``tor`` config section that makes a node's own tor join this network."""
+        return {"testing_network": True, "dir_authorities": self.dir_authority_lines()}
+
+    def is_running(self, inst: Instance) -> bool:
+        if inst.pid <= 0:
+            return False
+        try:
+            os.kill(inst.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie of ours counts as dead.
+        try:
+            stat = Path(f"/proc/{inst.pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    # -- set-up ------------------------------------------------------------------
+    def setup(self) -> None:
+        """Allocate ports, make every key and write every torrc (no process starts)."""
+        if shutil.which(self.tor_binary) is None or shutil.which(self.gencert_binary) is None:
+            raise TorNetworkError(
+                f"{self.tor_binary!r} and {self.gencert_binary!r} are needed "
+                "(Debian package 'tor')")
+        if self.authorities < 3 or self.authorities + self.relays < 5:
+            raise TorNetworkError("onion services need 3 authorities and at least 5 relays "
+                                  "in all (authorities count as relays)")
+        root = Path(self.directory).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        self.directory = root
+        ports = iter(free_ports(2 * (self.authorities + self.relays) + 2 * self.clients))
+        self.instances = []
+        for i in range(self.authorities):
+            self.instances.append(Instance(f"auth{i}", "authority", str(root / f"auth{i}"),
+                                           or_port=next(ports), dir_port=next(ports)))
+        for i in range(self.relays):
+            self.instances.append(Instance(f"relay{i}", "relay", str(root / f"relay{i}"),
+                                           or_port=next(ports), dir_port=next(ports)))
+        for i in range(self.clients):
+            self.instances.append(Instance(f"client{i}", "client", str(root / f"client{i}"),
+                                           socks_port=next(ports), control_port=next(ports)))
+        for inst in self.instances:
+            d = Path(inst.data_dir)
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(mode=0o700, parents=True)
+        for inst in self.by_role("authority"):
+            self._make_authority_keys(inst)
+        for inst in self.instances:
+            inst.torrc.write_text(self._torrc(inst), encoding="utf-8")
+        self.save()
+
+    def _run(self, args: list[str], stdin: str | None = None) -> str:
+        try:
+            done = subprocess.run(args, input=stdin, capture_output=True, text=True,
+                                  timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise TorNetworkError(f"{args[0]} failed: {e}") from None
+        if done.returncode != 0:
+            raise TorNetworkError(f"{' '.join(args[:2])} exited {done.returncode}: "
+                                  f"{(done.stderr or done.stdout).strip()[-400:]}")
+        return done.stdout
+
+    def _make_authority_keys(self, inst: Instance) -> None:
+        keys = Path(inst.data_dir) / "keys"
+        keys.mkdir(mode=0o700)
+        self._run([self.gencert_binary, "--create-identity-key", "-m", "12",
+                   "-a", f"127.0.0.1:{inst.dir_port}",
+                   "-i", str(keys / "authority_identity_key"),
+                   "-s", str(keys / "authority_signing_key"),
+                   "-c", str(keys / "authority_certificate"),
+                   "--passphrase-fd", "0"], stdin="\n")
+        for line in (keys / "authority_certificate").read_text().splitlines():
+            if line.startswith("fingerprint "):
+                inst.v3ident = line.split()[1]
+        self._run([self.tor_binary, "--list-fingerprint", "--DataDirectory", inst.data_dir,
+                   "--ORPort", str(inst.or_port), "--Nickname", inst.name,
+                   "--TestingTorNetwork", "1", "--DirAuthority", _PLACEHOLDER_AUTHORITY,
+                   "--GeoIPFile", "/nonexistent", "--GeoIPv6File", "/nonexistent"])
+        fp = (Path(inst.data_dir) / "fingerprint").read_text().split()
+        if len(fp) != 2 or not inst.v3ident:
+            raise TorNetworkError(f"could not read the fingerprints of {inst.name}")
+        inst.fingerprint = fp[1]
+
+    def _torrc(self, inst: Instance) -> str:
+        lines = [f"# {inst.name} ({inst.role}) of the aegis-hidden private Tor network",
+                 f"Nickname {inst.name}", f"DataDirectory {inst.data_dir}",
+                 f"Log notice file {inst.log_file}", "RunAsDaemon 0", *COMMON_OPTIONS]
+        lines += [f"DirAuthority {line}" for line in self.dir_authority_lines()]
+        if inst.role in ("authority", "relay"):
+            lines += ["Address 127.0.0.1", f"ORPort 127.0.0.1:{inst.or_port}",
+                      f"DirPort 127.0.0.1:{inst.dir_port}", "SocksPort 0", "ExitRelay 0",
+                      "ExitPolicy reject *:*", f"ContactInfo {inst.name}@aegis-hidden.test"]
+        if inst.role == "authority":
+            lines += list(_AUTHORITY_OPTIONS)
+        if inst.role == "client":
+            lines += [f"SocksPort 127.0.0.1:{inst.socks_port} ExtendedErrors",
+                      f"ControlPort 127.0.0.1:{inst.control_port}", "CookieAuthentication 1"]
+        return "\n".join(lines) + "\n"
+
+    # -- processes ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start every instance (set up first if that was not done)."""
+        if not self.instances:
+            self.setup()
+        self.started_at = time.time()
+        try:
+            for inst in self.instances:
+                inst.log_file.unlink(missing_ok=True)
+                proc = subprocess.Popen(
+                    [self.tor_binary, "-f", str(inst.torrc), "--ignore-missing-torrc"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+                inst.pid = proc.pid
+        except OSError as e:
+            self.stop()
+            raise TorNetworkError(f"cannot start tor: {e}") from None
+        self.save()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every instance (SIGTERM, then SIGKILL after ``timeout``)."""
+        for inst in self.instances:
+            if self.is_running(inst):
+                os.kill(inst.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for inst in self.instances:
+            while self.is_running(inst) and time.monotonic() < deadline:
+                _reap(inst.pid)
+                time.sleep(0.1)
+            if self.is_running(inst):
+                os.kill(inst.pid, signal.SIGKILL)
+            _reap(inst.pid)
+            inst.pid = 0
+        if self.state_file.exists():
+            self.save()
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for inst in self.instances:
+            out.append({"name": inst.name, "role": inst.role, "pid": inst.pid,
+                        "running": self.is_running(inst),
+                        "bootstrap": bootstrap_percent(inst.log_file)})
+        return out
+
+    def wait_bootstrapped(self, timeout: float = 180.0) -> float:
+        """Block until every client logged ``Bootstrapped 100%``; seconds since start.
+
+        Raises :class:`TorNetworkError` naming the stuck instance and the tail of its
+        log if a client did not make it, or an instance died.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [i.name for i in self.instances if not self.is_running(i)]
+            if dead:
+                raise TorNetworkError(f"tor instance(s) {', '.join(dead)} exited; logs: "
+                                      f"{self.directory}\n{self.log_tail(dead[0])}")
+            pending = [c for c in self.by_role("client") if bootstrap_percent(c.log_file) < 100]
+            if not pending:
+                return time.time() - self.started_at
+            if time.monotonic() > deadline:
+                c = pending[0]
+                raise TorNetworkError(
+                    f"{c.name} not bootstrapped after {timeout:.0f}s "
+                    f"({bootstrap_percent(c.log_file)}%); logs kept in {self.directory}\n"
+                    f"{self.log_tail(c.name)}")
+            time.sleep(0.5)
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        for inst in self.instances:
+            if inst.name == name and inst.log_file.exists():
+                return "\n".join(inst.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+
+def bootstrap_percent(log_file: Path) -> int:
+    """The last ``Bootstrapped N%`` figure in a tor notice log (0 if none yet)."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        return 0
+    idx = text.rfind("Bootstrapped ")
+    if idx < 0:
+        return 0
+    digits = text[idx + len("Bootstrapped "):].split("%", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status if it is our child (no-op otherwise)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
