@@ -1,0 +1,85 @@
+"""The Tor transport: own or shared tor, the identity onion service, onion dialing.
+
+Everything here talks to tor through its control port (txtorcon) and its SOCKS
+port; nothing ever resolves or dials a clearnet address.
+"""
+
+from ._backoff import Backoff
+from ._clientauth import (
+    ClientAuthKey,
+    ClientAuthPublicKey,
+    parse_auth_private,
+    parse_public_key,
+)
+from ._control import (
+    BootstrapStatus,
+    add_onion_command,
+    del_onion_command,
+    parse_add_onion_reply,
+    parse_bootstrap,
+)
+from ._dialer import OnionEndpoint, check_onion
+from ._errors import (
+    SOCKS_REPLY_ERRORS,
+    BootstrapTimeout,
+    ClientAuthError,
+    ControlReplyError,
+    DialTimeout,
+    OnionClientAuthMissing,
+    OnionClientAuthWrong,
+    OnionDescriptorNotFound,
+    OnionMismatch,
+    SocksAuthRejected,
+    SocksError,
+    SocksProtocolError,
+    SocksReplyError,
+    TorError,
+    TorNotFound,
+    TorNotReady,
+    TorStartError,
+    socks_reply_error,
+)
+from ._launch import TorSession, connect_tor, launch_tor
+from ._provider import TESTING_CLIENT_LINES, TorProvider, launch_torrc_lines
+from ._socks import OnionAddress, Socks5Client
+
+__all__ = [
+    "SOCKS_REPLY_ERRORS",
+    "TESTING_CLIENT_LINES",
+    "Backoff",
+    "BootstrapStatus",
+    "BootstrapTimeout",
+    "ClientAuthError",
+    "ClientAuthKey",
+    "ClientAuthPublicKey",
+    "ControlReplyError",
+    "DialTimeout",
+    "OnionAddress",
+    "OnionClientAuthMissing",
+    "OnionClientAuthWrong",
+    "OnionDescriptorNotFound",
+    "OnionEndpoint",
+    "OnionMismatch",
+    "Socks5Client",
+    "SocksAuthRejected",
+    "SocksError",
+    "SocksProtocolError",
+    "SocksReplyError",
+    "TorError",
+    "TorNotFound",
+    "TorNotReady",
+    "TorProvider",
+    "TorSession",
+    "TorStartError",
+    "add_onion_command",
+    "check_onion",
+    "connect_tor",
+    "del_onion_command",
+    "launch_tor",
+    "launch_torrc_lines",
+    "parse_add_onion_reply",
+    "parse_auth_private",
+    "parse_bootstrap",
+    "parse_public_key",
+    "socks_reply_error",
+]

@@ -1,0 +1,446 @@
+"""``TorProvider``: the node's Tor, its identity onion service, and dialing by onion.
+
+A ``MultiService`` child of the node. ``startService`` launches (or connects to)
+tor in the background; :meth:`TorProvider.when_ready` fires once tor has
+bootstrapped and the identity onion service is published. If tor dies or the
+control connection drops, the provider starts a new session (with backoff, so a
+tor that keeps dying is not restarted in a tight loop), republishes the same
+address and emits ``tor_restarted`` and ``onion_published``; dialers wait for
+readiness in the meantime.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txtorcon import TorProtocolError
+from txtorcon.torcontrolprotocol import TorDisconnectError
+from zope.interface import implementer
+
+from ..config import Config
+from ..identity import NodeIdentity, is_onion_v3
+from ..interfaces import IEventSink, ITransportProvider
+from ._backoff import Backoff
+from ._clientauth import ClientAuthKey
+from ._control import (
+    BootstrapStatus,
+    add_onion_command,
+    del_onion_command,
+    parse_add_onion_reply,
+    parse_bootstrap,
+    parse_getinfo_value,
+)
+from ._dialer import OnionEndpoint
+from ._errors import BootstrapTimeout, ControlReplyError, OnionMismatch, TorError, TorNotReady
+from ._launch import TorSession, connect_tor, endpoint_for, launch_tor
+
+Starter = Callable[[], Awaitable[TorSession]]
+
+#: torrc lines a node's own tor needs to be a client of a private test network.
+TESTING_CLIENT_LINES = (
+    "TestingTorNetwork 1",
+    "AssumeReachable 1",
+    "PathsNeededToBuildCircuits 0.25",
+    "GeoIPFile /nonexistent",
+    "GeoIPv6File /nonexistent",
+)
+
+
+def launch_torrc_lines(config: Config) -> list[str]:
+    """The config-derived torrc lines of launch mode (private network, extra lines)."""
+    lines: list[str] = []
+    if config.tor.testing_network:
+        lines += TESTING_CLIENT_LINES
+    lines += [f"DirAuthority {line}" for line in config.tor.dir_authorities]
+    lines += list(config.tor.torrc_lines)
+    return lines
+
+
+@implementer(ITransportProvider)
+class TorProvider(MultiService):
+    """Tor for one node (see the module docstring)."""
+
+    name = "tor"
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        identity: NodeIdentity,
+        data_dir: Path,
+        events: IEventSink,
+        *,
+        clock: IReactorTime | None = None,
+        starter: Starter | None = None,
+        on_fatal: Callable[[Failure], None] | None = None,
+        restart_backoff: Backoff | None = None,
+        stable_after: float = 60.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.setName("tor")
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        self.config = config
+        self.identity = identity
+        self.data_dir = Path(data_dir)
+        self.events = events
+        self._starter = starter or self._default_starter
+        self._on_fatal = on_fatal
+        self._restart_backoff = restart_backoff or Backoff(base=1.0, cap=60.0)
+        self._stable_after = stable_after
+        self._wall = wall
+        self._isolation_password = secrets.token_hex(8)
+        self._session: TorSession | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._ready = False
+        self._stopping = False
+        self._running_task: Deferred[None] | None = None
+        self.phase = "stopped"
+        self.bootstrap: BootstrapStatus | None = None
+        self.error: str | None = None
+        self.restarts = 0
+        self.published_service_id: str | None = None
+        self.published_at: float | None = None
+        self._bootstrap_waiter: Deferred[None] | None = None
+        self._quick_deaths = 0
+
+    # -- ITransportProvider -------------------------------------------------------
+    def handles(self, address: str) -> bool:
+        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+        return host.lower().endswith(".onion")
+
+    def client_endpoint(self, address: str, port: int, *, isolation: str | None = None,
+                        attempts: int = 6) -> IStreamClientEndpoint:
+        return OnionEndpoint(self._clock, self, address, port, isolation=isolation,
+                             timeout=self.config.network.connection_timeout,
+                             attempts=attempts)
+
+    def when_ready(self) -> Deferred[None]:
+        if self._ready:
+            return succeed(None)
+        if self.phase == "failed":
+            return fail(TorNotReady(f"tor could not start: {self.error}"))
+        d: Deferred[None] = Deferred(lambda d: self._waiters.remove(d)
+                                     if d in self._waiters else None)
+        self._waiters.append(d)
+        return d
+
+    def state(self) -> Mapping[str, Any]:
+        return {
+            "name": "tor",
+            "mode": self.config.tor.mode,
+            "phase": self.phase,
+            "ready": self._ready,
+            "bootstrap": self.bootstrap.to_json() if self.bootstrap else None,
+            "onion": self.identity.onion,
+            "published": self.published_service_id is not None and self._ready,
+            "published_service_id": self.published_service_id,
+            "published_at": self.published_at,
+            "restarts": self.restarts,
+            "socks": self._session.socks if self._session else None,
+            "pid": (self._session.process.pid
+                    if self._session and self._session.process else None),
+            "error": self.error,
+        }
+
+    # -- DialContext -------------------------------------------------------------------
+    def socks_endpoint(self) -> IStreamClientEndpoint:
+        if self._session is None:
+            raise TorNotReady("tor is not running")
+        return endpoint_for(self._reactor, self._session.socks)
+
+    @property
+    def isolation_password(self) -> str:
+        return self._isolation_password
+
+    # -- control commands for other services (API onion, tests) ----------------------
+    async def command(self, line: str) -> str:
+        """Send one control command; a 5xx reply raises :class:`ControlReplyError`."""
+        if self._session is None:
+            raise TorNotReady("tor is not running")
+        try:
+            reply = await self._session.control.queue_command(line)
+        except TorProtocolError as e:
+            verb = line.split(" ", 1)[0]  # never echo arguments: they may hold keys
+            raise ControlReplyError(f"tor refused {verb}: {e}") from None
+        return str(reply)
+
+    async def add_onion(self, expanded_key: bytes, virtual_port: int, target: str, *,
+                        client_auth: Sequence[str] = (), detach: bool = False) -> str:
+        """Publish an onion service from a 64-byte expanded key; returns its service id."""
+        cmd = add_onion_command(expanded_key, virtual_port, target, client_auth=client_auth,
+                                detach=detach)
+        return parse_add_onion_reply(await self.command(cmd))
+
+    async def remove_onion(self, onion: str) -> None:
+        await self.command(del_onion_command(onion))
+
+    async def add_client_auth(self, onion: str, key: ClientAuthKey) -> None:
+        """Let this tor reach the client-authorized service ``onion`` (client side)."""
+        await self.command(key.client_auth_add_command(onion))
+
+    # -- service lifecycle --------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._running_task = Deferred.fromCoroutine(self._first_start())
+
+    async def _default_starter(self) -> TorSession:
+        tor = self.config.tor
+        if tor.mode == "connect":
+            assert tor.control_port is not None
+            return await connect_tor(self._reactor, tor.control_port,
+                                     password_file=tor.control_password_file,
+                                     socks_port=tor.socks_port)
+        data = Path(tor.data_directory) if tor.data_directory else self.data_dir / "tor"
+        if not data.is_absolute():
+            data = self.data_dir / data
+        return await launch_tor(self._reactor, self._clock, binary=tor.tor_binary,
+                                data_dir=data, torrc_lines=launch_torrc_lines(self.config))
+
+    async def _first_start(self) -> None:
+        try:
+            await self._bring_up()
+        except CancelledError:
+            return
+        except TorError as e:
+            self._fail(Failure(e))
+            return
+        except Exception:  # noqa: BLE001 - reported as a fatal start-up error, not swallowed
+            self._fail(Failure())
+            return
+
+    def _fail(self, failure: Failure) -> None:
+        self.phase = "failed"
+        self.error = failure.getErrorMessage()
+        self.log.critical("tor could not start: {error}", error=self.error)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(TorNotReady(f"tor could not start: {self.error}"))
+        self.events.emit("tor_failed", error=self.error)
+        if self._on_fatal is not None:
+            self._on_fatal(failure)
+
+    async def _bring_up(self) -> None:
+        started = self._wall()
+        self.phase = "starting"
+        self.bootstrap = None
+        session = await self._starter()
+        self._session = session
+        if self._stopping:
+            raise CancelledError()
+        self._watch(session)
+        self.phase = "bootstrapping"
+        await self._wait_bootstrapped(session)
+        self.phase = "publishing"
+        await self._publish()
+        self.phase = "ready"
+        self.error = None
+        self._ready = True
+        self.log.info("tor ready: onion {onion} published {seconds:.1f}s after start",
+                      onion=self.identity.onion, seconds=self._wall() - started)
+        self.events.emit("onion_published", address=self.identity.onion,
+                         service_id=self.published_service_id, restarts=self.restarts)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _watch(self, session: TorSession) -> None:
+        lost = session.lost
+
+        def on_lost(why: str) -> None:
+            if self._session is session:
+                self._session_lost(why)
+
+        lost.addCallback(on_lost)
+
+        def disconnected(_: object) -> None:
+            if not lost.called:
+                lost.callback("control connection closed")
+
+        session.control.when_disconnected().addBoth(disconnected)
+        if session.process is not None:
+            process = session.process
+
+            def ended(_: object) -> None:
+                if not lost.called:
+                    lost.callback("tor process exited")
+
+            process.ended().addCallback(ended)
+
+    def _session_lost(self, why: str) -> None:
+        if self._stopping:
+            return
+        was_ready = self._ready
+        lived = self._wall() - (self.published_at or 0.0)
+        self._ready = False
+        self.published_service_id = None
+        old, self._session = self._session, None
+        if old is not None and old.process is not None:
+            old.process.signal("KILL")  # control gone but process alive: start afresh
+        self.phase = "restarting"
+        if was_ready and lived >= self._stable_after:
+            self._quick_deaths = 0
+        else:
+            self._quick_deaths += 1
+        self.log.warn("tor lost ({why}); restarting (restart {n})", why=why, n=self.restarts + 1)
+        self._running_task = Deferred.fromCoroutine(self._restart())
+
+    async def _restart(self) -> None:
+        lost_at = self._wall()
+        attempt = 0
+        while not self._stopping:
+            if self._quick_deaths or attempt:
+                delay = self._restart_backoff.delay(self._quick_deaths + attempt - 1)
+                self.log.info("waiting {delay:.1f}s before starting tor again", delay=delay)
+                try:
+                    await deferLater(self._clock, delay, lambda: None)
+                except CancelledError:
+                    return
+            try:
+                await self._bring_up()
+            except CancelledError:
+                return
+            except TorError as e:
+                self.error = str(e)
+                self.log.error("tor restart failed: {error}", error=self.error)
+                if self._session is not None and self._session.process is not None:
+                    self._session.process.signal("KILL")
+                self._session = None
+                attempt += 1
+                continue
+            self.restarts += 1
+            self.events.emit("tor_restarted", restarts=self.restarts,
+                             downtime=round(self._wall() - lost_at, 3),
+                             address=self.identity.onion)
+            return
+
+    async def _wait_bootstrapped(self, session: TorSession) -> None:
+        done: Deferred[None] = Deferred()
+        self._bootstrap_waiter = done
+
+        def on_status(line: str) -> None:
+            try:
+                status = parse_bootstrap(line)
+            except ControlReplyError as e:
+                self.log.warn("ignored a bad status event: {error}", error=str(e))
+                return
+            if status is not None:
+                self._bootstrap_update(status, done)
+
+        session.control.add_event_listener("STATUS_CLIENT", on_status)
+        reply = await session.control.queue_command("GETINFO status/bootstrap-phase")
+        status = parse_bootstrap(parse_getinfo_value(str(reply), "status/bootstrap-phase"))
+        if status is None:
+            raise ControlReplyError(f"status/bootstrap-phase is not a BOOTSTRAP line: {reply!r}")
+        self._bootstrap_update(status, done)
+        timeout = self.config.tor.bootstrap_timeout
+        done.addTimeout(timeout, self._clock)
+        try:
+            await done
+        except CancelledError:
+            if self._stopping:
+                raise
+            b = self.bootstrap
+            where = f"stuck at {b.progress}% ({b.tag}: {b.summary})" if b else "no progress"
+            if b is not None and b.warning:
+                where += f"; last warning: {b.warning}"
+            if session.process is not None:
+                session.process.signal("KILL")
+            raise BootstrapTimeout(
+                f"tor did not bootstrap within {timeout:.0f}s, {where}. Check that it can "
+                "reach the Tor network (tor.dir_authorities for a private one) or raise "
+                "tor.bootstrap_timeout") from None
+        finally:
+            self._bootstrap_waiter = None
+
+    def _bootstrap_update(self, status: BootstrapStatus, done: Deferred[None]) -> None:
+        previous = self.bootstrap
+        self.bootstrap = status
+        if previous is None or previous.progress != status.progress or status.warning:
+            if status.warning:
+                self.log.warn("tor bootstrap {progress}% ({tag}): {summary}; warning: {warning}",
+                              progress=status.progress, tag=status.tag,
+                              summary=status.summary, warning=status.warning)
+            else:
+                self.log.info("tor bootstrap {progress}% ({tag}): {summary}",
+                              progress=status.progress, tag=status.tag,
+                              summary=status.summary)
+            self.events.emit("tor_bootstrap", progress=status.progress, tag=status.tag,
+                             summary=status.summary)
+        if status.done and not done.called:
+            done.callback(None)
+
+    async def _publish(self) -> None:
+        tor = self.config.tor
+        target = self.config.network.listen_address
+        wanted = self.identity.onion.removesuffix(".onion")
+        try:
+            got = await self.add_onion(self.identity.expanded_secret_key(),
+                                       tor.onion_virtual_port, target,
+                                       detach=tor.persist_onion)
+        except ControlReplyError as e:
+            if tor.persist_onion and "collision" in str(e).lower():
+                got = wanted  # our detached service from an earlier run is still there
+            else:
+                raise
+        if got != wanted:
+            raise OnionMismatch(f"tor published {got}.onion, expected {self.identity.onion}")
+        self.published_service_id = got
+        self.published_at = self._wall()
+        self.log.info("onion service {onion} published (virtual port {port} -> {target})",
+                      onion=self.identity.onion, port=tor.onion_virtual_port, target=target)
+
+    def stopService(self) -> Deferred[None]:
+        self._stopping = True
+        d: Deferred[Any] | None = super().stopService()
+        task = self._running_task
+        if task is not None and not task.called:
+            task.cancel()
+        return Deferred.fromCoroutine(self._shutdown(d))
+
+    async def _shutdown(self, children: Deferred[Any] | None) -> None:
+        if children is not None:
+            await children
+        session, self._session = self._session, None
+        self._ready = False
+        self.phase = "stopped"
+        if session is None:
+            return
+        if self.published_service_id and not self.config.tor.persist_onion:
+            removed = session.control.queue_command(del_onion_command(self.identity.onion))
+            removed.addTimeout(5, self._clock)
+            try:
+                await removed
+                self.log.info("onion service {onion} removed", onion=self.identity.onion)
+            except (TorProtocolError, TorDisconnectError, CancelledError) as e:
+                self.log.warn("could not remove the onion service: {error}",
+                              error=str(e) or type(e).__name__)
+        self.published_service_id = None
+        if session.process is not None:
+            ended = session.process.ended()
+            session.process.signal("TERM")
+            ended.addTimeout(10, self._clock)
+            try:
+                await ended
+            except CancelledError:
+                self.log.warn("tor did not exit on SIGTERM within 10s: killing it")
+                session.process.signal("KILL")
+
+
+def valid_peer(address: str) -> bool:
+    """True for ``<v3>.onion`` with an optional ``:port``."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    return is_onion_v3(host)
