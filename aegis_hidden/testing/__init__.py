@@ -3,5 +3,12 @@
 Each module adds its exports below.
 """
 
+from ._fake_sessions import FakeHandshakeFailed as FakeHandshakeFailed  # in-memory sessions
+from ._fake_sessions import FakeLinkClosed as FakeLinkClosed
+from ._fake_sessions import FakeNetwork as FakeNetwork
+from ._fake_sessions import FakePeerLink as FakePeerLink
+from ._fake_sessions import FakeSessionFactory as FakeSessionFactory
+from ._fake_sessions import FakeUnreachable as FakeUnreachable
+from ._fake_sessions import result_of as result_of
 from ._tornet import TorNetwork as TorNetwork  # private Tor network harness
 from ._tornet import TorNetworkError as TorNetworkError

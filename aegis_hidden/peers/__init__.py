@@ -1,0 +1,49 @@
+"""Peers: the SQLite peer store, reputation and blacklist (docs/reputation.md)."""
+
+from ._db import (
+    DB_FILE_NAME,
+    SCHEMA_VERSION,
+    Database,
+    DatabaseError,
+    InlineSQLite,
+    ThreadedSQLite,
+    migrate,
+)
+from ._reputation import (
+    AUTO_BLOCK_BELOW,
+    AUTO_BLOCK_SECONDS,
+    INITIAL_REPUTATION,
+    WEIGHTS,
+    Behaviour,
+    updated_reputation,
+)
+from ._store import (
+    PeerAddressError,
+    PeerInfo,
+    PeerStore,
+    UnknownPeer,
+    check_peer_address,
+    is_b32_i2p,
+)
+
+__all__ = [
+    "AUTO_BLOCK_BELOW",
+    "AUTO_BLOCK_SECONDS",
+    "DB_FILE_NAME",
+    "INITIAL_REPUTATION",
+    "SCHEMA_VERSION",
+    "WEIGHTS",
+    "Behaviour",
+    "Database",
+    "DatabaseError",
+    "InlineSQLite",
+    "PeerAddressError",
+    "PeerInfo",
+    "PeerStore",
+    "ThreadedSQLite",
+    "UnknownPeer",
+    "check_peer_address",
+    "is_b32_i2p",
+    "migrate",
+    "updated_reputation",
+]

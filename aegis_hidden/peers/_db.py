@@ -1,0 +1,198 @@
+"""SQLite for the node's state (peers, outbox, de-duplication window), off the reactor.
+
+Every statement runs in one dedicated worker thread (:class:`ThreadedSQLite`):
+SQLite connections are not shared between threads and one writer at a time is
+what SQLite does anyway, so a single thread gives ordering for free. Tests and
+short-lived CLI tools use :class:`InlineSQLite`, which runs the same functions
+synchronously and returns already-fired Deferreds.
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` is
+append-only, and each step runs in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+DB_FILE_NAME = "node.sqlite3"
+
+# Append only: entry i brings the schema from version i to version i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: peers, outbox, de-duplication window
+    """
+    CREATE TABLE peers (
+        peer_id         TEXT PRIMARY KEY,
+        i2p_destination TEXT,
+        record          BLOB,
+        status          TEXT NOT NULL DEFAULT 'new',
+        added           REAL NOT NULL,
+        last_seen       REAL,
+        reputation      REAL NOT NULL DEFAULT 0.5,
+        blocked_reason  TEXT,
+        blocked_until   REAL
+    );
+    CREATE TABLE outbox (
+        msg_id       TEXT PRIMARY KEY,
+        peer_id      TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        created      REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL
+    );
+    CREATE INDEX outbox_peer ON outbox (peer_id);
+    CREATE TABLE seen (
+        peer_id  TEXT NOT NULL,
+        msg_id   TEXT NOT NULL,
+        received REAL NOT NULL,
+        PRIMARY KEY (peer_id, msg_id)
+    );
+    CREATE INDEX seen_received ON seen (received);
+    """,
+    # 2: counters kept across restarts (churn, auth failures are in-memory only)
+    """
+    ALTER TABLE peers ADD COLUMN sessions_ok INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE peers ADD COLUMN sessions_failed INTEGER NOT NULL DEFAULT 0;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class DatabaseError(Exception):
+    """The state database cannot be used (newer schema, corrupt file...)."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring ``conn`` to :data:`SCHEMA_VERSION`; returns the version found before."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"the state database has schema version {found}, newer than this program's "
+            f"{SCHEMA_VERSION}: upgrade aegis-hidden or use another data dir")
+    for version in range(found, SCHEMA_VERSION):
+        try:
+            conn.execute("BEGIN")
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            conn.execute("ROLLBACK")
+            raise DatabaseError(f"schema migration {version} -> {version + 1} failed: {e}"
+                                ) from e
+    return int(found)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as e:
+        raise DatabaseError(f"cannot open the state database {path}: {e}") from e
+    migrate(conn)
+    return conn
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class Database(Protocol):
+    """Runs a function on the connection inside one transaction."""
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]: ...
+
+    def close(self) -> Deferred[None]: ...
+
+
+class InlineSQLite:
+    """Synchronous: for unit tests (``":memory:"``) and short CLI commands."""
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self._conn: sqlite3.Connection | None = _connect(path)
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        if self._conn is None:
+            return fail(DatabaseError("the database is closed"))
+        try:
+            return succeed(_transaction(self._conn, fn))
+        except Exception as e:  # noqa: BLE001 - handed to the caller as a failure
+            return fail(e)
+
+    def close(self) -> Deferred[None]:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return succeed(None)
+
+
+class ThreadedSQLite:
+    """One connection used by one worker thread; the reactor thread never blocks on it."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, path: str) -> None:
+        assert IReactorThreads.providedBy(reactor) and IReactorFromThreads.providedBy(reactor)
+        self._reactor = reactor
+        self._path = path
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="aegis-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._started = False
+
+    def open(self) -> Deferred[None]:
+        """Start the worker thread, open the file and migrate the schema."""
+        self._pool.start()
+        self._started = True
+
+        def opener() -> None:
+            self._conn = _connect(self._path)
+
+        d: Deferred[None] = deferToThreadPool(self._reactor, self._pool, opener)
+        return d
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        def work() -> T:
+            if self._conn is None:
+                raise DatabaseError("the database is closed")
+            return _transaction(self._conn, fn)
+
+        d: Deferred[T] = deferToThreadPool(self._reactor, self._pool, work)
+        return d
+
+    def close(self) -> Deferred[None]:
+        if not self._started:
+            return succeed(None)
+
+        def closer() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        d: Deferred[None] = deferToThreadPool(self._reactor, self._pool, closer)
+
+        def stop(result: None) -> None:
+            self._pool.stop()
+            self._started = False
+            return result
+
+        d.addBoth(stop)
+        return d

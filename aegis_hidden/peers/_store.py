@@ -1,0 +1,235 @@
+"""The peer store: known peers, their identity records, reputation and blacklist.
+
+Reads are served from an in-memory mirror loaded at start (the API lists peers
+without touching the disk); every change is written through to SQLite, and the
+mirror is updated only once the write has committed, so what the API shows is
+always on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from ..identity import is_onion_v3
+from ._db import Database
+from ._reputation import (
+    AUTO_BLOCK_BELOW,
+    AUTO_BLOCK_SECONDS,
+    INITIAL_REPUTATION,
+    Behaviour,
+    is_good,
+    updated_reputation,
+)
+
+_COLUMNS = ("peer_id", "i2p_destination", "record", "status", "added", "last_seen",
+            "reputation", "blocked_reason", "blocked_until", "sessions_ok", "sessions_failed")
+# Built from the constant column names above, never from input.
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM peers"  # noqa: S608
+_UPSERT = (f"INSERT OR REPLACE INTO peers ({', '.join(_COLUMNS)}) "  # noqa: S608
+           f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+
+
+class PeerAddressError(ValueError):
+    """Not a v3 onion or .b32.i2p address."""
+
+
+class UnknownPeer(KeyError):
+    """The peer is not in the store."""
+
+    def __str__(self) -> str:
+        return f"unknown peer {self.args[0]}"
+
+
+def is_b32_i2p(address: str) -> bool:
+    label = address.lower().removesuffix(".b32.i2p")
+    return address.lower().endswith(".b32.i2p") and len(label) in (52, 56) and all(
+        ch in "abcdefghijklmnopqrstuvwxyz234567" for ch in label)
+
+
+def check_peer_address(address: object) -> str:
+    """Return ``address`` normalised (lower case) or raise :class:`PeerAddressError`."""
+    if not isinstance(address, str) or not address:
+        raise PeerAddressError("expected a v3 .onion or .b32.i2p address as a string")
+    lowered = address.strip().lower()
+    if is_onion_v3(lowered) or is_b32_i2p(lowered):
+        return lowered
+    raise PeerAddressError(
+        f"{address[:100]!r} is not a v3 .onion or .b32.i2p address (clearnet hosts are "
+        "refused: dialing them would reveal this node's IP)")
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: str
+    i2p_destination: str | None = None
+    record: bytes | None = None
+    status: str = "new"
+    added: float = 0.0
+    last_seen: float | None = None
+    reputation: float = INITIAL_REPUTATION
+    blocked_reason: str | None = None
+    blocked_until: float | None = None
+    sessions_ok: int = 0
+    sessions_failed: int = 0
+
+    def blocked(self, now: float) -> bool:
+        if self.blocked_reason is None:
+            return False
+        return self.blocked_until is None or self.blocked_until > now
+
+    def addresses(self) -> list[str]:
+        """Where to dial, in order: the onion address, then the I2P destination."""
+        out = [self.peer_id]
+        if self.i2p_destination and self.i2p_destination != self.peer_id:
+            out.append(self.i2p_destination)
+        return out
+
+    def to_row(self) -> tuple[object, ...]:
+        return tuple(getattr(self, c) for c in _COLUMNS)
+
+
+class PeerStore:
+    """Peers by id (their onion address, or .b32.i2p address for I2P-only peers)."""
+
+    log = Logger()
+
+    def __init__(self, db: Database, now: Callable[[], float]) -> None:
+        self._db = db
+        self._now = now
+        self._peers: dict[str, PeerInfo] = {}
+        self._listeners: list[Callable[[PeerInfo, str], None]] = []
+
+    async def load(self) -> None:
+        def read(conn: sqlite3.Connection) -> list[PeerInfo]:
+            rows = conn.execute(_SELECT).fetchall()
+            return [PeerInfo(*row) for row in rows]
+
+        peers = await self._db.run(read)
+        self._peers = {p.peer_id: p for p in peers}
+
+    def on_change(self, callback: Callable[[PeerInfo, str], None]) -> None:
+        """``callback(peer, what)`` after each committed change (what: added, removed...)."""
+        self._listeners.append(callback)
+
+    # -- reads (memory) -----------------------------------------------------
+    def get(self, peer_id: str) -> PeerInfo | None:
+        return self._peers.get(peer_id.lower())
+
+    def require(self, peer_id: str) -> PeerInfo:
+        peer = self.get(peer_id)
+        if peer is None:
+            raise UnknownPeer(peer_id)
+        return peer
+
+    def all(self) -> list[PeerInfo]:
+        return sorted(self._peers.values(), key=lambda p: p.added)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def is_blocked(self, peer_id: str) -> bool:
+        peer = self.get(peer_id)
+        return peer is not None and peer.blocked(self._now())
+
+    def mean_reputation(self) -> float:
+        if not self._peers:
+            return 0.0
+        return sum(p.reputation for p in self._peers.values()) / len(self._peers)
+
+    # -- writes -------------------------------------------------------------
+    async def _put(self, peer: PeerInfo, what: str) -> PeerInfo:
+        row = peer.to_row()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT, row)
+
+        await self._db.run(write)
+        self._peers[peer.peer_id] = peer
+        self._notify(peer, what)
+        return peer
+
+    def _notify(self, peer: PeerInfo, what: str) -> None:
+        for callback in list(self._listeners):
+            callback(peer, what)
+
+    async def add(self, peer_id: str, i2p_destination: str | None = None,
+                  record: bytes | None = None) -> PeerInfo:
+        """Add a peer (or update its I2P destination / record); idempotent."""
+        peer_id = check_peer_address(peer_id)
+        if i2p_destination is not None:
+            i2p_destination = check_peer_address(i2p_destination)
+        old = self._peers.get(peer_id)
+        if old is None:
+            return await self._put(PeerInfo(peer_id, i2p_destination, record,
+                                            added=self._now()), "added")
+        changes: dict[str, object] = {}
+        if i2p_destination is not None and i2p_destination != old.i2p_destination:
+            changes["i2p_destination"] = i2p_destination
+        if record is not None and record != old.record:
+            changes["record"] = record
+        if not changes:
+            return old
+        return await self._put(dataclasses.replace(old, **changes), "updated")  # type: ignore[arg-type]
+
+    async def remove(self, peer_id: str) -> PeerInfo:
+        peer = self.require(peer_id)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM peers WHERE peer_id = ?", (peer.peer_id,))
+
+        await self._db.run(delete)
+        del self._peers[peer.peer_id]
+        self._notify(peer, "removed")
+        return peer
+
+    async def block(self, peer_id: str, reason: str, duration: float | None = None
+                    ) -> PeerInfo:
+        """Blacklist a peer (added if unknown) for ``duration`` seconds, or for ever."""
+        peer_id = check_peer_address(peer_id)
+        peer = self._peers.get(peer_id) or PeerInfo(peer_id, added=self._now())
+        until = None if duration is None else self._now() + duration
+        return await self._put(
+            dataclasses.replace(peer, blocked_reason=reason or "blocked", blocked_until=until),
+            "blocked")
+
+    async def unblock(self, peer_id: str) -> PeerInfo:
+        peer = self.require(peer_id)
+        return await self._put(
+            dataclasses.replace(peer, blocked_reason=None, blocked_until=None), "unblocked")
+
+    async def set_status(self, peer_id: str, status: str) -> PeerInfo | None:
+        peer = self.get(peer_id)
+        if peer is None:
+            return None
+        return await self._put(
+            dataclasses.replace(peer, status=status, last_seen=self._now()), "status")
+
+    async def observe(self, peer_id: str, behaviour: Behaviour) -> PeerInfo | None:
+        """Record one observation; may blacklist the peer (docs/reputation.md)."""
+        peer = self.get(peer_id)
+        if peer is None:
+            return None
+        score = updated_reputation(peer.reputation, behaviour)
+        changes: dict[str, object] = {"reputation": score}
+        if behaviour is Behaviour.SESSION_OK:
+            changes["sessions_ok"] = peer.sessions_ok + 1
+        elif behaviour is Behaviour.HANDSHAKE_FAILED:
+            changes["sessions_failed"] = peer.sessions_failed + 1
+        what = "reputation"
+        if (not is_good(behaviour) and score < AUTO_BLOCK_BELOW
+                and not peer.blocked(self._now())):
+            changes["blocked_reason"] = f"reputation {score:.3f} after {behaviour.value}"
+            changes["blocked_until"] = self._now() + AUTO_BLOCK_SECONDS
+            what = "blocked"
+            self.log.warn("peer {peer} blacklisted for {seconds:.0f}s (reputation {score:.3f})",
+                          peer=peer.peer_id, seconds=AUTO_BLOCK_SECONDS, score=score)
+        return await self._put(dataclasses.replace(peer, **changes), what)  # type: ignore[arg-type]
+
+    async def add_many(self, peer_ids: Iterable[str]) -> None:
+        for peer_id in peer_ids:
+            await self.add(peer_id)

@@ -1,0 +1,168 @@
+"""The peer store: migrations, add/remove/block, reputation, persistence."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.peers import (
+    AUTO_BLOCK_SECONDS,
+    SCHEMA_VERSION,
+    WEIGHTS,
+    Behaviour,
+    DatabaseError,
+    InlineSQLite,
+    PeerAddressError,
+    PeerStore,
+    UnknownPeer,
+    check_peer_address,
+    migrate,
+    updated_reputation,
+)
+from aegis_hidden.testing import result_of
+
+
+def onion() -> str:
+    return onion_address_from_public_key(os.urandom(32))
+
+
+def make_store(path: str = ":memory:", clock: Clock | None = None) -> tuple[PeerStore, Clock]:
+    clock = clock or Clock()
+    store = PeerStore(InlineSQLite(path), clock.seconds)
+    result_of(store.load())
+    return store, clock
+
+
+def test_migrations_from_empty_and_refuse_newer(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    assert migrate(conn) == 0
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert migrate(conn) == SCHEMA_VERSION  # idempotent
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(peers)")}
+    assert {"peer_id", "reputation", "blocked_until", "sessions_ok"} <= cols
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(DatabaseError, match="newer than this program"):
+        migrate(conn)
+
+
+def test_migration_from_version_1_keeps_rows(tmp_path: Path) -> None:
+    from aegis_hidden.peers._db import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    peer = onion()
+    conn.execute("INSERT INTO peers (peer_id, added) VALUES (?, 1.0)", (peer,))
+    conn.close()
+    store, _ = make_store(str(tmp_path / "old.db"))
+    assert store.require(peer).sessions_ok == 0
+
+
+def test_add_get_remove_and_persistence(tmp_path: Path) -> None:
+    path = str(tmp_path / "peers.db")
+    store, clock = make_store(path)
+    a, b = onion(), onion()
+    i2p = "a" * 52 + ".b32.i2p"
+    clock.advance(10)
+    result_of(store.add(a.upper(), i2p_destination=i2p))
+    result_of(store.add(b))
+    assert store.require(a).i2p_destination == i2p
+    assert store.require(a).addresses() == [a, i2p]
+    assert store.require(a).added == 10
+    assert [p.peer_id for p in store.all()] == [a, b]
+    # idempotent
+    again = result_of(store.add(a))
+    assert again == store.require(a)
+    result_of(store.remove(b))
+    with pytest.raises(UnknownPeer):
+        store.require(b)
+    with pytest.raises(UnknownPeer):
+        result_of(store.remove(b))
+    reopened, _ = make_store(path)
+    assert [p.peer_id for p in reopened.all()] == [a]
+    assert reopened.require(a).i2p_destination == i2p
+
+
+@pytest.mark.parametrize("bad", ["example.com", "127.0.0.1", "", "abc.onion", 7,
+                                 "x" * 56 + ".onion", "a" * 40 + ".b32.i2p"])
+def test_clearnet_and_malformed_addresses_refused(bad: object) -> None:
+    with pytest.raises(PeerAddressError):
+        check_peer_address(bad)
+    store, _ = make_store()
+    with pytest.raises(PeerAddressError):
+        result_of(store.add(bad))  # type: ignore[arg-type]
+    assert len(store) == 0
+
+
+def test_block_with_expiry_and_unblock() -> None:
+    store, clock = make_store()
+    a = onion()
+    result_of(store.block(a, "spam", duration=60))
+    assert store.is_blocked(a)  # unknown peers can be blocked: they are added
+    clock.advance(59)
+    assert store.is_blocked(a)
+    clock.advance(2)
+    assert not store.is_blocked(a)
+    result_of(store.block(a, "again"))
+    clock.advance(10**9)
+    assert store.is_blocked(a)  # no duration: for ever
+    result_of(store.unblock(a))
+    assert not store.is_blocked(a) and store.require(a).blocked_reason is None
+
+
+def test_reputation_moves_and_auto_blocks() -> None:
+    store, clock = make_store()
+    a = onion()
+    result_of(store.add(a))
+    start = store.require(a).reputation
+    result_of(store.observe(a, Behaviour.SESSION_OK))
+    assert store.require(a).reputation > start
+    assert store.require(a).sessions_ok == 1
+    events: list[str] = []
+    store.on_change(lambda p, what: events.append(what))
+    for _ in range(4):
+        result_of(store.observe(a, Behaviour.INVALID_SIGNATURE))
+    peer = store.require(a)
+    assert peer.reputation < 0.1
+    assert store.is_blocked(a) and "invalid_signature" in (peer.blocked_reason or "")
+    assert "blocked" in events
+    clock.advance(AUTO_BLOCK_SECONDS + 1)
+    assert not store.is_blocked(a)
+    assert result_of(store.observe(onion(), Behaviour.TIMEOUT)) is None  # unknown: ignored
+
+
+@given(st.floats(0, 1), st.lists(st.sampled_from(list(Behaviour)), max_size=50))
+def test_reputation_stays_in_unit_interval(score: float, seq: list[Behaviour]) -> None:
+    for b in seq:
+        new = updated_reputation(score, b)
+        assert 0.0 <= new <= 1.0
+        target = WEIGHTS[b][0]
+        assert abs(new - target) <= abs(score - target) + 1e-12  # moves towards the target
+        score = new
+
+
+def test_mean_reputation() -> None:
+    store, _ = make_store()
+    assert store.mean_reputation() == 0.0
+    a, b = onion(), onion()
+    result_of(store.add(a))
+    result_of(store.add(b))
+    result_of(store.observe(a, Behaviour.PROTOCOL_VIOLATION))
+    expected = (store.require(a).reputation + store.require(b).reputation) / 2
+    assert store.mean_reputation() == pytest.approx(expected)
+    assert store.mean_reputation() < 0.5
+
+
+def test_closed_database_fails_clearly() -> None:
+    db = InlineSQLite()
+    result_of(db.close())
+    with pytest.raises(DatabaseError, match="closed"):
+        result_of(db.run(lambda c: None))
