@@ -13,11 +13,14 @@ from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from ._secrets import PassphraseSourceError, read_passphrase
 from .config import Config, ConfigError, load_config
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
 from .node import NodeService
+from .node._bootstrap import HelloService
+from .tor import TorProvider
 
 
 class Options(usage.Options):
@@ -91,4 +94,31 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the node's service tree from validated options."""
-    return NodeService(options.config, options.identity, str(options.data_dir))
+    from twisted.internet import reactor  # the entry point may use the global reactor
+
+    node = NodeService(options.config, options.identity, str(options.data_dir))
+    _add_tor_and_hello(node, options, reactor)
+    return node
+
+
+def _add_tor_and_hello(node: NodeService, options: Options, reactor: Any) -> None:
+    """Issue 3: the Tor provider, and the peer hello on network.listen_address."""
+    cfg = options.config
+    transports: list[Any] = []
+    if cfg.security.enable_tor:
+        tor = TorProvider(reactor, cfg, options.identity, options.data_dir, node.events,
+                          on_fatal=lambda failure: _fatal(reactor, failure))
+        tor.setServiceParent(node)
+        transports.append(tor)
+    HelloService(reactor, options.identity.onion, cfg.network.listen_address,
+                 cfg.network.bootstrap_nodes, transports, options.data_dir, node.events,
+                 default_port=cfg.tor.onion_virtual_port).setServiceParent(node)
+
+
+def _fatal(reactor: Any, failure: Failure) -> None:
+    """A transport that cannot start stops the node with exit status 1 (already logged)."""
+    import os
+
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    if reactor.running:
+        reactor.stop()
