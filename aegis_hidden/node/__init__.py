@@ -1,5 +1,24 @@
 """The node core: the service that owns the identity and wires the layers together."""
 
+from ._core import NodeCore
+from ._envelope import EnvelopeError
+from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
+from ._metrics import Metrics
+from ._pool import ConnectionPool, DialFailed, NoSessionFactory, PeerBlocked, classify_failure
 from ._service import NodeService
 
-__all__ = ["NodeService"]
+__all__ = [
+    "ConnectionPool",
+    "DeliveryState",
+    "DialFailed",
+    "EnvelopeError",
+    "MessageTooLarge",
+    "Messenger",
+    "Metrics",
+    "NoSessionFactory",
+    "NodeCore",
+    "NodeService",
+    "PeerBlocked",
+    "RequestTimeout",
+    "classify_failure",
+]

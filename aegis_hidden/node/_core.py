@@ -1,0 +1,198 @@
+"""The node core: peer store, connection pool and reliable messaging, as one service.
+
+Build it in ``makeService`` and attach the session layer when it exists::
+
+    core = NodeCore(config, identity, data_dir, events, reactor)
+    core.attach_session_factory(session_factory)   # any ISessionFactory
+    core.setServiceParent(node_service)
+
+Without a session factory the core still runs: peers can be managed and
+messages are queued in the outbox until a session layer is attached.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import Config
+from ..events import EventBus
+from ..identity import NodeIdentity
+from ..interfaces import ISessionFactory, ITransportProvider
+from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
+from ._messaging import DeliveryState, Messenger
+from ._metrics import Metrics
+from ._pool import ConnectionPool
+
+_PENDING = object()
+
+
+class NodeCore(Service):
+    """Peers, sessions and messages of one node (its ``name`` is ``"core"``)."""
+
+    log = Logger()
+    name = "core"
+
+    def __init__(
+        self,
+        config: Config,
+        identity: NodeIdentity | None,
+        data_dir: str,
+        events: EventBus,
+        reactor: Any,
+        *,
+        db: Database | None = None,
+        local_address: str | None = None,
+        idle_timeout: float = 300.0,
+        messenger_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.data_dir = data_dir
+        self.events = events
+        self.reactor = reactor
+        self.local_address = local_address or (identity.onion if identity else "")
+        self._own_db = db is None
+        self.db: Database = db if db is not None else ThreadedSQLite(
+            reactor, os.path.join(data_dir, DB_FILE_NAME))
+        self.metrics = Metrics()
+        self.store = PeerStore(self.db, reactor.seconds)
+        self.pool = ConnectionPool(
+            self.store, events, self.metrics, reactor, self._on_message,
+            max_connections=config.network.max_connections, idle_timeout=idle_timeout,
+            dial_timeout=config.network.connection_timeout)
+        self.messenger = Messenger(
+            self.db, self.store, self.pool, events, self.metrics, reactor,
+            max_message_size=config.performance.max_message_size,
+            **dict(messenger_options or {}))
+        self.transports: list[ITransportProvider] = []
+        self.session_factory: ISessionFactory | None = None
+        self._outcome: object = _PENDING
+        self._waiters: list[Deferred[None]] = []
+        self.metrics.gauge("active_connections", "Live peer sessions.", lambda: len(self.pool))
+        self.metrics.gauge("peers", "Peers in the peer store.", lambda: len(self.store))
+        self.metrics.gauge("mean_reputation", "Mean reputation of known peers.",
+                           self.store.mean_reputation)
+        self.metrics.gauge("outbox_messages", "Messages waiting for an acknowledgement.",
+                           lambda: self.messenger.outbox_size())
+        self.metrics.gauge("blacklisted_peers", "Peers currently blacklisted.",
+                           lambda: sum(1 for p in self.store.all()
+                                       if p.blocked(reactor.seconds())))
+
+    # -- wiring -------------------------------------------------------------
+    def attach_session_factory(self, factory: ISessionFactory) -> None:
+        """Plug in the session layer (real or fake); call before or after start."""
+        self.session_factory = factory
+        self.pool.attach(factory)
+
+    def add_transport(self, provider: ITransportProvider) -> None:
+        """Report this provider's state (bootstrap progress...) in ``/status``."""
+        self.transports.append(provider)
+
+    def _on_message(self, peer: str, data: bytes) -> None:
+        self.messenger.on_message(peer, data)
+
+    # -- lifecycle ----------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self._started, self._start_failed)
+
+    def _started(self, _: None) -> None:
+        self._outcome = None
+        for waiter in self._waiters:
+            waiter.callback(None)
+        self._waiters.clear()
+
+    def _start_failed(self, failure: Failure) -> None:
+        self.log.failure("node core failed to start", failure)
+        self._outcome = failure
+        for waiter in self._waiters:
+            waiter.errback(failure)
+        self._waiters.clear()
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once the store and outbox are loaded and delivery has begun."""
+        if not self.running:
+            return fail(RuntimeError("the node core has not been started"))
+        if self._outcome is _PENDING:
+            d: Deferred[None] = Deferred()
+            self._waiters.append(d)
+            return d
+        if isinstance(self._outcome, Failure):
+            return fail(self._outcome)
+        return succeed(None)
+
+    async def _start(self) -> None:
+        if self._own_db and isinstance(self.db, ThreadedSQLite):
+            await self.db.open()
+        await self.store.load()
+        for address in self.config.network.bootstrap_nodes:
+            host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+            if self.store.get(host) is None:
+                await self.store.add(host)
+        resend = await self.messenger.load()
+        self.pool.start()
+        self.messenger.start()
+        self.log.info("node core ready: {peers} peers, {resend} messages to resend",
+                      peers=len(self.store), resend=resend)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.messenger.stop()
+        self.pool.stop()
+        if self._own_db:
+            return self.db.close()
+        return succeed(None)
+
+    # -- what the API uses --------------------------------------------------
+    def peer_status(self, peer: PeerInfo) -> str:
+        if peer.blocked(self.reactor.seconds()):
+            return "blocked"
+        if self.pool.connected(peer.peer_id):
+            return "connected"
+        return "disconnected" if peer.last_seen is not None else "new"
+
+    def peer_json(self, peer: PeerInfo) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": peer.peer_id,
+            "address": peer.i2p_destination or peer.peer_id,
+            "status": self.peer_status(peer),
+            "last_seen": peer.last_seen,
+            "reputation": round(peer.reputation, 4),
+            "onion": peer.peer_id if peer.peer_id.endswith(".onion") else None,
+            "i2p_destination": peer.i2p_destination,
+        }
+        if peer.blocked_reason is not None:
+            out["blocked"] = {"reason": peer.blocked_reason, "until": peer.blocked_until}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        transports = {}
+        for provider in self.transports:
+            try:
+                transports[str(provider.name)] = dict(provider.state())
+            except Exception as e:  # noqa: BLE001 - one provider's bug must not break /status
+                transports[str(provider.name)] = {"error": f"{e.__class__.__name__}: {e}"}
+        return {
+            "identity": self.identity.summary() if self.identity else
+            {"onion": self.local_address},
+            "transports": transports,
+            "session_layer": self.session_factory is not None,
+            "counts": {
+                "peers": len(self.store),
+                "connected": len(self.pool),
+                "blacklisted": sum(1 for p in self.store.all()
+                                   if p.blocked(self.reactor.seconds())),
+                "outbox": self.messenger.outbox_size(),
+            },
+        }
+
+    async def send(self, peer: str, body: dict[str, Any]) -> tuple[str, DeliveryState]:
+        return await self.messenger.send(peer, body)

@@ -1,0 +1,93 @@
+"""What travels inside a session for the messaging layer: small JSON envelopes.
+
+``{"k": "msg", "id": ..., "t": created, "body": {"type": ..., "data": ...}}``
+carries an application message (``"rq": true`` asks for a response, ``"re": id``
+answers a request); ``{"k": "ack", "id": ...}`` acknowledges one. Anything else
+is a :class:`EnvelopeError` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class EnvelopeError(ValueError):
+    """A peer sent bytes that are not a valid envelope."""
+
+
+@dataclass(frozen=True)
+class Message:
+    msg_id: str
+    created: float
+    body: dict[str, Any]
+    request: bool = False
+    reply_to: str | None = None
+
+    def encode(self) -> bytes:
+        out: dict[str, Any] = {"k": "msg", "id": self.msg_id, "t": self.created,
+                               "body": self.body}
+        if self.request:
+            out["rq"] = True
+        if self.reply_to is not None:
+            out["re"] = self.reply_to
+        return json.dumps(out, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Ack:
+    msg_id: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"k": "ack", "id": self.msg_id}, separators=(",", ":")).encode()
+
+
+def check_body(body: Any, where: str = "message") -> dict[str, Any]:
+    """An application message: an object with a string ``type`` and any JSON ``data``."""
+    if not isinstance(body, dict):
+        raise EnvelopeError(f"{where}: expected an object with \"type\" and \"data\"")
+    kind = body.get("type")
+    if not isinstance(kind, str) or not kind or len(kind) > 200:
+        raise EnvelopeError(f"{where}.type: expected a non-empty string of at most 200 chars")
+    unknown = set(body) - {"type", "data"}
+    if unknown:
+        raise EnvelopeError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    return body
+
+
+def _check_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise EnvelopeError(f"{where}: expected 32 lowercase hex digits")
+    return value
+
+
+def decode(data: bytes, max_size: int) -> Message | Ack:
+    if len(data) > max_size:
+        raise EnvelopeError(f"envelope of {len(data)} bytes exceeds the {max_size}-byte limit")
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise EnvelopeError(f"not a JSON envelope: {e}") from None
+    if not isinstance(obj, dict):
+        raise EnvelopeError("envelope: expected a JSON object")
+    kind = obj.get("k")
+    msg_id = _check_id(obj.get("id"), "envelope.id")
+    if kind == "ack":
+        return Ack(msg_id)
+    if kind != "msg":
+        raise EnvelopeError(f"envelope.k: expected \"msg\" or \"ack\", got {kind!r}")
+    created = obj.get("t")
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        raise EnvelopeError("envelope.t: expected a number (seconds)")
+    body = check_body(obj.get("body"), "envelope.body")
+    request = obj.get("rq", False)
+    if not isinstance(request, bool):
+        raise EnvelopeError("envelope.rq: expected a boolean")
+    reply_to = obj.get("re")
+    if reply_to is not None:
+        reply_to = _check_id(reply_to, "envelope.re")
+    return Message(msg_id, float(created), body, request, reply_to)

@@ -1,0 +1,420 @@
+"""Reliable messaging: persistent outbox, acknowledgements, retries, de-duplication.
+
+Sending: ``send()`` writes the message to the outbox table *before* anything
+else, then delivers it over a pooled session. The row is deleted only when the
+peer's acknowledgement arrives; until then the message is retried with
+exponential backoff (``retry_base * 2**n``, capped at ``retry_max``), and at once
+whenever a session with the peer comes up. After ``ttl`` seconds unacknowledged
+it expires. On restart every row left in the outbox is sent again.
+
+Receiving: each message id is written to the ``seen`` table before the message
+is handed to the application (the ``message_received`` event) and before the
+ack goes out. A message whose id is already there is acknowledged again and
+dropped, so a retry after a lost ack, or after either node restarted, is never
+delivered twice. Ids are kept for ``dedupe_window`` seconds, which is longer
+than the sender's ``ttl``; a message older than the window is acknowledged and
+dropped (it may be a copy of one forgotten).
+
+Request/response rides on the same path: a request is a message with ``rq``,
+the answer is a message with ``re`` = the request's id, both reliable.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..events import EventBus
+from ..peers import Behaviour, Database, PeerStore
+from ._envelope import Ack, EnvelopeError, Message, check_body, decode
+from ._metrics import Metrics
+from ._pool import ConnectionPool, PeerBlocked
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"  # in the outbox, not (yet) transmitted
+    SENT = "sent"  # transmitted at least once, waiting for the ack
+    ACKNOWLEDGED = "acknowledged"  # the peer has it; removed from the outbox
+    EXPIRED = "expired"  # not acknowledged within the ttl; removed from the outbox
+
+
+class MessageTooLarge(ValueError):
+    """The encoded message exceeds ``performance.max_message_size``."""
+
+
+class RequestTimeout(Exception):
+    """No response to a request within its timeout."""
+
+
+RequestHandler = Callable[[str, dict[str, Any]], "Awaitable[dict[str, Any]] | dict[str, Any]"]
+
+
+@dataclass
+class _Pending:
+    message: Message
+    peer: str
+    data: bytes
+    attempts: int = 0
+    failures: int = 0
+    state: DeliveryState = DeliveryState.QUEUED
+    first_sent: float | None = None
+    call: IDelayedCall | None = None
+    in_flight: bool = False
+
+    def cancel_timer(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+
+class Messenger:
+    log = Logger()
+
+    def __init__(
+        self,
+        db: Database,
+        store: PeerStore,
+        pool: ConnectionPool,
+        events: EventBus,
+        metrics: Metrics,
+        clock: IReactorTime,
+        *,
+        max_message_size: int,
+        ack_timeout: float = 30.0,
+        retry_base: float = 2.0,
+        retry_max: float = 300.0,
+        ttl: float = 86400.0,
+        dedupe_window: float = 2 * 86400.0,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        if dedupe_window <= ttl:
+            raise ValueError("dedupe_window must be longer than ttl, or retries could be "
+                             "delivered twice")
+        self._db = db
+        self._store = store
+        self._pool = pool
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        self.max_message_size = max_message_size
+        self.ack_timeout = ack_timeout
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.ttl = ttl
+        self.dedupe_window = dedupe_window
+        self._new_id = new_id
+        self._pending: dict[str, _Pending] = {}
+        self._states: OrderedDict[str, DeliveryState] = OrderedDict()
+        self._seen: dict[tuple[str, str], float] = {}
+        self._receiving: set[tuple[str, str]] = set()
+        self._requests: dict[str, Deferred[dict[str, Any]]] = {}
+        self._handlers: dict[str, RequestHandler] = {"ping": self._pong}
+        self._pruner = LoopingCall(self._prune)
+        self._pruner.clock = clock
+        pool.on_connected(self._peer_connected)
+
+    # -- lifecycle ----------------------------------------------------------
+    async def load(self) -> int:
+        """Read the outbox and the de-duplication window; returns messages to resend."""
+        horizon = self._clock.seconds() - self.dedupe_window
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            conn.execute("DELETE FROM seen WHERE received < ?", (horizon,))
+            seen = conn.execute("SELECT peer_id, msg_id, received FROM seen").fetchall()
+            rows = conn.execute("SELECT msg_id, peer_id, body, attempts FROM outbox "
+                                "ORDER BY created").fetchall()
+            return seen, rows
+
+        seen, rows = await self._db.run(read)
+        self._seen = {(p, m): t for p, m, t in seen}
+        for msg_id, peer, body, attempts in rows:
+            decoded = decode(body.encode(), max(self.max_message_size, len(body)) + 1)
+            assert isinstance(decoded, Message)
+            pending = _Pending(decoded, peer, body.encode(), attempts=attempts)
+            if attempts:
+                pending.state = DeliveryState.SENT
+            self._pending[msg_id] = pending
+            self._set_state(msg_id, pending.state, emit=False)
+        return len(rows)
+
+    def start(self) -> None:
+        """Begin delivering what the outbox holds; prune the window hourly."""
+        for msg_id in list(self._pending):
+            self._attempt(msg_id)
+        if not self._pruner.running:
+            self._pruner.start(3600.0, now=False)
+
+    def stop(self) -> None:
+        if self._pruner.running:
+            self._pruner.stop()
+        for pending in self._pending.values():
+            pending.cancel_timer()
+        for d in list(self._requests.values()):
+            d.cancel()
+
+    # -- queries ------------------------------------------------------------
+    def state(self, msg_id: str) -> DeliveryState | None:
+        return self._states.get(msg_id)
+
+    def outbox_size(self) -> int:
+        return len(self._pending)
+
+    def pending_for(self, peer: str) -> list[str]:
+        return [m for m, p in self._pending.items() if p.peer == peer]
+
+    def set_request_handler(self, message_type: str, handler: RequestHandler) -> None:
+        self._handlers[message_type] = handler
+
+    # -- sending ------------------------------------------------------------
+    async def send(self, peer: str, body: dict[str, Any], *, request: bool = False,
+                   reply_to: str | None = None, msg_id: str | None = None
+                   ) -> tuple[str, DeliveryState]:
+        """Queue ``body`` for ``peer`` durably; returns its id and current state."""
+        check_body(body)
+        info = self._store.require(peer)
+        if self._store.is_blocked(info.peer_id):
+            raise PeerBlocked(f"{info.peer_id} is blacklisted")
+        message = Message(msg_id or self._new_id(), self._clock.seconds(), body, request,
+                          reply_to)
+        data = message.encode()
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(f"message is {len(data)} bytes encoded, the limit "
+                                  f"(performance.max_message_size) is {self.max_message_size}")
+        text = data.decode()
+        row = (message.msg_id, info.peer_id, text, message.created, message.created)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO outbox (msg_id, peer_id, body, created, next_attempt) "
+                         "VALUES (?, ?, ?, ?, ?)", row)
+
+        await self._db.run(insert)
+        self._pending[message.msg_id] = _Pending(message, info.peer_id, data)
+        self._set_state(message.msg_id, DeliveryState.QUEUED)
+        self._attempt(message.msg_id)
+        state = self._states[message.msg_id]
+        return message.msg_id, state
+
+    async def request(self, peer: str, body: dict[str, Any], timeout: float = 60.0
+                      ) -> dict[str, Any]:
+        """Send a request and wait for the response body (or :class:`RequestTimeout`)."""
+        msg_id = self._new_id()
+        waiter: Deferred[dict[str, Any]] = Deferred()
+        self._requests[msg_id] = waiter
+        timer = self._clock.callLater(timeout, self._request_timed_out, msg_id, timeout)
+        try:
+            await self.send(peer, body, request=True, msg_id=msg_id)
+            return await waiter
+        finally:
+            self._requests.pop(msg_id, None)
+            if timer.active():
+                timer.cancel()
+
+    def _request_timed_out(self, msg_id: str, timeout: float) -> None:
+        waiter = self._requests.pop(msg_id, None)
+        if waiter is not None:
+            waiter.errback(RequestTimeout(f"no response to request {msg_id} in {timeout:g}s"))
+
+    def _set_state(self, msg_id: str, state: DeliveryState, emit: bool = True,
+                   **fields: Any) -> None:
+        if self._states.get(msg_id) is state:
+            return
+        self._states[msg_id] = state
+        self._states.move_to_end(msg_id)
+        while len(self._states) > 100_000:
+            self._states.popitem(last=False)
+        if emit:
+            pending = self._pending.get(msg_id)
+            peer = pending.peer if pending else fields.pop("peer", None)
+            self._events.emit("delivery_state", id=msg_id, peer=peer, state=state.value,
+                              **fields)
+
+    def _attempt(self, msg_id: str) -> None:
+        Deferred.fromCoroutine(self._deliver(msg_id)).addErrback(
+            lambda f: self.log.failure("delivering {msg_id} failed", f, msg_id=msg_id))
+
+    async def _deliver(self, msg_id: str) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None or pending.in_flight:
+            return
+        pending.cancel_timer()
+        if self._clock.seconds() - pending.message.created > self.ttl:
+            await self._expire(pending)
+            return
+        pending.in_flight = True
+        try:
+            link = await self._pool.get(pending.peer)
+        except Exception as e:  # noqa: BLE001 - any dial failure means: retry later
+            pending.in_flight = False
+            self._retry_later(pending, f"{e.__class__.__name__}: {e}")
+            return
+        pending.in_flight = False
+        if msg_id not in self._pending:  # acknowledged meanwhile (restart resend)
+            return
+        pending.attempts += 1
+        if pending.first_sent is None:
+            pending.first_sent = self._clock.seconds()
+        pending.call = self._clock.callLater(self.ack_timeout, self._ack_timed_out, msg_id)
+        self._set_state(msg_id, DeliveryState.SENT, attempts=pending.attempts)
+        try:
+            link.send_message(pending.data)
+        except Exception as e:  # noqa: BLE001 - a dead link: close it and retry
+            pending.cancel_timer()
+            link.close("send failed")
+            self._retry_later(pending, f"{e.__class__.__name__}: {e}")
+            return
+        self._metrics.inc("messages_sent")
+        self._metrics.inc("bytes_out", len(pending.data))
+        attempts, next_at = pending.attempts, self._clock.seconds() + self.ack_timeout
+
+        def note(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ? WHERE msg_id = ?",
+                         (attempts, next_at, msg_id))
+
+        await self._db.run(note)
+
+    def _retry_later(self, pending: _Pending, reason: str) -> None:
+        delay = min(self.retry_max, self.retry_base * 2 ** pending.failures)
+        pending.failures += 1
+        pending.cancel_timer()
+        pending.call = self._clock.callLater(delay, self._attempt, pending.message.msg_id)
+        self.log.info("message {msg_id} to {peer}: retry in {delay:g}s ({reason})",
+                      msg_id=pending.message.msg_id, peer=pending.peer, delay=delay,
+                      reason=reason)
+
+    def _ack_timed_out(self, msg_id: str) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None:
+            return
+        pending.call = None
+        Deferred.fromCoroutine(self._store.observe(pending.peer, Behaviour.TIMEOUT))
+        self._retry_later(pending, f"no ack within {self.ack_timeout:g}s")
+
+    def _peer_connected(self, peer: str) -> None:
+        for msg_id, pending in list(self._pending.items()):
+            if pending.peer == peer and not pending.in_flight and (
+                    pending.state is DeliveryState.QUEUED or pending.call is not None):
+                pending.failures = 0
+                self._attempt(msg_id)
+
+    async def _expire(self, pending: _Pending) -> None:
+        msg_id = pending.message.msg_id
+        await self._db.run(lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        self._pending.pop(msg_id, None)
+        self._set_state(msg_id, DeliveryState.EXPIRED, peer=pending.peer)
+        self._events.emit("network_error", peer=pending.peer, error="message expired",
+                          id=msg_id)
+
+    # -- receiving ----------------------------------------------------------
+    def on_message(self, peer: str, data: bytes) -> None:
+        """Everything that arrives on a session (the pool calls this)."""
+        try:
+            envelope = decode(data, self.max_message_size + 1024)
+        except EnvelopeError as e:
+            self._metrics.inc("protocol_errors")
+            self._events.emit("network_error", peer=peer, error="protocol violation",
+                              detail=str(e))
+            Deferred.fromCoroutine(self._store.observe(peer, Behaviour.PROTOCOL_VIOLATION))
+            return
+        if isinstance(envelope, Ack):
+            Deferred.fromCoroutine(self._acked(peer, envelope.msg_id)).addErrback(
+                lambda f: self.log.failure("ack handling failed", f))
+        else:
+            Deferred.fromCoroutine(self._receive(peer, envelope)).addErrback(
+                lambda f: self.log.failure("receiving from {peer} failed", f, peer=peer))
+
+    async def _acked(self, peer: str, msg_id: str) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None or pending.peer != peer:
+            return  # a duplicate ack, or an ack for someone else's id: ignore
+        pending.cancel_timer()
+        await self._db.run(lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        self._pending.pop(msg_id, None)
+        self._metrics.inc("messages_acked")
+        if pending.first_sent is not None:
+            self._metrics.latency.observe(self._clock.seconds() - pending.first_sent)
+        self._set_state(msg_id, DeliveryState.ACKNOWLEDGED, peer=peer,
+                        attempts=pending.attempts)
+        await self._store.observe(peer, Behaviour.MESSAGE_ACKED)
+
+    def _send_ack(self, peer: str, msg_id: str) -> None:
+        link = self._pool.link(peer)
+        if link is None:
+            return  # the sender retries; we ack the copy
+        try:
+            link.send_message(Ack(msg_id).encode())
+        except Exception as e:  # noqa: BLE001 - the sender retries; we ack the copy
+            self.log.info("ack to {peer} not sent: {error}", peer=peer, error=str(e))
+
+    async def _receive(self, peer: str, message: Message) -> None:
+        key = (peer, message.msg_id)
+        if key in self._seen:
+            self._metrics.inc("messages_duplicate")
+            self._send_ack(peer, message.msg_id)
+            return
+        if key in self._receiving:
+            return  # being written; the ack follows the write
+        now = self._clock.seconds()
+        if now - message.created > self.dedupe_window:
+            self.log.warn("dropping message {msg_id} from {peer}: older than the "
+                          "de-duplication window", msg_id=message.msg_id, peer=peer)
+            self._send_ack(peer, message.msg_id)
+            return
+        self._receiving.add(key)
+        try:
+            await self._db.run(lambda c: c.execute(
+                "INSERT OR IGNORE INTO seen (peer_id, msg_id, received) VALUES (?, ?, ?)",
+                (peer, message.msg_id, now)))
+            self._seen[key] = now
+        finally:
+            self._receiving.discard(key)
+        self._metrics.inc("messages_received")
+        fields: dict[str, Any] = {"peer": peer, "id": message.msg_id,
+                                  "message": message.body}
+        if message.request:
+            fields["request"] = True
+        if message.reply_to is not None:
+            fields["reply_to"] = message.reply_to
+        self._events.emit("message_received", **fields)
+        self._send_ack(peer, message.msg_id)
+        if message.reply_to is not None:
+            waiter = self._requests.pop(message.reply_to, None)
+            if waiter is not None:
+                waiter.callback(message.body)
+        if message.request:
+            await self._answer(peer, message)
+
+    async def _answer(self, peer: str, message: Message) -> None:
+        kind = str(message.body["type"])
+        handler = self._handlers.get(kind)
+        if handler is None:
+            response: dict[str, Any] = {"type": "error",
+                                        "data": f"no handler for request type {kind!r}"}
+        else:
+            result = handler(peer, message.body)
+            response = await result if isinstance(result, Awaitable) else result
+        await self.send(peer, response, reply_to=message.msg_id)
+
+    @staticmethod
+    def _pong(peer: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "pong", "data": body.get("data")}
+
+    def _prune(self) -> None:
+        horizon = self._clock.seconds() - self.dedupe_window
+        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        self._db.run(lambda c: c.execute("DELETE FROM seen WHERE received < ?", (horizon,))
+                     ).addErrback(lambda f: self.log.failure("pruning seen ids failed", f))
+
+
+def body_size(body: dict[str, Any]) -> int:
+    return len(json.dumps(body, separators=(",", ":")).encode())

@@ -1,0 +1,85 @@
+"""Counters and a latency histogram, rendered as Prometheus text (``GET /metrics``)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Histogram:
+    buckets: Sequence[float] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        out = []
+        cumulative = 0
+        for bound, n in zip(self.buckets, self.counts, strict=True):
+            cumulative += n
+            out.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
+        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum {self.total:.6f}")
+        out.append(f"{name}_count {self.count}")
+        return out
+
+
+class Metrics:
+    """What ``/metrics`` shows. Counters only go up; gauges are read at render time."""
+
+    COUNTERS = {
+        "connection_attempts_ok": "Outgoing sessions established.",
+        "connection_attempts_failed": "Outgoing session attempts that failed.",
+        "connections_accepted": "Incoming sessions accepted.",
+        "connections_refused": "Incoming sessions refused (blacklist or pool full).",
+        "bytes_in": "Application bytes received over sessions.",
+        "bytes_out": "Application bytes sent over sessions.",
+        "messages_sent": "Message transmissions (first tries and retries).",
+        "messages_acked": "Messages acknowledged by their peer.",
+        "messages_received": "Messages delivered to the application (after de-duplication).",
+        "messages_duplicate": "Duplicate messages acknowledged and dropped.",
+        "peer_churn": "Session openings plus closings.",
+        "auth_failures": "API requests or WebSocket upgrades with a wrong or missing token.",
+        "protocol_errors": "Malformed messages received from peers.",
+    }
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
+        self.latency = Histogram()
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def inc(self, name: str, amount: int = 1) -> None:
+        if name not in self.counters:
+            raise KeyError(f"unknown counter {name!r}")
+        self.counters[name] += amount
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        self.gauges[name] = (doc, read)
+
+    def render(self) -> str:
+        out: list[str] = []
+        for name, doc in self.COUNTERS.items():
+            full = f"aegis_{name}_total"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} counter",
+                    f"{full} {self.counters[name]}"]
+        for name, (doc, read) in sorted(self.gauges.items()):
+            full = f"aegis_{name}"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {read():g}"]
+        name = "aegis_message_ack_latency_seconds"
+        out += [f"# HELP {name} Time from first send to the peer's acknowledgement.",
+                f"# TYPE {name} histogram", *self.latency.lines(name)]
+        return "\n".join(out) + "\n"

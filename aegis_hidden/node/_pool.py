@@ -1,0 +1,268 @@
+"""The connection pool: at most ``network.max_connections`` live sessions.
+
+It reuses a live session to a peer, shares one dial between concurrent callers,
+fails over from a peer's onion address to its I2P destination, closes sessions
+idle for longer than ``idle_timeout``, and evicts the least recently used
+session when full. Blacklisted peers are refused at dial and at accept. Every
+link's messages go to one ``on_message(peer, data)`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..events import EventBus
+from ..identity import RecordError
+from ..interfaces import IPeerLink, ISessionFactory
+from ..peers import Behaviour, PeerStore, UnknownPeer
+from ._metrics import Metrics
+
+
+class PeerBlocked(Exception):
+    """The peer is blacklisted."""
+
+
+class NoSessionFactory(ConnectionError):
+    """No session layer is attached yet (the node runs without transports)."""
+
+
+class DialFailed(ConnectionError):
+    """Every address of the peer failed; the message lists each reason."""
+
+
+def classify_failure(error: BaseException) -> Behaviour | None:
+    """Which reputation behaviour a dial failure shows (None: says nothing of the peer).
+
+    The session layer can tag its exceptions with a ``reputation_behaviour``
+    attribute (a :class:`Behaviour` value such as ``"invalid_signature"``).
+    """
+    tagged = getattr(error, "reputation_behaviour", None)
+    if isinstance(tagged, str):
+        try:
+            return Behaviour(tagged)
+        except ValueError:
+            return None
+    if isinstance(error, RecordError):
+        return Behaviour.INVALID_SIGNATURE
+    if isinstance(error, TimeoutError | asyncio.TimeoutError | CancelledError):
+        return Behaviour.TIMEOUT
+    return None
+
+
+class ConnectionPool:
+    log = Logger()
+
+    def __init__(
+        self,
+        store: PeerStore,
+        events: EventBus,
+        metrics: Metrics,
+        clock: IReactorTime,
+        on_message: Callable[[str, bytes], None],
+        *,
+        max_connections: int,
+        idle_timeout: float = 300.0,
+        dial_timeout: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._metrics = metrics
+        self._clock = clock
+        self._on_message = on_message
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.dial_timeout = dial_timeout
+        self._factory: ISessionFactory | None = None
+        self._links: dict[str, IPeerLink] = {}
+        self._extra: set[Any] = set()  # second links of a peer (crossed dials), kept for receiving
+        self._last_used: dict[str, float] = {}
+        self._dialing: dict[str, list[Deferred[IPeerLink]]] = {}
+        self._connected_listeners: list[Callable[[str], None]] = []
+        self._reaper = LoopingCall(self._reap_idle)
+        self._reaper.clock = clock
+
+    # -- wiring -------------------------------------------------------------
+    def attach(self, factory: ISessionFactory) -> None:
+        """Use ``factory`` to dial, and accept the sessions it hands us."""
+        self._factory = factory
+        factory.on_incoming(self._incoming)
+
+    def on_connected(self, callback: Callable[[str], None]) -> None:
+        """``callback(peer)`` each time a session with a peer becomes usable."""
+        self._connected_listeners.append(callback)
+
+    def start(self) -> None:
+        if not self._reaper.running:
+            self._reaper.start(max(1.0, self.idle_timeout / 4), now=False)
+
+    def stop(self) -> None:
+        if self._reaper.running:
+            self._reaper.stop()
+        for link in [*self._links.values(), *self._extra]:
+            link.close("node stopping")
+
+    # -- state --------------------------------------------------------------
+    def connected(self, peer: str) -> bool:
+        return peer in self._links
+
+    def peers(self) -> list[str]:
+        return list(self._links)
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def link(self, peer: str) -> IPeerLink | None:
+        return self._links.get(peer)
+
+    def touch(self, peer: str) -> None:
+        if peer in self._links:
+            self._last_used[peer] = self._clock.seconds()
+
+    # -- dialing ------------------------------------------------------------
+    def get(self, peer: str) -> Deferred[IPeerLink]:
+        """A live session with ``peer``: an existing one, or a new dial."""
+        return Deferred.fromCoroutine(self._get(peer))
+
+    async def _get(self, peer: str) -> IPeerLink:
+        if self._store.is_blocked(peer):
+            raise PeerBlocked(f"{peer} is blacklisted")
+        live = self._links.get(peer)
+        if live is not None:
+            self.touch(peer)
+            return live
+        if peer in self._dialing:
+            waiter: Deferred[IPeerLink] = Deferred()
+            self._dialing[peer].append(waiter)
+            return await waiter
+        self._dialing[peer] = []
+        try:
+            link = await self._dial(peer)
+        except BaseException as e:
+            for waiter in self._dialing.pop(peer, []):
+                waiter.errback(e)
+            raise
+        for waiter in self._dialing.pop(peer, []):
+            waiter.callback(link)
+        return link
+
+    async def _dial(self, peer: str) -> IPeerLink:
+        if self._factory is None:
+            raise NoSessionFactory("no session layer attached: the node has no transport yet")
+        info = self._store.get(peer)
+        if info is None:
+            raise UnknownPeer(peer)
+        reasons: list[str] = []
+        for address in info.addresses():
+            d = self._factory.connect(address)
+            d.addTimeout(self.dial_timeout, self._clock)
+            try:
+                link = await d
+            except Exception as e:  # noqa: BLE001 - each failure is recorded, then failover
+                self._metrics.inc("connection_attempts_failed")
+                reasons.append(f"{address}: {e.__class__.__name__}: {e}")
+                behaviour = classify_failure(e)
+                if behaviour is not None:
+                    await self._store.observe(peer, behaviour)
+                self.log.info("dial {address} failed: {error}", address=address,
+                              error=e.__class__.__name__)
+                continue
+            self._metrics.inc("connection_attempts_ok")
+            await self._adopt(link, peer, outgoing=True)
+            return link
+        self._events.emit("network_error", peer=peer, error="dial failed",
+                          detail="; ".join(reasons))
+        raise DialFailed(f"could not reach {peer}: " + "; ".join(reasons))
+
+    # -- accepting ----------------------------------------------------------
+    def _incoming(self, link: IPeerLink) -> None:
+        peer = str(link.peer).lower()
+        if self._store.is_blocked(peer):
+            self._metrics.inc("connections_refused")
+            self.log.info("refused a session from blacklisted {peer}", peer=peer)
+            link.close("blacklisted")
+            return
+        if peer not in self._links and not self._make_room():
+            self._metrics.inc("connections_refused")
+            link.close("too many connections")
+            return
+        self._metrics.inc("connections_accepted")
+        Deferred.fromCoroutine(self._adopt(link, peer, outgoing=False)).addErrback(
+            lambda f: self.log.failure("adopting a session from {peer} failed", f, peer=peer))
+
+    def _make_room(self) -> bool:
+        if len(self._links) < self.max_connections:
+            return True
+        if not self._last_used:
+            return False
+        lru = min(self._last_used, key=lambda p: self._last_used[p])
+        self.log.info("pool full: closing least recently used session to {peer}", peer=lru)
+        self._links[lru].close("pool full")
+        self._forget(lru)
+        return True
+
+    async def _adopt(self, link: IPeerLink, peer: str, *, outgoing: bool) -> None:
+        """Make ``link`` the session of ``peer`` (or keep it as a second, receiving link)."""
+
+        def receive(data: bytes) -> None:
+            self._metrics.inc("bytes_in", len(data))
+            self.touch(peer)
+            self._on_message(peer, data)
+
+        link.set_receiver(receive)
+        link.when_closed().addCallback(self._closed, peer, link)
+        if peer in self._links:
+            self._extra.add(link)  # crossed dials: both links carry messages; keep the first
+            return
+        if outgoing:
+            self._make_room()
+        self._links[peer] = link
+        self._last_used[peer] = self._clock.seconds()
+        self._metrics.inc("peer_churn")
+        record: Any = getattr(link, "record", None)
+        to_bytes = getattr(record, "to_bytes", None)
+        record_bytes = to_bytes() if callable(to_bytes) else None
+        if self._store.get(peer) is None or record_bytes is not None:
+            await self._store.add(peer, record=record_bytes)
+        await self._store.observe(peer, Behaviour.SESSION_OK)
+        await self._store.set_status(peer, "connected")
+        self._events.emit("peer_connected", peer=peer, transport=str(link.transport_name),
+                          direction="outgoing" if outgoing else "incoming")
+        for callback in list(self._connected_listeners):
+            callback(peer)
+
+    def _closed(self, reason: str, peer: str, link: IPeerLink) -> None:
+        if link in self._extra:
+            self._extra.discard(link)
+            return
+        if self._links.get(peer) is not link:
+            return
+        self._forget(peer)
+        self._metrics.inc("peer_churn")
+        self._events.emit("peer_disconnected", peer=peer, reason=str(reason))
+        Deferred.fromCoroutine(self._store.set_status(peer, "disconnected")).addErrback(
+            lambda f: self.log.failure("status update for {peer} failed", f, peer=peer))
+
+    def _forget(self, peer: str) -> None:
+        self._links.pop(peer, None)
+        self._last_used.pop(peer, None)
+
+    def close(self, peer: str, reason: str) -> None:
+        link = self._links.get(peer)
+        if link is not None:
+            link.close(reason)
+        for extra in [x for x in self._extra if str(x.peer).lower() == peer]:
+            extra.close(reason)
+
+    def _reap_idle(self) -> None:
+        now = self._clock.seconds()
+        for peer, used in list(self._last_used.items()):
+            if now - used >= self.idle_timeout:
+                self.log.debug("closing idle session to {peer}", peer=peer)
+                self.close(peer, "idle")

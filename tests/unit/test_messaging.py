@@ -1,0 +1,301 @@
+"""Node core over the fake session network: pool, reliable messaging, request/response."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from aegis_hidden.config import Config, parse_config
+from aegis_hidden.events import EventBus
+from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.node import DeliveryState, MessageTooLarge, NodeCore, PeerBlocked, RequestTimeout
+from aegis_hidden.peers import InlineSQLite, UnknownPeer
+from aegis_hidden.testing import FakeNetwork, result_of
+
+
+def onion() -> str:
+    return onion_address_from_public_key(os.urandom(32))
+
+
+class Node:
+    """One fake node: a NodeCore on an InlineSQLite file, joined to a FakeNetwork."""
+
+    def __init__(self, network: FakeNetwork, clock: Clock, db_path: str,
+                 address: str | None = None, config: Config | None = None,
+                 i2p: str | None = None, **messenger: Any) -> None:
+        self.address = address or onion()
+        self.i2p = i2p
+        self.db_path = db_path
+        self.events: list[dict[str, Any]] = []
+        bus = EventBus(now=clock.seconds)
+        bus.subscribe(self.events.append)
+        self.db = InlineSQLite(db_path)
+        self.core = NodeCore(config or Config(), None, str(Path(db_path).parent), bus, clock,
+                             db=self.db, local_address=self.address,
+                             messenger_options=messenger or None)
+        aliases = (i2p,) if i2p else ()
+        self.factory = network.node(self.address, *aliases)
+        self.core.attach_session_factory(self.factory)
+        self.core.startService()
+        result_of(self.core.when_ready())
+
+    def stop(self) -> None:
+        self.core.stopService()
+        result_of(self.db.close())
+
+    def received(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == "message_received"]
+
+    def states(self, msg_id: str) -> list[str]:
+        return [e["state"] for e in self.events
+                if e["type"] == "delivery_state" and e["id"] == msg_id]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def net() -> FakeNetwork:
+    return FakeNetwork()
+
+
+def pair(net: FakeNetwork, clock: Clock, tmp_path: Path, **kw: Any) -> tuple[Node, Node]:
+    a = Node(net, clock, str(tmp_path / "a.db"), **kw)
+    b = Node(net, clock, str(tmp_path / "b.db"), **kw)
+    result_of(a.core.store.add(b.address))
+    return a, b
+
+
+def test_send_is_delivered_once_and_acknowledged(net: FakeNetwork, clock: Clock,
+                                                 tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    msg_id, state = result_of(a.core.send(b.address, {"type": "chat", "data": "hello"}))
+    assert state is DeliveryState.ACKNOWLEDGED  # the fake network answers synchronously
+    assert a.states(msg_id) == ["queued", "sent", "acknowledged"]
+    (got,) = b.received()
+    assert got["peer"] == a.address and got["id"] == msg_id
+    assert got["message"] == {"type": "chat", "data": "hello"}
+    assert a.core.messenger.outbox_size() == 0
+    assert [e["type"] for e in a.events if e["type"].startswith("peer_")] == ["peer_connected"]
+    assert b.core.store.require(a.address).status == "connected"  # incoming peer learnt
+    assert a.core.metrics.counters["messages_acked"] == 1
+    assert a.core.metrics.latency.count == 1
+    assert b.core.metrics.counters["messages_received"] == 1
+
+
+def test_unknown_blocked_and_oversize_sends_refused(net: FakeNetwork, clock: Clock,
+                                                    tmp_path: Path) -> None:
+    cfg = parse_config({"performance": {"max_message_size": 1024}})
+    a, b = pair(net, clock, tmp_path, config=cfg)
+    with pytest.raises(UnknownPeer):
+        result_of(a.core.send(onion(), {"type": "x"}))
+    with pytest.raises(MessageTooLarge, match="1024"):
+        result_of(a.core.send(b.address, {"type": "x", "data": "z" * 2000}))
+    result_of(a.core.store.block(b.address, "test"))
+    with pytest.raises(PeerBlocked):
+        result_of(a.core.send(b.address, {"type": "x"}))
+    assert a.core.messenger.outbox_size() == 0 and not b.received()
+
+
+def test_retries_with_backoff_until_reachable(net: FakeNetwork, clock: Clock,
+                                              tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path, retry_base=2.0, retry_max=16.0)
+    net.unreachable.add(b.address)
+    msg_id, state = result_of(a.core.send(b.address, {"type": "chat", "data": 1}))
+    assert state is DeliveryState.QUEUED
+    dial_times = []
+    for _ in range(40):
+        clock.advance(1)
+        dial_times.append(len(a.factory.dialed))
+    # dials at t=0, then after 2, 4, 8, 16, 16 s: backoff doubles up to the cap
+    attempts_at = [i + 1 for i in range(40) if i == 0 or dial_times[i] != dial_times[i - 1]]
+    assert attempts_at[:5] == [1, 2, 6, 14, 30]
+    assert not b.received()
+    net.unreachable.clear()
+    clock.advance(16)
+    assert len(b.received()) == 1
+    assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    assert a.core.metrics.counters["connection_attempts_failed"] >= 5
+
+
+def test_lost_ack_means_resend_but_single_delivery(net: FakeNetwork, clock: Clock,
+                                                   tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path, ack_timeout=10.0, retry_base=1.0)
+    # b receives but its acks are lost: drop everything b sends
+    result_of(a.core.pool.get(b.address))
+    b_link = b.core.pool.link(a.address)
+    assert b_link is not None
+    real_send = b_link.send_message
+    b_link.send_message = lambda data: None  # type: ignore[method-assign]
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "chat", "data": "once"}))
+    clock.advance(10)  # ack timeout
+    clock.advance(1)  # retry
+    assert a.core.metrics.counters["messages_sent"] == 2
+    assert a.core.messenger.state(msg_id) is DeliveryState.SENT
+    b_link.send_message = real_send  # type: ignore[method-assign]
+    clock.advance(10)
+    clock.advance(2)
+    assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    assert len(b.received()) == 1
+    assert b.core.metrics.counters["messages_duplicate"] >= 1
+
+
+def test_sender_restart_resends_unacknowledged(net: FakeNetwork, clock: Clock,
+                                               tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    net.unreachable.add(b.address)
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "chat", "data": "persist"}))
+    a.stop()  # crash/stop before any ack
+    net.remove(a.address)
+    net.unreachable.clear()
+    a2 = Node(net, clock, a.db_path, address=a.address)
+    assert a2.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    (got,) = b.received()
+    assert got["id"] == msg_id and got["message"]["data"] == "persist"
+    a2.stop()
+    net.remove(a.address)
+    a3 = Node(net, clock, a.db_path, address=a.address)
+    assert a3.core.messenger.outbox_size() == 0  # acked: gone for good
+    clock.advance(3600)
+    assert len(b.received()) == 1
+
+
+def test_receiver_restart_after_ack_lost_delivers_once(net: FakeNetwork, clock: Clock,
+                                                       tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path, ack_timeout=5.0, retry_base=1.0)
+    net.drop_all = False
+    result_of(a.core.pool.get(b.address))
+    link = b.core.pool.link(a.address)
+    assert link is not None
+    link.send_message = lambda data: None  # type: ignore[method-assign]  # ack lost
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "chat", "data": "x"}))
+    assert len(b.received()) == 1
+    b.stop()  # b "crashes" after persisting the id but before the ack got out
+    net.remove(b.address)
+    clock.advance(5)
+    clock.advance(1)
+    b2 = Node(net, clock, b.db_path, address=b.address)
+    clock.advance(2)
+    clock.advance(4)
+    assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    assert b2.received() == []  # the copy was recognised and only acknowledged
+    assert b2.core.metrics.counters["messages_duplicate"] == 1
+
+
+def test_expires_after_ttl(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path, ttl=100.0, dedupe_window=200.0, retry_max=30.0)
+    net.unreachable.add(b.address)
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "chat"}))
+    clock.pump([10] * 15)
+    assert a.core.messenger.state(msg_id) is DeliveryState.EXPIRED
+    assert a.core.messenger.outbox_size() == 0
+    assert any(e["type"] == "network_error" and e.get("id") == msg_id for e in a.events)
+
+
+def test_failover_to_i2p_destination(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    i2p = "b" * 52 + ".b32.i2p"
+    a = Node(net, clock, str(tmp_path / "a.db"))
+    b = Node(net, clock, str(tmp_path / "b.db"), i2p=i2p)
+    result_of(a.core.store.add(b.address, i2p_destination=i2p))
+    net.unreachable.add(b.address)
+    _, state = result_of(a.core.send(b.address, {"type": "chat"}))
+    assert state is DeliveryState.ACKNOWLEDGED
+    assert a.factory.dialed == [b.address, i2p]
+    assert len(b.received()) == 1
+
+
+def test_pool_reuses_limits_and_expires_idle(net: FakeNetwork, clock: Clock,
+                                             tmp_path: Path) -> None:
+    cfg = parse_config({"network": {"max_connections": 2}})
+    a = Node(net, clock, str(tmp_path / "a.db"), config=cfg)
+    others = [Node(net, clock, str(tmp_path / f"o{i}.db")) for i in range(3)]
+    for o in others:
+        result_of(a.core.store.add(o.address))
+    result_of(a.core.send(others[0].address, {"type": "x"}))
+    result_of(a.core.send(others[0].address, {"type": "y"}))
+    assert a.factory.dialed == [others[0].address]  # reused
+    clock.advance(1)
+    result_of(a.core.send(others[1].address, {"type": "x"}))
+    clock.advance(1)
+    result_of(a.core.send(others[2].address, {"type": "x"}))
+    assert len(a.core.pool) == 2
+    assert not a.core.pool.connected(others[0].address)  # least recently used evicted
+    clock.advance(a.core.pool.idle_timeout + 100)
+    assert len(a.core.pool) == 0
+    assert sum(e["type"] == "peer_disconnected" for e in a.events) == 3
+
+
+def test_blacklisted_peer_refused_at_accept(net: FakeNetwork, clock: Clock,
+                                            tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    result_of(b.core.store.add(a.address))
+    result_of(b.core.store.block(a.address, "no thanks"))
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "x"}))
+    assert b.received() == []
+    assert b.core.metrics.counters["connections_refused"] >= 1
+    assert a.core.messenger.state(msg_id) is not DeliveryState.ACKNOWLEDGED
+
+
+def test_protocol_violation_lowers_reputation(net: FakeNetwork, clock: Clock,
+                                              tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    link = result_of(a.core.pool.get(b.address))
+    before = b.core.store.require(a.address).reputation
+    link.send_message(b"not json")
+    link.send_message(b'{"k": "msg", "id": "zz"}')
+    assert b.core.store.require(a.address).reputation < before
+    assert b.core.metrics.counters["protocol_errors"] == 2
+    errors = [e for e in b.events if e["type"] == "network_error"]
+    assert "envelope.id" in errors[1]["detail"]
+
+
+def test_request_response_and_timeout(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    answer = result_of(a.core.messenger.request(b.address, {"type": "ping", "data": 7}))
+    assert answer == {"type": "pong", "data": 7}
+    b.core.messenger.set_request_handler("sum", lambda peer, body: {
+        "type": "sum", "data": sum(body["data"])})
+    assert result_of(a.core.messenger.request(
+        b.address, {"type": "sum", "data": [1, 2, 3]}))["data"] == 6
+    unknown = result_of(a.core.messenger.request(b.address, {"type": "nope"}))
+    assert unknown["type"] == "error" and "nope" in unknown["data"]
+    net.unreachable.add(b.address)
+    a.core.pool.close(b.address, "test")
+    d = a.core.messenger.request(b.address, {"type": "ping"}, timeout=5)
+    from twisted.internet.defer import Deferred
+    dd = Deferred.fromCoroutine(d)
+    failures: list[Any] = []
+    dd.addErrback(failures.append)
+    clock.advance(5)
+    assert failures and failures[0].check(RequestTimeout)
+
+
+def test_handshake_failure_lowers_reputation(net: FakeNetwork, clock: Clock,
+                                             tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    net.failing_handshakes.add(b.address)
+    result_of(a.core.send(b.address, {"type": "x"}))
+    peer = a.core.store.require(b.address)
+    assert peer.reputation < 0.5 and peer.sessions_failed == 1
+
+
+def test_no_session_layer_keeps_messages_queued(clock: Clock, tmp_path: Path) -> None:
+    bus = EventBus()
+    db = InlineSQLite(str(tmp_path / "n.db"))
+    core = NodeCore(Config(), None, str(tmp_path), bus, clock, db=db, local_address=onion())
+    core.startService()
+    result_of(core.when_ready())
+    peer = onion()
+    result_of(core.store.add(peer))
+    msg_id, state = result_of(core.send(peer, {"type": "x"}))
+    assert state is DeliveryState.QUEUED
+    clock.advance(60)
+    assert core.messenger.state(msg_id) is DeliveryState.QUEUED
+    assert core.status()["session_layer"] is False
+    assert core.status()["counts"]["outbox"] == 1
