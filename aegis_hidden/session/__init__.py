@@ -1,1 +1,40 @@
-"""Hybrid post-quantum sessions between nodes (X-Wing handshake, AEAD cells)."""
+"""Hybrid post-quantum sessions between nodes (X-Wing handshake, AEAD cells).
+
+Pure code: no Twisted import here (the identity package imports
+:mod:`aegis_hidden.session.xwing`). The Twisted protocol, the
+:class:`~aegis_hidden.interfaces.IPeerLink` and the
+:class:`~aegis_hidden.interfaces.ISessionFactory` live in
+:mod:`aegis_hidden.session.twisted`. docs/protocol.md is the specification.
+"""
+
+from ._errors import CloseReason, HandshakeError, SessionError
+from ._session import (
+    PROTOCOL_VERSIONS,
+    Closed,
+    Established,
+    MessageReceived,
+    ReplayCache,
+    Session,
+    SessionEvent,
+    SessionParams,
+    State,
+    b32_address_of_destination,
+    dialed_hint,
+)
+
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "CloseReason",
+    "Closed",
+    "Established",
+    "HandshakeError",
+    "MessageReceived",
+    "ReplayCache",
+    "Session",
+    "SessionError",
+    "SessionEvent",
+    "SessionParams",
+    "State",
+    "b32_address_of_destination",
+    "dialed_hint",
+]

@@ -1,0 +1,710 @@
+"""The sans-I/O session: handshake state machine plus the sealed cell stream.
+
+No sockets, no reactor: feed it bytes with :meth:`Session.receive_data`, take
+what it wants to send from :meth:`Session.data_to_send`, and read what
+happened from :meth:`Session.events`. Time comes from an injected ``clock``
+callable and randomness from an injected ``random`` callable.
+
+docs/protocol.md is the specification; section numbers below refer to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import hashlib
+import hmac
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
+from google.protobuf.message import DecodeError
+
+# Submodules, not the package: aegis_hidden.identity imports session.xwing, so the
+# package may be half-initialised when this module loads.
+from ..identity._onion import is_onion_v3
+from ..identity._record import IdentityRecord, RecordError, RecordKind, parse_record, verify_record
+from ..wire import (
+    CellError,
+    CellType,
+    Flags,
+    MessageTooLarge,
+    Reassembler,
+    clear_body_capacity,
+    decode_clear,
+    decode_inner,
+    encode_clear,
+    encode_inner,
+    fragment,
+    handshake_pb2,
+    inner_body_capacity,
+    prepare_message,
+)
+from . import xwing
+from ._aead import AEADS, Direction, hkdf_expand, hkdf_extract
+from ._errors import CloseReason, HandshakeError, SessionError
+
+if TYPE_CHECKING:
+    from ..identity import NodeIdentity
+
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "Closed",
+    "Established",
+    "MessageReceived",
+    "ReplayCache",
+    "Session",
+    "SessionEvent",
+    "SessionParams",
+    "State",
+    "b32_address_of_destination",
+    "dialed_hint",
+]
+
+#: Protocol versions this code speaks, most preferred first.
+PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+MESSAGE_LAYOUT = 1
+MAX_HANDSHAKE_MESSAGE = 64 * 1024
+NONCE_SIZE = 32
+PROLOGUE = b"aegis-hidden handshake\x00"
+_DIALED_LABEL = b"aegis-hidden dialed\x00"
+_U32 = struct.Struct(">I")
+
+
+class State(enum.Enum):
+    START = "start"
+    WAIT_CLIENT_HELLO = "wait-client-hello"    # responder
+    WAIT_SERVER_HELLO = "wait-server-hello"    # initiator
+    WAIT_SERVER_AUTH = "wait-server-auth"      # initiator
+    WAIT_CLIENT_AUTH = "wait-client-auth"      # responder
+    WAIT_FINISHED = "wait-finished"            # initiator
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Established:
+    peer: str
+    record: IdentityRecord
+    version: int
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Closed:
+    reason: CloseReason
+    detail: str
+    by_peer: bool
+
+
+SessionEvent = Established | MessageReceived | Closed
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """Everything both sides must agree on, plus local limits."""
+
+    cell_size: int = 996
+    encryption: str = "AES-256-GCM"
+    max_message_size: int = 1024 * 1024
+    compression_threshold: int = 1024
+    rekey_cells: int = 1 << 20
+    rekey_seconds: float = 600.0
+    handshake_timeout: float = 60.0
+    versions: tuple[int, ...] = PROTOCOL_VERSIONS
+
+    def __post_init__(self) -> None:
+        if self.encryption not in AEADS:
+            raise ValueError(f"unknown encryption {self.encryption!r}; one of {sorted(AEADS)}")
+        if not 256 <= self.cell_size <= 65535:
+            raise ValueError(f"cell_size must be from 256 to 65535, got {self.cell_size}")
+        if not self.versions:
+            raise ValueError("at least one protocol version is needed")
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> SessionParams:
+        """From a :class:`aegis_hidden.config.Config` (mixing, security, performance, network)."""
+        values: dict[str, Any] = {
+            "cell_size": config.mixing.cell_size,
+            "encryption": config.security.encryption,
+            "max_message_size": config.performance.max_message_size,
+            "compression_threshold": config.performance.compression_threshold,
+            "handshake_timeout": config.network.connection_timeout,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def dialed_hint(nonce: bytes, address: str) -> bytes:
+    """What ClientHello.dialed carries: binds the dialed address without showing it (§2.2)."""
+    return hashlib.sha3_256(_DIALED_LABEL + nonce + address.lower().encode("ascii")).digest()
+
+
+def b32_address_of_destination(destination_b64: str) -> str:
+    """The ``.b32.i2p`` name of an I2P destination in I2P's base64 alphabet."""
+    raw = base64.b64decode(destination_b64.replace("-", "+").replace("~", "/"), validate=True)
+    return base64.b32encode(hashlib.sha256(raw).digest()).decode("ascii").lower().rstrip("=") + ".b32.i2p"
+
+
+class ReplayCache:
+    """ClientHello nonces seen recently, so a replayed first message is refused (§2.6)."""
+
+    def __init__(self, clock: Callable[[], float], window: float = 600.0, limit: int = 100_000) -> None:
+        self._clock = clock
+        self._window = window
+        self._limit = limit
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def fresh(self, nonce: bytes) -> bool:
+        """True (and remembered) the first time ``nonce`` is seen within the window."""
+        now = self._clock()
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if at > now - self._window and len(self._seen) < self._limit:
+                break
+            del self._seen[oldest]
+        if nonce in self._seen:
+            return False
+        self._seen[nonce] = now
+        return True
+
+
+class _Transcript:
+    """A running SHA-256 over length-prefixed handshake items (§2.4)."""
+
+    def __init__(self, cell_size: int) -> None:
+        self._h = hashlib.sha256(PROLOGUE + struct.pack(">H", cell_size))
+
+    def add(self, item: bytes) -> None:
+        self._h.update(_U32.pack(len(item)) + item)
+
+    def digest(self, *extra: bytes) -> bytes:
+        h = self._h.copy()
+        for item in extra:
+            h.update(_U32.pack(len(item)) + item)
+        return h.digest()
+
+
+def _label(version: int, what: str) -> bytes:
+    return f"aegis-hidden/{version} {what}".encode("ascii")
+
+
+def _parse(cls: type[Any], data: bytes, what: str) -> Any:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise HandshakeError(CloseReason.PROTOCOL_ERROR, f"{what} does not parse: {e}") from None
+    return msg
+
+
+class Session:
+    """One side of one session (§2 handshake, §3 cells, §4 record layer).
+
+    ``peer_address`` is the address the initiator dialed (``.onion`` or
+    ``.b32.i2p``, no port); the responder passes None. Everything fails
+    closed: any error ends the session with a :class:`CloseReason` and never
+    falls back to anything weaker.
+    """
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        params: SessionParams,
+        *,
+        initiator: bool,
+        clock: Callable[[], float],
+        peer_address: str | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+        replay_cache: ReplayCache | None = None,
+        encapsulate: Callable[[bytes], tuple[bytes, bytes]] = xwing.encapsulate,
+    ) -> None:
+        if initiator and not peer_address:
+            raise ValueError("an initiator needs the peer_address it dialed")
+        self.identity = identity
+        self.params = params
+        self.initiator = initiator
+        self.peer_address = peer_address.lower() if peer_address else None
+        self._clock = clock
+        self._random = random
+        self._replay = replay_cache
+        self._encapsulate = encapsulate
+        self.state = State.START if initiator else State.WAIT_CLIENT_HELLO
+        self.version: int | None = None
+        self.peer_record: IdentityRecord | None = None
+        self.close_reason: SessionError | None = None
+        self.started_at = clock()
+        self._n = params.cell_size
+        self._aead_id = AEADS[params.encryption]
+        self._inbuf = bytearray()
+        self._out: list[bytes] = []
+        self._events: list[SessionEvent] = []
+        self._transcript = _Transcript(self._n)
+        self._hs_in = Reassembler(MAX_HANDSHAKE_MESSAGE)
+        self._data_in = Reassembler(params.max_message_size)
+        self._in_clear = True
+        self._tx: Direction | None = None
+        self._rx: Direction | None = None
+        self._eph_secret: bytes | None = None
+        self._hs_secret = b""
+        self._my_address = identity.onion
+        self._offered: tuple[int, ...] = ()
+        self.want_transport_close = False
+
+    # -- public API -------------------------------------------------------
+    @property
+    def established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def start(self) -> None:
+        """Initiator: send ClientHello (§2.2). The responder just waits for it."""
+        if not self.initiator or self.state is not State.START:
+            raise RuntimeError("start() is for an initiator that has not started")
+        assert self.peer_address is not None
+        seed = self._random(32)
+        self._eph_secret, eph_public = xwing.generate_keypair_derand(seed)
+        nonce = self._random(NONCE_SIZE)
+        self._offered = tuple(self.params.versions)
+        hello = handshake_pb2.ClientHello(
+            version=MESSAGE_LAYOUT, versions=list(self._offered), cell_size=self._n,
+            ephemeral_public=eph_public, nonce=nonce,
+            dialed=dialed_hint(nonce, self.peer_address), aead=self._aead_id)
+        data = hello.SerializeToString(deterministic=True)
+        self._transcript.add(data)
+        self._send_clear(data)
+        self.state = State.WAIT_SERVER_HELLO
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._inbuf += data
+        try:
+            self._early_check()
+            n = self._n
+            pos = 0
+            buf = self._inbuf
+            while len(buf) - pos >= n and not self.closed:
+                cell = bytes(buf[pos:pos + n])
+                pos += n
+                self._on_cell(cell)
+            del buf[:pos]
+        except SessionError as e:
+            self._fail(e)
+        except CellError as e:
+            reason = (CloseReason.MESSAGE_TOO_LARGE if isinstance(e, MessageTooLarge)
+                      else CloseReason.BAD_CELL)
+            self._fail(self._error(reason, str(e)))
+
+    def send_message(self, data: bytes) -> None:
+        """Seal one application message into DATA cells (§3.3). Raises MessageTooLarge."""
+        self._require_established()
+        flags, payload = prepare_message(data, self.params.compression_threshold,
+                                         self.params.max_message_size)
+        for piece_flags, piece in fragment(payload, inner_body_capacity(self._n), flags):
+            self._send_sealed(CellType.DATA, piece_flags, piece)
+
+    def send_cover(self, kind: CellType = CellType.COVER) -> None:
+        """One COVER (or PADDING) cell: indistinguishable from DATA on the wire."""
+        if kind not in (CellType.COVER, CellType.PADDING):
+            raise ValueError("send_cover sends COVER or PADDING cells only")
+        self._require_established()
+        self._send_sealed(kind, 0, b"")
+
+    def close(self, reason: CloseReason = CloseReason.NORMAL, detail: str = "") -> None:
+        """Close, telling the peer ``reason`` in a sealed CLOSE cell when a session exists."""
+        if self.state is State.CLOSED:
+            return
+        self._finish(SessionError(reason, detail or "closed locally"), by_peer=False)
+
+    def timeout(self) -> None:
+        """The handshake timer fired (the caller owns the timer; §2.7)."""
+        if self.state not in (State.ESTABLISHED, State.CLOSED):
+            self._fail(HandshakeError(
+                CloseReason.TIMEOUT,
+                f"handshake not finished after {self.params.handshake_timeout:g}s "
+                f"(state {self.state.value})"))
+
+    def connection_lost(self) -> None:
+        """The transport went away. Without a CLOSE cell first, that is truncation."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.ESTABLISHED:
+            left = f" with {len(self._inbuf)} bytes of a partial cell" if self._inbuf else ""
+            err: SessionError = SessionError(
+                CloseReason.TRUNCATED, f"the stream ended without a CLOSE cell{left}")
+        else:
+            err = HandshakeError(
+                CloseReason.TRUNCATED,
+                f"the stream ended during the handshake (state {self.state.value})")
+        self.want_transport_close = True
+        self._finish(err, by_peer=True, notify=False)
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def events(self) -> list[SessionEvent]:
+        out = self._events
+        self._events = []
+        return out
+
+    # -- sending ----------------------------------------------------------
+    def _send_clear(self, data: bytes) -> None:
+        for flags, piece in fragment(data, clear_body_capacity(self._n)):
+            self._out.append(encode_clear(self._n, flags, piece))
+
+    def _send_sealed(self, ctype: CellType, flags: int, body: bytes) -> None:
+        tx = self._tx
+        assert tx is not None
+        if self.state is State.ESTABLISHED and ctype is not CellType.CLOSE and (
+            tx.count >= self.params.rekey_cells
+            or self._clock() - tx.since >= self.params.rekey_seconds
+        ):
+            self._out.append(tx.seal(encode_inner(self._n, CellType.REKEY, 0, b"")))
+            tx.rekey(self._clock())
+        self._out.append(tx.seal(encode_inner(self._n, ctype, flags, body)))
+
+    def _send_handshake_sealed(self, data: bytes) -> None:
+        for flags, piece in fragment(data, inner_body_capacity(self._n)):
+            self._send_sealed(CellType.HANDSHAKE, flags, piece)
+
+    def _require_established(self) -> None:
+        if self.state is not State.ESTABLISHED:
+            raise SessionError(CloseReason.PROTOCOL_ERROR,
+                               f"session is not established (state {self.state.value})")
+
+    # -- receiving --------------------------------------------------------
+    def _early_check(self) -> None:
+        # A responder learns the initiator's cell size from the first 4 bytes,
+        # so a mismatch fails at once instead of waiting for bytes that never come.
+        if self.state is State.WAIT_CLIENT_HELLO and len(self._inbuf) >= 4 and self._in_clear:
+            magic, size = bytes(self._inbuf[:2]), int.from_bytes(self._inbuf[2:4], "big")
+            if magic != b"AH":
+                raise HandshakeError(CloseReason.BAD_CELL, "not an aegis-hidden handshake (bad magic)")
+            if size != self._n:
+                raise HandshakeError(CloseReason.CELL_SIZE_MISMATCH,
+                                     f"peer uses {size}-byte cells, this node {self._n}-byte cells")
+
+    def _on_cell(self, cell: bytes) -> None:
+        if self._in_clear:
+            flags, piece = decode_clear(cell, self._n)
+            message = self._hs_in.feed(flags, piece)
+            if message is not None:
+                self._on_handshake(message)
+            return
+        rx = self._rx
+        assert rx is not None
+        ctype, flags, body = decode_inner(rx.open(cell))
+        if self.state is State.ESTABLISHED:
+            if ctype is CellType.DATA:
+                msg = self._data_in.feed(flags, body)
+                if msg is not None:
+                    self._events.append(MessageReceived(msg))
+            elif ctype is CellType.REKEY:
+                rx.rekey(self._clock())
+            elif ctype is CellType.CLOSE:
+                self._on_close_cell(body)
+            elif ctype is CellType.HANDSHAKE:
+                raise self._error(CloseReason.PROTOCOL_ERROR, "handshake cell after the handshake")
+            # PADDING and COVER: nothing to do.
+            return
+        if ctype is not CellType.HANDSHAKE:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR,
+                                 f"{ctype.name} cell during the handshake")
+        if flags & Flags.ZSTD:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "compressed handshake message")
+        message = self._hs_in.feed(flags, body)
+        if message is not None:
+            self._on_handshake(message)
+
+    def _on_close_cell(self, body: bytes) -> None:
+        msg = _parse(handshake_pb2.Close, body, "Close")
+        try:
+            reason = CloseReason(msg.reason)
+        except ValueError:
+            reason = CloseReason.PROTOCOL_ERROR
+        self.want_transport_close = True
+        self._finish(SessionError(reason, f"peer closed: {msg.detail[:200]}"),
+                     by_peer=True)
+
+    def _on_handshake(self, data: bytes) -> None:
+        if self._hs_in.pending:  # pragma: no cover - feed() returned a whole message
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "handshake reassembly out of step")
+        handler = {
+            State.WAIT_CLIENT_HELLO: self._on_client_hello,
+            State.WAIT_SERVER_HELLO: self._on_server_hello,
+            State.WAIT_SERVER_AUTH: self._on_server_auth,
+            State.WAIT_CLIENT_AUTH: self._on_client_auth,
+            State.WAIT_FINISHED: self._on_finished,
+        }.get(self.state)
+        if handler is None:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR,
+                                 f"handshake message in state {self.state.value}")
+        handler(data)
+
+    # -- handshake steps (§2) ----------------------------------------------
+    def _own_addresses(self) -> list[str]:
+        out = [self.identity.onion]
+        dest = self.identity.record.i2p_destination
+        if dest:
+            # Our own record naming an undecodable destination: answer on the onion only.
+            with contextlib.suppress(ValueError):
+                out.append(b32_address_of_destination(dest))
+        return out
+
+    def _on_client_hello(self, data: bytes) -> None:
+        hello = _parse(handshake_pb2.ClientHello, data, "ClientHello")
+        if hello.version != MESSAGE_LAYOUT:
+            raise HandshakeError(CloseReason.VERSION_MISMATCH,
+                                 f"ClientHello layout {hello.version} is not supported")
+        if hello.cell_size != self._n:
+            raise HandshakeError(CloseReason.CELL_SIZE_MISMATCH,
+                                 f"peer asks for {hello.cell_size}-byte cells, this node uses {self._n}")
+        if len(hello.nonce) != NONCE_SIZE or len(hello.dialed) != 32:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "ClientHello nonce or dialed hint has the "
+                                 "wrong length")
+        if len(hello.ephemeral_public) != xwing.PUBLIC_KEY_SIZE:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "ClientHello ephemeral key has the wrong length")
+        if hello.aead not in AEADS.values():
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, f"unknown AEAD number {hello.aead}")
+        common = set(hello.versions) & set(self.params.versions)
+        if not common:
+            raise HandshakeError(
+                CloseReason.VERSION_MISMATCH,
+                f"no common protocol version (peer offers {list(hello.versions)}, "
+                f"this node speaks {list(self.params.versions)})")
+        version = max(common)
+        for address in self._own_addresses():
+            if hmac.compare_digest(dialed_hint(hello.nonce, address), hello.dialed):
+                self._my_address = address
+                break
+        else:
+            raise HandshakeError(CloseReason.ADDRESS_MISMATCH,
+                                 "the initiator dialed an address this node does not own")
+        if self._replay is not None and not self._replay.fresh(hello.nonce):
+            raise HandshakeError(CloseReason.REPLAY, "ClientHello replayed (nonce seen before)")
+        try:
+            ss, ct = self._encapsulate(hello.ephemeral_public)
+        except xwing.XWingError as e:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, f"ephemeral key refused: {e}") from None
+        self.version = version
+        self._aead_id = hello.aead
+        self._transcript.add(data)
+        server_hello = handshake_pb2.ServerHello(
+            version=version, ciphertext=ct, nonce=self._random(NONCE_SIZE), aead=hello.aead)
+        sh = server_hello.SerializeToString(deterministic=True)
+        self._send_clear(sh)
+        self._transcript.add(sh)
+        self._key_schedule(ss)
+        self._in_clear = False
+        self._send_handshake_sealed(self._make_auth(responder=True, peer_has_mldsa=True))
+        self.state = State.WAIT_CLIENT_AUTH
+
+    def _on_server_hello(self, data: bytes) -> None:
+        sh = _parse(handshake_pb2.ServerHello, data, "ServerHello")
+        if sh.version not in self._offered:
+            raise HandshakeError(CloseReason.VERSION_MISMATCH,
+                                 f"responder chose version {sh.version}, which was not offered")
+        if sh.aead != self._aead_id:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "responder changed the AEAD")
+        if len(sh.nonce) != NONCE_SIZE or len(sh.ciphertext) != xwing.CIPHERTEXT_SIZE:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, "ServerHello field of the wrong length")
+        assert self._eph_secret is not None
+        try:
+            ss = xwing.decapsulate(sh.ciphertext, self._eph_secret)
+        except xwing.XWingError as e:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR, f"X-Wing ciphertext refused: {e}") from None
+        self._eph_secret = None
+        self.version = sh.version
+        self._transcript.add(data)
+        self._key_schedule(ss)
+        self._in_clear = False
+        self.state = State.WAIT_SERVER_AUTH
+
+    def _key_schedule(self, ss: bytes) -> None:
+        """Handshake secrets from the X-Wing secret and the hello transcript (§2.4)."""
+        assert self.version is not None
+        v = self.version
+        self._hs_secret = hkdf_extract(self._transcript.digest(), ss)
+        now = self._clock()
+        r_hs = Direction(self._aead_id, hkdf_expand(self._hs_secret, _label(v, "r hs")), _label(v, "r hs"),
+                         now)
+        i_hs = Direction(self._aead_id, hkdf_expand(self._hs_secret, _label(v, "i hs")), _label(v, "i hs"),
+                         now)
+        self._tx, self._rx = (i_hs, r_hs) if self.initiator else (r_hs, i_hs)
+
+    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
+        assert self.version is not None
+        v = self.version
+        who = "responder" if responder else "initiator"
+        record = self.identity.record.to_bytes()
+        address = self._my_address.encode("ascii")
+        th = self._transcript.digest(record, address)
+        to_sign = _label(v, f"{who} signature") + b"\x00" + th
+        ed_sig = self.identity.master.sign(to_sign)
+        mldsa_sig = b""
+        mldsa = self.identity.mldsa
+        if mldsa is not None and self.identity.record.mldsa_public and peer_has_mldsa:
+            mldsa_sig = mldsa.sign(to_sign)
+        mac_key = hkdf_expand(self._hs_secret, _label(v, f"{who} finished"))
+        mac = hmac.new(mac_key, self._transcript.digest(record, address, ed_sig, mldsa_sig),
+                       hashlib.sha256).digest()
+        auth = handshake_pb2.Auth(version=v, record=record, address=self._my_address,
+                                  ed25519_signature=ed_sig, mldsa_signature=mldsa_sig, mac=mac)
+        data = auth.SerializeToString(deterministic=True)
+        self._transcript.add(data)
+        return data
+
+    def _check_auth(self, data: bytes, *, responder: bool) -> IdentityRecord:
+        """Verify the peer's Auth (§2.3): record, address, signatures, MAC."""
+        assert self.version is not None
+        v = self.version
+        who = "responder" if responder else "initiator"
+        auth = _parse(handshake_pb2.Auth, data, f"{who} Auth")
+        if auth.version != v:
+            raise HandshakeError(CloseReason.VERSION_MISMATCH,
+                                 f"{who} Auth is for version {auth.version}, session is {v}")
+        address = auth.address.lower()
+        if responder:
+            assert self.peer_address is not None
+            if address != self.peer_address:
+                raise HandshakeError(CloseReason.ADDRESS_MISMATCH,
+                                     f"dialed {self.peer_address} but the responder proves {address}")
+        elif not is_onion_v3(address):
+            raise HandshakeError(CloseReason.WRONG_IDENTITY,
+                                 "the initiator must prove a v3 onion address")
+        try:
+            if address.endswith(".b32.i2p"):
+                record = verify_record(auth.record, _onion_of(auth.record), self._clock())
+                if not record.i2p_destination or b32_address_of_destination(
+                        record.i2p_destination) != address:
+                    raise HandshakeError(CloseReason.WRONG_IDENTITY,
+                                         f"the responder's record does not bind {address}")
+            else:
+                record = verify_record(auth.record, address, self._clock())
+        except (RecordError, ValueError) as e:
+            if isinstance(e, HandshakeError):
+                raise
+            raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} record refused: {e}") from None
+        if record.kind is not RecordKind.IDENTITY:
+            raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} sent a revocation record")
+        rec_bytes = bytes(auth.record)
+        addr_bytes = auth.address.encode("ascii")
+        th = self._transcript.digest(rec_bytes, addr_bytes)
+        to_verify = _label(v, f"{who} signature") + b"\x00" + th
+        try:
+            Ed25519PublicKey.from_public_bytes(record.ed25519_public).verify(
+                auth.ed25519_signature, to_verify)
+        except InvalidSignature:
+            raise HandshakeError(CloseReason.AUTH_FAILED,
+                                 f"{who}'s Ed25519 transcript signature does not verify") from None
+        # Hybrid authentication (§2.3): the responder signs with ML-DSA-65 whenever
+        # its record has a key; the initiator when both records have one.
+        mine = bool(self.identity.record.mldsa_public)
+        required = bool(record.mldsa_public) and (responder or mine)
+        if required:
+            try:
+                MLDSA65PublicKey.from_public_bytes(record.mldsa_public).verify(
+                    auth.mldsa_signature, to_verify)
+            except InvalidSignature:
+                raise HandshakeError(CloseReason.AUTH_FAILED,
+                                     f"{who}'s ML-DSA-65 transcript signature does not verify") from None
+        elif auth.mldsa_signature:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR,
+                                 f"{who} sent an ML-DSA-65 signature nobody asked for")
+        mac_key = hkdf_expand(self._hs_secret, _label(v, f"{who} finished"))
+        expected = hmac.new(mac_key, self._transcript.digest(
+            rec_bytes, addr_bytes, bytes(auth.ed25519_signature), bytes(auth.mldsa_signature)),
+            hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, auth.mac):
+            raise HandshakeError(CloseReason.AUTH_FAILED, f"{who}'s key confirmation MAC is wrong")
+        self._transcript.add(data)
+        return record
+
+    def _traffic_keys(self) -> bytes:
+        assert self.version is not None
+        v = self.version
+        th = self._transcript.digest()
+        master = hkdf_extract(th, self._hs_secret)
+        now = self._clock()
+        i2r = Direction(self._aead_id, hkdf_expand(master, _label(v, "i2r traffic")),
+                        _label(v, "i2r traffic"), now)
+        r2i = Direction(self._aead_id, hkdf_expand(master, _label(v, "r2i traffic")),
+                        _label(v, "r2i traffic"), now)
+        self._tx, self._rx = (i2r, r2i) if self.initiator else (r2i, i2r)
+        confirm = hkdf_expand(master, _label(v, "confirm"))
+        self._hs_secret = b""
+        return hmac.new(confirm, th, hashlib.sha256).digest()
+
+    def _on_server_auth(self, data: bytes) -> None:
+        record = self._check_auth(data, responder=True)
+        self.peer_record = record
+        self._send_handshake_sealed(
+            self._make_auth(responder=False, peer_has_mldsa=bool(record.mldsa_public)))
+        self._expected_finished = self._traffic_keys()
+        self.state = State.WAIT_FINISHED
+
+    def _on_client_auth(self, data: bytes) -> None:
+        record = self._check_auth(data, responder=False)
+        self.peer_record = record
+        assert self.version is not None
+        mac = self._traffic_keys()
+        self._send_handshake_sealed(
+            handshake_pb2.Finished(version=self.version, mac=mac).SerializeToString(deterministic=True))
+        self._established(record.onion)
+
+    def _on_finished(self, data: bytes) -> None:
+        fin = _parse(handshake_pb2.Finished, data, "Finished")
+        if fin.version != self.version or not hmac.compare_digest(fin.mac, self._expected_finished):
+            raise HandshakeError(CloseReason.AUTH_FAILED, "the responder's Finished MAC is wrong")
+        assert self.peer_address is not None
+        self._established(self.peer_address)
+
+    def _established(self, peer: str) -> None:
+        assert self.peer_record is not None and self.version is not None
+        self.state = State.ESTABLISHED
+        self._events.append(Established(peer, self.peer_record, self.version))
+
+    # -- ending -----------------------------------------------------------
+    def _error(self, reason: CloseReason, detail: str) -> SessionError:
+        if self.state is State.ESTABLISHED:
+            return SessionError(reason, detail)
+        return HandshakeError(reason, detail)
+
+    def _fail(self, err: SessionError) -> None:
+        if self.state is not State.ESTABLISHED and not isinstance(err, HandshakeError):
+            err = HandshakeError(err.reason, err.detail)
+        self._finish(err, by_peer=False)
+
+    def _finish(self, err: SessionError, *, by_peer: bool, notify: bool = True) -> None:
+        if notify and not by_peer and self.state is State.ESTABLISHED:
+            # Tell the peer why, sealed (§3.4). Handshake failures send nothing.
+            body = handshake_pb2.Close(version=self.version or 1, reason=int(err.reason),
+                                       detail=err.detail[:200]).SerializeToString(deterministic=True)
+            self._send_sealed(CellType.CLOSE, 0, body)
+        self.state = State.CLOSED
+        self.close_reason = err
+        self.want_transport_close = True
+        self._tx = self._rx = None
+        self._inbuf.clear()
+        self._events.append(Closed(err.reason, err.detail, by_peer))
+
+
+def _onion_of(record_bytes: bytes) -> str:
+    return parse_record(record_bytes).onion

@@ -1,0 +1,262 @@
+"""Fixed-size cells: layouts, fragmentation, reassembly and compression.
+
+Pure code (no crypto, no I/O). docs/protocol.md §3 is the specification.
+
+Two cell layouts exist, both exactly ``cell_size`` bytes on the wire:
+
+* a *clear* cell, only for the two hello messages of the handshake::
+
+      magic "AH" | u16 cell_size | u8 type (HANDSHAKE) | u8 flags | u16 length
+      | fragment (length bytes) | zero bytes up to cell_size
+
+* a *sealed* cell, everything else: ``AEAD(inner) | 16-byte tag``, where the
+  inner plaintext of ``cell_size - 16`` bytes is::
+
+      u8 type | u8 flags | u16 length | body (length bytes) | zero bytes
+
+  Sealing is the session layer's job (:mod:`aegis_hidden.session`); this
+  module builds and parses the inner plaintext.
+
+Every parse is strict: wrong magic, size, type, flags, a length that does not
+fit, or a non-zero padding byte raises :class:`CellError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+import zstandard
+
+__all__ = [
+    "CLEAR_HEADER_SIZE",
+    "INNER_HEADER_SIZE",
+    "MAGIC",
+    "MAX_CELL_SIZE",
+    "MIN_CELL_SIZE",
+    "TAG_SIZE",
+    "CellError",
+    "CellType",
+    "Flags",
+    "MessageTooLarge",
+    "Reassembler",
+    "clear_body_capacity",
+    "decode_clear",
+    "decode_inner",
+    "encode_clear",
+    "encode_inner",
+    "fragment",
+    "inner_body_capacity",
+    "prepare_message",
+]
+
+MAGIC = b"AH"
+TAG_SIZE = 16
+MIN_CELL_SIZE = 256
+MAX_CELL_SIZE = 65535
+CLEAR_HEADER_SIZE = 8
+INNER_HEADER_SIZE = 4
+_CLEAR = struct.Struct(">2sHBBH")
+_INNER = struct.Struct(">BBH")
+
+
+class CellError(ValueError):
+    """A cell (or a run of cells) that does not parse; the message says what is wrong."""
+
+
+class MessageTooLarge(CellError):
+    """A message over the configured ``performance.max_message_size``."""
+
+
+class CellType(enum.IntEnum):
+    DATA = 1        # a fragment of an application message
+    PADDING = 2     # filler (batching); discarded by the receiver
+    COVER = 3       # cover traffic; discarded by the receiver
+    CLOSE = 4       # a Close message: the sender ends the session
+    REKEY = 5       # the sender switches to its next traffic key after this cell
+    HANDSHAKE = 6   # a fragment of a handshake message
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    MORE = 1        # more fragments of this message follow
+    ZSTD = 2        # the message is zstd-compressed (set on every fragment of it)
+
+
+_ALL_FLAGS = int(Flags.MORE | Flags.ZSTD)
+_TYPES = frozenset(int(t) for t in CellType)
+
+
+def _check_size(cell_size: int) -> None:
+    if not MIN_CELL_SIZE <= cell_size <= MAX_CELL_SIZE:
+        raise ValueError(f"cell size must be from {MIN_CELL_SIZE} to {MAX_CELL_SIZE}, got {cell_size}")
+
+
+def clear_body_capacity(cell_size: int) -> int:
+    return cell_size - CLEAR_HEADER_SIZE
+
+
+def inner_body_capacity(cell_size: int) -> int:
+    """Payload bytes one sealed cell carries."""
+    return cell_size - TAG_SIZE - INNER_HEADER_SIZE
+
+
+def encode_clear(cell_size: int, flags: int, fragment_: bytes) -> bytes:
+    _check_size(cell_size)
+    n = len(fragment_)
+    if n > cell_size - CLEAR_HEADER_SIZE:
+        raise ValueError(f"fragment of {n} bytes does not fit in a {cell_size}-byte cell")
+    header = _CLEAR.pack(MAGIC, cell_size, int(CellType.HANDSHAKE), flags, n)
+    return header + fragment_ + bytes(cell_size - CLEAR_HEADER_SIZE - n)
+
+
+def decode_clear(cell: bytes, cell_size: int) -> tuple[int, bytes]:
+    """``(flags, fragment)`` of a clear handshake cell."""
+    if len(cell) != cell_size:
+        raise CellError(f"clear cell is {len(cell)} bytes, expected {cell_size}")
+    magic, size, ctype, flags, n = _CLEAR.unpack_from(cell)
+    if magic != MAGIC:
+        raise CellError("not an aegis-hidden handshake cell (bad magic)")
+    if size != cell_size:
+        raise CellError(f"peer uses {size}-byte cells, this node {cell_size}-byte cells")
+    if ctype != CellType.HANDSHAKE:
+        raise CellError(f"clear cell has type {ctype}, only HANDSHAKE may be in clear")
+    if flags & ~int(Flags.MORE):
+        raise CellError(f"clear cell has unknown flags {flags:#x}")
+    end = CLEAR_HEADER_SIZE + n
+    if end > cell_size:
+        raise CellError(f"clear cell length {n} overruns the cell")
+    if any(cell[end:]):
+        raise CellError("clear cell padding is not zero")
+    return flags, bytes(cell[CLEAR_HEADER_SIZE:end])
+
+
+def encode_inner(cell_size: int, ctype: int, flags: int, body: bytes) -> bytes:
+    """The plaintext of a sealed cell (``cell_size - 16`` bytes)."""
+    n = len(body)
+    room = cell_size - TAG_SIZE - INNER_HEADER_SIZE
+    if n > room:
+        raise ValueError(f"body of {n} bytes does not fit in a {cell_size}-byte cell")
+    return _INNER.pack(ctype, flags, n) + body + bytes(room - n)
+
+
+def decode_inner(plain: bytes | memoryview) -> tuple[CellType, int, bytes]:
+    """``(type, flags, body)`` of a sealed cell's plaintext."""
+    if len(plain) < INNER_HEADER_SIZE:
+        raise CellError(f"cell plaintext of {len(plain)} bytes is shorter than its header")
+    ctype, flags, n = _INNER.unpack_from(plain)
+    if ctype not in _TYPES:
+        raise CellError(f"unknown cell type {ctype}")
+    if flags & ~_ALL_FLAGS:
+        raise CellError(f"unknown cell flags {flags:#x}")
+    end = INNER_HEADER_SIZE + n
+    if end > len(plain):
+        raise CellError(f"cell length {n} overruns the cell")
+    if any(plain[end:]):
+        raise CellError("cell padding is not zero")
+    return CellType(ctype), flags, bytes(plain[INNER_HEADER_SIZE:end])
+
+
+def fragment(data: bytes, room: int, flags: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(flags, piece)`` pieces of at most ``room`` bytes; MORE on all but the last.
+
+    An empty message is one empty piece.
+    """
+    if room <= 0:
+        raise ValueError("no room for a fragment")
+    n = len(data)
+    if n == 0:
+        yield flags, b""
+        return
+    view = memoryview(data)
+    for start in range(0, n, room):
+        end = start + room
+        more = int(Flags.MORE) if end < n else 0
+        yield flags | more, bytes(view[start:end])
+
+
+def prepare_message(data: bytes, compression_threshold: int, max_message_size: int,
+                    level: int = 3) -> tuple[int, bytes]:
+    """``(flags, payload)``: zstd-compressed when larger than the threshold and it helps.
+
+    Compression comes before fragmentation and padding, so padding hides the
+    compressed size up to a cell.
+    """
+    if len(data) > max_message_size:
+        raise MessageTooLarge(
+            f"message of {len(data)} bytes is over performance.max_message_size "
+            f"({max_message_size})")
+    if len(data) > compression_threshold:
+        packed = zstandard.ZstdCompressor(level=level).compress(data)
+        if len(packed) < len(data):
+            return int(Flags.ZSTD), packed
+    return 0, data
+
+
+class Reassembler:
+    """Joins fragments back into messages, with a size limit.
+
+    ``limit`` bounds both the bytes buffered and (for compressed messages) the
+    decompressed size; anything over it raises :class:`MessageTooLarge`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._flags: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._flags is not None
+
+    def feed(self, flags: int, piece: bytes) -> bytes | None:
+        """Add one fragment; returns the whole message after its last fragment."""
+        zstd = flags & Flags.ZSTD
+        if self._flags is not None and (self._flags & Flags.ZSTD) != zstd:
+            raise CellError("compression flag changed in the middle of a message")
+        self._flags = flags
+        self._size += len(piece)
+        if self._size > self.limit:
+            raise MessageTooLarge(f"message is over the {self.limit}-byte limit")
+        self._parts.append(piece)
+        if flags & Flags.MORE:
+            return None
+        data = b"".join(self._parts)
+        self._parts, self._size, self._flags = [], 0, None
+        if zstd:
+            return self._decompress(data)
+        return data
+
+    def _decompress(self, data: bytes) -> bytes:
+        # The sender always records the content size in the frame; it must be
+        # there, within the limit, and match what comes out. Streamed with a cap,
+        # so a small bomb never expands past the limit in memory.
+        try:
+            declared = zstandard.frame_content_size(data)
+        except zstandard.ZstdError as e:
+            raise CellError(f"compressed message has no valid zstd frame header: {e}") from None
+        if declared < 0:
+            raise CellError("compressed message does not declare its size")
+        if declared > self.limit:
+            raise MessageTooLarge(f"message would decompress to {declared} bytes, over the "
+                                  f"{self.limit}-byte limit")
+        parts: list[bytes] = []
+        size = 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+                while True:
+                    chunk = reader.read(min(65536, self.limit + 1 - size))
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size > self.limit:
+                        raise MessageTooLarge(
+                            f"message decompresses to over the {self.limit}-byte limit")
+        except zstandard.ZstdError as e:
+            raise CellError(f"compressed message does not decompress: {e}") from None
+        if size != declared:
+            raise CellError(f"compressed message gave {size} bytes, its frame declares {declared}")
+        return b"".join(parts)
