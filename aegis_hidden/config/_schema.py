@@ -156,8 +156,9 @@ class I2PConfig:
 
 @dataclass(frozen=True)
 class MixingConfig:
-    cell_size: int = _f(1024, c.integer(256, 65535),
-                        "Bytes per cell on the wire; every frame is exactly this size.")
+    cell_size: int = _f(996, c.integer(256, 65535),
+                        "Bytes per cell on the wire; every frame is exactly this size (996 = two Tor "
+                        "RELAY_DATA payloads; see docs/protocol.md §3.1).")
     padding: bool = _f(True, c.boolean(), "Pad every cell to cell_size.")
     cover_traffic: bool = _f(True, c.boolean(), "Send Poisson cover cells to each peer.")
     cover_rate: float = _f(0.5, c.number(0, 1000, unit="cells per second"),
