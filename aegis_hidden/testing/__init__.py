@@ -13,5 +13,7 @@ from ._fake_sessions import result_of as result_of
 from ._sam_fake import FakeI2PNetwork as FakeI2PNetwork  # in-memory SAM v3 bridge
 from ._sam_fake import FakeSAMBridge as FakeSAMBridge
 from ._sam_fake import fake_private_key as fake_private_key
+from ._tornet import FakeTorControl as FakeTorControl  # in-memory tor control port
+from ._tornet import FakeTorProcess as FakeTorProcess
 from ._tornet import TorNetwork as TorNetwork  # private Tor network harness
 from ._tornet import TorNetworkError as TorNetworkError

@@ -369,3 +369,127 @@ def _reap(pid: int) -> None:
     """Collect a child's exit status if it is our child (no-op otherwise)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+# -- in-memory fakes of a tor, for unit tests of anything that drives tor ----------------
+
+class FakeTorControl:
+    """A stand-in for txtorcon's ``TorControlProtocol`` (what the provider uses of it).
+
+    Records every command in ``commands``; replies from ``replies`` (a command
+    prefix -> reply text, or an exception to fail with) or sensible defaults.
+    ``emit`` delivers an asynchronous event; ``disconnect`` drops the connection.
+    """
+
+    def __init__(self, service_id: str | None = None, socks: str = "127.0.0.1:9999") -> None:
+        from twisted.internet.defer import Deferred
+
+        self.commands: list[str] = []
+        self.replies: dict[str, Any] = {}
+        self.listeners: dict[str, list[Any]] = {}
+        self.service_id = service_id
+        self.socks = socks
+        self.bootstrap_line = 'NOTICE BOOTSTRAP PROGRESS=0 TAG=starting SUMMARY="Starting"'
+        self.hold: dict[str, Any] = {}
+        self._disconnected: Deferred[None] = Deferred()
+
+    def _default(self, cmd: str) -> str:
+        if cmd == "GETINFO status/bootstrap-phase":
+            return f"status/bootstrap-phase={self.bootstrap_line}\nOK"
+        if cmd == "GETINFO net/listeners/socks":
+            return f'net/listeners/socks="{self.socks}"\nOK'
+        if cmd.startswith("ADD_ONION"):
+            if self.service_id is None:
+                from txtorcon import TorProtocolError
+
+                raise TorProtocolError(512, "Bad arguments to ADD_ONION")
+            return f"ServiceID={self.service_id}\nOK"
+        return "OK"
+
+    def queue_command(self, cmd: str | bytes) -> Any:
+        from twisted.internet.defer import Deferred, fail, succeed
+
+        text = cmd.decode() if isinstance(cmd, bytes) else cmd
+        self.commands.append(text)
+        for prefix, d in self.hold.items():
+            if text.startswith(prefix):
+                held: Deferred[str] = d
+                return held
+        reply: Any = None
+        for prefix, value in self.replies.items():
+            if text.startswith(prefix):
+                reply = value
+                break
+        try:
+            if reply is None:
+                reply = self._default(text)
+        except Exception as e:  # noqa: BLE001 - handed to the caller as a failed Deferred
+            return fail(e)
+        if isinstance(reply, BaseException):
+            return fail(reply)
+        return succeed(reply)
+
+    def add_event_listener(self, evt: str, callback: Any) -> None:
+        self.listeners.setdefault(evt, []).append(callback)
+
+    def emit(self, evt: str, text: str) -> None:
+        for cb in list(self.listeners.get(evt, [])):
+            cb(text)
+
+    def set_bootstrap(self, progress: int, tag: str = "tag", summary: str = "s") -> None:
+        self.bootstrap_line = f'NOTICE BOOTSTRAP PROGRESS={progress} TAG={tag} SUMMARY="{summary}"'
+        self.emit("STATUS_CLIENT", self.bootstrap_line)
+
+    def when_disconnected(self) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self._disconnected.addBoth(fire)
+        return d
+
+    def disconnect(self) -> None:
+        if not self._disconnected.called:
+            self._disconnected.callback(None)
+
+    def sent(self, verb: str) -> list[str]:
+        return [c for c in self.commands if c.split(" ", 1)[0] == verb]
+
+
+class FakeTorProcess:
+    """A launched tor that a test can kill; records the signals sent to it."""
+
+    def __init__(self, pid: int = 4242) -> None:
+        self.pid: int | None = pid
+        self.signals: list[str] = []
+        self._waiters: list[Any] = []
+        self.dead = False
+
+    def ended(self) -> Any:
+        from twisted.internet.defer import Deferred, succeed
+
+        if self.dead:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def signal(self, name: str) -> None:
+        self.signals.append(name)
+        if name in ("KILL", "TERM"):
+            self.die()
+
+    def die(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def output_tail(self) -> str:
+        return ""

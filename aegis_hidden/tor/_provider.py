@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -166,8 +166,11 @@ class TorProvider(MultiService):
         return self._isolation_password
 
     # -- control commands for other services (API onion, tests) ----------------------
-    async def command(self, line: str) -> str:
-        """Send one control command; a 5xx reply raises :class:`ControlReplyError`."""
+    def command(self, line: str) -> Deferred[str]:
+        """Send one control command; a 5xx reply fails with :class:`ControlReplyError`."""
+        return Deferred.fromCoroutine(self._command(line))
+
+    async def _command(self, line: str) -> str:
         if self._session is None:
             raise TorNotReady("tor is not running")
         try:
@@ -177,19 +180,22 @@ class TorProvider(MultiService):
             raise ControlReplyError(f"tor refused {verb}: {e}") from None
         return str(reply)
 
-    async def add_onion(self, expanded_key: bytes, virtual_port: int, target: str, *,
-                        client_auth: Sequence[str] = (), detach: bool = False) -> str:
-        """Publish an onion service from a 64-byte expanded key; returns its service id."""
+    def add_onion(self, expanded_key: bytes, virtual_port: int, target: str, *,
+                  client_auth: Sequence[str] = (), detach: bool = False) -> Deferred[str]:
+        """Publish an onion service from a 64-byte expanded key; fires with its service id.
+
+        ``client_auth``: ``descriptor:x25519:`` public keys of the only clients allowed.
+        """
         cmd = add_onion_command(expanded_key, virtual_port, target, client_auth=client_auth,
                                 detach=detach)
-        return parse_add_onion_reply(await self.command(cmd))
+        return self.command(cmd).addCallback(parse_add_onion_reply)
 
-    async def remove_onion(self, onion: str) -> None:
-        await self.command(del_onion_command(onion))
+    def remove_onion(self, onion: str) -> Deferred[None]:
+        return self.command(del_onion_command(onion)).addCallback(lambda _: None)
 
-    async def add_client_auth(self, onion: str, key: ClientAuthKey) -> None:
+    def add_client_auth(self, onion: str, key: ClientAuthKey) -> Deferred[None]:
         """Let this tor reach the client-authorized service ``onion`` (client side)."""
-        await self.command(key.client_auth_add_command(onion))
+        return self.command(key.client_auth_add_command(onion)).addCallback(lambda _: None)
 
     # -- service lifecycle --------------------------------------------------------------
     def startService(self) -> None:
@@ -224,6 +230,9 @@ class TorProvider(MultiService):
 
     def _fail(self, failure: Failure) -> None:
         self.phase = "failed"
+        session, self._session = self._session, None
+        if session is not None and session.process is not None:
+            session.process.signal("KILL")
         self.error = failure.getErrorMessage()
         self.log.critical("tor could not start: {error}", error=self.error)
         waiters, self._waiters = self._waiters, []
@@ -281,7 +290,7 @@ class TorProvider(MultiService):
             process.ended().addCallback(ended)
 
     def _session_lost(self, why: str) -> None:
-        if self._stopping:
+        if self._stopping or self.phase == "failed":
             return
         was_ready = self._ready
         lived = self._wall() - (self.published_at or 0.0)
@@ -315,6 +324,7 @@ class TorProvider(MultiService):
                 return
             except TorError as e:
                 self.error = str(e)
+                self.phase = "restarting"
                 self.log.error("tor restart failed: {error}", error=self.error)
                 if self._session is not None and self._session.process is not None:
                     self._session.process.signal("KILL")
@@ -350,13 +360,12 @@ class TorProvider(MultiService):
         done.addTimeout(timeout, self._clock)
         try:
             await done
-        except CancelledError:
-            if self._stopping:
-                raise
+        except TimeoutError:
             b = self.bootstrap
             where = f"stuck at {b.progress}% ({b.tag}: {b.summary})" if b else "no progress"
             if b is not None and b.warning:
                 where += f"; last warning: {b.warning}"
+            self._session = None  # its death is expected now: not a restart
             if session.process is not None:
                 session.process.signal("KILL")
             raise BootstrapTimeout(
@@ -425,7 +434,7 @@ class TorProvider(MultiService):
             try:
                 await removed
                 self.log.info("onion service {onion} removed", onion=self.identity.onion)
-            except (TorProtocolError, TorDisconnectError, CancelledError) as e:
+            except (TorProtocolError, TorDisconnectError, TimeoutError) as e:
                 self.log.warn("could not remove the onion service: {error}",
                               error=str(e) or type(e).__name__)
         self.published_service_id = None
@@ -435,7 +444,7 @@ class TorProvider(MultiService):
             ended.addTimeout(10, self._clock)
             try:
                 await ended
-            except CancelledError:
+            except TimeoutError:
                 self.log.warn("tor did not exit on SIGTERM within 10s: killing it")
                 session.process.signal("KILL")
 

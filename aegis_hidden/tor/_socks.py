@@ -43,8 +43,9 @@ class Connected:
 class Socks5Client:
     """A SOCKS5 CONNECT to ``host:port`` with username/password, as a byte machine.
 
-    ``start()`` gives the greeting; ``feed(data)`` returns bytes to send (possibly
-    empty) or a :class:`Connected`; failures raise a :class:`SocksError` subclass.
+    ``start()`` gives the greeting; ``feed(data)`` returns the bytes to send
+    (possibly empty) and, once the reply arrived, a :class:`Connected`; failures
+    raise a :class:`SocksError` subclass.
     """
 
     def __init__(self, host: str, port: int, username: str, password: str) -> None:
@@ -63,10 +64,19 @@ class Socks5Client:
     def start(self) -> bytes:
         return b"\x05\x01\x02"  # version 5, one method: username/password
 
-    def feed(self, data: bytes) -> bytes | Connected:
+    def feed(self, data: bytes) -> tuple[bytes, Connected | None]:
+        """Bytes to send now, and :class:`Connected` once the tunnel is open."""
         self._buf += data
+        out = b""
         try:
-            return self._step()
+            while True:
+                before = self.state
+                step = self._step()
+                if isinstance(step, Connected):
+                    return out, step
+                out += step
+                if self.state is before:  # needs more bytes
+                    return out, None
         except SocksError:
             self.state = _State.FAILED
             raise
@@ -155,13 +165,15 @@ class SocksProtocol(Protocol):
             return
         assert self.transport is not None
         try:
-            out = self._machine.feed(data)
+            out, connected = self._machine.feed(data)
         except SocksError as e:
             self.transport.loseConnection()
             if not self.ready.called:
                 self.ready.errback(Failure(e))
             return
-        if isinstance(out, Connected):
+        if out:
+            self.transport.write(out)
+        if connected is not None:
             app = self._factory.buildProtocol(self._address)
             if app is None:
                 self.transport.loseConnection()
@@ -171,10 +183,8 @@ class SocksProtocol(Protocol):
             transport: ITransport = self.transport
             app.makeConnection(transport)
             self.ready.callback(app)
-            if out.leftover:
-                app.dataReceived(out.leftover)
-        elif out:
-            self.transport.write(out)
+            if connected.leftover:
+                app.dataReceived(connected.leftover)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         if self.app is not None:
