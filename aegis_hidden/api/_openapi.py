@@ -1,0 +1,216 @@
+"""The OpenAPI 3.1 document the server serves at ``/api/openapi.json``.
+
+``docs/openapi.json`` is this document as written by
+``aegis-hidden api openapi > docs/openapi.json``; a unit test checks
+that the two are equal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import __version__ as _version
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERR = {
+    "400": _json(_ref("Error"), "The body is not valid; `field` names the culprit."),
+    "401": _json(_ref("Error"), "Missing or wrong bearer token."),
+    "404": _json(_ref("Error"), "Unknown peer, message or path."),
+    "413": _json(_ref("Error"), "The body is larger than api.max_body_size."),
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {c: _ERR[c] for c in ("401", *codes)}
+
+
+PEER_ID = {"type": "string", "description": "v3 .onion address (or .b32.i2p for I2P-only peers)",
+           "examples": ["vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"]}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "aegis-hidden management API",
+        "version": _version,
+        "description": (
+            "Manage a node's peers, send messages and follow its events. Listens on "
+            "127.0.0.1 (and optionally a client-authorized onion). Every request, and the "
+            "WebSocket upgrade at /network, needs `Authorization: Bearer <token>` (the "
+            "token is in the data dir, see `aegis-hidden api token`)."),
+    },
+    "servers": [{"url": "http://127.0.0.1:8470"}],
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/network/peers": {
+            "get": {
+                "summary": "List known peers",
+                "operationId": "listPeers",
+                "responses": {"200": _json({"type": "object", "required": ["peers"],
+                                            "properties": {"peers": {
+                                                "type": "array", "items": _ref("Peer")}}},
+                                           "Every peer in the peer store."),
+                              **_errors()},
+            },
+            "post": {
+                "summary": "Add, remove, block or unblock a peer",
+                "operationId": "changePeer",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("PeerAction")}}},
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "ok": {"const": True}, "action": {"type": "string"},
+                    "peer": _ref("Peer")}}, "The peer after the change."),
+                    **_errors("400", "404", "413")},
+            },
+        },
+        "/api/network/peers/{peer_id}": {
+            "get": {
+                "summary": "One peer",
+                "operationId": "getPeer",
+                "parameters": [{"name": "peer_id", "in": "path", "required": True,
+                                "schema": PEER_ID}],
+                "responses": {"200": _json(_ref("Peer"), "The peer."), **_errors("404")},
+            },
+        },
+        "/api/network/send": {
+            "post": {
+                "summary": "Send a message reliably (outbox, acknowledgement, retries)",
+                "operationId": "send",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("SendRequest")}}},
+                "responses": {
+                    "202": _json(_ref("Delivery"), "Stored in the outbox; `state` is where "
+                                 "delivery stands now. Follow `delivery_state` events."),
+                    "409": _json(_ref("Error"), "The target is blacklisted."),
+                    **_errors("400", "404", "413")},
+            },
+        },
+        "/api/network/messages/{message_id}": {
+            "get": {
+                "summary": "Delivery state of a message sent by this node",
+                "operationId": "getMessage",
+                "parameters": [{"name": "message_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
+                "responses": {"200": _json(_ref("Delivery"), "The message's state."),
+                              **_errors("404")},
+            },
+        },
+        "/api/network/status": {
+            "get": {
+                "summary": "Identity, transports (Tor/I2P state, bootstrap progress), counts",
+                "operationId": "status",
+                "responses": {"200": _json(_ref("Status"), "The node's status."),
+                              **_errors()},
+            },
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {"200": {"description": "Prometheus text format 0.0.4",
+                                      "content": {"text/plain": {"schema": {
+                                          "type": "string"}}}},
+                              **_errors()},
+            },
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors()},
+            },
+        },
+        "/network": {
+            "get": {
+                "summary": "WebSocket of live events (JSON text frames with a `type` field)",
+                "description": (
+                    "Upgrade to a WebSocket. The bearer token goes in the Authorization "
+                    "header, or (for browsers, which cannot set headers) in the "
+                    "`access_token` query parameter. Events: `hello`, `peer_connected`, "
+                    "`peer_disconnected`, `message_received`, `delivery_state`, "
+                    "`network_error`, `peer_changed`, and what other layers emit "
+                    "(`tor_restarted`...). Send `{\"type\": \"ping\"}` to get a `pong`."),
+                "operationId": "events",
+                "parameters": [{"name": "access_token", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"101": {"description": "Switching to the WebSocket protocol"},
+                              **_errors()},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {
+                "error": {"type": "string", "description": "what was wrong, for a person"},
+                "field": {"type": ["string", "null"],
+                          "description": "the body field at fault, when there is one"}}},
+            "Peer": {"type": "object",
+                     "required": ["id", "address", "status", "last_seen", "reputation"],
+                     "properties": {
+                         "id": PEER_ID,
+                         "address": {"type": "string",
+                                     "description": "where the peer is dialed: its I2P "
+                                                    "destination if it has one, else its "
+                                                    "onion address"},
+                         "status": {"enum": ["new", "connected", "disconnected", "blocked"]},
+                         "last_seen": {"type": ["number", "null"],
+                                       "description": "unix time of the last session change"},
+                         "reputation": {"type": "number", "minimum": 0, "maximum": 1},
+                         "onion": {"type": ["string", "null"]},
+                         "i2p_destination": {"type": ["string", "null"]},
+                         "blocked": {"type": "object", "properties": {
+                             "reason": {"type": "string"},
+                             "until": {"type": ["number", "null"]}}}}},
+            "PeerAction": {
+                "type": "object", "required": ["action"], "additionalProperties": False,
+                "properties": {
+                    "action": {"enum": ["add", "remove", "block", "unblock"]},
+                    "peer_address": {"type": "string",
+                                     "description": "the peer's .onion (or .b32.i2p) address"},
+                    "peer_id": {"type": "string",
+                                "description": "same as peer_address (either is accepted)"},
+                    "i2p_destination": {"type": "string",
+                                        "description": "add: the peer's .b32.i2p address "
+                                                       "for failover"},
+                    "reason": {"type": "string", "maxLength": 500,
+                               "description": "block: why (kept with the blacklist entry)"},
+                    "duration": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                 "description": "block: seconds; null or absent = for ever"}}},
+            "SendRequest": {
+                "type": "object", "required": ["target", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "target": PEER_ID,
+                    "message": {"type": "object", "required": ["type"],
+                                "additionalProperties": False,
+                                "properties": {"type": {"type": "string", "minLength": 1,
+                                                        "maxLength": 200},
+                                               "data": {}}}}},
+            "Delivery": {"type": "object", "required": ["id", "state"], "properties": {
+                "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "target": {"type": "string"},
+                "state": {"enum": ["queued", "sent", "acknowledged", "expired"]}}},
+            "Status": {"type": "object", "properties": {
+                "identity": {"type": "object"},
+                "transports": {"type": "object", "additionalProperties": {"type": "object"}},
+                "session_layer": {"type": "boolean"},
+                "counts": {"type": "object", "properties": {
+                    "peers": {"type": "integer"}, "connected": {"type": "integer"},
+                    "blacklisted": {"type": "integer"}, "outbox": {"type": "integer"}}}}},
+        },
+    },
+}
+
+
+def openapi_json() -> str:
+    """The document as served and as kept in docs/ (stable key order, trailing newline)."""
+    return json.dumps(DOCUMENT, indent=2, sort_keys=True) + "\n"

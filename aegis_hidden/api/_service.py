@@ -1,0 +1,130 @@
+"""The API service: one web tree on ``api.listen_address`` (and optionally an onion).
+
+Build it in ``makeService`` (the endpoint is made there; it listens on start)::
+
+    api = make_api_service(reactor, config, core, data_dir, tor=tor_provider)
+    api.setServiceParent(node_service)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+)
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from ..config import Config
+from ..node import NodeCore
+from ._events import EventsFactory, EventsResource
+from ._onion import ApiOnionService, OnionPublisher
+from ._token import TokenChecker, load_or_create_token
+from ._web import ApiResource, Authorizer, MetricsResource, NotFoundResource
+
+
+class _Root(Resource):
+    def __init__(self, auth: Authorizer) -> None:
+        super().__init__()
+        self._missing = NotFoundResource(auth)
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return self._missing
+
+
+def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int) -> Resource:
+    """The resource tree: /api/..., /metrics, /network (WebSocket)."""
+    auth = Authorizer(checker, lambda: core.metrics.inc("auth_failures"))
+    root = _Root(auth)
+    root.putChild(b"api", ApiResource(core, auth, max_body_size))
+    root.putChild(b"metrics", MetricsResource(core, auth))
+    factory = EventsFactory(core.events, auth, core.local_address)
+    root.putChild(b"network", EventsResource(factory))
+    return root
+
+
+def limited_request_factory(max_body_size: int) -> type[Request]:
+    """A Request that stops buffering a body once it passes ``max_body_size`` (-> 413)."""
+
+    class LimitedRequest(Request):
+        aegis_too_large = False
+
+        def gotLength(self, length: int | None) -> None:
+            if length is not None and length > max_body_size:
+                self.aegis_too_large = True
+                length = 0
+            super().gotLength(length)
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self.aegis_too_large:
+                return
+            assert self.content is not None
+            if self.content.tell() + len(data) > max_body_size:
+                self.aegis_too_large = True
+                return
+            super().handleContentChunk(data)
+
+    return LimitedRequest
+
+
+def build_site(core: NodeCore, checker: TokenChecker, max_body_size: int,
+               reactor: Any = None) -> Site:
+    site = Site(build_root(core, checker, max_body_size), reactor=reactor)
+    site.requestFactory = limited_request_factory(max_body_size)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+def server_endpoint(reactor: Any, listen_address: str) -> IStreamServerEndpoint:
+    """``127.0.0.1:PORT``, ``[::1]:PORT`` or ``unix:/path`` (config-validated loopback)."""
+    if listen_address.startswith("unix:"):
+        return UNIXServerEndpoint(reactor, listen_address[5:], mode=0o600)
+    host, _, port = listen_address.rpartition(":")
+    host = host.strip("[]")
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, int(port), interface=host)
+    return TCP4ServerEndpoint(reactor, int(port), interface=host)
+
+
+class ApiService(MultiService):
+    log = Logger()
+    name = "api"
+
+    def __init__(self, site: Site, endpoint: IStreamServerEndpoint, token_path: Path,
+                 onion: ApiOnionService | None = None) -> None:
+        super().__init__()
+        self.site = site
+        self.token_path = token_path
+        self.listener = StreamServerEndpointService(endpoint, site)
+        self.listener.setServiceParent(self)
+        self.onion = onion
+        if onion is not None:
+            onion.setServiceParent(self)
+
+
+def make_api_service(reactor: Any, config: Config, core: NodeCore, data_dir: Path,
+                     tor: OnionPublisher | None = None) -> ApiService:
+    """Token (created 0600 on first start), web tree, listener and optional API onion."""
+    token_path = data_dir / config.api.token_file
+    _, created = load_or_create_token(token_path)
+    if created:
+        ApiService.log.info("API token created in {path}", path=str(token_path))
+    checker = TokenChecker(token_path)
+    site = build_site(core, checker, config.api.max_body_size, reactor)
+    onion = None
+    if config.api.onion:
+        if tor is None:
+            raise ValueError("api.onion is true but Tor is not enabled (security.enable_tor)")
+        onion = ApiOnionService(tor, config, data_dir)
+        onion.client_keys()  # refuse at start-up, with the fix, when no key is authorized
+    return ApiService(site, server_endpoint(reactor, config.api.listen_address), token_path,
+                      onion)

@@ -1,0 +1,314 @@
+"""The REST resources under ``/api/network/``, ``/metrics`` and ``/api/openapi.json``.
+
+Plain twisted.web: one leaf resource routes ``/api/...`` by path and method;
+handlers are ``async def`` and return ``(code, json)``; every failure a client
+can cause maps to a 4xx JSON body ``{"error": ..., "field": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ..node import DeliveryState, EnvelopeError, MessageTooLarge, NodeCore, PeerBlocked
+from ..peers import PeerAddressError, UnknownPeer, check_peer_address
+from ._openapi import openapi_json
+from ._token import TokenChecker
+
+JSON = dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> JSON:
+        return {"error": self.message, "field": self.field}
+
+
+def bearer_token(request: Request, allow_query: bool = False) -> str | None:
+    header = request.getHeader("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    if allow_query:
+        values = (request.args or {}).get(b"access_token")
+        if values:
+            return bytes(values[0]).decode("utf-8", "replace")
+    return None
+
+
+class Authorizer:
+    """The bearer-token check shared by every resource and the WebSocket upgrade."""
+
+    def __init__(self, checker: TokenChecker, on_failure: Callable[[], None]) -> None:
+        self._checker = checker
+        self._on_failure = on_failure
+
+    def check(self, presented: str | None) -> bool:
+        if self._checker.check(presented):
+            return True
+        self._on_failure()
+        return False
+
+    def refuse(self, request: Request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader("www-authenticate", 'Bearer realm="aegis-hidden"')
+        return _json_bytes(request, {"error": "missing or wrong bearer token", "field": None})
+
+
+def _json_bytes(request: Request, body: JSON) -> bytes:
+    request.setHeader("content-type", "application/json")
+    request.setHeader("cache-control", "no-store")
+    return json.dumps(body).encode()
+
+
+def _finish(request: Request, code: int, body: JSON) -> None:
+    if getattr(request, "_aegis_gone", False):
+        return
+    request.setResponseCode(code)
+    request.write(_json_bytes(request, body))
+    request.finish()
+
+
+def read_json_body(request: Request, max_size: int) -> JSON:
+    length = request.getHeader("content-length")
+    if length is not None and length.isdigit() and int(length) > max_size:
+        raise ApiError(413, f"body of {length} bytes exceeds api.max_body_size ({max_size})")
+    if getattr(request, "aegis_too_large", False):
+        raise ApiError(413, f"body exceeds api.max_body_size ({max_size})")
+    assert request.content is not None
+    raw = request.content.read(max_size + 1)
+    if len(raw) > max_size:
+        raise ApiError(413, f"body exceeds api.max_body_size ({max_size})")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, f"body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body
+
+
+def _string(body: JSON, name: str, *, required: bool = True, max_len: int = 500) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, f"missing field \"{name}\"", name)
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ApiError(400, f"\"{name}\" must be a non-empty string of at most {max_len} "
+                       "characters", name)
+    return value
+
+
+def _address(body: JSON, name: str, required: bool = True) -> str | None:
+    value = _string(body, name, required=required)
+    if value is None:
+        return None
+    try:
+        return check_peer_address(value)
+    except PeerAddressError as e:
+        raise ApiError(400, f"\"{name}\": {e}", name) from None
+
+
+def _unknown_fields(body: JSON, allowed: set[str], where: str = "") -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ApiError(400, f"unknown field \"{where}{extra[0]}\"", f"{where}{extra[0]}")
+
+
+class ApiResource(Resource):
+    """Everything under ``/api/``: routes by method and path."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, core: NodeCore, auth: Authorizer, max_body_size: int) -> None:
+        super().__init__()
+        self.core = core
+        self.auth = auth
+        self.max_body_size = max_body_size
+
+    def render(self, request: Request) -> bytes | int:
+        if not self.auth.check(bearer_token(request)):
+            return self.auth.refuse(request)
+        path = [p.decode("utf-8", "replace") for p in request.postpath or []]
+        while path and path[-1] == "":
+            path.pop()
+        method = (request.method or b"").decode()
+        handler, args = self._route(method, path)
+        request.notifyFinish().addErrback(lambda _: setattr(request, "_aegis_gone", True))
+        d = Deferred.fromCoroutine(self._call(handler, request, *args))
+        d.addCallbacks(lambda r: _finish(request, *r), lambda f: self._fail(request, f))
+        return NOT_DONE_YET
+
+    async def _call(self, handler: Callable[..., Awaitable[tuple[int, JSON]]],
+                    request: Request, *args: str) -> tuple[int, JSON]:
+        return await handler(request, *args)
+
+    def _fail(self, request: Request, failure: Failure) -> None:
+        error = failure.value
+        if isinstance(error, ApiError):
+            _finish(request, error.code, error.body())
+            return
+        self.log.failure("API request {method} {uri} failed", failure,
+                         method=request.method, uri=request.uri)
+        _finish(request, 500, {"error": "internal error (see the node's log)", "field": None})
+
+    def _route(self, method: str, path: list[str]
+               ) -> tuple[Callable[..., Awaitable[tuple[int, JSON]]], tuple[str, ...]]:
+        routes: dict[tuple[str, ...], dict[str, Callable[..., Awaitable[tuple[int, JSON]]]]] = {
+            ("network", "peers"): {"GET": self.list_peers, "POST": self.change_peer},
+            ("network", "send"): {"POST": self.send},
+            ("network", "status"): {"GET": self.status},
+            ("openapi.json",): {"GET": self.openapi},
+        }
+        key = tuple(path)
+        args: tuple[str, ...] = ()
+        if len(path) == 3 and path[:2] == ["network", "peers"]:
+            key, args = ("network", "peers", "*"), (path[2],)
+            routes[key] = {"GET": self.get_peer}
+        elif len(path) == 3 and path[:2] == ["network", "messages"]:
+            key, args = ("network", "messages", "*"), (path[2],)
+            routes[key] = {"GET": self.get_message}
+        methods = routes.get(key)
+        if methods is None:
+            return self._not_found, ("/api/" + "/".join(path),)
+        handler = methods.get(method)
+        if handler is None:
+            return self._bad_method, (", ".join(sorted(methods)),)
+        return handler, args
+
+    async def _not_found(self, request: Request, path: str) -> tuple[int, JSON]:
+        raise ApiError(404, f"no such endpoint: {path}")
+
+    async def _bad_method(self, request: Request, allowed: str) -> tuple[int, JSON]:
+        request.setHeader("allow", allowed)
+        raise ApiError(405, f"method not allowed here; use {allowed}")
+
+    # -- handlers -----------------------------------------------------------
+    async def list_peers(self, request: Request) -> tuple[int, JSON]:
+        return 200, {"peers": [self.core.peer_json(p) for p in self.core.store.all()]}
+
+    async def get_peer(self, request: Request, peer_id: str) -> tuple[int, JSON]:
+        peer = self.core.store.get(peer_id)
+        if peer is None:
+            raise ApiError(404, f"unknown peer {peer_id[:100]}", "peer_id")
+        return 200, self.core.peer_json(peer)
+
+    async def change_peer(self, request: Request) -> tuple[int, JSON]:
+        body = read_json_body(request, self.max_body_size)
+        _unknown_fields(body, {"action", "peer_address", "peer_id", "i2p_destination",
+                               "reason", "duration"})
+        action = body.get("action")
+        if action not in ("add", "remove", "block", "unblock"):
+            raise ApiError(400, "\"action\" must be one of add, remove, block, unblock",
+                           "action")
+        field = "peer_address" if body.get("peer_address") is not None else "peer_id"
+        peer_id = _address(body, field)
+        assert peer_id is not None
+        store = self.core.store
+        if action == "add":
+            i2p = _address(body, "i2p_destination", required=False)
+            peer = await store.add(peer_id, i2p_destination=i2p)
+        elif action == "block":
+            reason = _string(body, "reason", required=False) or "blocked by the operator"
+            duration = body.get("duration")
+            if duration is not None and (isinstance(duration, bool) or not isinstance(
+                    duration, int | float) or duration <= 0):
+                raise ApiError(400, "\"duration\" must be a positive number of seconds "
+                               "or null", "duration")
+            peer = await store.block(peer_id, reason, duration)
+            self.core.pool.close(peer_id, "blacklisted")
+        else:
+            if store.get(peer_id) is None:
+                raise ApiError(404, f"unknown peer {peer_id}", field)
+            if action == "remove":
+                peer = await store.remove(peer_id)
+                self.core.pool.close(peer_id, "removed")
+            else:
+                peer = await store.unblock(peer_id)
+        self.core.events.emit("peer_changed", peer=peer.peer_id, action=action)
+        return 200, {"ok": True, "action": action, "peer": self.core.peer_json(peer)}
+
+    async def send(self, request: Request) -> tuple[int, JSON]:
+        body = read_json_body(request, self.max_body_size)
+        _unknown_fields(body, {"target", "message"})
+        target = _address(body, "target")
+        assert target is not None
+        message = body.get("message")
+        if not isinstance(message, dict):
+            raise ApiError(400, "\"message\" must be an object with \"type\" and \"data\"",
+                           "message")
+        _unknown_fields(message, {"type", "data"}, "message.")
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind or len(kind) > 200:
+            raise ApiError(400, "\"message.type\" must be a non-empty string of at most 200 "
+                           "characters", "message.type")
+        if self.core.store.get(target) is None:
+            raise ApiError(404, f"unknown peer {target} (add it first)", "target")
+        try:
+            msg_id, state = await self.core.send(target, message)
+        except MessageTooLarge as e:
+            raise ApiError(413, str(e), "message") from None
+        except PeerBlocked as e:
+            raise ApiError(409, str(e), "target") from None
+        except (EnvelopeError, UnknownPeer) as e:
+            raise ApiError(400, str(e), "message") from None
+        return 202, {"id": msg_id, "target": target, "state": state.value}
+
+    async def get_message(self, request: Request, msg_id: str) -> tuple[int, JSON]:
+        state: DeliveryState | None = self.core.messenger.state(msg_id)
+        if state is None:
+            raise ApiError(404, f"unknown message {msg_id[:64]}", "message_id")
+        return 200, {"id": msg_id, "state": state.value}
+
+    async def status(self, request: Request) -> tuple[int, JSON]:
+        return 200, self.core.status()
+
+    async def openapi(self, request: Request) -> tuple[int, JSON]:
+        doc: JSON = json.loads(openapi_json())
+        return 200, doc
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, core: NodeCore, auth: Authorizer) -> None:
+        super().__init__()
+        self.core = core
+        self.auth = auth
+
+    def render_GET(self, request: Request) -> bytes:
+        if not self.auth.check(bearer_token(request)):
+            return self.auth.refuse(request)
+        request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        return self.core.metrics.render().encode()
+
+
+class NotFoundResource(Resource):
+    isLeaf = True
+
+    def __init__(self, auth: Authorizer) -> None:
+        super().__init__()
+        self.auth = auth
+
+    def render(self, request: Request) -> bytes:
+        if not self.auth.check(bearer_token(request)):
+            return self.auth.refuse(request)
+        request.setResponseCode(404)
+        path = (request.path or b"").decode("utf-8", "replace")[:200]
+        return _json_bytes(request, {"error": f"no such endpoint: {path}", "field": None})
