@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.aegis-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test setup system-packages lint typecheck unit integration proto clean
+.PHONY: demo test setup system-packages lint typecheck unit integration proto docs clean
 
 demo: setup
 	$(BIN)/aegis-hidden demo $(DEMO_ARGS)
@@ -47,3 +47,8 @@ proto:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .demo
+
+# Regenerate the configuration reference from the schema (tests check they match).
+docs: setup
+	$(BIN)/aegis-hidden config defaults --example > docs/aegis-hidden.example.yaml
+	$(BIN)/python -c "import re,subprocess,pathlib; p=pathlib.Path('docs/configuration.md'); t=p.read_text(); s=t.index('| key | default | meaning |'); table=subprocess.run(['$(BIN)/aegis-hidden','config','defaults','--markdown'],capture_output=True,text=True,check=True).stdout; p.write_text(t[:s]+table)"

@@ -11,7 +11,7 @@ import pytest
 
 from aegis_hidden import identity as ident
 from aegis_hidden.cli import main
-from aegis_hidden.cli._config import markdown_table
+from aegis_hidden.cli._config import example_yaml, markdown_table
 from aegis_hidden.identity import _keyfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +112,8 @@ def test_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_docs_table_is_current() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert markdown_table() in doc, "regenerate: aegis-hidden config defaults --markdown"
+
+
+def test_example_file_is_current() -> None:
+    example = (ROOT / "docs" / "aegis-hidden.example.yaml").read_text()
+    assert example == example_yaml(), "regenerate: aegis-hidden config defaults --example"
