@@ -1,0 +1,201 @@
+"""Twisted endpoints over SAM streams: one new SAM socket per stream.
+
+The client endpoint opens a SAM socket, says HELLO and ``STREAM CONNECT``; the
+server endpoint keeps one socket in ``STREAM ACCEPT`` at all times and hands
+each accepted stream to the factory's protocol. Both take a *session source*:
+a callable returning (a Deferred of) the live session to use, so that a
+provider can recreate its session after an i2pd restart under the endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..config import PrivacyError
+from . import _sam
+from ._destination import Destination, is_i2p_name
+from ._errors import DestinationError, SAMError
+from ._protocol import I2PAddress, SAMSocketProtocol, open_sam_socket
+from ._sam import PeerAccepted
+from ._session import SAMSession, supports_primary
+
+SessionSource = Callable[[], Awaitable[SAMSession]]
+
+
+def check_i2p_target(destination: str, where: str = "i2p endpoint") -> None:
+    """Refuse anything but ``.i2p`` / ``.b32.i2p`` names and full base64 destinations."""
+    if is_i2p_name(destination):
+        return
+    try:
+        Destination.from_base64(destination)
+    except DestinationError:
+        raise PrivacyError(
+            where, destination, "is not an I2P name: dialing it could leave I2P",
+            "dial only .b32.i2p / .i2p names or base64 I2P destinations") from None
+
+
+@implementer(IStreamClientEndpoint)
+class SAMStreamClientEndpoint:
+    """Dial ``destination`` (a ``.b32.i2p``/``.i2p`` name or base64) over I2P."""
+
+    log = Logger()
+
+    def __init__(self, sam: IStreamClientEndpoint, session: SessionSource, destination: str,
+                 port: int = 0) -> None:
+        check_i2p_target(destination)
+        self._sam = sam
+        self._session = session
+        self._destination = destination
+        self._port = port
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        session = await self._session()
+        proto = await open_sam_socket(self._sam)
+        try:
+            ports = supports_primary(proto.version) and self._port
+            proto.reader.stream_pending("CONNECT")
+            await proto.command(_sam.stream_connect(
+                session.stream_id, self._destination,
+                to_port=self._port if ports else None))
+            peer = I2PAddress(self._destination, self._port)
+            app = factory.buildProtocol(peer)
+            if app is None:
+                raise SAMError("the protocol factory refused the connection")
+            proto.attach(app, I2PAddress(session.destination.base64), peer)
+        except BaseException:
+            proto.close()
+            raise
+        return app
+
+
+@implementer(IListeningPort)
+class SAMListeningPort:
+    """Keeps a ``STREAM ACCEPT`` pending; stopListening closes it."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, sam: IStreamClientEndpoint, session: SessionSource,
+                 factory: IProtocolFactory, retry_delay: float = 5.0) -> None:
+        self._clock = clock
+        self._sam = sam
+        self._session = session
+        self._factory = factory
+        self._retry_delay = retry_delay
+        self._stopped = False
+        self._acceptor: SAMSocketProtocol | None = None
+        self._sleep: Deferred[None] | None = None
+        self._loop: Deferred[None] | None = None
+        self._host = I2PAddress("")
+        self.accepted = 0
+
+    async def start(self) -> None:
+        """Arm the first acceptor (fails if that fails), then keep accepting."""
+        session = await self._session()
+        self._host = I2PAddress(session.destination.base64)
+        first = await self._arm(session)
+        self._factory.doStart()
+        self._loop = Deferred.fromCoroutine(self._run(first))
+
+    async def _arm(self, session: SAMSession) -> SAMSocketProtocol:
+        proto = await open_sam_socket(self._sam)
+        try:
+            proto.reader.stream_pending("ACCEPT")
+            self._acceptor = proto
+            await proto.command(_sam.stream_accept(session.stream_id))
+        except BaseException:
+            proto.close()
+            raise
+        return proto
+
+    async def _run(self, proto: SAMSocketProtocol | None) -> None:
+        while not self._stopped:
+            try:
+                if proto is None:
+                    session = await self._session()
+                    self._host = I2PAddress(session.destination.base64)
+                    proto = await self._arm(session)
+                peer = await proto.next_peer()
+            except (SAMError, OSError, CancelledError) as e:
+                proto = None
+                if self.stopped:
+                    return
+                self.log.warn("I2P acceptor failed ({error}); retrying in {delay}s",
+                              error=str(e), delay=self._retry_delay)
+                self._sleep = deferLater(self._clock, self._retry_delay, lambda: None)
+                try:
+                    await self._sleep
+                except CancelledError:
+                    return
+                finally:
+                    self._sleep = None
+                continue
+            accepted, proto = proto, None
+            self._dispatch(accepted, peer)
+
+    def _dispatch(self, proto: SAMSocketProtocol, accepted: PeerAccepted) -> None:
+        raw_port = accepted.options.get("FROM_PORT", "0")
+        port = int(raw_port) if raw_port.isdigit() and raw_port.isascii() else 0
+        peer = I2PAddress(accepted.destination, port)
+        app = self._factory.buildProtocol(peer)
+        if app is None:
+            proto.close()
+            return
+        self.accepted += 1
+        proto.attach(app, self._host, peer)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def startListening(self) -> None:
+        """Listening starts in :meth:`start` (the endpoint's ``listen`` calls it)."""
+
+    def stopListening(self) -> Deferred[None]:
+        if self._stopped:
+            return succeed(None)
+        self._stopped = True
+        if self._acceptor is not None:
+            self._acceptor.close()
+        if self._sleep is not None:
+            self._sleep.cancel()
+        self._factory.doStop()
+        return succeed(None)
+
+    def getHost(self) -> I2PAddress:
+        return self._host
+
+
+@implementer(IStreamServerEndpoint)
+class SAMStreamServerEndpoint:
+    """Accept I2P streams to the session's destination."""
+
+    def __init__(self, clock: IReactorTime, sam: IStreamClientEndpoint, session: SessionSource,
+                 retry_delay: float = 5.0) -> None:
+        self._clock = clock
+        self._sam = sam
+        self._session = session
+        self._retry_delay = retry_delay
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return Deferred.fromCoroutine(self._listen(protocolFactory))
+
+    async def _listen(self, factory: IProtocolFactory) -> IListeningPort:
+        port = SAMListeningPort(self._clock, self._sam, self._session, factory, self._retry_delay)
+        await port.start()
+        return port
