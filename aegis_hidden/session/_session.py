@@ -271,6 +271,11 @@ class Session:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    @property
+    def local_address(self) -> str:
+        """The address this side proves: the responder's matched dialed address."""
+        return self._my_address
+
     def start(self) -> None:
         """Initiator: send ClientHello (§2.2). The responder just waits for it."""
         if not self.initiator or self.state is not State.START:

@@ -1,0 +1,333 @@
+"""The thin Twisted layer around :class:`~aegis_hidden.session.Session`.
+
+:class:`SessionProtocol` only feeds bytes to the sans-I/O session and writes
+what it returns; :class:`PeerLink` is the :class:`IPeerLink` the layers above
+use; :class:`SessionFactory` dials peers through an
+:class:`ITransportProvider` and makes the :class:`ServerFactory` for incoming
+streams. The clock is always injected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..identity import IdentityRecord, NodeIdentity
+from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
+from ..wire import CellType
+from ._errors import CloseReason, SessionError
+from ._session import Closed, Established, MessageReceived, ReplayCache, Session, SessionParams
+
+__all__ = [
+    "NoTransport",
+    "PeerLink",
+    "ServerFactory",
+    "SessionFactory",
+    "SessionProtocol",
+]
+
+
+class NoTransport(SessionError):
+    """No configured transport provider handles that address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(CloseReason.CONNECTION_LOST,
+                         f"no transport handles {address!r} (is Tor or I2P enabled?)")
+
+
+@implementer(IPeerLink)
+class PeerLink:
+    """An authenticated session with one peer."""
+
+    log = Logger()
+
+    def __init__(self, protocol: SessionProtocol, peer: str, record: IdentityRecord,
+                 transport_name: str) -> None:
+        self._protocol = protocol
+        self.peer = peer
+        self.record = record
+        self.transport_name = transport_name
+        self.initiator = protocol.session.initiator
+        self._receiver: Callable[[bytes], None] | None = None
+        self._queued: list[bytes] = []
+        self._closed: Deferred[str] = Deferred()
+        self.close_reason: SessionError | None = None
+
+    def __repr__(self) -> str:
+        return f"PeerLink({self.peer}, {self.transport_name})"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.close_reason is not None
+
+    def send_message(self, data: bytes) -> None:
+        if self.close_reason is not None:
+            raise SessionError(self.close_reason.reason,
+                               f"session with {self.peer} is closed ({self.close_reason.detail})")
+        self._protocol.session.send_message(data)
+        self._protocol.pump()
+
+    def send_cover(self, kind: CellType = CellType.COVER) -> None:
+        """One cover (or padding) cell, for the mixing layer."""
+        if self.close_reason is None:
+            self._protocol.session.send_cover(kind)
+            self._protocol.pump()
+
+    def set_receiver(self, callback: Callable[[bytes], None]) -> None:
+        self._receiver = callback
+        queued, self._queued = self._queued, []
+        for data in queued:
+            self._deliver(data)
+
+    def close(self, reason: str) -> None:
+        self._protocol.session.close(CloseReason.NORMAL, reason)
+        self._protocol.pump()
+
+    def when_closed(self) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        if self.close_reason is not None:
+            d.callback(str(self.close_reason))
+        else:
+            self._closed.addBoth(_chain(d))
+        return d
+
+    # -- from the protocol ----------------------------------------------------
+    def _deliver(self, data: bytes) -> None:
+        if self._receiver is None:
+            self._queued.append(data)
+            return
+        try:
+            self._receiver(data)
+        except Exception:  # noqa: BLE001 - a receiver's bug must not kill the session
+            self.log.failure("message receiver for {peer} failed", peer=self.peer)
+
+    def _on_closed(self, err: SessionError) -> None:
+        if self.close_reason is None:
+            self.close_reason = err
+            self._closed.callback(str(err))
+
+
+def _chain(d: Deferred[str]) -> Callable[[Any], Any]:
+    def fire(result: Any) -> Any:
+        d.callback(result)
+        return result
+    return fire
+
+
+class SessionProtocol(Protocol):
+    """Feeds a :class:`Session`; owns the handshake timer."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        session: Session,
+        clock: IReactorTime,
+        transport_name: str | None,
+        on_established: Callable[[PeerLink], None],
+        on_failed: Callable[[SessionError], None],
+    ) -> None:
+        self.session = session
+        self.clock = clock
+        self.transport_name = transport_name
+        self._on_established = on_established
+        self._on_failed = on_failed
+        self.link: PeerLink | None = None
+        self._timer: IDelayedCall | None = None
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        self._timer = self.clock.callLater(self.session.params.handshake_timeout, self._timed_out)
+        if self.session.initiator:
+            self.session.start()
+        self.pump()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.receive_data(data)
+        self.pump()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:  # noqa: B008
+        self.session.connection_lost()
+        self._closing = True
+        self.pump()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.session.timeout()
+        self.pump()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def pump(self) -> None:
+        """Write what the session wants sent, then act on its events."""
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self._closing:
+            self.transport.write(out)
+        for event in self.session.events():
+            if isinstance(event, MessageReceived):
+                if self.link is not None:
+                    self.link._deliver(event.data)
+            elif isinstance(event, Established):
+                self._cancel_timer()
+                name = self.transport_name or (
+                    "i2p" if self.session.local_address.endswith(".i2p") else "tor")
+                self.link = PeerLink(self, event.peer, event.record, name)
+                self._on_established(self.link)
+            elif isinstance(event, Closed):
+                self._cancel_timer()
+                err = self.session.close_reason or SessionError(event.reason, event.detail)
+                if self.link is not None:
+                    self.link._on_closed(err)
+                else:
+                    self._on_failed(err)
+        if self.session.want_transport_close and not self._closing:
+            self._closing = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+
+class _DialFactory(Factory):
+    """Builds the one initiator protocol of one ``connect()``."""
+
+    def __init__(self, build: Callable[[], SessionProtocol]) -> None:
+        self._build = build
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        return self._build()
+
+
+class ServerFactory(Factory):
+    """Incoming streams (from the onion service / I2P server tunnel): one responder each."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        return self._sessions._responder_protocol()
+
+
+@implementer(ISessionFactory)
+class SessionFactory:
+    """Dials authenticated sessions through transport providers and accepts them.
+
+    ``SessionFactory(identity, providers, config, clock)``; serve
+    :meth:`server_factory` on ``network.listen_address`` for incoming sessions.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        providers: Sequence[ITransportProvider],
+        config: Any,
+        clock: IReactorTime,
+        *,
+        params: SessionParams | None = None,
+        events: IEventSink | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.identity = identity
+        self.providers = list(providers)
+        self.config = config
+        self.clock = clock
+        self.params = params if params is not None else SessionParams.from_config(config)
+        self.events = events
+        self._random = random
+        self._incoming: list[Callable[[IPeerLink], None]] = []
+        self.replay_cache = ReplayCache(clock.seconds, window=600.0)
+        self.default_port: int = int(config.tor.onion_virtual_port)
+
+    # -- ISessionFactory --------------------------------------------------
+    def connect(self, address: str) -> Deferred[IPeerLink]:
+        host, port = self._split(address)
+        provider = next((p for p in self.providers if p.handles(host)), None)
+        if provider is None:
+            return fail(NoTransport(host))
+        try:
+            endpoint = provider.client_endpoint(host, port)
+        except Exception as e:  # noqa: BLE001 - PrivacyError & co go to the caller's errback
+            return fail(e)
+        result: Deferred[IPeerLink] = Deferred()
+        transport_name = str(provider.name)
+
+        def established(link: PeerLink) -> None:
+            self._announce(link, "outgoing")
+            if not result.called:
+                result.callback(link)
+
+        def failed(err: SessionError) -> None:
+            self.log.info("session to {peer} failed: {reason}", peer=host, reason=str(err))
+            if not result.called:
+                result.errback(Failure(err))
+
+        def build() -> SessionProtocol:
+            session = Session(self.identity, self.params, initiator=True,
+                              clock=self.clock.seconds, peer_address=host, random=self._random)
+            return SessionProtocol(session, self.clock, transport_name, established, failed)
+
+        dialing = endpoint.connect(_DialFactory(build))
+
+        def dial_failed(f: Failure) -> None:
+            if not result.called:
+                result.errback(f)
+
+        dialing.addErrback(dial_failed)
+        return result
+
+    def on_incoming(self, callback: Callable[[IPeerLink], None]) -> None:
+        self._incoming.append(callback)
+
+    # -- incoming ---------------------------------------------------------
+    def server_factory(self) -> ServerFactory:
+        """The Twisted factory to listen with on ``network.listen_address``."""
+        return ServerFactory(self)
+
+    def _responder_protocol(self) -> SessionProtocol:
+        session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
+                          random=self._random, replay_cache=self.replay_cache)
+
+        def established(link: PeerLink) -> None:
+            self._announce(link, "incoming")
+            for callback in list(self._incoming):
+                try:
+                    callback(link)
+                except Exception:  # noqa: BLE001 - one listener's bug must not drop the session
+                    self.log.failure("on_incoming callback failed for {peer}", peer=link.peer)
+
+        def failed(err: SessionError) -> None:
+            self.log.info("incoming handshake failed: {reason}", reason=str(err))
+
+        return SessionProtocol(session, self.clock, None, established, failed)
+
+    # -- helpers ----------------------------------------------------------
+    def _announce(self, link: PeerLink, direction: str) -> None:
+        self.log.info("session with {peer} established ({direction}, {transport})",
+                      peer=link.peer, direction=direction, transport=link.transport_name)
+        if self.events is not None:
+            self.events.emit("peer_connected", peer=link.peer, direction=direction,
+                             transport=link.transport_name)
+            events = self.events
+
+            def gone(reason: str) -> str:
+                events.emit("peer_disconnected", peer=link.peer, reason=reason)
+                return reason
+
+            link.when_closed().addCallback(gone)
+
+    def _split(self, address: str) -> tuple[str, int]:
+        host, sep, port = address.rpartition(":")
+        if sep and port.isdigit():
+            return host.lower(), int(port)
+        return address.lower(), self.default_port

@@ -1,0 +1,8 @@
+"""Twisted glue for sessions: protocol, IPeerLink, ISessionFactory, server factory.
+
+Kept out of :mod:`aegis_hidden.session` so the pure package imports no Twisted.
+"""
+
+from ._twisted import NoTransport, PeerLink, ServerFactory, SessionFactory, SessionProtocol
+
+__all__ = ["NoTransport", "PeerLink", "ServerFactory", "SessionFactory", "SessionProtocol"]
