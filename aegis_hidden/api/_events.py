@@ -21,6 +21,21 @@ from ..events import EventBus
 from ._web import Authorizer, bearer_token
 
 
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written to ``transport`` but not yet sent (0 when it cannot tell).
+
+    Twisted has no interface for this; a TCP transport (``FileDescriptor``) keeps
+    ``dataBuffer`` + ``_tempDataLen``, an in-memory iosim one keeps ``stream``.
+    """
+    if hasattr(transport, "dataBuffer"):
+        return (len(transport.dataBuffer) - getattr(transport, "offset", 0)
+                + getattr(transport, "_tempDataLen", 0))
+    stream = getattr(transport, "stream", None)
+    if isinstance(stream, list):
+        return sum(len(chunk) for chunk in stream)
+    return 0
+
+
 class EventsProtocol(WebSocketServerProtocol):
     log = Logger()
     factory: EventsFactory
@@ -42,9 +57,7 @@ class EventsProtocol(WebSocketServerProtocol):
         self.sendMessage(json.dumps({"type": "hello", "node": self.factory.node}).encode())
 
     def _event(self, event: dict[str, Any]) -> None:
-        transport = self.transport
-        buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
-            transport, "_tempDataLen", 0)
+        buffered = unsent_bytes(self.transport)
         if buffered > self.factory.max_buffered:
             self.log.warn("dropping a WebSocket client that is {n} bytes behind", n=buffered)
             self.dropConnection(abort=True)
@@ -72,9 +85,9 @@ class EventsProtocol(WebSocketServerProtocol):
 class EventsFactory(WebSocketServerFactory):
     protocol = EventsProtocol  # type: ignore[assignment]
 
-    def __init__(self, bus: EventBus, auth: Authorizer, node: str, url: str | None = None,
-                 max_buffered: int = 4 * 1024 * 1024) -> None:
-        super().__init__(url)
+    def __init__(self, bus: EventBus, auth: Authorizer, node: str, *, reactor: Any,
+                 url: str | None = None, max_buffered: int = 4 * 1024 * 1024) -> None:
+        super().__init__(url, reactor=reactor)
         self.bus = bus
         self.auth = auth
         self.node = node

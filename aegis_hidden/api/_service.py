@@ -46,7 +46,7 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int) -> Res
     root = _Root(auth)
     root.putChild(b"api", ApiResource(core, auth, max_body_size))
     root.putChild(b"metrics", MetricsResource(core, auth))
-    factory = EventsFactory(core.events, auth, core.local_address)
+    factory = EventsFactory(core.events, auth, core.local_address, reactor=core.reactor)
     root.putChild(b"network", EventsResource(factory))
     return root
 
