@@ -1,0 +1,350 @@
+"""``I2PProvider``: the node's I2P destination, its SAM sessions, dialing by ``.b32.i2p``.
+
+A ``MultiService`` child of the node, the sibling of the Tor provider.
+``startService`` starts a background loop that:
+
+1. loads the node's persistent destination key from ``<data dir>/i2p/`` (or has
+   the router generate one with ``DEST GENERATE SIGNATURE_TYPE=7`` and stores
+   it 0600 with an atomic write), and binds that destination into the node's
+   signed identity record;
+2. creates a STREAM session with that key (PRIMARY + SESSION ADD when the
+   bridge speaks SAM 3.3) and, beside it, a DATAGRAM session with a second
+   persistent key (SAM 3.0/3.1 refuse a destination used by two sessions);
+3. reports ``ready`` (i2pd answers SESSION CREATE only once the tunnels are
+   built) and waits; when a control socket closes (i2pd restarted, killed...)
+   it goes back to 1 with backoff and the same keys, so the same destination
+   comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..config import Config, PrivacyError
+from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
+from ..interfaces import IEventSink, ITransportProvider
+from ._destination import PrivateKey, is_i2p_name
+from ._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint, check_i2p_target
+from ._errors import DestinationError, SAMError
+from ._sam import DatagramReceived, RawReceived
+from ._session import SAMSession, create_session, generate_destination, new_session_id
+
+STREAM_KEY_FILE = "destination.key"
+DATAGRAM_KEY_FILE = "datagram.key"
+
+DatagramHandler = Callable[[DatagramReceived | RawReceived], None]
+
+
+class I2PKeyFileError(SAMError):
+    """The stored destination key is unreadable or corrupt (it is never overwritten)."""
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def load_or_generate_key_file(path: Path, key: PrivateKey | None) -> PrivateKey | None:
+    """Read the key stored at ``path``; if there is none and ``key`` is given, store it.
+
+    Returns the stored key, or None when there is none and ``key`` is None.
+    """
+    try:
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        if key is None:
+            return None
+        atomic_write(path, key.base64.encode("ascii") + b"\n", mode=0o600)
+        return key
+    except (OSError, UnicodeDecodeError) as e:
+        raise I2PKeyFileError(f"{path}: cannot read the I2P key ({e})") from None
+    try:
+        return PrivateKey.from_base64(text)
+    except DestinationError as e:
+        raise I2PKeyFileError(f"{path}: not an I2P private key ({e}); move it away to make "
+                              "a new destination") from None
+
+
+@implementer(ITransportProvider)
+class I2PProvider(MultiService):
+    """I2P for one node (see the module docstring)."""
+
+    name = "i2p"
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        identity: NodeIdentity,
+        data_dir: Path,
+        events: IEventSink | None = None,
+        *,
+        clock: IReactorTime | None = None,
+        sam: IStreamClientEndpoint | None = None,
+        retry_base: float = 2.0,
+        retry_cap: float = 60.0,
+        on_identity: Callable[[NodeIdentity], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.setName("i2p")
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        self.config = config
+        self.identity = identity
+        self.data_dir = Path(data_dir)
+        self.events = events
+        if sam is None:
+            host, port = _split_host_port(config.i2p.sam_address)
+            sam = TCP4ClientEndpoint(reactor, host, port, timeout=10)
+        self._sam = sam
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._on_identity = on_identity
+        self._stream: SAMSession | None = None
+        self._datagram: SAMSession | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._handlers: list[DatagramHandler] = []
+        self._loop: Deferred[None] | None = None
+        self._sleep: Deferred[None] | None = None
+        self._running = False
+        self._state = "stopped"
+        self._error = ""
+        self._sam_version = ""
+        self._stream_key: PrivateKey | None = None
+        self._datagram_key: PrivateKey | None = None
+        self.sessions_created = 0
+
+    # ---------------------------------------------------------------- files
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "i2p"
+
+    async def _key(self, filename: str) -> PrivateKey:
+        path = self.key_dir / filename
+        key = load_or_generate_key_file(path, None)
+        if key is None:
+            generated = await generate_destination(self._sam)
+            key = load_or_generate_key_file(path, generated)
+            assert key is not None
+            self.log.info("new I2P destination {b32} stored in {path}",
+                          b32=key.destination.b32, path=str(path))
+        return key
+
+    # ---------------------------------------------------------------- service
+
+    def startService(self) -> None:
+        super().startService()
+        self._running = True
+        self._set_state("connecting")
+        self._loop = Deferred.fromCoroutine(self._run())
+
+    def stopService(self) -> Deferred[None]:
+        self._running = False
+        self._set_state("stopped")
+        loop, self._loop = self._loop, None
+        parent = super().stopService()
+        if loop is None:
+            return parent if parent is not None else succeed(None)
+        # Cancels whatever the loop awaits (a SAM reply, the backoff sleep, a closed
+        # session); its finally-blocks close every control socket it opened.
+        loop.addErrback(lambda f: f.trap(CancelledError))
+        loop.cancel()
+        return loop
+
+    def _stopping(self) -> bool:
+        return not self._running
+
+    async def _run(self) -> None:
+        attempt = 0
+        while self._running:
+            try:
+                await self._establish()
+                if self._stopping():
+                    return
+                attempt = 0
+                assert self._stream is not None and self._datagram is not None
+                stream, datagram = self._stream, self._datagram
+                lost = Deferred.fromCoroutine(self._first_closed(stream, datagram))
+                await lost
+            except (SAMError, ConnectError, OSError) as e:
+                if self._stopping():
+                    return
+                self._error = str(e)
+                self.log.warn("I2P: {error}", error=str(e))
+            finally:
+                for session in (self._stream, self._datagram):
+                    if session is not None:
+                        session.close()
+                self._stream = self._datagram = None
+            if self._stopping():
+                return
+            delay = min(self._retry_cap, self._retry_base * 2 ** min(attempt, 16))
+            attempt += 1
+            self._set_state("reconnecting")
+            self._emit("i2p_session_lost", retry_in=delay, error=self._error)
+            self._sleep = deferLater(self._clock, delay, lambda: None)
+            try:
+                await self._sleep
+            except CancelledError:
+                return
+            finally:
+                self._sleep = None
+
+    async def _first_closed(self, a: SAMSession, b: SAMSession) -> None:
+        done: Deferred[None] = Deferred()
+
+        def fire(_: object) -> None:
+            if not done.called:
+                done.callback(None)
+
+        a.when_closed().addCallback(fire)
+        b.when_closed().addCallback(fire)
+        await done
+        if not self._stopping():
+            self._error = "the router closed a SAM session (restarted?)"
+
+    async def _establish(self) -> None:
+        self._set_state("connecting")
+        self._stream_key = await self._key(STREAM_KEY_FILE)
+        self._datagram_key = await self._key(DATAGRAM_KEY_FILE)
+        self._bind(self._stream_key)
+        self._set_state("creating-session")
+        options = self._tunnel_options()
+        prefix = f"aegis-{self._stream_key.destination.b32[:8]}"
+        results = await gatherResults([
+            Deferred.fromCoroutine(create_session(
+                self._sam, "STREAM", self._stream_key, session_id=new_session_id(prefix),
+                options=options)),
+            Deferred.fromCoroutine(create_session(
+                self._sam, "DATAGRAM", self._datagram_key,
+                session_id=new_session_id(prefix + "-d"), options=options)),
+        ], consumeErrors=True).addErrback(self._first_error)
+        self._stream, self._datagram = results
+        self._datagram.on_datagram(self._deliver)
+        if self._stopping():
+            return
+        self.sessions_created += 1
+        self._sam_version = self._stream.version
+        self._error = ""
+        self._set_state("ready")
+        self.log.info("I2P ready: {b32} (SAM {version})", b32=self._stream.destination.b32,
+                      version=self._sam_version)
+        self._emit("i2p_ready", address=self._stream.destination.b32,
+                   datagram_address=self._datagram.destination.b32)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    @staticmethod
+    def _first_error(failure: Failure) -> Failure:
+        # gatherResults wraps the first failure in a FirstError; unwrap it.
+        if failure.check(FirstError):
+            inner: Failure = cast(FirstError, failure.value).subFailure
+            return inner
+        return failure
+
+    def _bind(self, key: PrivateKey) -> None:
+        dest = key.destination.base64
+        if self.identity.record.i2p_destination == dest:
+            return
+        self.identity = bind_i2p_destination(self.identity, dest, self._clock.seconds())
+        self.log.info("I2P destination {b32} bound into identity record {sequence}",
+                      b32=key.destination.b32, sequence=self.identity.record.sequence)
+        if self._on_identity is not None:
+            self._on_identity(self.identity)
+
+    def _tunnel_options(self) -> Mapping[str, str | int]:
+        c = self.config.i2p
+        return {
+            "inbound.length": c.tunnel_length, "outbound.length": c.tunnel_length,
+            "inbound.quantity": c.tunnel_quantity, "outbound.quantity": c.tunnel_quantity,
+        }
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(event, **fields)
+
+    # ---------------------------------------------------------------- ITransportProvider
+
+    def handles(self, address: str) -> bool:
+        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+        return is_i2p_name(host)
+
+    def when_ready(self) -> Deferred[None]:
+        if self._state == "ready":
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    async def stream_session(self) -> SAMSession:
+        """The live STREAM session (waits until there is one)."""
+        while self._stream is None or self._state != "ready":
+            await self.when_ready()
+        return self._stream
+
+    async def datagram_session(self) -> SAMSession:
+        while self._datagram is None or self._state != "ready":
+            await self.when_ready()
+        return self._datagram
+
+    def client_endpoint(self, address: str, port: int) -> SAMStreamClientEndpoint:
+        if not self.handles(address):
+            raise PrivacyError(
+                "i2p", address, "is not an I2P address: the I2P provider dials only inside I2P",
+                "name I2P peers by their .b32.i2p (or .i2p) address")
+        return SAMStreamClientEndpoint(self._sam, self.stream_session, address, port)
+
+    def server_endpoint(self) -> SAMStreamServerEndpoint:
+        """Accepts streams to the node's destination (survives session re-creation)."""
+        return SAMStreamServerEndpoint(self._clock, self._sam, self.stream_session)
+
+    async def send_datagram(self, destination: str, payload: bytes) -> None:
+        """Send a repliable datagram to a ``.b32.i2p`` name or base64 destination."""
+        check_i2p_target(destination, "i2p datagram")
+        session = await self.datagram_session()
+        await session.send_datagram(destination, payload)
+
+    def on_datagram(self, handler: DatagramHandler) -> None:
+        """Call ``handler`` with every datagram received, across session re-creations."""
+        self._handlers.append(handler)
+
+    def _deliver(self, event: DatagramReceived | RawReceived) -> None:
+        for handler in list(self._handlers):
+            handler(event)
+
+    @property
+    def address(self) -> str:
+        key = self._stream_key
+        return key.destination.b32 if key is not None else ""
+
+    def state(self) -> Mapping[str, Any]:
+        return {
+            "name": "i2p",
+            "state": self._state,
+            "ready": self._state == "ready",
+            "sam_address": self.config.i2p.sam_address,
+            "sam_version": self._sam_version,
+            "address": self.address,
+            "datagram_address": (self._datagram_key.destination.b32
+                                 if self._datagram_key is not None else ""),
+            "error": self._error,
+            "sessions_created": self.sessions_created,
+        }
