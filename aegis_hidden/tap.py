@@ -98,7 +98,32 @@ def makeService(options: Options) -> IService:
 
     node = NodeService(options.config, options.identity, str(options.data_dir))
     _add_tor_and_hello(node, options, reactor)
+    _add_core_and_api(node, options, reactor)
     return node
+
+
+def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> None:
+    """Issue 6: the node core (peers, outbox, messaging) and the management API.
+
+    The session layer plugs in with ``core.attach_session_factory(factory)``;
+    until then messages wait in the outbox.
+    """
+    from .api import ClientKeyError, TokenFileError, make_api_service
+    from .config import PrivacyError
+    from .node import NodeCore
+
+    cfg = options.config
+    core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor)
+    tor = node.namedServices.get("tor")
+    if tor is not None:
+        core.add_transport(tor)
+    core.setServiceParent(node)
+    if cfg.api.enabled:
+        try:
+            api = make_api_service(reactor, cfg, core, options.data_dir, tor=tor)
+        except (PrivacyError, ClientKeyError, TokenFileError, ValueError, OSError) as e:
+            raise SystemExit(f"aegis-hidden: api: {e}") from None
+        api.setServiceParent(node)
 
 
 def _add_tor_and_hello(node: NodeService, options: Options, reactor: Any) -> None:

@@ -179,3 +179,19 @@ def test_server_endpoints() -> None:
     assert type(server_endpoint(clock, "127.0.0.1:1")).__name__ == "TCP4ServerEndpoint"
     assert type(server_endpoint(clock, "[::1]:1")).__name__ == "TCP6ServerEndpoint"
     assert type(server_endpoint(clock, "unix:/tmp/x.sock")).__name__ == "UNIXServerEndpoint"
+
+
+def test_makeservice_tree_has_core_and_api(tmp_path: Path) -> None:
+    from aegis_hidden import tap
+
+    opts = tap.Options()
+    opts.parseOptions(["--data-dir", str(tmp_path), "--api-listen", "127.0.0.1:8556"])
+    node: Any = tap.makeService(opts)
+    core = node.getServiceNamed("core")
+    api = node.getServiceNamed("api")
+    assert isinstance(core, NodeCore) and api.token_path == tmp_path / "api_token"
+    assert [t.name for t in core.transports] == ["tor"]
+    assert (tmp_path / "api_token").stat().st_mode & 0o777 == 0o600
+    none = tap.Options()
+    none.parseOptions(["--data-dir", str(tmp_path), "--no-api"])
+    assert "api" not in tap.makeService(none).namedServices  # type: ignore[attr-defined]
