@@ -15,6 +15,12 @@ from ._destination import (
     is_b32_address,
     is_i2p_name,
 )
+from ._endpoints import (
+    SAMListeningPort,
+    SAMStreamClientEndpoint,
+    SAMStreamServerEndpoint,
+    check_i2p_target,
+)
 from ._errors import (
     AlreadyAccepting,
     CantReachPeer,
@@ -33,30 +39,49 @@ from ._errors import (
     SAMTimeout,
     UnknownResult,
 )
+from ._protocol import I2PAddress, SAMConnectionLost, SAMSocketProtocol, open_sam_socket
+from ._provider import I2PKeyFileError, I2PProvider
+from ._sam import DatagramReceived, RawReceived
+from ._session import SAMSession, create_session, generate_destination
 
 __all__ = [
     "SIGNATURE_TYPE_EDDSA_SHA512_ED25519",
     "AlreadyAccepting",
     "CantReachPeer",
+    "DatagramReceived",
     "Destination",
     "DestinationError",
     "DuplicatedDest",
     "DuplicatedId",
+    "I2PAddress",
     "I2PError",
+    "I2PKeyFileError",
+    "I2PProvider",
     "InvalidId",
     "InvalidKey",
     "KeyNotFound",
     "NoVersion",
     "PeerNotFound",
     "PrivateKey",
+    "RawReceived",
+    "SAMConnectionLost",
     "SAMError",
+    "SAMListeningPort",
     "SAMProtocolError",
     "SAMResultError",
+    "SAMSession",
+    "SAMSocketProtocol",
+    "SAMStreamClientEndpoint",
+    "SAMStreamServerEndpoint",
     "SAMTimeout",
     "UnknownResult",
     "b32_address",
     "b64decode",
     "b64encode",
+    "check_i2p_target",
+    "create_session",
+    "generate_destination",
     "is_b32_address",
     "is_i2p_name",
+    "open_sam_socket",
 ]

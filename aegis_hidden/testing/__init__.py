@@ -10,6 +10,8 @@ from ._fake_sessions import FakePeerLink as FakePeerLink
 from ._fake_sessions import FakeSessionFactory as FakeSessionFactory
 from ._fake_sessions import FakeUnreachable as FakeUnreachable
 from ._fake_sessions import result_of as result_of
+from ._i2pnet import I2PNetwork as I2PNetwork  # private I2P network harness
+from ._i2pnet import I2PNetworkError as I2PNetworkError
 from ._sam_fake import FakeI2PNetwork as FakeI2PNetwork  # in-memory SAM v3 bridge
 from ._sam_fake import FakeSAMBridge as FakeSAMBridge
 from ._sam_fake import fake_private_key as fake_private_key

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aegis_hidden.testing import TorNetwork
+from aegis_hidden.testing import I2PNetwork, TorNetwork
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,22 @@ def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork
     finally:
         net.stop()
         print(f"\nprivate Tor network logs: {net.directory}")
+
+
+@pytest.fixture(scope="session")
+def i2p_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PNetwork]:
+    """One private I2P network (4 patched i2pd routers on 127.0.0.1) for the whole run.
+
+    Builds the patched i2pd once per machine if it is missing (.ci/build-i2pd.sh),
+    waits until every router can build tunnels, stops all routers at the end; the
+    routers' logs stay under the pytest temporary directory.
+    """
+    net = I2PNetwork(tmp_path_factory.mktemp("i2pnet"))
+    try:
+        net.setup()
+        net.start()
+        net.wait_ready(240)
+        yield net
+    finally:
+        net.stop()
+        print(f"\nprivate I2P network logs: {net.directory}")
