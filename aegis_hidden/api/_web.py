@@ -79,7 +79,9 @@ def _finish(request: Request, code: int, body: JSON) -> None:
     if getattr(request, "_aegis_gone", False):
         return
     request.setResponseCode(code)
-    request.write(_json_bytes(request, body))
+    data = _json_bytes(request, body)
+    request.setHeader("content-length", str(len(data)))
+    request.write(data)
     request.finish()
 
 
