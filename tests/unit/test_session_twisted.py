@@ -1,0 +1,232 @@
+"""The Twisted session layer in memory: StringTransport, iosim connections, Clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from aegis_hidden.config import Config
+from aegis_hidden.events import EventBus
+from aegis_hidden.identity import NodeIdentity
+from aegis_hidden.interfaces import IPeerLink, ISessionFactory
+from aegis_hidden.session import CloseReason, HandshakeError, Session, SessionParams
+from aegis_hidden.session.twisted import NoTransport, PeerLink, SessionFactory
+from aegis_hidden.testing._sessions import MemoryTransportProvider, memory_identity
+
+NOW = 1_800_000_000.0
+PORT = 7701
+
+
+def outcome(d: Deferred[Any]) -> Any:
+    """The result (or Failure) a Deferred already has."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the Deferred has not fired"
+    return box[0]
+
+
+class Node:
+    def __init__(self, identity: NodeIdentity, provider: MemoryTransportProvider, clock: Clock,
+                 events: EventBus | None = None, config: Config | None = None) -> None:
+        self.identity = identity
+        self.sessions = SessionFactory(identity, [provider], config or Config(), clock, events=events)
+        self.incoming: list[IPeerLink] = []
+        self.sessions.on_incoming(self.incoming.append)
+        provider.listen(identity.onion, PORT, self.sessions.server_factory())
+
+
+@pytest.fixture
+def clock() -> Clock:
+    c = Clock()
+    c.advance(NOW)
+    return c
+
+
+@pytest.fixture(scope="module")
+def identities() -> tuple[NodeIdentity, NodeIdentity]:
+    return memory_identity(NOW), memory_identity(NOW, with_mldsa=False)
+
+
+def test_factory_provides_the_interface(clock: Clock,
+                                        identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    sf = SessionFactory(identities[0], [MemoryTransportProvider()], Config(), clock)
+    assert verifyObject(ISessionFactory, sf)
+
+
+def test_dial_handshake_and_messages_both_ways(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    bus = EventBus(now=clock.seconds)
+    seen: list[dict[str, Any]] = []
+    bus.subscribe(seen.append)
+    alice = Node(identities[0], provider, clock, bus)
+    bob = Node(identities[1], provider, clock)
+    link = outcome(alice.sessions.connect(bob.identity.onion))
+    assert isinstance(link, PeerLink) and verifyObject(IPeerLink, link)
+    assert link.peer == bob.identity.onion and link.record == bob.identity.record
+    assert link.transport_name == "tor"
+    (theirs,) = bob.incoming
+    assert theirs.peer == alice.identity.onion and theirs.transport_name == "tor"
+    got_a: list[bytes] = []
+    got_b: list[bytes] = []
+    link.send_message(b"early")  # sent before Bob set a receiver: queued, not lost
+    provider.flush()
+    theirs.set_receiver(got_b.append)
+    link.set_receiver(got_a.append)
+    theirs.send_message(b"reply" * 1000)
+    link.send_message(b"")
+    provider.flush()
+    assert got_b == [b"early", b""]
+    assert got_a == [b"reply" * 1000]
+    # Every write on the wire was whole cells.
+    client_t, server_t = provider.connections[0]
+    assert [e["type"] for e in seen] == ["peer_connected"]
+    assert seen[0]["peer"] == bob.identity.onion and seen[0]["direction"] == "outgoing"
+    # Close: the peer learns the reason, both Deferreds fire, the stream goes away.
+    closed_b = theirs.when_closed()
+    link.close("bye")
+    provider.flush()
+    assert outcome(closed_b) == "normal: peer closed: bye"
+    assert outcome(link.when_closed()).startswith("normal")
+    assert client_t.disconnected and server_t.disconnected
+    assert [e["type"] for e in seen] == ["peer_connected", "peer_disconnected"]
+    with pytest.raises(Exception, match="closed"):
+        link.send_message(b"late")
+
+
+def test_port_in_the_address_is_used(clock: Clock,
+                                     identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    bob_sf = SessionFactory(identities[1], [provider], Config(), clock)
+    provider.listen(identities[1].onion, 9999, bob_sf.server_factory())
+    link = outcome(alice.sessions.connect(f"{identities[1].onion}:9999"))
+    assert isinstance(link, PeerLink) and link.peer == identities[1].onion
+
+
+def test_wire_is_whole_cells_with_string_transport(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    # The responder protocol on a StringTransport, driven by a sans-I/O initiator.
+    bob_sf = SessionFactory(identities[1], [], Config(), clock)
+    incoming: list[IPeerLink] = []
+    bob_sf.on_incoming(incoming.append)
+    proto = bob_sf.server_factory().buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    initiator = Session(identities[0], SessionParams.from_config(Config()), initiator=True,
+                        clock=clock.seconds, peer_address=identities[1].onion)
+    initiator.start()
+    flights = []
+    for _ in range(3):
+        out = initiator.data_to_send()
+        for k in range(0, len(out), 7):  # byte dribbles: framing must not care
+            proto.dataReceived(out[k:k + 7])
+        back = transport.value()
+        transport.clear()
+        flights.append(back)
+        initiator.receive_data(back)
+    assert initiator.established and len(incoming) == 1
+    assert all(len(f) % Config().mixing.cell_size == 0 for f in flights if f)
+
+
+def test_handshake_timeout_on_the_clock(clock: Clock,
+                                        identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+
+    class Silent(Protocol):
+        pass
+
+    from twisted.internet.protocol import Factory
+
+    provider.listen(identities[1].onion, PORT, Factory.forProtocol(Silent))
+    d = alice.sessions.connect(identities[1].onion)
+    box: list[Any] = []
+    d.addBoth(box.append)
+    clock.advance(59)
+    assert box == []
+    clock.advance(1.5)
+    (result,) = box
+    assert isinstance(result, Failure) and isinstance(result.value, HandshakeError)
+    assert result.value.reason is CloseReason.TIMEOUT
+    client_t, _ = provider.connections[0]
+    assert client_t.disconnecting or client_t.disconnected
+    assert clock.getDelayedCalls() == []
+
+
+def test_responder_timeout_and_timer_cancelled_on_success(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    bob_sf = SessionFactory(identities[1], [], Config(), clock)
+    proto = bob_sf.server_factory().buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(60)
+    assert transport.disconnecting
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    Node(identities[1], provider, clock)
+    outcome(alice.sessions.connect(identities[1].onion))
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+
+
+def test_misrouted_stream_fails_with_a_handshake_error(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    bob = Node(identities[1], provider, clock)
+    carol = memory_identity(NOW)
+    provider.listen(carol.onion, PORT, bob.sessions.server_factory())  # Bob answers for Carol
+    result = outcome(alice.sessions.connect(carol.onion))
+    assert isinstance(result, Failure) and result.check(HandshakeError)
+    assert bob.incoming == []
+
+
+def test_no_transport_and_refused(clock: Clock,
+                                  identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    no = outcome(alice.sessions.connect("abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.b32.i2p"))
+    assert isinstance(no, Failure) and no.check(NoTransport)
+    refused = outcome(alice.sessions.connect(memory_identity(NOW).onion))
+    assert isinstance(refused, Failure) and refused.check(ConnectionRefusedError)
+
+
+def test_stream_cut_after_handshake_is_truncation(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    bob = Node(identities[1], provider, clock)
+    link = outcome(alice.sessions.connect(bob.identity.onion))
+    closed = link.when_closed()
+    _, server_t = provider.connections[0]
+    server_t.loseConnection()  # the stream dies without a CLOSE cell
+    provider.flush()
+    assert outcome(closed).startswith("truncated")
+    assert outcome(bob.incoming[0].when_closed()).startswith("truncated")
+
+
+def test_receiver_exception_does_not_kill_the_session(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    alice = Node(identities[0], provider, clock)
+    bob = Node(identities[1], provider, clock)
+    link = outcome(alice.sessions.connect(bob.identity.onion))
+    got: list[bytes] = []
+
+    def bad(data: bytes) -> None:
+        got.append(data)
+        raise RuntimeError("receiver bug")
+
+    bob.incoming[0].set_receiver(bad)
+    link.send_message(b"1")
+    link.send_message(b"2")
+    provider.flush()
+    assert got == [b"1", b"2"]
