@@ -17,5 +17,11 @@ from ._sam_fake import FakeSAMBridge as FakeSAMBridge
 from ._sam_fake import fake_private_key as fake_private_key
 from ._tornet import FakeTorControl as FakeTorControl  # in-memory tor control port
 from ._tornet import FakeTorProcess as FakeTorProcess
+from ._tornet import NodeProcess as NodeProcess  # node processes on a private network
 from ._tornet import TorNetwork as TorNetwork  # private Tor network harness
 from ._tornet import TorNetworkError as TorNetworkError
+from ._tornet import free_ports as free_ports
+from ._tornet import prepare_node as prepare_node
+from ._tornet import set_bootstrap as set_bootstrap
+from ._tornet import start_node as start_node
+from ._tornet import wait_for as wait_for

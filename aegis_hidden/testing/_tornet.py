@@ -391,6 +391,7 @@ class FakeTorControl:
         self.socks = socks
         self.bootstrap_line = 'NOTICE BOOTSTRAP PROGRESS=0 TAG=starting SUMMARY="Starting"'
         self.hold: dict[str, Any] = {}
+        self.auto_upload = True  # emit HS_DESC UPLOADED when an ADD_ONION succeeds
         self._disconnected: Deferred[None] = Deferred()
 
     def _default(self, cmd: str) -> str:
@@ -403,6 +404,8 @@ class FakeTorControl:
                 from txtorcon import TorProtocolError
 
                 raise TorProtocolError(512, "Bad arguments to ADD_ONION")
+            if self.auto_upload:
+                self.emit("HS_DESC", f"UPLOADED {self.service_id} UNKNOWN $AAAA~relay0")
             return f"ServiceID={self.service_id}\nOK"
         return "OK"
 
@@ -431,6 +434,9 @@ class FakeTorControl:
 
     def add_event_listener(self, evt: str, callback: Any) -> None:
         self.listeners.setdefault(evt, []).append(callback)
+
+    def remove_event_listener(self, evt: str, callback: Any) -> None:
+        self.listeners.get(evt, []).remove(callback)
 
     def emit(self, evt: str, text: str) -> None:
         for cb in list(self.listeners.get(evt, [])):
@@ -493,3 +499,136 @@ class FakeTorProcess:
 
     def output_tail(self) -> str:
         return ""
+
+
+# -- node processes on the private network (integration tests, demo, benchmark) -----------
+
+@dataclass
+class NodeProcess:
+    """One ``twistd -n aegis-hidden`` node whose own tor joins a private network."""
+
+    name: str
+    data_dir: Path
+    onion: str
+    listen_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "node.log"
+
+    @property
+    def status_file(self) -> Path:
+        return self.data_dir / "status.json"
+
+    def status(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def tor_state(self) -> dict[str, Any]:
+        tor: dict[str, Any] = self.status().get("transports", {}).get("tor", {})
+        return tor
+
+    def peer(self, onion: str) -> dict[str, Any]:
+        peer: dict[str, Any] = self.status().get("peers", {}).get(onion, {})
+        return peer
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM the node (it removes its onion and stops its tor); SIGKILL if stuck."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def stopped_cleanly(self) -> bool:
+        """Exited on our SIGTERM (twistd re-raises it: status -15, or 0) after shutting down."""
+        if self.proc is None or self.proc.returncode not in (0, -signal.SIGTERM):
+            return False
+        try:
+            return "Server Shut Down." in self.log_file.read_text(errors="replace")
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def prepare_node(net: TorNetwork, name: str, data_dir: Path, *, listen_port: int | None = None,
+                 bootstrap: Sequence[str] = (), extra: dict[str, Any] | None = None
+                 ) -> NodeProcess:
+    """Create the node's identity and its config file (joins ``net`` with its own tor)."""
+    import yaml
+
+    from ..identity import load_or_create
+
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident, _ = load_or_create(data_dir / "identity", time.time())
+    port = listen_port or free_ports(1)[0]
+    config: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "network": {"listen_address": f"127.0.0.1:{port}", "bootstrap_nodes": list(bootstrap),
+                    "connection_timeout": 60},
+        "tor": {**net.node_tor_config(), "bootstrap_timeout": 240},
+        "api": {"enabled": False},
+    }
+    for section, values in (extra or {}).items():
+        config.setdefault(section, {}).update(values)
+    (data_dir / "node.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return NodeProcess(name, data_dir, ident.onion, port)
+
+
+def set_bootstrap(node: NodeProcess, bootstrap: Sequence[str]) -> None:
+    """Rewrite a prepared node's ``network.bootstrap_nodes`` (before it starts)."""
+    import yaml
+
+    path = node.data_dir / "node.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["network"]["bootstrap_nodes"] = list(bootstrap)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def start_node(node: NodeProcess, twistd: str | None = None) -> NodeProcess:
+    """Run the node as ``twistd -n aegis-hidden`` (its own process group)."""
+    import sys
+
+    exe = twistd or str(Path(sys.executable).with_name("twistd"))
+    node.log_file.unlink(missing_ok=True)
+    node.proc = subprocess.Popen(
+        [exe, "-n", "--pidfile=", f"--logfile={node.log_file}", "aegis-hidden",
+         "--config", str(node.data_dir / "node.yaml"), "--data-dir", str(node.data_dir),
+         "--no-api"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    return node
+
+
+def wait_for(predicate: Any, timeout: float, what: str, nodes: Sequence[NodeProcess] = (),
+             interval: float = 0.5) -> Any:
+    """Poll ``predicate()`` until truthy; :class:`TorNetworkError` with node logs if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        dead = [n.name for n in nodes if n.proc is not None and not n.alive()]
+        if dead or time.monotonic() > deadline:
+            why = f"node(s) {', '.join(dead)} exited" if dead else f"not after {timeout:.0f}s"
+            logs = "\n".join(f"--- {n.name} ({n.log_file})\n{n.log_tail()}" for n in nodes)
+            raise TorNetworkError(f"waiting for {what}: {why}\n{logs}")
+        time.sleep(interval)

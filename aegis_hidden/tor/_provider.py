@@ -86,6 +86,7 @@ class TorProvider(MultiService):
         on_fatal: Callable[[Failure], None] | None = None,
         restart_backoff: Backoff | None = None,
         stable_after: float = 60.0,
+        upload_timeout: float = 30.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -100,6 +101,7 @@ class TorProvider(MultiService):
         self._on_fatal = on_fatal
         self._restart_backoff = restart_backoff or Backoff(base=1.0, cap=60.0)
         self._stable_after = stable_after
+        self._upload_timeout = upload_timeout
         self._wall = wall
         self._isolation_password = secrets.token_hex(8)
         self._session: TorSession | None = None
@@ -396,17 +398,42 @@ class TorProvider(MultiService):
         tor = self.config.tor
         target = self.config.network.listen_address
         wanted = self.identity.onion.removesuffix(".onion")
+        assert self._session is not None
+        control = self._session.control
+        uploaded: Deferred[None] = Deferred()
+
+        def on_desc(line: str) -> None:
+            words = line.split()
+            if words and words[0] == "HS_DESC":
+                words = words[1:]
+            if len(words) >= 2 and words[0] == "UPLOADED" and words[1] == wanted \
+                    and not uploaded.called:
+                uploaded.callback(None)
+
+        control.add_event_listener("HS_DESC", on_desc)
         try:
-            got = await self.add_onion(self.identity.expanded_secret_key(),
-                                       tor.onion_virtual_port, target,
-                                       detach=tor.persist_onion)
-        except ControlReplyError as e:
-            if tor.persist_onion and "collision" in str(e).lower():
-                got = wanted  # our detached service from an earlier run is still there
-            else:
-                raise
-        if got != wanted:
-            raise OnionMismatch(f"tor published {got}.onion, expected {self.identity.onion}")
+            try:
+                got = await self.add_onion(self.identity.expanded_secret_key(),
+                                           tor.onion_virtual_port, target,
+                                           detach=tor.persist_onion)
+            except ControlReplyError as e:
+                if tor.persist_onion and "collision" in str(e).lower():
+                    got = wanted  # our detached service from an earlier run is still there
+                    uploaded.callback(None)
+                else:
+                    raise
+            if got != wanted:
+                raise OnionMismatch(f"tor published {got}.onion, expected {self.identity.onion}")
+            # Ready means peers can find it: wait for the first descriptor upload.
+            uploaded.addTimeout(self._upload_timeout, self._clock)
+            try:
+                await uploaded
+            except TimeoutError:
+                self.log.warn("no descriptor upload of {onion} confirmed within {t:.0f}s; "
+                              "peers may need a few retries", onion=self.identity.onion,
+                              t=self._upload_timeout)
+        finally:
+            control.remove_event_listener("HS_DESC", on_desc)
         self.published_service_id = got
         self.published_at = self._wall()
         self.log.info("onion service {onion} published (virtual port {port} -> {target})",

@@ -281,3 +281,27 @@ def test_client_auth_and_extra_onions(harness: Harness, identity: NodeIdentity) 
     assert done == [None]
     assert harness.control.sent("ONION_CLIENT_AUTH_ADD")[0].startswith(
         f"ONION_CLIENT_AUTH_ADD {harness.sid} x25519:")
+
+
+def test_ready_waits_for_the_descriptor_upload(harness: Harness) -> None:
+    harness.provider.startService()
+    harness.control.auto_upload = False
+    ready = harness.provider.when_ready()
+    harness.control.set_bootstrap(100)
+    assert harness.control.sent("ADD_ONION") and not fired(ready)
+    harness.control.emit("HS_DESC", f"UPLOADED {'b' * 56} UNKNOWN $X~y")  # another service
+    assert not fired(ready)
+    harness.control.emit("HS_DESC", f"UPLOADED {harness.sid} UNKNOWN $X~y")
+    assert fired(ready)
+    assert harness.control.listeners["HS_DESC"] == []
+
+
+def test_unconfirmed_upload_is_ready_after_a_timeout(harness: Harness) -> None:
+    harness.provider.startService()
+    harness.control.auto_upload = False
+    ready = harness.provider.when_ready()
+    harness.control.set_bootstrap(100)
+    harness.reactor.advance(29)
+    assert not fired(ready)
+    harness.reactor.advance(1)
+    assert fired(ready) and not harness.fatal
