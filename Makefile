@@ -8,17 +8,22 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.aegis-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test setup system-packages lint typecheck unit integration proto docs clean
+.PHONY: demo test setup system-packages i2pd-testnet lint typecheck unit integration proto docs clean
 
 demo: setup
 	$(BIN)/aegis-hidden demo $(DEMO_ARGS)
 
 test: setup lint typecheck unit integration
 
-setup: system-packages $(STAMP)
+setup: system-packages i2pd-testnet $(STAMP)
 
 system-packages:
 	@bash .ci/system-packages.sh
+
+# The private I2P test network needs i2pd with reservedrange.patch: built once per
+# machine from Debian's source package into ~/.cache/aegis-hidden (a no-op after).
+i2pd-testnet: system-packages
+	@bash .ci/build-i2pd.sh >/dev/null
 
 $(STAMP): pyproject.toml setup.cfg
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
