@@ -66,11 +66,13 @@ class NodeCore(Service):
         self.pool = ConnectionPool(
             self.store, events, self.metrics, reactor, self._on_message,
             max_connections=config.network.max_connections, idle_timeout=idle_timeout,
+            keep_idle=config.performance.connection_pool_size,
             dial_timeout=config.network.connection_timeout)
         self.messenger = Messenger(
             self.db, self.store, self.pool, events, self.metrics, reactor,
             max_message_size=config.performance.max_message_size,
             **dict(messenger_options or {}))
+        self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
         self.session_factory: ISessionFactory | None = None
         self._outcome: object = _PENDING
@@ -94,6 +96,10 @@ class NodeCore(Service):
     def add_transport(self, provider: ITransportProvider) -> None:
         """Report this provider's state (bootstrap progress...) in ``/status``."""
         self.transports.append(provider)
+
+    def _peer_changed(self, peer: PeerInfo, what: str) -> None:
+        if what == "blocked":  # by the operator or by reputation: drop live sessions
+            self.pool.close(peer.peer_id, "blacklisted")
 
     def _on_message(self, peer: str, data: bytes) -> None:
         self.messenger.on_message(peer, data)

@@ -3,8 +3,10 @@
 It reuses a live session to a peer, shares one dial between concurrent callers,
 fails over from a peer's onion address to its I2P destination, closes sessions
 idle for longer than ``idle_timeout``, and evicts the least recently used
-session when full. Blacklisted peers are refused at dial and at accept. Every
-link's messages go to one ``on_message(peer, data)`` callback.
+session when full. Of the sessions unused for ``idle_grace`` seconds, at most
+``keep_idle`` (``performance.connection_pool_size``) are kept. Blacklisted
+peers are refused at dial and at accept. Every link's messages go to one
+``on_message(peer, data)`` callback.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class ConnectionPool:
         max_connections: int,
         idle_timeout: float = 300.0,
         dial_timeout: float = 60.0,
+        keep_idle: int | None = None,
+        idle_grace: float = 60.0,
     ) -> None:
         self._store = store
         self._events = events
@@ -79,6 +83,8 @@ class ConnectionPool:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.dial_timeout = dial_timeout
+        self.keep_idle = keep_idle
+        self.idle_grace = idle_grace
         self._factory: ISessionFactory | None = None
         self._links: dict[str, IPeerLink] = {}
         self._extra: set[Any] = set()  # second links of a peer (crossed dials), kept for receiving
@@ -100,7 +106,8 @@ class ConnectionPool:
 
     def start(self) -> None:
         if not self._reaper.running:
-            self._reaper.start(max(1.0, self.idle_timeout / 4), now=False)
+            period = min(self.idle_timeout, self.idle_grace) / 4
+            self._reaper.start(max(1.0, period), now=False)
 
     def stop(self) -> None:
         if self._reaper.running:
@@ -261,8 +268,16 @@ class ConnectionPool:
             extra.close(reason)
 
     def _reap_idle(self) -> None:
+        """Close sessions unused for ``idle_timeout``; beyond ``keep_idle`` sessions
+        unused for ``idle_grace``, close the least recently used."""
         now = self._clock.seconds()
         for peer, used in list(self._last_used.items()):
             if now - used >= self.idle_timeout:
                 self.log.debug("closing idle session to {peer}", peer=peer)
                 self.close(peer, "idle")
+        if self.keep_idle is None:
+            return
+        idle = sorted((used, peer) for peer, used in self._last_used.items()
+                      if now - used >= self.idle_grace)
+        for _, peer in idle[:max(0, len(idle) - self.keep_idle)]:
+            self.close(peer, "idle")

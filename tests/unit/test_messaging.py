@@ -299,3 +299,33 @@ def test_no_session_layer_keeps_messages_queued(clock: Clock, tmp_path: Path) ->
     assert core.messenger.state(msg_id) is DeliveryState.QUEUED
     assert core.status()["session_layer"] is False
     assert core.status()["counts"]["outbox"] == 1
+
+
+def test_auto_blacklisting_closes_the_live_session(net: FakeNetwork, clock: Clock,
+                                                   tmp_path: Path) -> None:
+    from aegis_hidden.peers import Behaviour
+
+    a, b = pair(net, clock, tmp_path)
+    result_of(a.core.pool.get(b.address))
+    for _ in range(4):
+        result_of(a.core.store.observe(b.address, Behaviour.INVALID_SIGNATURE))
+    assert a.core.store.is_blocked(b.address)
+    assert not a.core.pool.connected(b.address)
+    assert a.events[-1]["type"] == "peer_disconnected"
+    assert a.events[-1]["reason"] == "blacklisted"
+
+
+def test_pool_keeps_at_most_connection_pool_size_idle(net: FakeNetwork, clock: Clock,
+                                                      tmp_path: Path) -> None:
+    cfg = parse_config({"performance": {"connection_pool_size": 1}})
+    a = Node(net, clock, str(tmp_path / "a.db"), config=cfg)
+    others = [Node(net, clock, str(tmp_path / f"o{i}.db")) for i in range(3)]
+    for o in others:
+        result_of(a.core.store.add(o.address))
+        result_of(a.core.send(o.address, {"type": "x"}))
+        clock.advance(1)
+    assert len(a.core.pool) == 3
+    clock.advance(30)  # used recently enough: all kept
+    assert len(a.core.pool) == 3
+    clock.advance(a.core.pool.idle_grace)
+    assert a.core.pool.peers() == [others[2].address]  # the most recently used stays

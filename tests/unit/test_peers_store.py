@@ -166,3 +166,16 @@ def test_closed_database_fails_clearly() -> None:
     result_of(db.close())
     with pytest.raises(DatabaseError, match="closed"):
         result_of(db.run(lambda c: None))
+
+
+def test_examples_in_docs_reputation_md() -> None:
+    score = 0.5
+    trail = []
+    for _ in range(3):
+        score = updated_reputation(score, Behaviour.INVALID_SIGNATURE)
+        trail.append(score)
+    assert trail == [0.25, 0.125, 0.0625]
+    score = 0.5
+    for _ in range(20):
+        score = updated_reputation(score, Behaviour.SESSION_OK)
+    assert round(score, 2) == 0.82
