@@ -187,8 +187,7 @@ class NodeCore(Service):
             except Exception as e:  # noqa: BLE001 - one provider's bug must not break /status
                 transports[str(provider.name)] = {"error": f"{e.__class__.__name__}: {e}"}
         return {
-            "identity": self.identity.summary() if self.identity else
-            {"onion": self.local_address},
+            "identity": self._identity_json(),
             "transports": transports,
             "session_layer": self.session_factory is not None,
             "counts": {
@@ -199,6 +198,15 @@ class NodeCore(Service):
                 "outbox": self.messenger.outbox_size(),
             },
         }
+
+    def _identity_json(self) -> dict[str, Any]:
+        if self.identity is None:
+            return {"onion": self.local_address}
+        summary = self.identity.summary()
+        keep = ("onion", "kind", "sequence", "created", "expires", "i2p_destination")
+        out = {k: summary.get(k) for k in keep}
+        out["post_quantum_signature"] = bool(summary.get("mldsa65_public"))
+        return out
 
     async def send(self, peer: str, body: dict[str, Any]) -> tuple[str, DeliveryState]:
         return await self.messenger.send(peer, body)

@@ -170,6 +170,9 @@ class ThreadedSQLite:
         return d
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        if not self._started:
+            return fail(DatabaseError("the database is closed (or was never opened)"))
+
         def work() -> T:
             if self._conn is None:
                 raise DatabaseError("the database is closed")
@@ -181,6 +184,7 @@ class ThreadedSQLite:
     def close(self) -> Deferred[None]:
         if not self._started:
             return succeed(None)
+        self._started = False  # later runs fail at once; queued ones still complete
 
         def closer() -> None:
             if self._conn is not None:
@@ -191,7 +195,6 @@ class ThreadedSQLite:
 
         def stop(result: None) -> None:
             self._pool.stop()
-            self._started = False
             return result
 
         d.addBoth(stop)

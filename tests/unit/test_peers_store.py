@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.peers import (
@@ -179,3 +183,62 @@ def test_examples_in_docs_reputation_md() -> None:
     for _ in range(20):
         score = updated_reputation(score, Behaviour.SESSION_OK)
     assert round(score, 2) == 0.82
+
+
+class ThreadReactor:
+    """Just enough of IReactorThreads/IReactorFromThreads, without the real reactor:
+    calls from the worker thread are queued and run when the test drains them."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def drain_until(self, d: Deferred[Any]) -> Any:
+        box: list[Any] = []
+        d.addBoth(box.append)
+        while not box:
+            f, args = self.calls.get(timeout=10)
+            f(*args)
+        if isinstance(box[0], Failure):
+            box[0].raiseException()
+        return box[0]
+
+
+def test_threaded_sqlite_runs_off_the_calling_thread(tmp_path: Path) -> None:
+    import threading
+
+    from zope.interface import directlyProvides
+
+    from aegis_hidden.peers import ThreadedSQLite
+
+    reactor = ThreadReactor()
+    directlyProvides(reactor, IReactorThreads, IReactorFromThreads)
+    db = ThreadedSQLite(reactor, str(tmp_path / "t.db"))
+    reactor.drain_until(db.open())
+    caller = threading.get_ident()
+    seen: list[int] = []
+
+    def work(conn: sqlite3.Connection) -> int:
+        seen.append(threading.get_ident())
+        conn.execute("INSERT INTO peers (peer_id, added) VALUES ('x', 1)")
+        return int(conn.execute("SELECT COUNT(*) FROM peers").fetchone()[0])
+
+    assert reactor.drain_until(db.run(work)) == 1
+    assert seen and seen[0] != caller
+
+    def boom(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO peers (peer_id, added) VALUES ('y', 1)")
+        raise ValueError("rolled back")
+
+    with pytest.raises(ValueError, match="rolled back"):
+        reactor.drain_until(db.run(boom))
+    count = reactor.drain_until(db.run(
+        lambda c: c.execute("SELECT COUNT(*) FROM peers").fetchone()[0]))
+    assert count == 1  # the failed transaction left nothing behind
+    reactor.drain_until(db.close())
+    with pytest.raises(DatabaseError, match="closed"):
+        result_of(db.run(work))
