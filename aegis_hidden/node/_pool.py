@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from ..events import EventBus
 from ..identity import RecordError
 from ..interfaces import IPeerLink, ISessionFactory
-from ..peers import Behaviour, PeerStore, UnknownPeer
+from ..peers import Behaviour, PeerAddressError, PeerStore, UnknownPeer, check_peer_address
 from ._metrics import Metrics
 
 
@@ -189,7 +189,14 @@ class ConnectionPool:
 
     # -- accepting ----------------------------------------------------------
     def _incoming(self, link: IPeerLink) -> None:
-        peer = str(link.peer).lower()
+        try:
+            peer = check_peer_address(str(link.peer))
+        except PeerAddressError as e:
+            self._metrics.inc("connections_refused")
+            self.log.warn("refused a session whose peer is not an anonymous address: {e}",
+                          e=str(e))
+            link.close("bad peer address")
+            return
         if self._store.is_blocked(peer):
             self._metrics.inc("connections_refused")
             self.log.info("refused a session from blacklisted {peer}", peer=peer)

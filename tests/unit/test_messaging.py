@@ -329,3 +329,13 @@ def test_pool_keeps_at_most_connection_pool_size_idle(net: FakeNetwork, clock: C
     assert len(a.core.pool) == 3
     clock.advance(a.core.pool.idle_grace)
     assert a.core.pool.peers() == [others[2].address]  # the most recently used stays
+
+
+def test_incoming_session_from_a_non_anonymous_name_is_refused(net: FakeNetwork, clock: Clock,
+                                                               tmp_path: Path) -> None:
+    a = Node(net, clock, str(tmp_path / "a.db"))
+    rogue = net.node("192.0.2.7")
+    link = result_of(rogue.connect(a.address))
+    assert link.closed and link.closed_reason == "bad peer address"
+    assert a.core.metrics.counters["connections_refused"] == 1
+    assert len(a.core.store) == 0 and len(a.core.pool) == 0
