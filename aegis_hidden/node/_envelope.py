@@ -9,6 +9,7 @@ is a :class:`EnvelopeError` naming what was wrong.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,9 @@ def decode(data: bytes, max_size: int) -> Message | Ack:
     if kind != "msg":
         raise EnvelopeError(f"envelope.k: expected \"msg\" or \"ack\", got {kind!r}")
     created = obj.get("t")
-    if not isinstance(created, int | float) or isinstance(created, bool):
-        raise EnvelopeError("envelope.t: expected a number (seconds)")
+    if (not isinstance(created, int | float) or isinstance(created, bool)
+            or not math.isfinite(created)):
+        raise EnvelopeError("envelope.t: expected a finite number (seconds)")
     body = check_body(obj.get("body"), "envelope.body")
     request = obj.get("rq", False)
     if not isinstance(request, bool):
