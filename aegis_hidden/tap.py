@@ -147,3 +147,5 @@ def _fatal(reactor: Any, failure: Failure) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
     if reactor.running:
         reactor.stop()
+    else:  # failed during start-up, before the reactor runs
+        reactor.callWhenRunning(reactor.stop)
