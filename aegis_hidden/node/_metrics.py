@@ -54,6 +54,7 @@ class Metrics:
         "messages_duplicate": "Duplicate messages acknowledged and dropped.",
         "peer_churn": "Session openings plus closings.",
         "auth_failures": "API requests or WebSocket upgrades with a wrong or missing token.",
+        "session_auth_failures": "Sessions that failed the handshake or a signature check.",
         "protocol_errors": "Malformed messages received from peers.",
     }
 

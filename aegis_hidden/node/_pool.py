@@ -23,7 +23,14 @@ from twisted.logger import Logger
 from ..events import EventBus
 from ..identity import RecordError
 from ..interfaces import IPeerLink, ISessionFactory
-from ..peers import Behaviour, PeerAddressError, PeerStore, UnknownPeer, check_peer_address
+from ..peers import (
+    Behaviour,
+    PeerAddressError,
+    PeerStore,
+    UnknownPeer,
+    check_peer_address,
+    is_b32_i2p,
+)
 from ._metrics import Metrics
 
 
@@ -175,6 +182,8 @@ class ConnectionPool:
                 self._metrics.inc("connection_attempts_failed")
                 reasons.append(f"{address}: {e.__class__.__name__}: {e}")
                 behaviour = classify_failure(e)
+                if behaviour in (Behaviour.HANDSHAKE_FAILED, Behaviour.INVALID_SIGNATURE):
+                    self._metrics.inc("session_auth_failures")
                 if behaviour is not None:
                     await self._store.observe(peer, behaviour)
                 self.log.info("dial {address} failed: {error}", address=address,
@@ -242,8 +251,11 @@ class ConnectionPool:
         record: Any = getattr(link, "record", None)
         to_bytes = getattr(record, "to_bytes", None)
         record_bytes = to_bytes() if callable(to_bytes) else None
+        # the verified record may name the peer's I2P address: keep it for failover
+        i2p = str(getattr(record, "i2p_destination", "") or "").lower()
+        i2p_address = i2p if is_b32_i2p(i2p) and i2p != peer else None
         if self._store.get(peer) is None or record_bytes is not None:
-            await self._store.add(peer, record=record_bytes)
+            await self._store.add(peer, i2p_destination=i2p_address, record=record_bytes)
         await self._store.observe(peer, Behaviour.SESSION_OK)
         await self._store.set_status(peer, "connected")
         self._events.emit("peer_connected", peer=peer, transport=str(link.transport_name),

@@ -283,6 +283,7 @@ def test_handshake_failure_lowers_reputation(net: FakeNetwork, clock: Clock,
     result_of(a.core.send(b.address, {"type": "x"}))
     peer = a.core.store.require(b.address)
     assert peer.reputation < 0.5 and peer.sessions_failed == 1
+    assert a.core.metrics.counters["session_auth_failures"] == 1
 
 
 def test_no_session_layer_keeps_messages_queued(clock: Clock, tmp_path: Path) -> None:
@@ -339,3 +340,19 @@ def test_incoming_session_from_a_non_anonymous_name_is_refused(net: FakeNetwork,
     assert link.closed and link.closed_reason == "bad peer address"
     assert a.core.metrics.counters["connections_refused"] == 1
     assert len(a.core.store) == 0 and len(a.core.pool) == 0
+
+
+def test_verified_record_teaches_the_i2p_failover_address(net: FakeNetwork, clock: Clock,
+                                                         tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    i2p = "c" * 52 + ".b32.i2p"
+    a = Node(net, clock, str(tmp_path / "a.db"))
+    b_address = onion()
+    record = SimpleNamespace(i2p_destination=i2p.upper(), to_bytes=lambda: b"signed record")
+    b_factory = net.node(b_address, record=record)
+    assert b_factory.record is record
+    result_of(b_factory.connect(a.address))  # b dials a: a learns b from b's record
+    peer = a.core.store.require(b_address)
+    assert peer.i2p_destination == i2p and peer.record == b"signed record"
+    assert peer.addresses() == [b_address, i2p]
