@@ -35,9 +35,11 @@ from zope.interface import implementer
 from ..config import Config, PrivacyError
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
 from ..interfaces import IEventSink, ITransportProvider
+from . import _sam
 from ._destination import PrivateKey, is_i2p_name
 from ._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint, check_i2p_target
 from ._errors import DestinationError, SAMError
+from ._protocol import SAMSocketProtocol, open_sam_socket
 from ._sam import DatagramReceived, RawReceived
 from ._session import SAMSession, create_session, generate_destination, new_session_id
 
@@ -97,6 +99,7 @@ class I2PProvider(MultiService):
         retry_base: float = 2.0,
         retry_cap: float = 60.0,
         on_identity: Callable[[NodeIdentity], None] | None = None,
+        forward_to: str | None = None,
     ) -> None:
         super().__init__()
         self.setName("i2p")
@@ -113,6 +116,8 @@ class I2PProvider(MultiService):
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._on_identity = on_identity
+        self._forward_to = _split_host_port(forward_to) if forward_to else None
+        self._forward: SAMSocketProtocol | None = None
         self._stream: SAMSession | None = None
         self._datagram: SAMSession | None = None
         self._waiters: list[Deferred[None]] = []
@@ -176,20 +181,14 @@ class I2PProvider(MultiService):
                 if self._stopping():
                     return
                 attempt = 0
-                assert self._stream is not None and self._datagram is not None
-                stream, datagram = self._stream, self._datagram
-                lost = Deferred.fromCoroutine(self._first_closed(stream, datagram))
-                await lost
+                await self._first_closed()
             except (SAMError, ConnectError, OSError) as e:
                 if self._stopping():
                     return
                 self._error = str(e)
                 self.log.warn("I2P: {error}", error=str(e))
             finally:
-                for session in (self._stream, self._datagram):
-                    if session is not None:
-                        session.close()
-                self._stream = self._datagram = None
+                self._close_all()
             if self._stopping():
                 return
             delay = min(self._retry_cap, self._retry_base * 2 ** min(attempt, 16))
@@ -204,15 +203,28 @@ class I2PProvider(MultiService):
             finally:
                 self._sleep = None
 
-    async def _first_closed(self, a: SAMSession, b: SAMSession) -> None:
+    def _close_all(self) -> None:
+        for session in (self._stream, self._datagram):
+            if session is not None:
+                session.close()
+        if self._forward is not None:
+            self._forward.close()
+        self._stream = self._datagram = None
+        self._forward = None
+
+    async def _first_closed(self) -> None:
+        """Until the router closes any of our control sockets."""
         done: Deferred[None] = Deferred()
 
         def fire(_: object) -> None:
             if not done.called:
                 done.callback(None)
 
-        a.when_closed().addCallback(fire)
-        b.when_closed().addCallback(fire)
+        for session in (self._stream, self._datagram):
+            if session is not None:
+                session.when_closed().addCallback(fire)
+        if self._forward is not None:
+            self._forward.when_lost().addCallback(fire)
         await done
         if not self._stopping():
             self._error = "the router closed a SAM session (restarted?)"
@@ -235,6 +247,8 @@ class I2PProvider(MultiService):
         ], consumeErrors=True).addErrback(self._first_error)
         self._stream, self._datagram = results
         self._datagram.on_datagram(self._deliver)
+        if self._forward_to is not None:
+            self._forward = await self._open_forward(self._stream, *self._forward_to)
         if self._stopping():
             return
         self.sessions_created += 1
@@ -248,6 +262,18 @@ class I2PProvider(MultiService):
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
+
+    async def _open_forward(self, stream: SAMSession, host: str, port: int) -> SAMSocketProtocol:
+        """``STREAM FORWARD ... SILENT=true``: the router connects to host:port per stream."""
+        sock = await open_sam_socket(self._sam)
+        try:
+            await sock.command(_sam.stream_forward(stream.stream_id, port, host, silent=True))
+        except BaseException:
+            sock.close()
+            raise
+        self.log.info("I2P streams to {b32} are forwarded to {host}:{port}",
+                      b32=stream.destination.b32, host=host, port=port)
+        return sock
 
     @staticmethod
     def _first_error(failure: Failure) -> Failure:
@@ -313,7 +339,10 @@ class I2PProvider(MultiService):
         return SAMStreamClientEndpoint(self._sam, self.stream_session, address, port)
 
     def server_endpoint(self) -> SAMStreamServerEndpoint:
-        """Accepts streams to the node's destination (survives session re-creation)."""
+        """Accepts streams to the node's destination (survives session re-creation).
+
+        Not together with ``forward_to``: a SAM 3.1 session has one acceptor.
+        """
         return SAMStreamServerEndpoint(self._clock, self._sam, self.stream_session)
 
     async def send_datagram(self, destination: str, payload: bytes) -> None:

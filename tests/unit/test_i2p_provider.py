@@ -238,3 +238,29 @@ def test_server_endpoint_survives_a_router_restart(tmp_path: Path, identities: l
     result_of(port.stopListening())
     result_of(a.stopService())
     result_of(b.stopService())
+
+
+def test_forward_to_the_listen_address_is_renewed_after_a_restart(
+        tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    bridge = FakeSAMBridge()
+    data = tmp_path / "n"
+    shutil.copytree(identities[0], data / "identity")
+    cfg = load_config(None, {"i2p.enabled": True})
+    provider = I2PProvider(object(), cfg, load(data / "identity", clock.seconds()), data,
+                           clock=clock, sam=bridge.endpoint(), forward_to="127.0.0.1:7701")
+    provider.startService()
+    result_of(provider.when_ready())
+
+    def forwards() -> list[str]:
+        return [c for c in bridge.commands if c.startswith("STREAM FORWARD")]
+
+    [first] = forwards()
+    assert first.endswith("PORT=7701 HOST=127.0.0.1 SILENT=true")
+    forward_socket = [s for s in bridge.sockets if s.session is None and s.version]
+    assert forward_socket  # kept open: the forwarding lasts as long as the socket
+    bridge.restart()
+    clock.advance(2)
+    assert provider.state()["ready"] and len(forwards()) == 2
+    result_of(provider.stopService())
+    assert bridge.sockets == []
