@@ -71,6 +71,7 @@ class _Pending:
     first_sent: float | None = None
     call: IDelayedCall | None = None
     in_flight: bool = False
+    acked: bool = False  # the ack arrived; its outbox delete is under way
 
     def cancel_timer(self) -> None:
         if self.call is not None and self.call.active():
@@ -245,7 +246,7 @@ class Messenger:
 
     async def _deliver(self, msg_id: str) -> None:
         pending = self._pending.get(msg_id)
-        if pending is None or pending.in_flight:
+        if pending is None or pending.in_flight or pending.acked:
             return
         pending.cancel_timer()
         if self._clock.seconds() - pending.message.created > self.ttl:
@@ -259,7 +260,7 @@ class Messenger:
             self._retry_later(pending, f"{e.__class__.__name__}: {e}")
             return
         pending.in_flight = False
-        if msg_id not in self._pending:  # acknowledged meanwhile (restart resend)
+        if msg_id not in self._pending or pending.acked:  # acknowledged meanwhile
             return
         pending.attempts += 1
         if pending.first_sent is None:
@@ -335,8 +336,9 @@ class Messenger:
 
     async def _acked(self, peer: str, msg_id: str) -> None:
         pending = self._pending.get(msg_id)
-        if pending is None or pending.peer != peer:
+        if pending is None or pending.peer != peer or pending.acked:
             return  # a duplicate ack, or an ack for someone else's id: ignore
+        pending.acked = True
         pending.cancel_timer()
         await self._db.run(lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
         self._pending.pop(msg_id, None)

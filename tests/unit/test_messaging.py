@@ -356,3 +356,30 @@ def test_verified_record_teaches_the_i2p_failover_address(net: FakeNetwork, cloc
     peer = a.core.store.require(b_address)
     assert peer.i2p_destination == i2p and peer.record == b"signed record"
     assert peer.addresses() == [b_address, i2p]
+
+
+def test_duplicate_and_foreign_acks_are_ignored(net: FakeNetwork, clock: Clock,
+                                                tmp_path: Path) -> None:
+    from aegis_hidden.node._envelope import Ack
+
+    a, b = pair(net, clock, tmp_path, ack_timeout=10.0)
+    c = Node(net, clock, str(tmp_path / "c.db"))
+    result_of(a.core.store.add(c.address))
+    result_of(a.core.pool.get(b.address))
+    b_link = b.core.pool.link(a.address)
+    assert b_link is not None
+    acks: list[bytes] = []
+    real_send = b_link.send_message
+    b_link.send_message = lambda data: acks.append(data)  # type: ignore[method-assign]
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "x"}))
+    assert len(acks) == 1 and a.core.messenger.state(msg_id) is DeliveryState.SENT
+    result_of(c.core.store.add(a.address))
+    c_link = result_of(c.core.pool.get(a.address))
+    c_link.send_message(Ack(msg_id).encode())  # c acks b's message: ignored
+    assert a.core.messenger.state(msg_id) is DeliveryState.SENT
+    real_send(acks[0])
+    real_send(acks[0])  # the same ack twice
+    assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    assert a.core.metrics.counters["messages_acked"] == 1
+    assert a.core.metrics.latency.count == 1
+    assert a.states(msg_id) == ["queued", "sent", "acknowledged"]
