@@ -26,14 +26,14 @@ class Node:
 
     def __init__(self, network: FakeNetwork, clock: Clock, db_path: str,
                  address: str | None = None, config: Config | None = None,
-                 i2p: str | None = None, **messenger: Any) -> None:
+                 i2p: str | None = None, db: Any = None, **messenger: Any) -> None:
         self.address = address or onion()
         self.i2p = i2p
         self.db_path = db_path
         self.events: list[dict[str, Any]] = []
         bus = EventBus(now=clock.seconds)
         bus.subscribe(self.events.append)
-        self.db = InlineSQLite(db_path)
+        self.db = db if db is not None else InlineSQLite(db_path)
         self.core = NodeCore(config or Config(), None, str(Path(db_path).parent), bus, clock,
                              db=self.db, local_address=self.address,
                              messenger_options=messenger or None)
@@ -41,7 +41,8 @@ class Node:
         self.factory = network.node(self.address, *aliases)
         self.core.attach_session_factory(self.factory)
         self.core.startService()
-        result_of(self.core.when_ready())
+        if db is None:
+            result_of(self.core.when_ready())
 
     def stop(self) -> None:
         self.core.stopService()
@@ -383,3 +384,65 @@ def test_duplicate_and_foreign_acks_are_ignored(net: FakeNetwork, clock: Clock,
     assert a.core.metrics.counters["messages_acked"] == 1
     assert a.core.metrics.latency.count == 1
     assert a.states(msg_id) == ["queued", "sent", "acknowledged"]
+
+
+class SlowDB:
+    """An InlineSQLite whose results come back only when flushed, like the worker thread's."""
+
+    def __init__(self, path: str) -> None:
+        self.inner = InlineSQLite(path)
+        self.queue: list[tuple[Any, Any]] = []
+
+    def run(self, fn: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[Any] = Deferred()
+        self.queue.append((fn, d))
+        return d
+
+    def close(self) -> Any:
+        return self.inner.close()
+
+    def flush(self) -> int:
+        done = 0
+        while self.queue:
+            fn, d = self.queue.pop(0)
+            self.inner.run(fn).chainDeferred(d)
+            done += 1
+        return done
+
+
+def test_exactly_once_with_asynchronous_database(net: FakeNetwork, clock: Clock,
+                                                 tmp_path: Path) -> None:
+    dbs = [SlowDB(str(tmp_path / "a.db")), SlowDB(str(tmp_path / "b.db"))]
+
+    def settle() -> None:
+        while sum(db.flush() for db in dbs):
+            pass
+
+    a = Node(net, clock, str(tmp_path / "a.db"), db=dbs[0], ack_timeout=5.0, retry_base=1.0)
+    b = Node(net, clock, str(tmp_path / "b.db"), db=dbs[1])
+    settle()
+    result_of(a.core.when_ready())
+    result_of(b.core.when_ready())
+    from twisted.internet.defer import Deferred
+
+    d = Deferred.fromCoroutine(a.core.store.add(b.address))
+    settle()
+    result_of(d)
+    results = [Deferred.fromCoroutine(a.core.send(b.address, {"type": "n", "data": i}))
+               for i in range(20)]
+    for _ in range(10):  # interleave: time passes (ack timeouts, retries) while writes lag
+        dbs[1].flush()
+        clock.advance(3)
+        dbs[0].flush()
+    settle()
+    clock.advance(60)
+    settle()
+    ids = [result_of(r)[0] for r in results]
+    assert all(a.core.messenger.state(i) is DeliveryState.ACKNOWLEDGED for i in ids)
+    got = [e["message"]["data"] for e in b.received()]
+    assert sorted(got) == list(range(20))  # each exactly once
+    assert a.core.messenger.outbox_size() == 0
+    assert a.core.metrics.counters["messages_acked"] == 20
+    assert a.core.metrics.counters["messages_sent"] > 20  # retries did happen meanwhile
