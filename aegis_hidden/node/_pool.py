@@ -31,6 +31,7 @@ from ..peers import (
     check_peer_address,
     is_b32_i2p,
 )
+from ..session import CloseReason, SessionError
 from ._metrics import Metrics
 
 
@@ -46,6 +47,23 @@ class DialFailed(ConnectionError):
     """Every address of the peer failed; the message lists each reason."""
 
 
+# How each way a session handshake can fail reflects on the peer (docs/reputation.md).
+# Transport trouble (connection lost, truncated) says nothing about the peer.
+_SESSION_REASONS: dict[CloseReason, Behaviour] = {
+    CloseReason.AUTH_FAILED: Behaviour.INVALID_SIGNATURE,
+    CloseReason.WRONG_IDENTITY: Behaviour.INVALID_SIGNATURE,
+    CloseReason.PROTOCOL_ERROR: Behaviour.PROTOCOL_VIOLATION,
+    CloseReason.BAD_CELL: Behaviour.PROTOCOL_VIOLATION,
+    CloseReason.TAMPERED: Behaviour.PROTOCOL_VIOLATION,
+    CloseReason.REPLAY: Behaviour.PROTOCOL_VIOLATION,
+    CloseReason.MESSAGE_TOO_LARGE: Behaviour.PROTOCOL_VIOLATION,
+    CloseReason.ADDRESS_MISMATCH: Behaviour.HANDSHAKE_FAILED,
+    CloseReason.VERSION_MISMATCH: Behaviour.HANDSHAKE_FAILED,
+    CloseReason.CELL_SIZE_MISMATCH: Behaviour.HANDSHAKE_FAILED,
+    CloseReason.TIMEOUT: Behaviour.TIMEOUT,
+}
+
+
 def classify_failure(error: BaseException) -> Behaviour | None:
     """Which reputation behaviour a dial failure shows (None: says nothing of the peer).
 
@@ -58,6 +76,8 @@ def classify_failure(error: BaseException) -> Behaviour | None:
             return Behaviour(tagged)
         except ValueError:
             return None
+    if isinstance(error, SessionError):
+        return _SESSION_REASONS.get(error.reason)
     if isinstance(error, RecordError):
         return Behaviour.INVALID_SIGNATURE
     if isinstance(error, TimeoutError | asyncio.TimeoutError | CancelledError):

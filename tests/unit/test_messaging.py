@@ -446,3 +446,29 @@ def test_exactly_once_with_asynchronous_database(net: FakeNetwork, clock: Clock,
     assert a.core.messenger.outbox_size() == 0
     assert a.core.metrics.counters["messages_acked"] == 20
     assert a.core.metrics.counters["messages_sent"] > 20  # retries did happen meanwhile
+
+
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("AUTH_FAILED", "invalid_signature"), ("WRONG_IDENTITY", "invalid_signature"),
+    ("TAMPERED", "protocol_violation"), ("VERSION_MISMATCH", "handshake_failed"),
+    ("TIMEOUT", "timeout"), ("CONNECTION_LOST", None), ("TRUNCATED", None)])
+def test_session_failures_map_to_reputation(reason: str, expected: str | None) -> None:
+    from aegis_hidden.node import classify_failure
+    from aegis_hidden.session import CloseReason, HandshakeError
+
+    behaviour = classify_failure(HandshakeError(CloseReason[reason], "test"))
+    assert (behaviour.value if behaviour else None) == expected
+
+
+def test_other_failures_map_to_reputation() -> None:
+    from twisted.internet.defer import TimeoutError as DeferTimeout
+
+    from aegis_hidden.identity import RecordError
+    from aegis_hidden.node import classify_failure
+    from aegis_hidden.testing import FakeHandshakeFailed, FakeUnreachable
+
+    assert classify_failure(RecordError("bad")) is not None
+    assert classify_failure(RecordError("bad")).value == "invalid_signature"  # type: ignore[union-attr]
+    assert classify_failure(DeferTimeout()).value == "timeout"  # type: ignore[union-attr]
+    assert classify_failure(FakeHandshakeFailed()).value == "handshake_failed"  # type: ignore[union-attr]
+    assert classify_failure(FakeUnreachable()) is None
