@@ -115,8 +115,10 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> None
     cfg = options.config
     core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor)
     tor = node.namedServices.get("tor")
-    if tor is not None:
-        core.add_transport(tor)
+    for name in ("tor", "i2p"):  # transports added to the tree before us show in /status
+        provider = node.namedServices.get(name)
+        if provider is not None:
+            core.add_transport(provider)
     core.setServiceParent(node)
     if cfg.api.enabled:
         try:
