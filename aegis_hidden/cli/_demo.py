@@ -122,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
                             and (n.name, m.name) not in shown_pairs:
                         shown_pairs.add((n.name, m.name))
                         info = n.peer(m.onion)
-                        say(f"[demo] {n.name} -> {m.name}: reachable "
-                            f"({info.get('last_direction')}, hello round trip "
-                            f"{info.get('rtt', 0):.2f}s)")
+                        dialer = n.name if info.get("last_direction") == "outbound" else m.name
+                        say(f"[demo] {n.name} reached {m.name} over a link {dialer} dialed "
+                            f"(hello round trip {info.get('rtt', 0):.2f}s)")
             if all_reached_at is None and len(shown_pairs) == len(nodes) * (len(nodes) - 1):
                 all_reached_at = time.monotonic() - started
                 say(f"[demo] every node reached every other one "
@@ -149,15 +149,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, _on_term)  # a second TERM during teardown is ignored
         say("[demo] stopping nodes and the network ...")
-        codes = []
         for n in nodes:
             try:
-                codes.append(n.stop())
+                n.stop()
             except (KeyboardInterrupt, _Stop):
-                codes.append(None)
+                n.stop(timeout=5)
         net.stop()
         signal.signal(signal.SIGTERM, previous)
-        say(f"[demo] stopped (node exit codes {codes}); state in {root}")
+        clean = ["clean" if n.stopped_cleanly() else f"exit {n.proc.returncode if n.proc else '?'}"
+                 for n in nodes]
+        say(f"[demo] stopped: nodes {', '.join(clean) or '-'}, network down; state and logs "
+            f"in {root}")
         if ok and not all(n.stopped_cleanly() for n in nodes):
             say("[demo] a node did not shut down cleanly; see its node.log")
             ok = False
