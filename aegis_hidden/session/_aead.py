@@ -48,7 +48,8 @@ class Direction:
     restarts the counter; the old secret is forgotten.
     """
 
-    __slots__ = ("_aead", "_iv", "_label", "_secret", "aead_id", "count", "generation", "since")
+    __slots__ = ("_aead", "_label", "_secret", "aead_id", "count", "decrypt", "encrypt", "generation",
+                 "iv", "since")
 
     def __init__(self, aead_id: int, secret: bytes, label: bytes, now: float) -> None:
         if aead_id not in _AEAD_CLASSES:
@@ -62,7 +63,10 @@ class Direction:
         self._secret = secret
         okm = hkdf_expand(secret, self._label + b" key+iv", KEY_SIZE + IV_SIZE)
         self._aead = _AEAD_CLASSES[self.aead_id](okm[:KEY_SIZE])
-        self._iv = int.from_bytes(okm[KEY_SIZE:], "big")
+        # Public so the session's hot loops can use them as locals (§4: nonce = iv XOR n).
+        self.encrypt = self._aead.encrypt
+        self.decrypt = self._aead.decrypt
+        self.iv = int.from_bytes(okm[KEY_SIZE:], "big")
         self.count = 0
         self.since = now
 
@@ -70,22 +74,21 @@ class Direction:
         self.generation += 1
         self._install(hkdf_expand(self._secret, self._label + b" rekey"), now)
 
-    def _nonce(self) -> bytes:
+    def seal(self, plain: bytes) -> bytes:
         n = self.count
         if n >= _MAX_COUNTER:  # pragma: no cover - rekeying happens long before
             raise SessionError(CloseReason.PROTOCOL_ERROR, "cell counter exhausted")
         self.count = n + 1
-        return (self._iv ^ n).to_bytes(IV_SIZE, "big")
-
-    def seal(self, plain: bytes) -> bytes:
-        return self._aead.encrypt(self._nonce(), plain, None)
+        return self.encrypt((self.iv ^ n).to_bytes(IV_SIZE, "big"), plain, None)
 
     def open(self, cell: bytes) -> bytes:
+        n = self.count
+        self.count = n + 1
         try:
-            return self._aead.decrypt(self._nonce(), cell, None)
+            return self.decrypt((self.iv ^ n).to_bytes(IV_SIZE, "big"), cell, None)
         except InvalidTag:
             raise SessionError(
                 CloseReason.TAMPERED,
-                f"cell {self.count - 1} (key generation {self.generation}) failed "
+                f"cell {n} (key generation {self.generation}) failed "
                 "authentication: tampered, replayed, reordered or dropped",
             ) from None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from google.protobuf.message import DecodeError
@@ -76,6 +76,9 @@ NONCE_SIZE = 32
 PROLOGUE = b"aegis-hidden handshake\x00"
 _DIALED_LABEL = b"aegis-hidden dialed\x00"
 _U32 = struct.Struct(">I")
+_INNER_HEADER = struct.Struct(">BBH")
+_DATA = int(CellType.DATA)
+_MORE = int(Flags.MORE)
 
 
 class State(enum.Enum):
@@ -96,7 +99,7 @@ class Established:
     version: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: created once per message on the hot path
 class MessageReceived:
     data: bytes
 
@@ -247,7 +250,14 @@ class Session:
         self.started_at = clock()
         self._n = params.cell_size
         self._aead_id = AEADS[params.encryption]
-        self._inbuf = bytearray()
+        self._inbuf = b""
+        self._room = inner_body_capacity(self._n)
+        self._plain_size = self._n - 16
+        self._zeros = bytes(self._room)
+        self._rekey_cells = params.rekey_cells
+        self._rekey_seconds = params.rekey_seconds
+        self._fast_parts: list[bytes] = []  # fragments of an uncompressed message
+        self._fast_size = 0
         self._out: list[bytes] = []
         self._events: list[SessionEvent] = []
         self._transcript = _Transcript(self._n)
@@ -297,17 +307,23 @@ class Session:
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED:
             return
-        self._inbuf += data
+        buf = self._inbuf + data if self._inbuf else bytes(data)
+        n = self._n
+        pos = 0
         try:
-            self._early_check()
-            n = self._n
-            pos = 0
-            buf = self._inbuf
-            while len(buf) - pos >= n and not self.closed:
-                cell = bytes(buf[pos:pos + n])
-                pos += n
-                self._on_cell(cell)
-            del buf[:pos]
+            if self.state is not State.ESTABLISHED:
+                self._early_check(buf)
+            total = len(buf)
+            while total - pos >= n:
+                if self.state is State.ESTABLISHED:
+                    pos = self._receive_established(buf, pos)
+                else:
+                    cell = buf[pos:pos + n]
+                    pos += n
+                    self._on_cell(cell)
+                if self.closed:
+                    return
+            self._inbuf = buf[pos:]
         except SessionError as e:
             self._fail(e)
         except CellError as e:
@@ -317,11 +333,53 @@ class Session:
 
     def send_message(self, data: bytes) -> None:
         """Seal one application message into DATA cells (§3.3). Raises MessageTooLarge."""
-        self._require_established()
+        if self.state is not State.ESTABLISHED:
+            self._require_established()
         flags, payload = prepare_message(data, self.params.compression_threshold,
                                          self.params.max_message_size)
-        for piece_flags, piece in fragment(payload, inner_body_capacity(self._n), flags):
-            self._send_sealed(CellType.DATA, piece_flags, piece)
+        room = self._room
+        size = len(payload)
+        if size <= room:
+            # Fast path: one cell, no generator, no enum arithmetic.
+            tx = self._tx
+            assert tx is not None
+            count = tx.count
+            if count >= self._rekey_cells or self._clock() >= tx.since + self._rekey_seconds:
+                self._rekey_tx(tx)
+                count = tx.count
+            tx.count = count + 1
+            self._out.append(tx.encrypt((tx.iv ^ count).to_bytes(12, "big"),
+                                        _INNER_HEADER.pack(_DATA, flags, size) + payload
+                                        + self._zeros[:room - size], None))
+            return
+        # Several cells: the same, in a loop over views of the payload. The time
+        # rekey is checked once per message; the count rekey before every cell.
+        tx = self._tx
+        assert tx is not None
+        if self._clock() >= tx.since + self._rekey_seconds:
+            self._rekey_tx(tx)
+        out = self._out.append
+        view = memoryview(payload)
+        full = _INNER_HEADER.pack(_DATA, flags | _MORE, room)
+        last = ((size - 1) // room) * room
+        limit = self._rekey_cells
+        encrypt, iv, count = tx.encrypt, tx.iv, tx.count
+        for start in range(0, last, room):
+            if count >= limit:
+                tx.count = count
+                self._rekey_tx(tx)
+                encrypt, iv, count = tx.encrypt, tx.iv, tx.count
+            out(encrypt((iv ^ count).to_bytes(12, "big"), full + view[start:start + room], None))
+            count += 1
+        if count >= limit:
+            tx.count = count
+            self._rekey_tx(tx)
+            encrypt, iv, count = tx.encrypt, tx.iv, tx.count
+        k = size - last
+        out(encrypt((iv ^ count).to_bytes(12, "big"),
+                    b"".join((_INNER_HEADER.pack(_DATA, flags, k), view[last:], self._zeros[:room - k])),
+                    None))
+        tx.count = count + 1
 
     def send_cover(self, kind: CellType = CellType.COVER) -> None:
         """One COVER (or PADDING) cell: indistinguishable from DATA on the wire."""
@@ -378,12 +436,15 @@ class Session:
         tx = self._tx
         assert tx is not None
         if self.state is State.ESTABLISHED and ctype is not CellType.CLOSE and (
-            tx.count >= self.params.rekey_cells
-            or self._clock() - tx.since >= self.params.rekey_seconds
+            tx.count >= self._rekey_cells or self._clock() >= tx.since + self._rekey_seconds
         ):
-            self._out.append(tx.seal(encode_inner(self._n, CellType.REKEY, 0, b"")))
-            tx.rekey(self._clock())
+            self._rekey_tx(tx)
         self._out.append(tx.seal(encode_inner(self._n, ctype, flags, body)))
+
+    def _rekey_tx(self, tx: Direction) -> None:
+        """Send REKEY under the current key, then switch to the next one (§4)."""
+        self._out.append(tx.seal(encode_inner(self._n, CellType.REKEY, 0, b"")))
+        tx.rekey(self._clock())
 
     def _send_handshake_sealed(self, data: bytes) -> None:
         for flags, piece in fragment(data, inner_body_capacity(self._n)):
@@ -395,16 +456,97 @@ class Session:
                                f"session is not established (state {self.state.value})")
 
     # -- receiving --------------------------------------------------------
-    def _early_check(self) -> None:
+    def _early_check(self, buf: bytes) -> None:
         # A responder learns the initiator's cell size from the first 4 bytes,
         # so a mismatch fails at once instead of waiting for bytes that never come.
-        if self.state is State.WAIT_CLIENT_HELLO and len(self._inbuf) >= 4 and self._in_clear:
-            magic, size = bytes(self._inbuf[:2]), int.from_bytes(self._inbuf[2:4], "big")
+        if self.state is State.WAIT_CLIENT_HELLO and len(buf) >= 4 and self._in_clear:
+            magic, size = buf[:2], int.from_bytes(buf[2:4], "big")
             if magic != b"AH":
                 raise HandshakeError(CloseReason.BAD_CELL, "not an aegis-hidden handshake (bad magic)")
             if size != self._n:
                 raise HandshakeError(CloseReason.CELL_SIZE_MISMATCH,
                                      f"peer uses {size}-byte cells, this node {self._n}-byte cells")
+
+    def _receive_established(self, buf: bytes, pos: int) -> int:
+        """Open every whole cell of ``buf`` from ``pos``; returns where it stopped.
+
+        The loop keeps the key, counter and callbacks in locals: this is the
+        per-cell hot path (benchmarks/session.py). Anything but a one-cell
+        uncompressed DATA message goes through :meth:`_on_established_cell`.
+        """
+        n = self._n
+        total = len(buf)
+        cap = self._plain_size
+        unpack = _INNER_HEADER.unpack_from
+        emit = self._events.append
+        reassembling = self._data_in.pending
+        parts = self._fast_parts
+        fast_size = self._fast_size
+        limit = self.params.max_message_size
+        rx = self._rx
+        assert rx is not None
+        decrypt, iv, count = rx.decrypt, rx.iv, rx.count
+        view = memoryview(buf)  # cells are opened in place, not copied out first
+        data_type, more, received = _DATA, _MORE, MessageReceived
+        for start in range(pos, total - n + 1, n):
+            pos = start + n
+            try:
+                plain = decrypt((iv ^ count).to_bytes(12, "big"), view[start:pos], None)
+            except InvalidTag:
+                rx.count = count + 1
+                raise SessionError(
+                    CloseReason.TAMPERED,
+                    f"cell {count} (key generation {rx.generation}) failed authentication: "
+                    "tampered, replayed, reordered or dropped") from None
+            count += 1
+            ctype, flags, length = unpack(plain)
+            end = length + 4
+            if (ctype == data_type and flags | more == more and end <= cap and not reassembling
+                    and (end == cap or plain.count(0, end) == cap - end)):
+                # Uncompressed DATA: whole messages and fragments, joined once at the end.
+                if flags:
+                    fast_size += length
+                    if fast_size > limit:
+                        raise MessageTooLarge(f"message is over the {limit}-byte limit")
+                    parts.append(plain[4:end])
+                elif parts:
+                    parts.append(plain[4:end])
+                    emit(received(b"".join(parts)))
+                    parts.clear()
+                    fast_size = 0
+                else:
+                    emit(received(plain[4:end]))
+                continue
+            self._fast_size = fast_size
+            rx.count = count
+            if parts and ctype == _DATA:
+                raise CellError("compression flag changed in the middle of a message")
+            self._on_established_cell(plain)
+            if self.state is not State.ESTABLISHED:
+                return pos
+            rx = self._rx  # a REKEY cell installed the next key
+            assert rx is not None
+            decrypt, iv, count = rx.decrypt, rx.iv, rx.count
+            reassembling = self._data_in.pending
+        rx.count = count
+        self._fast_size = fast_size
+        return pos
+
+    def _on_established_cell(self, plain: bytes) -> None:
+        kind, flags, body = decode_inner(plain)
+        if kind is CellType.DATA:
+            msg = self._data_in.feed(flags, body)
+            if msg is not None:
+                self._events.append(MessageReceived(msg))
+        elif kind is CellType.REKEY:
+            rx = self._rx
+            assert rx is not None
+            rx.rekey(self._clock())
+        elif kind is CellType.CLOSE:
+            self._on_close_cell(body)
+        elif kind is CellType.HANDSHAKE:
+            raise self._error(CloseReason.PROTOCOL_ERROR, "handshake cell after the handshake")
+        # PADDING and COVER: nothing to do.
 
     def _on_cell(self, cell: bytes) -> None:
         if self._in_clear:
@@ -416,19 +558,6 @@ class Session:
         rx = self._rx
         assert rx is not None
         ctype, flags, body = decode_inner(rx.open(cell))
-        if self.state is State.ESTABLISHED:
-            if ctype is CellType.DATA:
-                msg = self._data_in.feed(flags, body)
-                if msg is not None:
-                    self._events.append(MessageReceived(msg))
-            elif ctype is CellType.REKEY:
-                rx.rekey(self._clock())
-            elif ctype is CellType.CLOSE:
-                self._on_close_cell(body)
-            elif ctype is CellType.HANDSHAKE:
-                raise self._error(CloseReason.PROTOCOL_ERROR, "handshake cell after the handshake")
-            # PADDING and COVER: nothing to do.
-            return
         if ctype is not CellType.HANDSHAKE:
             raise HandshakeError(CloseReason.PROTOCOL_ERROR,
                                  f"{ctype.name} cell during the handshake")
@@ -707,7 +836,7 @@ class Session:
         self.close_reason = err
         self.want_transport_close = True
         self._tx = self._rx = None
-        self._inbuf.clear()
+        self._inbuf = b""
         self._events.append(Closed(err.reason, err.detail, by_peer))
 
 

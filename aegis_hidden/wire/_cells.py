@@ -84,8 +84,12 @@ class Flags(enum.IntFlag):
     ZSTD = 2        # the message is zstd-compressed (set on every fragment of it)
 
 
-_ALL_FLAGS = int(Flags.MORE | Flags.ZSTD)
-_TYPES = frozenset(int(t) for t in CellType)
+# Plain ints on the hot paths (IntFlag / IntEnum arithmetic is slow).
+_MORE = int(Flags.MORE)
+_ZSTD = int(Flags.ZSTD)
+_ALL_FLAGS = _MORE | _ZSTD
+_TYPE_OF: tuple[CellType | None, ...] = tuple(
+    CellType(v) if v in {int(t) for t in CellType} else None for v in range(256))
 
 
 def _check_size(cell_size: int) -> None:
@@ -122,12 +126,12 @@ def decode_clear(cell: bytes, cell_size: int) -> tuple[int, bytes]:
         raise CellError(f"peer uses {size}-byte cells, this node {cell_size}-byte cells")
     if ctype != CellType.HANDSHAKE:
         raise CellError(f"clear cell has type {ctype}, only HANDSHAKE may be in clear")
-    if flags & ~int(Flags.MORE):
+    if flags & ~_MORE:
         raise CellError(f"clear cell has unknown flags {flags:#x}")
     end = CLEAR_HEADER_SIZE + n
     if end > cell_size:
         raise CellError(f"clear cell length {n} overruns the cell")
-    if any(cell[end:]):
+    if cell.count(0, end) != cell_size - end:
         raise CellError("clear cell padding is not zero")
     return flags, bytes(cell[CLEAR_HEADER_SIZE:end])
 
@@ -146,16 +150,18 @@ def decode_inner(plain: bytes | memoryview) -> tuple[CellType, int, bytes]:
     if len(plain) < INNER_HEADER_SIZE:
         raise CellError(f"cell plaintext of {len(plain)} bytes is shorter than its header")
     ctype, flags, n = _INNER.unpack_from(plain)
-    if ctype not in _TYPES:
+    kind = _TYPE_OF[ctype]
+    if kind is None:
         raise CellError(f"unknown cell type {ctype}")
     if flags & ~_ALL_FLAGS:
         raise CellError(f"unknown cell flags {flags:#x}")
     end = INNER_HEADER_SIZE + n
-    if end > len(plain):
+    size = len(plain)
+    if end > size:
         raise CellError(f"cell length {n} overruns the cell")
-    if any(plain[end:]):
+    if bytes(plain[end:]).count(0) != size - end:
         raise CellError("cell padding is not zero")
-    return CellType(ctype), flags, bytes(plain[INNER_HEADER_SIZE:end])
+    return kind, flags, bytes(plain[INNER_HEADER_SIZE:end])
 
 
 def fragment(data: bytes, room: int, flags: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -169,11 +175,13 @@ def fragment(data: bytes, room: int, flags: int = 0) -> Iterator[tuple[int, byte
     if n == 0:
         yield flags, b""
         return
+    if n <= room:
+        yield flags, bytes(data)
+        return
     view = memoryview(data)
     for start in range(0, n, room):
         end = start + room
-        more = int(Flags.MORE) if end < n else 0
-        yield flags | more, bytes(view[start:end])
+        yield (flags | _MORE) if end < n else flags, bytes(view[start:end])
 
 
 def prepare_message(data: bytes, compression_threshold: int, max_message_size: int,
@@ -213,15 +221,15 @@ class Reassembler:
 
     def feed(self, flags: int, piece: bytes) -> bytes | None:
         """Add one fragment; returns the whole message after its last fragment."""
-        zstd = flags & Flags.ZSTD
-        if self._flags is not None and (self._flags & Flags.ZSTD) != zstd:
+        zstd = flags & _ZSTD
+        if self._flags is not None and (self._flags & _ZSTD) != zstd:
             raise CellError("compression flag changed in the middle of a message")
         self._flags = flags
         self._size += len(piece)
         if self._size > self.limit:
             raise MessageTooLarge(f"message is over the {self.limit}-byte limit")
         self._parts.append(piece)
-        if flags & Flags.MORE:
+        if flags & _MORE:
             return None
         data = b"".join(self._parts)
         self._parts, self._size, self._flags = [], 0, None

@@ -625,3 +625,51 @@ def test_cover_and_padding_cells_are_dropped_silently(ids: dict[str, NodeIdentit
     assert len(data) == 3 * PARAMS.cell_size
     r.receive_data(data)
     assert r.events() == [MessageReceived(b"real")]
+
+
+def test_multi_cell_messages_with_cover_cells_and_rekeys_between_fragments(
+        ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType
+
+    p = SessionParams(rekey_cells=5, compression_threshold=10**6)
+    i, r, _ = _established(ids, i_params=p, r_params=p)
+    big = os.urandom(PARAMS.cell_size * 7)
+    i.send_message(big)
+    wire = i.data_to_send()
+    n = PARAMS.cell_size
+    assert len(wire) == 8 * n + n  # 8 DATA cells and one REKEY cell after the 5th
+    r.receive_data(wire)
+    assert r.events() == [MessageReceived(big)]
+    i.send_message(b"a" * 10)
+    i.send_cover()
+    i.send_cover(CellType.PADDING)
+    i.send_message(big[: n * 2])
+    r.receive_data(i.data_to_send())
+    assert r.events() == [MessageReceived(b"a" * 10), MessageReceived(big[: n * 2])]
+    # 14 DATA/cover cells with a rekey every 5: two rekeys, both sides in step.
+    assert i._tx is not None and r._rx is not None
+    assert i._tx.generation == r._rx.generation == 2
+
+
+def test_fragments_arrive_in_any_chunking(ids: dict[str, NodeIdentity]) -> None:
+    i, r, _ = _established(ids)
+    msgs = [os.urandom(k) for k in (0, 1, 975, 976, 977, 5000)]
+    msgs.append(b"compressible " * 400)
+    for m in msgs:
+        i.send_message(m)
+    wire = i.data_to_send()
+    for k in range(0, len(wire), 333):
+        r.receive_data(wire[k:k + 333])
+    assert r.events() == [MessageReceived(m) for m in msgs]
+
+
+def test_uncompressed_then_compressed_fragment_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType, Flags, encode_inner
+
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    first = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.MORE), b"x" * 10))
+    second = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.ZSTD), b"y" * 10))
+    r.receive_data(first + second)
+    err = failure(r)
+    assert err.reason is CloseReason.BAD_CELL and "compression flag" in err.detail
