@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aegis_hidden.session import MessageReceived, Session, SessionParams, xwing
+from aegis_hidden.session import IdentityKeys, MessageReceived, Session, SessionParams, xwing
 from aegis_hidden.testing._sessions import memory_identity
 from aegis_hidden.wire import inner_body_capacity
 
@@ -59,11 +59,14 @@ def per_op(fn: Callable[[], object], seconds: float) -> float:
 
 def handshake_bench(seconds: float, params: SessionParams) -> tuple[float, float, dict[str, float], int]:
     alice, bob = memory_identity(NOW), memory_identity(NOW)
+    # Signing keys are derived once per node (as SessionFactory does), not per handshake.
+    alice_keys, bob_keys = IdentityKeys.of(alice), IdentityKeys.of(bob)
     cells = [0]
 
     def one() -> None:
-        i = Session(alice, params, initiator=True, clock=time.time, peer_address=bob.onion)
-        r = Session(bob, params, initiator=False, clock=time.time)
+        i = Session(alice, params, initiator=True, clock=time.time, peer_address=bob.onion,
+                    keys=alice_keys)
+        r = Session(bob, params, initiator=False, clock=time.time, keys=bob_keys)
         i.start()
         total = 0
         for _ in range(3):

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 from google.protobuf.message import DecodeError
 
 # Submodules, not the package: aegis_hidden.identity imports session.xwing, so the
@@ -58,6 +58,7 @@ __all__ = [
     "PROTOCOL_VERSIONS",
     "Closed",
     "Established",
+    "IdentityKeys",
     "MessageReceived",
     "ReplayCache",
     "Session",
@@ -112,6 +113,25 @@ class Closed:
 
 
 SessionEvent = Established | MessageReceived | Closed
+
+
+@dataclass(frozen=True)
+class IdentityKeys:
+    """An identity's signing keys, derived once (ML-DSA-65 from its seed costs ~0.35 ms).
+
+    Holds secrets: never log it. A :class:`SessionFactory` makes one and shares
+    it between its sessions.
+    """
+
+    master: Ed25519PrivateKey
+    mldsa: MLDSA65PrivateKey | None
+
+    def __repr__(self) -> str:
+        return "IdentityKeys(<secret>)"
+
+    @classmethod
+    def of(cls, identity: NodeIdentity) -> IdentityKeys:
+        return cls(identity.master, identity.mldsa)
 
 
 @dataclass(frozen=True)
@@ -232,10 +252,12 @@ class Session:
         random: Callable[[int], bytes] = os.urandom,
         replay_cache: ReplayCache | None = None,
         encapsulate: Callable[[bytes], tuple[bytes, bytes]] = xwing.encapsulate,
+        keys: IdentityKeys | None = None,
     ) -> None:
         if initiator and not peer_address:
             raise ValueError("an initiator needs the peer_address it dialed")
         self.identity = identity
+        self._keys = keys if keys is not None else IdentityKeys.of(identity)
         self.params = params
         self.initiator = initiator
         self.peer_address = peer_address.lower() if peer_address else None
@@ -691,9 +713,9 @@ class Session:
         address = self._my_address.encode("ascii")
         th = self._transcript.digest(record, address)
         to_sign = _label(v, f"{who} signature") + b"\x00" + th
-        ed_sig = self.identity.master.sign(to_sign)
+        ed_sig = self._keys.master.sign(to_sign)
         mldsa_sig = b""
-        mldsa = self.identity.mldsa
+        mldsa = self._keys.mldsa
         if mldsa is not None and self.identity.record.mldsa_public and peer_has_mldsa:
             mldsa_sig = mldsa.sign(to_sign)
         mac_key = hkdf_expand(self._hs_secret, _label(v, f"{who} finished"))

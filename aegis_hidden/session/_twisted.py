@@ -24,7 +24,15 @@ from ..identity import IdentityRecord, NodeIdentity
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
 from ._errors import CloseReason, SessionError
-from ._session import Closed, Established, MessageReceived, ReplayCache, Session, SessionParams
+from ._session import (
+    Closed,
+    Established,
+    IdentityKeys,
+    MessageReceived,
+    ReplayCache,
+    Session,
+    SessionParams,
+)
 
 __all__ = [
     "NoTransport",
@@ -239,6 +247,7 @@ class SessionFactory:
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.identity = identity
+        self._keys = IdentityKeys.of(identity)
         self.providers = list(providers)
         self.config = config
         self.clock = clock
@@ -274,7 +283,8 @@ class SessionFactory:
 
         def build() -> SessionProtocol:
             session = Session(self.identity, self.params, initiator=True,
-                              clock=self.clock.seconds, peer_address=host, random=self._random)
+                              clock=self.clock.seconds, peer_address=host, random=self._random,
+                              keys=self._keys)
             return SessionProtocol(session, self.clock, transport_name, established, failed)
 
         dialing = endpoint.connect(_DialFactory(build))
@@ -296,7 +306,7 @@ class SessionFactory:
 
     def _responder_protocol(self) -> SessionProtocol:
         session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
-                          random=self._random, replay_cache=self.replay_cache)
+                          random=self._random, replay_cache=self.replay_cache, keys=self._keys)
 
         def established(link: PeerLink) -> None:
             self._announce(link, "incoming")
