@@ -13,13 +13,16 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..config import split_host_port
 from ..identity import IdentityRecord, NodeIdentity
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
@@ -303,6 +306,23 @@ class SessionFactory:
     def server_factory(self) -> ServerFactory:
         """The Twisted factory to listen with on ``network.listen_address``."""
         return ServerFactory(self)
+
+    def server_service(self, reactor: Any) -> StreamServerEndpointService:
+        """A service listening on ``network.listen_address`` with :meth:`server_factory`.
+
+        ``reactor`` must provide IReactorTCP / IReactorUNIX. The address is
+        loopback or a unix socket (the config refuses anything else): peers
+        arrive through the onion service or I2P server tunnel that forwards there.
+        """
+        host, port = split_host_port("network.listen_address", self.config.network.listen_address)
+        if host.startswith("unix:"):
+            description = host
+        else:
+            description = f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
+        service = StreamServerEndpointService(serverFromString(reactor, description),
+                                              self.server_factory())
+        service.setName("sessions")
+        return service
 
     def _responder_protocol(self) -> SessionProtocol:
         session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
