@@ -292,6 +292,7 @@ class Session:
         self._hs_secret = b""
         self._my_address = identity.onion
         self._offered: tuple[int, ...] = ()
+        self._expected_finished = b""
         self.want_transport_close = False
 
     # -- public API -------------------------------------------------------
