@@ -137,9 +137,34 @@ def _add_tor_and_hello(node: NodeService, options: Options, reactor: Any) -> Non
                           on_fatal=lambda failure: _fatal(reactor, failure))
         tor.setServiceParent(node)
         transports.append(tor)
+    i2p = _add_i2p(node, options, reactor)
+    if i2p is not None:
+        transports.append(i2p)
     HelloService(reactor, options.identity.onion, cfg.network.listen_address,
                  cfg.network.bootstrap_nodes, transports, options.data_dir, node.events,
                  default_port=cfg.tor.onion_virtual_port).setServiceParent(node)
+
+
+def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
+    """Issue 4: the I2P provider when ``i2p.enabled``.
+
+    Its destination is bound into the identity record; incoming I2P streams are
+    forwarded to ``network.listen_address`` like onion-service connections.
+    """
+    from .i2p import I2PProvider
+
+    cfg = options.config
+    if not cfg.i2p.enabled:
+        return None
+
+    def rebound(identity: NodeIdentity) -> None:
+        options.identity = identity
+        node.identity = identity
+
+    i2p = I2PProvider(reactor, cfg, options.identity, options.data_dir, node.events,
+                      on_identity=rebound, forward_to=cfg.network.listen_address)
+    i2p.setServiceParent(node)
+    return i2p
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:

@@ -130,7 +130,8 @@ class I2PNetwork:
     """A private I2P network (see the module docstring). ``setup()`` then ``start()``."""
 
     def __init__(self, directory: Path, routers: int = 4, *, binary: Path | None = None,
-                 netid: int = DEFAULT_NETID, tunnel_length: int = 1) -> None:
+                 netid: int = DEFAULT_NETID, tunnel_length: int = 1,
+                 loglevel: str = "info") -> None:
         if routers < 2:
             raise ValueError("a private I2P network needs 2 or more routers (4 work)")
         if netid == 2:
@@ -140,6 +141,7 @@ class I2PNetwork:
         self.binary = binary
         self.netid = netid
         self.tunnel_length = tunnel_length
+        self.loglevel = loglevel
         self.routers: list[Router] = []
         self.zip_path = self.directory / "reseed.zip"
         self._fake_b32 = b32_address(secrets.token_bytes(16))
@@ -195,7 +197,7 @@ class I2PNetwork:
         conf = f"""# aegis-hidden private I2P test network, router {router.index}
 log = file
 logfile = {router.directory / 'i2pd.log'}
-loglevel = info
+loglevel = {self.loglevel}
 netid = {self.netid}
 host = 127.0.0.1
 address4 = 127.0.0.1

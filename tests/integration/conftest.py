@@ -1,5 +1,6 @@
 """Fixtures for integration tests: real tor / i2pd processes on 127.0.0.1."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -33,7 +34,8 @@ def i2p_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PNetwork
     waits until every router can build tunnels, stops all routers at the end; the
     routers' logs stay under the pytest temporary directory.
     """
-    net = I2PNetwork(tmp_path_factory.mktemp("i2pnet"))
+    net = I2PNetwork(tmp_path_factory.mktemp("i2pnet"),
+                     loglevel=os.environ.get("AEGIS_I2PD_LOGLEVEL", "info"))
     try:
         net.setup()
         net.start()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.application.service import MultiService
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
@@ -264,3 +265,24 @@ def test_forward_to_the_listen_address_is_renewed_after_a_restart(
     assert provider.state()["ready"] and len(forwards()) == 2
     result_of(provider.stopService())
     assert bridge.sockets == []
+
+
+def test_tap_adds_the_i2p_provider_for_i2p_only_nodes(tmp_path: Path) -> None:
+    from aegis_hidden import tap
+
+    opts = tap.Options()
+    opts.parseOptions(["-d", str(tmp_path), "--no-tor", "--i2p", "--no-api"])
+    node = tap.makeService(opts)
+    assert isinstance(node, MultiService)
+    provider = node.getServiceNamed("i2p")
+    assert isinstance(provider, I2PProvider) and "tor" not in node.namedServices
+    assert provider.state()["sam_address"] == "127.0.0.1:7656"
+
+
+def test_tap_has_no_i2p_provider_unless_enabled(tmp_path: Path) -> None:
+    from aegis_hidden import tap
+
+    opts = tap.Options()
+    opts.parseOptions(["-d", str(tmp_path), "--no-api"])
+    assert isinstance(node := tap.makeService(opts), MultiService)
+    assert "i2p" not in node.namedServices
