@@ -17,7 +17,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -165,7 +165,7 @@ class SessionProtocol(Protocol):
         self.session.receive_data(data)
         self.pump()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost()
         self._closing = True
         self.pump()
