@@ -673,3 +673,48 @@ def test_uncompressed_then_compressed_fragment_is_refused(ids: dict[str, NodeIde
     r.receive_data(first + second)
     err = failure(r)
     assert err.reason is CloseReason.BAD_CELL and "compression flag" in err.detail
+
+
+class _AlwaysSignsMLDSA(Session):
+    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
+        return super()._make_auth(responder=responder, peer_has_mldsa=True)
+
+
+class _NeverSignsMLDSA(Session):
+    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
+        return super()._make_auth(responder=responder, peer_has_mldsa=False)
+
+
+def test_responder_that_skips_its_mldsa_signature_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    # Bob's record lists an ML-DSA key, so an Ed25519-only proof is a downgrade.
+    i, r = make_pair(ids, "carol", "bob", responder_cls=_NeverSignsMLDSA)
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.AUTH_FAILED and "ML-DSA-65" in err.detail
+
+
+def test_unrequested_mldsa_signature_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    # Alice has ML-DSA but Carol does not: Alice must not sign with it, and Carol refuses
+    # a proof that does not follow the rule (the transcript shape is fixed by the records).
+    clock = Clock()
+    i = _AlwaysSignsMLDSA(ids["alice"], PARAMS, initiator=True, clock=clock,
+                          peer_address=ids["carol"].onion)
+    r = Session(ids["carol"], PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    err = failure(r)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and "nobody asked for" in err.detail
+
+
+def test_revocation_record_is_not_an_identity(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.identity import IdentityRecord, RecordKind, sign_record
+
+    dave = ids["dave"]
+    revoked = sign_record(IdentityRecord(kind=RecordKind.REVOCATION,
+                                         ed25519_public=dave.ed25519_public, sequence=2,
+                                         created=int(NOW), expires=0, reason="stolen"),
+                          dave.master)
+    gone = NodeIdentity(dave.directory, dave.master_seed, dave.xwing_secret, None, revoked)
+    i, r = make_pair({**ids, "gone": gone}, "alice", "gone")
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "revocation" in err.detail
