@@ -157,6 +157,9 @@ class SocksProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:  # small request/response messages: no Nagle delay
+            set_no_delay(True)
         self.transport.write(self._machine.start())
 
     def dataReceived(self, data: bytes) -> None:
