@@ -117,6 +117,8 @@ class TorProvider(MultiService):
         self.published_at: float | None = None
         self._bootstrap_waiter: Deferred[None] | None = None
         self._quick_deaths = 0
+        self._extra_onions: dict[str, str] = {}  # service id -> ADD_ONION (holds a key)
+        self._client_auth: dict[str, str] = {}  # onion -> ONION_CLIENT_AUTH_ADD (holds a key)
 
     # -- ITransportProvider -------------------------------------------------------
     def handles(self, address: str) -> bool:
@@ -168,11 +170,8 @@ class TorProvider(MultiService):
         return self._isolation_password
 
     # -- control commands for other services (API onion, tests) ----------------------
-    def command(self, line: str) -> Deferred[str]:
-        """Send one control command; a 5xx reply fails with :class:`ControlReplyError`."""
-        return Deferred.fromCoroutine(self._command(line))
-
-    async def _command(self, line: str) -> str:
+    async def command(self, line: str) -> str:
+        """Send one control command; a 5xx reply raises :class:`ControlReplyError`."""
         if self._session is None:
             raise TorNotReady("tor is not running")
         try:
@@ -182,22 +181,44 @@ class TorProvider(MultiService):
             raise ControlReplyError(f"tor refused {verb}: {e}") from None
         return str(reply)
 
-    def add_onion(self, expanded_key: bytes, virtual_port: int, target: str, *,
-                  client_auth: Sequence[str] = (), detach: bool = False) -> Deferred[str]:
-        """Publish an onion service from a 64-byte expanded key; fires with its service id.
+    async def add_onion(self, expanded_key: bytes, virtual_port: int, target: str, *,
+                        client_auth: Sequence[str] = (), detach: bool = False) -> str:
+        """Publish another onion service (the API's) from a 64-byte expanded key.
 
-        ``client_auth``: ``descriptor:x25519:`` public keys of the only clients allowed.
+        ``client_auth``: ``descriptor:x25519:`` public keys of the only clients
+        allowed. Returns the service id. The service is published again after tor
+        restarts, until :meth:`remove_onion`.
         """
         cmd = add_onion_command(expanded_key, virtual_port, target, client_auth=client_auth,
                                 detach=detach)
-        return self.command(cmd).addCallback(parse_add_onion_reply)
+        service_id = parse_add_onion_reply(await self.command(cmd))
+        self._extra_onions[service_id] = cmd
+        return service_id
 
-    def remove_onion(self, onion: str) -> Deferred[None]:
-        return self.command(del_onion_command(onion)).addCallback(lambda _: None)
+    async def remove_onion(self, onion: str) -> None:
+        self._extra_onions.pop(onion.lower().removesuffix(".onion"), None)
+        await self.command(del_onion_command(onion))
 
-    def add_client_auth(self, onion: str, key: ClientAuthKey) -> Deferred[None]:
-        """Let this tor reach the client-authorized service ``onion`` (client side)."""
-        return self.command(key.client_auth_add_command(onion)).addCallback(lambda _: None)
+    async def add_client_auth(self, onion: str, key: ClientAuthKey) -> None:
+        """Let this tor reach the client-authorized service ``onion`` (client side).
+
+        Added again after tor restarts.
+        """
+        cmd = key.client_auth_add_command(onion)
+        await self.command(cmd)
+        self._client_auth[onion.lower()] = cmd
+
+    async def _restore_extras(self) -> None:
+        """After a restart: the other onions and client keys this provider had added."""
+        for cmd in self._client_auth.values():
+            await self.command(cmd)
+        for service_id, cmd in list(self._extra_onions.items()):
+            try:
+                await self.command(cmd)
+            except ControlReplyError as e:
+                if "collision" not in str(e).lower():  # a detached one survived
+                    raise
+            self.log.info("onion service {sid}.onion published again", sid=service_id)
 
     # -- service lifecycle --------------------------------------------------------------
     def startService(self) -> None:
@@ -257,6 +278,7 @@ class TorProvider(MultiService):
         await self._wait_bootstrapped(session)
         self.phase = "publishing"
         await self._publish()
+        await self._restore_extras()
         self.phase = "ready"
         self.error = None
         self._ready = True
@@ -413,9 +435,9 @@ class TorProvider(MultiService):
         control.add_event_listener("HS_DESC", on_desc)
         try:
             try:
-                got = await self.add_onion(self.identity.expanded_secret_key(),
-                                           tor.onion_virtual_port, target,
-                                           detach=tor.persist_onion)
+                got = parse_add_onion_reply(await self.command(add_onion_command(
+                    self.identity.expanded_secret_key(), tor.onion_virtual_port, target,
+                    detach=tor.persist_onion)))
             except ControlReplyError as e:
                 if tor.persist_onion and "collision" in str(e).lower():
                     got = wanted  # our detached service from an earlier run is still there

@@ -277,7 +277,8 @@ def test_client_auth_and_extra_onions(harness: Harness, identity: NodeIdentity) 
     harness.bring_up()
     key = ClientAuthKey.generate()
     done: list[object] = []
-    harness.provider.add_client_auth(identity.onion, key).addCallback(done.append)
+    Deferred.fromCoroutine(harness.provider.add_client_auth(identity.onion, key)).addCallback(
+        done.append)
     assert done == [None]
     assert harness.control.sent("ONION_CLIENT_AUTH_ADD")[0].startswith(
         f"ONION_CLIENT_AUTH_ADD {harness.sid} x25519:")
@@ -305,3 +306,32 @@ def test_unconfirmed_upload_is_ready_after_a_timeout(harness: Harness) -> None:
     assert not fired(ready)
     harness.reactor.advance(1)
     assert fired(ready) and not harness.fatal
+
+
+def test_other_onions_and_client_keys_come_back_after_a_restart(harness: Harness) -> None:
+    from aegis_hidden.identity import expanded_secret_key
+    from aegis_hidden.tor import ClientAuthKey
+
+    harness.bring_up()
+    auth = ClientAuthKey.generate()
+    identity_cmd = harness.control.sent("ADD_ONION")[0]
+    sids: list[str] = []
+    Deferred.fromCoroutine(harness.provider.add_onion(
+        expanded_secret_key(bytes(32)), 80, "127.0.0.1:8470",
+        client_auth=[auth.public.descriptor_line()])).addCallback(sids.append)
+    assert sids == [harness.sid]  # the fake answers with one id for every ADD_ONION
+    Deferred.fromCoroutine(harness.provider.add_client_auth(harness.sid + ".onion", auth))
+    api_cmd = harness.control.sent("ADD_ONION")[-1]
+    assert "ClientAuthV3=" in api_cmd
+    harness.now += 120
+    harness.processes[-1].die()
+    harness.control.set_bootstrap(100)
+    assert harness.provider.state()["ready"]
+    assert harness.control.sent("ADD_ONION") == [identity_cmd, api_cmd]
+    assert len(harness.control.sent("ONION_CLIENT_AUTH_ADD")) == 1
+    # removed services are not brought back
+    Deferred.fromCoroutine(harness.provider.remove_onion(harness.sid + ".onion"))
+    harness.now += 120
+    harness.processes[-1].die()
+    harness.control.set_bootstrap(100)
+    assert harness.control.sent("ADD_ONION") == [identity_cmd]  # only the identity onion
