@@ -26,7 +26,7 @@ from ..config import split_host_port
 from ..identity import IdentityRecord, NodeIdentity
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
-from ._errors import CloseReason, SessionError
+from ._errors import CloseReason, HandshakeError, SessionError
 from ._session import (
     Closed,
     Established,
@@ -273,13 +273,21 @@ class SessionFactory:
             return fail(e)
         result: Deferred[IPeerLink] = Deferred()
         transport_name = str(provider.name)
+        built: list[SessionProtocol] = []
+        limit = self.params.handshake_timeout
+
+        def settle() -> None:
+            if deadline.active():
+                deadline.cancel()
 
         def established(link: PeerLink) -> None:
+            settle()
             self._announce(link, "outgoing")
             if not result.called:
                 result.callback(link)
 
         def failed(err: SessionError) -> None:
+            settle()
             self.log.info("session to {peer} failed: {reason}", peer=host, reason=str(err))
             if not result.called:
                 result.errback(Failure(err))
@@ -288,11 +296,27 @@ class SessionFactory:
             session = Session(self.identity, self.params, initiator=True,
                               clock=self.clock.seconds, peer_address=host, random=self._random,
                               keys=self._keys)
-            return SessionProtocol(session, self.clock, transport_name, established, failed)
+            proto = SessionProtocol(session, self.clock, transport_name, established, failed)
+            built.append(proto)
+            return proto
 
+        def too_slow() -> None:
+            # network.connection_timeout covers the dial (circuit, stream) and the handshake.
+            err = HandshakeError(CloseReason.TIMEOUT,
+                                 f"no session with {host} within {limit:g}s")
+            if not result.called:
+                result.errback(Failure(err))
+            if built and built[0].transport is not None:
+                built[0].session.timeout()
+                built[0].pump()
+            else:
+                dialing.cancel()
+
+        deadline = self.clock.callLater(limit, too_slow)
         dialing = endpoint.connect(_DialFactory(build))
 
         def dial_failed(f: Failure) -> None:
+            settle()
             if not result.called:
                 result.errback(f)
 

@@ -257,3 +257,31 @@ def test_server_service_listens_on_the_listen_address(
         ((path, factory, *_rest),) = reactor.unixServers
         assert (path,) == where
     assert isinstance(factory, ServerFactory)
+
+
+def test_connect_gives_up_when_the_dial_hangs(clock: Clock,
+                                              identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    from twisted.internet.defer import CancelledError
+    from zope.interface import implementer
+
+    from aegis_hidden.interfaces import ITransportProvider
+
+    cancelled: list[bool] = []
+
+    @implementer(ITransportProvider)
+    class Hanging(MemoryTransportProvider):
+        def client_endpoint(self, address: str, port: int) -> Any:
+            class Endpoint:
+                def connect(self, factory: Any) -> Deferred[Any]:
+                    return Deferred(lambda d: cancelled.append(True))
+            return Endpoint()
+
+    sf = SessionFactory(identities[0], [Hanging()], Config(), clock)
+    d = sf.connect(identities[1].onion)
+    clock.advance(59.9)
+    assert not d.called
+    clock.advance(0.2)
+    result = outcome(d)
+    assert isinstance(result, Failure) and isinstance(result.value, HandshakeError)
+    assert result.value.reason is CloseReason.TIMEOUT and cancelled == [True]
+    assert not result.check(CancelledError)
