@@ -154,6 +154,7 @@ class SessionProtocol(Protocol):
         self.link: PeerLink | None = None
         self._timer: IDelayedCall | None = None
         self._closing = False
+        self.on_lost: Callable[[], None] | None = None
 
     def connectionMade(self) -> None:
         self._timer = self.clock.callLater(self.session.params.handshake_timeout, self._timed_out)
@@ -169,6 +170,9 @@ class SessionProtocol(Protocol):
         self.session.connection_lost()
         self._closing = True
         self.pump()
+        if self.on_lost is not None:
+            self.on_lost()
+            self.on_lost = None
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -224,7 +228,8 @@ class ServerFactory(Factory):
     def __init__(self, sessions: SessionFactory) -> None:
         self._sessions = sessions
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        """A responder, or None (Twisted then drops the stream) at ``network.max_connections``."""
         return self._sessions._responder_protocol()
 
 
@@ -259,6 +264,7 @@ class SessionFactory:
         self._random = random
         self._incoming: list[Callable[[IPeerLink], None]] = []
         self.replay_cache = ReplayCache(clock.seconds, window=600.0)
+        self.incoming_streams = 0  # open incoming streams, handshaking or established
         self.default_port: int = int(config.tor.onion_virtual_port)
 
     # -- ISessionFactory --------------------------------------------------
@@ -348,7 +354,12 @@ class SessionFactory:
         service.setName("sessions")
         return service
 
-    def _responder_protocol(self) -> SessionProtocol:
+    def _responder_protocol(self) -> SessionProtocol | None:
+        limit = int(self.config.network.max_connections)
+        if self.incoming_streams >= limit:
+            self.log.warn("refusing an incoming stream: {count} open (network.max_connections)",
+                          count=self.incoming_streams)
+            return None
         session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
                           random=self._random, replay_cache=self.replay_cache, keys=self._keys)
 
@@ -363,7 +374,14 @@ class SessionFactory:
         def failed(err: SessionError) -> None:
             self.log.info("incoming handshake failed: {reason}", reason=str(err))
 
-        return SessionProtocol(session, self.clock, None, established, failed)
+        proto = SessionProtocol(session, self.clock, None, established, failed)
+        self.incoming_streams += 1
+
+        def gone() -> None:
+            self.incoming_streams -= 1
+
+        proto.on_lost = gone
+        return proto
 
     # -- helpers ----------------------------------------------------------
     def _announce(self, link: PeerLink, direction: str) -> None:

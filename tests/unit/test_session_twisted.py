@@ -118,6 +118,7 @@ def test_wire_is_whole_cells_with_string_transport(
     incoming: list[IPeerLink] = []
     bob_sf.on_incoming(incoming.append)
     proto = bob_sf.server_factory().buildProtocol(None)
+    assert proto is not None
     transport = StringTransport()
     proto.makeConnection(transport)
     initiator = Session(identities[0], SessionParams.from_config(Config()), initiator=True,
@@ -165,6 +166,7 @@ def test_responder_timeout_and_timer_cancelled_on_success(
         clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
     bob_sf = SessionFactory(identities[1], [], Config(), clock)
     proto = bob_sf.server_factory().buildProtocol(None)
+    assert proto is not None
     transport = StringTransport()
     proto.makeConnection(transport)
     assert len(clock.getDelayedCalls()) == 1
@@ -285,3 +287,22 @@ def test_connect_gives_up_when_the_dial_hangs(clock: Clock,
     assert isinstance(result, Failure) and isinstance(result.value, HandshakeError)
     assert result.value.reason is CloseReason.TIMEOUT and cancelled == [True]
     assert not result.check(CancelledError)
+
+
+def test_incoming_streams_are_capped_by_max_connections(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    from aegis_hidden.config import parse_config
+
+    config = parse_config({"network": {"max_connections": 2}})
+    sf = SessionFactory(identities[1], [], config, clock)
+    server = sf.server_factory()
+    protos = [server.buildProtocol(None) for _ in range(3)]
+    assert protos[0] is not None and protos[1] is not None and protos[2] is None
+    transports = [StringTransport(), StringTransport()]
+    for proto, t in zip(protos[:2], transports, strict=True):
+        assert proto is not None
+        proto.makeConnection(t)
+    assert sf.incoming_streams == 2
+    protos[0].connectionLost()
+    assert sf.incoming_streams == 1
+    assert server.buildProtocol(None) is not None
