@@ -25,6 +25,7 @@ from ..testing._tornet import (
     set_bootstrap,
     start_node,
 )
+from ..tor import progress_bar
 from ._common import CLIError
 
 
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             f"address (running {args.duration:.0f}s, Ctrl-C to stop)")
         started = time.monotonic()
         shown_ready: set[str] = set()
+        shown_bars: dict[str, str] = {}
         shown_pairs: set[tuple[str, str]] = set()
         all_reached_at: float | None = None
         while time.monotonic() - started < args.duration:
@@ -113,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
                 if not n.alive():
                     raise TorNetworkError(f"{n.name} exited; its log:\n{n.log_tail()}")
                 tor = n.tor_state()
+                bar = progress_bar(tor.get("bootstrap"))
+                if not tor.get("ready") and tor.get("bootstrap") and shown_bars.get(n.name) != bar:
+                    shown_bars[n.name] = bar
+                    say(f"[demo] {n.name}: tor {bar}")
                 if tor.get("ready") and n.name not in shown_ready:
                     shown_ready.add(n.name)
                     say(f"[demo] {n.name}: tor bootstrapped, onion service published "

@@ -17,6 +17,7 @@ from ._control import (
     del_onion_command,
     parse_add_onion_reply,
     parse_bootstrap,
+    progress_bar,
 )
 from ._dialer import OnionEndpoint, check_onion
 from ._errors import (
@@ -81,5 +82,6 @@ __all__ = [
     "parse_auth_private",
     "parse_bootstrap",
     "parse_public_key",
+    "progress_bar",
     "socks_reply_error",
 ]

@@ -153,3 +153,18 @@ def service_id(onion: str) -> str:
 
 def del_onion_command(onion: str) -> str:
     return f"DEL_ONION {service_id(onion)}"
+
+
+def progress_bar(bootstrap: dict[str, object] | BootstrapStatus | None, width: int = 24) -> str:
+    """``[#########-----]  45% requesting_descriptors`` for a CLI (state or status object)."""
+    if bootstrap is None:
+        return "[" + "-" * width + "]   0% (not started)"
+    if isinstance(bootstrap, BootstrapStatus):
+        bootstrap = bootstrap.to_json()
+    raw = bootstrap.get("progress", 0)
+    progress = max(0, min(100, raw if isinstance(raw, int) else 0))
+    filled = progress * width // 100
+    text = f"[{'#' * filled}{'-' * (width - filled)}] {progress:3d}% {bootstrap.get('tag', '')}"
+    if bootstrap.get("warning"):
+        text += f" (warning: {bootstrap['warning']})"
+    return text

@@ -148,3 +148,24 @@ def test_nodes_leave_no_tor_behind(tor_network: TorNetwork, tmp_path: Path) -> N
     assert node.stopped_cleanly()
     wait_for(lambda: not _running(pid), 15, "c's tor to exit")
     assert "onion service" in node.log_file.read_text() and "removed" in node.log_file.read_text()
+
+
+@pytest.mark.parametrize(("tor", "message"), [
+    ({"tor_binary": "/nonexistent/tor"}, "tor executable '/nonexistent/tor' not found"),
+    ({"torrc_lines": ["NoSuchTorOption 1"]}, "before opening its control port"),
+    ({"bootstrap_timeout": 5, "dir_authorities": [
+        "auth0 orport=1 no-v2 v3ident=" + "A" * 40 + " 127.0.0.1:1 " + "B" * 40]},
+     "did not bootstrap within 5s"),
+])
+def test_start_up_failures_are_clear(tor_network: TorNetwork, tmp_path: Path,
+                                     tor: dict[str, object], message: str) -> None:
+    """tor missing, a bad torrc line, or no bootstrap: one clear line, exit status 1."""
+    node = prepare_node(tor_network, "bad", tmp_path / "bad", extra={"tor": tor})
+    start_node(node)
+    assert node.proc is not None
+    code = node.proc.wait(60)
+    log = node.log_file.read_text()
+    assert code == 1, log[-2000:]
+    assert "tor could not start: " in log and message in log
+    pid = node.tor_state().get("pid")
+    assert pid is None or not _running(pid)

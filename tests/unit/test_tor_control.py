@@ -131,3 +131,15 @@ def test_add_onion_reply() -> None:
 
 def test_del_onion() -> None:
     assert del_onion_command(ONION) == "DEL_ONION " + ONION.removesuffix(".onion")
+
+
+def test_progress_bar() -> None:
+    from aegis_hidden.tor import BootstrapStatus, progress_bar
+
+    assert progress_bar(None, width=10) == "[----------]   0% (not started)"
+    assert progress_bar({"progress": 45, "tag": "requesting_descriptors"}, width=10) == (
+        "[####------]  45% requesting_descriptors")
+    done = BootstrapStatus(100, "done", "Done")
+    assert progress_bar(done, width=4) == "[####] 100% done"
+    warned = {"progress": 10, "tag": "conn", "warning": "Connection refused"}
+    assert progress_bar(warned, width=10).endswith("(warning: Connection refused)")
