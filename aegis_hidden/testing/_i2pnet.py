@@ -1,6 +1,6 @@
 """A private I2P network of patched ``i2pd`` routers on 127.0.0.1, for tests and devnet.
 
-Shape (measured to work, see docs/i2p.md): 4 routers, all floodfills, a
+Shape (measured to work, see docs/i2p.md): 4 routers, 2 of them floodfills, a
 ``netid`` other than 2 (so they can never join the real I2P network), NTCP2 and
 SSU2 on their own ports of 127.0.0.1, ``reservedrange = false`` (honoured only
 by the patched build: aegis_hidden/testing/i2pd/reservedrange.patch), no
@@ -9,7 +9,8 @@ reseed servers but ``reseed.zipfile`` pointing at a zip of the routers' own
 addressbook enabled but subscribed to a ``.b32.i2p`` URL that does not exist
 (i2pd 2.45.1 crashes on NAMING LOOKUP with the addressbook off). Each router
 gets ``--datadir`` on the command line (i2pd ignores ``datadir`` in its config
-file). Logs stay in the network's directory.
+file). Logs stay in the network's directory. Put node destinations on
+:attr:`I2PNetwork.client_routers` (the routers that are not floodfills).
 
 This is a synchronous harness (subprocesses and blocking sockets), like the
 Tor one: it is driven from a pytest session fixture or a CLI command, never
@@ -19,6 +20,7 @@ from inside the reactor.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -110,6 +112,7 @@ class Router:
     port: int  # NTCP2 (TCP) and SSU2 (UDP)
     sam_port: int  # SAM TCP; i2pd also binds UDP sam_port - 1
     process: subprocess.Popen[bytes] | None = None
+    pid: int | None = None  # of a router started by another process (see I2PNetwork.load)
 
     @property
     def log_file(self) -> Path:
@@ -131,7 +134,7 @@ class I2PNetwork:
 
     def __init__(self, directory: Path, routers: int = 4, *, binary: Path | None = None,
                  netid: int = DEFAULT_NETID, tunnel_length: int = 1,
-                 loglevel: str = "info") -> None:
+                 loglevel: str = "info", floodfills: int = 2) -> None:
         if routers < 2:
             raise ValueError("a private I2P network needs 2 or more routers (4 work)")
         if netid == 2:
@@ -142,9 +145,59 @@ class I2PNetwork:
         self.netid = netid
         self.tunnel_length = tunnel_length
         self.loglevel = loglevel
+        if not 1 <= floodfills < routers:
+            raise ValueError("need at least one floodfill and one router that is not")
+        self.floodfills = floodfills
         self.routers: list[Router] = []
         self.zip_path = self.directory / "reseed.zip"
         self._fake_b32 = b32_address(secrets.token_bytes(16))
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "network.json"
+
+    def save(self) -> None:
+        """Record ports and pids, so that another process can ``load`` and stop it."""
+        data = {
+            "netid": self.netid, "floodfills": self.floodfills, "binary": str(self.binary),
+            "tunnel_length": self.tunnel_length,
+            "routers": [{"index": r.index, "port": r.port, "sam_port": r.sam_port,
+                         "pid": r.process.pid if r.process is not None else r.pid}
+                        for r in self.routers],
+        }
+        self.state_file.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> I2PNetwork:
+        """A network set up (and maybe started) by another process, from its state file."""
+        path = Path(directory) / "network.json"
+        try:
+            data = json.loads(path.read_text())
+            net = cls(Path(directory), len(data["routers"]), binary=Path(data["binary"]),
+                      netid=int(data["netid"]), tunnel_length=int(data["tunnel_length"]),
+                      floodfills=int(data["floodfills"]))
+            for r in data["routers"]:
+                net.routers.append(Router(int(r["index"]), net.directory / f"router{r['index']}",
+                                          int(r["port"]), int(r["sam_port"]), pid=r["pid"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise I2PNetworkError(f"{path}: no usable I2P network state ({e})") from None
+        return net
+
+    def is_running(self, index: int) -> bool:
+        router = self.routers[index]
+        if router.process is not None:
+            return router.process.poll() is None
+        return router.pid is not None and self._is_our_i2pd(router)
+
+    def _is_our_i2pd(self, router: Router) -> bool:
+        """The pid is alive and is an i2pd with this router's data dir (not a reused pid)."""
+        try:
+            cmdline = Path(f"/proc/{router.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"--datadir={router.directory}".encode() in cmdline
 
     # ---------------------------------------------------------------- build
 
@@ -205,7 +258,7 @@ ipv4 = true
 ipv6 = false
 nat = false
 reservedrange = false
-floodfill = true
+floodfill = {'true' if router.index < self.floodfills else 'false'}
 notransit = false
 bandwidth = X
 share = 100
@@ -298,6 +351,7 @@ profiles = false
             raise I2PNetworkError("setup() first")
         for router in self.routers:
             self._spawn(router)
+        self.save()
         for router in self.routers:
             self._wait_sam(router, 30)
 
@@ -322,6 +376,7 @@ profiles = false
         router = self.routers[index]
         self._stop_router(router)
         self._spawn(router)
+        self.save()
         self._wait_sam(router, 30)
 
     def wait_ready(self, timeout: float = 180) -> float:
@@ -365,9 +420,27 @@ profiles = false
                 s.close()
         return time.monotonic() - start
 
+    @property
+    def client_routers(self) -> list[int]:
+        """Routers that are not floodfills: where node destinations belong.
+
+        i2pd 2.45.1 misreads a LeaseSet2 that its own floodfill store holds
+        ("LeaseSet: Rncorrect number of leases"), so a destination on a floodfill
+        router treats a fresh peer LeaseSet as expired and its streams stall.
+        """
+        return [r.index for r in self.routers if r.index >= self.floodfills]
+
     def _stop_router(self, router: Router) -> None:
         proc = router.process
         if proc is None:
+            if router.pid is not None and self._is_our_i2pd(router):
+                os.kill(router.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 15
+                while self._is_our_i2pd(router) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if self._is_our_i2pd(router):
+                    os.kill(router.pid, signal.SIGKILL)
+            router.pid = None
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # i2pd: SIGTERM stops now; SIGINT waits up to 10 min
@@ -377,11 +450,14 @@ profiles = false
                 proc.kill()
                 proc.wait(5)
         router.process = None
+        router.pid = None
 
     def stop(self) -> None:
         """Stop every router (all of them, even when one fails to stop)."""
         for router in self.routers:
             self._stop_router(router)
+        if self.state_file.parent.exists() and self.routers:
+            self.save()
 
     def pids(self) -> list[int]:
         return [r.process.pid for r in self.routers if r.process is not None]
