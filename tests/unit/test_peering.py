@@ -1,0 +1,123 @@
+"""Bootstrap peering over sessions, and status.json, in memory with a Clock."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from aegis_hidden.config import Config
+from aegis_hidden.events import EventBus
+from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.node import NodeCore
+from aegis_hidden.node._peering import PeeringService, bootstrap_peer
+from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.testing import FakeNetwork, result_of
+
+
+def onion() -> str:
+    return onion_address_from_public_key(os.urandom(32))
+
+
+class Node:
+    def __init__(self, net: FakeNetwork, clock: Clock, tmp: Path, name: str,
+                 bootstrap: list[str]) -> None:
+        self.address = onion()
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.db = InlineSQLite(str(self.dir / "node.db"))
+        self.core = NodeCore(Config(), None, str(self.dir), EventBus(now=clock.seconds), clock,
+                             db=self.db, local_address=self.address)
+        self.core.attach_session_factory(net.node(self.address))
+        self.bootstrap = bootstrap
+        self.clock = clock
+        self.peering: PeeringService | None = None
+
+    def start(self) -> None:
+        self.core.startService()
+        result_of(self.core.when_ready())
+        self.peering = PeeringService(self.core, self.bootstrap, [], self.dir, self.clock,
+                                      wall=self.clock.seconds, redial_delay=5.0)
+        self.peering.startService()
+
+    def stop(self) -> None:
+        assert self.peering is not None
+        self.peering.stopService()
+        self.core.stopService()
+        result_of(self.db.close())
+
+    def status(self) -> dict[str, Any]:
+        doc = json.loads((self.dir / "status.json").read_text())
+        assert isinstance(doc, dict)
+        return doc
+
+
+def run(clock: Clock, seconds: float, step: float = 0.5) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+
+
+def test_bootstrap_entry_parsing() -> None:
+    a = onion()
+    assert bootstrap_peer(f"{a}:7701") == a
+    assert bootstrap_peer(a.upper()) == a
+
+
+def test_both_sides_record_an_authenticated_session(tmp_path: Path) -> None:
+    clock, net = Clock(), FakeNetwork()
+    b = Node(net, clock, tmp_path, "b", [])
+    a = Node(net, clock, tmp_path, "a", [f"{b.address}:7701", b.address])
+    b.start()
+    a.start()
+    run(clock, 10)
+    sa, sb = a.status(), b.status()
+    assert sa["onion"] == a.address and sa["bootstrap_nodes"] == [b.address]
+    peer_b = sa["peers"][b.address]
+    assert peer_b["reachable"] and peer_b["connected"] and peer_b["authenticated"]
+    assert peer_b["last_direction"] == "outbound" and "rtt" in peer_b
+    assert sb["peers"][a.address]["reachable"]  # inbound side
+    a.stop()
+    b.stop()
+
+
+def test_dropped_session_is_redialed(tmp_path: Path) -> None:
+    clock, net = Clock(), FakeNetwork()
+    b = Node(net, clock, tmp_path, "b", [])
+    a = Node(net, clock, tmp_path, "a", [b.address])
+    b.start()
+    a.start()
+    run(clock, 5)
+    assert a.status()["peers"][b.address]["times_reached"] == 1
+    assert net.cut(a.address, b.address) >= 1
+    run(clock, 2)
+    assert a.status()["peers"][b.address]["connected"] is False
+    run(clock, 20)
+    entry = a.status()["peers"][b.address]
+    assert entry["connected"] and entry["times_reached"] == 2
+    a.stop()
+    b.stop()
+
+
+def test_unreachable_peer_backs_off(tmp_path: Path) -> None:
+    clock, net = Clock(), FakeNetwork()
+    ghost = onion()
+    a = Node(net, clock, tmp_path, "a", [ghost])
+    a.start()
+    dials: list[float] = []
+    original = net._dial  # noqa: SLF001 - counting dials of the fake network
+
+    def counting(source: Any, address: str) -> Any:
+        dials.append(clock.seconds())
+        return original(source, address)
+
+    net._dial = counting  # type: ignore[method-assign]
+    run(clock, 200, step=1.0)
+    gaps = [round(b - a_) for a_, b in zip(dials, dials[1:], strict=False)]
+    assert len(dials) >= 4
+    assert gaps == sorted(gaps), f"delays must not shrink: {gaps}"
+    assert gaps[-1] <= 121
+    assert ghost not in a.status()["peers"]  # never reached, never reported reachable
+    a.stop()
