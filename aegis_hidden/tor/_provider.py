@@ -265,7 +265,7 @@ class TorProvider(MultiService):
         if self._on_fatal is not None:
             self._on_fatal(failure)
 
-    async def _bring_up(self) -> None:
+    async def _bring_up(self, lost_at: float | None = None) -> None:
         started = self._wall()
         self.phase = "starting"
         self.bootstrap = None
@@ -282,6 +282,11 @@ class TorProvider(MultiService):
         self.phase = "ready"
         self.error = None
         self._ready = True
+        if lost_at is not None:
+            self.restarts += 1
+            self.events.emit("tor_restarted", restarts=self.restarts,
+                             downtime=round(self._wall() - lost_at, 3),
+                             address=self.identity.onion)
         self.log.info("tor ready: onion {onion} published {seconds:.1f}s after start",
                       onion=self.identity.onion, seconds=self._wall() - started)
         self.events.emit("onion_published", address=self.identity.onion,
@@ -343,11 +348,11 @@ class TorProvider(MultiService):
                 except CancelledError:
                     return
             try:
-                await self._bring_up()
+                await self._bring_up(lost_at)
             except CancelledError:
                 return
-            except TorError as e:
-                self.error = str(e)
+            except Exception as e:  # noqa: BLE001 - logged; the loop must outlive any failure
+                self.error = str(e) or type(e).__name__
                 self.phase = "restarting"
                 self.log.error("tor restart failed: {error}", error=self.error)
                 if self._session is not None and self._session.process is not None:
@@ -355,10 +360,6 @@ class TorProvider(MultiService):
                 self._session = None
                 attempt += 1
                 continue
-            self.restarts += 1
-            self.events.emit("tor_restarted", restarts=self.restarts,
-                             downtime=round(self._wall() - lost_at, 3),
-                             address=self.identity.onion)
             return
 
     async def _wait_bootstrapped(self, session: TorSession) -> None:
@@ -374,7 +375,7 @@ class TorProvider(MultiService):
             if status is not None:
                 self._bootstrap_update(status, done)
 
-        session.control.add_event_listener("STATUS_CLIENT", on_status)
+        _quiet(session.control.add_event_listener("STATUS_CLIENT", on_status))
         reply = await session.control.queue_command("GETINFO status/bootstrap-phase")
         status = parse_bootstrap(parse_getinfo_value(str(reply), "status/bootstrap-phase"))
         if status is None:
@@ -432,7 +433,7 @@ class TorProvider(MultiService):
                     and not uploaded.called:
                 uploaded.callback(None)
 
-        control.add_event_listener("HS_DESC", on_desc)
+        _quiet(control.add_event_listener("HS_DESC", on_desc))
         try:
             try:
                 got = parse_add_onion_reply(await self.command(add_onion_command(
@@ -455,7 +456,7 @@ class TorProvider(MultiService):
                               "peers may need a few retries", onion=self.identity.onion,
                               t=self._upload_timeout)
         finally:
-            control.remove_event_listener("HS_DESC", on_desc)
+            _quiet(control.remove_event_listener("HS_DESC", on_desc))
         self.published_service_id = got
         self.published_at = self._wall()
         self.log.info("onion service {onion} published (virtual port {port} -> {target})",
@@ -496,6 +497,13 @@ class TorProvider(MultiService):
             except TimeoutError:
                 self.log.warn("tor did not exit on SIGTERM within 10s: killing it")
                 session.process.signal("KILL")
+
+
+def _quiet(result: object) -> None:
+    """SETEVENTS replies: a tor that dies meanwhile is handled by the loss watcher."""
+    if isinstance(result, Deferred):
+        result.addErrback(lambda f: TorProvider.log.debug(
+            "event subscription failed: {error}", error=f.getErrorMessage()))
 
 
 def valid_peer(address: str) -> bool:
