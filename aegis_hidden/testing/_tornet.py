@@ -198,13 +198,13 @@ class TorNetwork:
     # -- set-up ------------------------------------------------------------------
     def setup(self) -> None:
         """Allocate ports, make every key and write every torrc (no process starts)."""
+        if self.authorities < 3 or self.authorities + self.relays < 5:
+            raise TorNetworkError("onion services need 3 authorities and at least 5 relays "
+                                  "in all (authorities count as relays)")
         if shutil.which(self.tor_binary) is None or shutil.which(self.gencert_binary) is None:
             raise TorNetworkError(
                 f"{self.tor_binary!r} and {self.gencert_binary!r} are needed "
                 "(Debian package 'tor')")
-        if self.authorities < 3 or self.authorities + self.relays < 5:
-            raise TorNetworkError("onion services need 3 authorities and at least 5 relays "
-                                  "in all (authorities count as relays)")
         root = Path(self.directory).resolve()
         root.mkdir(parents=True, exist_ok=True)
         self.directory = root
