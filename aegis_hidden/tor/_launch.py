@@ -134,8 +134,10 @@ def find_tor(binary: str | None) -> str:
     return found
 
 
-def write_torrc(data_dir: Path, lines: Sequence[str], owner_pid: int) -> Path:
-    """The torrc of a launched tor: control/SOCKS on automatic loopback ports."""
+def write_torrc(data_dir: Path, lines: Sequence[str], owner_pid: int,
+                socks: str | None = None) -> Path:
+    """The torrc of a launched tor: control (and SOCKS unless given) on automatic
+    loopback ports."""
     torrc = data_dir / "torrc"
     body = [
         "# written by aegis-hidden at each launch; edit tor.torrc_lines instead",
@@ -143,7 +145,7 @@ def write_torrc(data_dir: Path, lines: Sequence[str], owner_pid: int) -> Path:
         "ControlPort auto",
         f"ControlPortWriteToFile {data_dir / 'control_port'}",
         "CookieAuthentication 1",
-        "SocksPort 127.0.0.1:auto ExtendedErrors IsolateSOCKSAuth",
+        f"SocksPort {socks or '127.0.0.1:auto'} ExtendedErrors IsolateSOCKSAuth",
         f"Log notice file {data_dir / 'notice.log'}",
         "RunAsDaemon 0",
         f"__OwningControllerProcess {owner_pid}",
@@ -177,7 +179,7 @@ async def socks_address(control: ControlProtocol) -> str:
 
 
 async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
-                     data_dir: Path, torrc_lines: Sequence[str],
+                     data_dir: Path, torrc_lines: Sequence[str], socks_port: str | None = None,
                      start_timeout: float = 60.0) -> TorSession:
     """Spawn a tor in ``data_dir`` and attach to it; fails with a clear TorError."""
     exe = find_tor(binary)
@@ -185,7 +187,7 @@ async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
     data_dir.chmod(0o700)
     port_file = data_dir / "control_port"
     port_file.unlink(missing_ok=True)
-    torrc = write_torrc(data_dir, torrc_lines, os.getpid())
+    torrc = write_torrc(data_dir, torrc_lines, os.getpid(), socks_port)
     proto = _TorProcessProtocol()
     assert IReactorProcess.providedBy(reactor)
     reactor.spawnProcess(proto, exe, [exe, "-f", str(torrc), "--ignore-missing-torrc"],

@@ -237,7 +237,8 @@ class TorProvider(MultiService):
         if not data.is_absolute():
             data = self.data_dir / data
         return await launch_tor(self._reactor, self._clock, binary=tor.tor_binary,
-                                data_dir=data, torrc_lines=launch_torrc_lines(self.config))
+                                data_dir=data, torrc_lines=launch_torrc_lines(self.config),
+                                socks_port=tor.socks_port)
 
     async def _first_start(self) -> None:
         try:

@@ -335,3 +335,15 @@ def test_other_onions_and_client_keys_come_back_after_a_restart(harness: Harness
     harness.processes[-1].die()
     harness.control.set_bootstrap(100)
     assert harness.control.sent("ADD_ONION") == [identity_cmd]  # only the identity onion
+
+
+def test_launch_torrc(tmp_path: Path) -> None:
+    from aegis_hidden.tor._launch import write_torrc
+
+    torrc = write_torrc(tmp_path, ["TestingTorNetwork 1"], 4321)
+    lines = torrc.read_text().splitlines()
+    assert f"DataDirectory {tmp_path}" in lines and "ControlPort auto" in lines
+    assert "SocksPort 127.0.0.1:auto ExtendedErrors IsolateSOCKSAuth" in lines
+    assert "__OwningControllerProcess 4321" in lines and lines[-1] == "TestingTorNetwork 1"
+    fixed = write_torrc(tmp_path, [], 1, "127.0.0.1:9150").read_text()
+    assert "SocksPort 127.0.0.1:9150 ExtendedErrors IsolateSOCKSAuth" in fixed
