@@ -28,7 +28,7 @@ from txtorcon.torcontrolprotocol import TorDisconnectError
 from zope.interface import implementer
 
 from ..config import Config
-from ..identity import NodeIdentity, is_onion_v3
+from ..identity import NodeIdentity
 from ..interfaces import IEventSink, ITransportProvider
 from ._backoff import Backoff
 from ._clientauth import ClientAuthKey
@@ -41,7 +41,14 @@ from ._control import (
     parse_getinfo_value,
 )
 from ._dialer import OnionEndpoint
-from ._errors import BootstrapTimeout, ControlReplyError, OnionMismatch, TorError, TorNotReady
+from ._errors import (
+    BootstrapTimeout,
+    ControlReplyError,
+    OnionMismatch,
+    TorError,
+    TorNotReady,
+    TorStartError,
+)
 from ._launch import TorSession, connect_tor, endpoint_for, launch_tor
 
 Starter = Callable[[], Awaitable[TorSession]]
@@ -300,8 +307,15 @@ class TorProvider(MultiService):
         lost = session.lost
 
         def on_lost(why: str) -> None:
-            if self._session is session:
+            if self._session is not session:
+                return
+            if self._ready:
                 self._session_lost(why)
+                return
+            # lost while starting: the start fails (fatal at first, retried on restarts)
+            waiter = self._bootstrap_waiter
+            if waiter is not None and not waiter.called:
+                waiter.errback(TorStartError(f"tor lost while bootstrapping ({why})"))
 
         lost.addCallback(on_lost)
 
@@ -506,8 +520,3 @@ def _quiet(result: object) -> None:
         result.addErrback(lambda f: TorProvider.log.debug(
             "event subscription failed: {error}", error=f.getErrorMessage()))
 
-
-def valid_peer(address: str) -> bool:
-    """True for ``<v3>.onion`` with an optional ``:port``."""
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    return is_onion_v3(host)

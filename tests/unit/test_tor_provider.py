@@ -347,3 +347,25 @@ def test_launch_torrc(tmp_path: Path) -> None:
     assert "__OwningControllerProcess 4321" in lines and lines[-1] == "TestingTorNetwork 1"
     fixed = write_torrc(tmp_path, [], 1, "127.0.0.1:9150").read_text()
     assert "SocksPort 127.0.0.1:9150 ExtendedErrors IsolateSOCKSAuth" in fixed
+
+
+def test_tor_dying_while_bootstrapping_at_first_start_is_fatal(harness: Harness) -> None:
+    harness.provider.startService()
+    harness.control.set_bootstrap(40)
+    harness.processes[-1].die()
+    (failure,) = harness.fatal
+    assert "lost while bootstrapping" in failure.getErrorMessage()
+    assert len(harness.controls) == 1  # no restart racing the failed start
+
+
+def test_tor_dying_while_bootstrapping_during_a_restart_is_retried(harness: Harness) -> None:
+    harness.bring_up()
+    harness.now += 120
+    harness.processes[-1].die()  # restart 1 begins at once
+    harness.control.set_bootstrap(40)
+    harness.processes[-1].die()  # ...and that tor dies too
+    assert not harness.fatal and len(harness.controls) == 2
+    harness.reactor.advance(1.0)  # backoff, then a third tor
+    assert len(harness.controls) == 3
+    harness.control.set_bootstrap(100)
+    assert harness.provider.state()["ready"] and harness.provider.state()["restarts"] == 1
