@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.tor import (
@@ -86,3 +89,10 @@ def test_bad_auth_private(text: str) -> None:
 def test_bad_onion_for_auth_line() -> None:
     with pytest.raises(ClientAuthError, match="v3 onion"):
         ClientAuthKey(PRIV).auth_private_line("example.com")
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_fails_only_with_client_auth_errors(text: str) -> None:
+    for parse in (parse_auth_private, parse_public_key):
+        with contextlib.suppress(ClientAuthError):
+            parse(text)

@@ -143,3 +143,21 @@ def test_progress_bar() -> None:
     assert progress_bar(done, width=4) == "[####] 100% done"
     warned = {"progress": 10, "tag": "conn", "warning": "Connection refused"}
     assert progress_bar(warned, width=10).endswith("(warning: Connection refused)")
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_status_text_parses_or_fails_typed(text: str) -> None:
+    try:
+        result = parse_bootstrap(text)
+    except ControlReplyError:
+        return
+    assert result is None or 0 <= result.progress <= 100
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_add_onion_reply_parses_or_fails_typed(text: str) -> None:
+    try:
+        sid = parse_add_onion_reply(text)
+    except ControlReplyError:
+        return
+    assert len(sid) == 56

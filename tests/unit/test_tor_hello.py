@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import FakeTransport, connect
@@ -122,3 +125,11 @@ def test_wrong_peer_is_dropped(tmp_path: Path) -> None:
     pump.flush()
     assert B not in svc_a.peers
     assert client.closed.called
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_lines_fail_only_with_hello_errors(line: bytes) -> None:
+    a, _, _ = pair()
+    a.start()
+    with contextlib.suppress(HelloError):
+        a.receive(line)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -202,3 +205,38 @@ def test_protocol_failure_closes_and_errbacks() -> None:
     proto.ready.addErrback(failures.append)
     assert failures[0].check(errors.OnionClientAuthMissing)
     assert t.disconnecting
+
+
+SERVER_BYTES = b"\x05\x02" + b"\x01\x00" + b"\x05\x00\x00\x03\x05hello\x1e\x15" + b"app data"
+
+
+@given(st.lists(st.integers(1, len(SERVER_BYTES)), max_size=8))
+def test_any_split_of_the_server_bytes_gives_the_same_result(cuts: list[int]) -> None:
+    m = Socks5Client(HOST, 80, "peer", "pwd")
+    m.start()
+    points = [*sorted(set(cuts)), len(SERVER_BYTES)]
+    sent = b""
+    app = b""
+    done: Connected | None = None
+    start = 0
+    for p in points:
+        chunk = SERVER_BYTES[start:p]
+        start = p
+        if done is not None:  # after the reply, bytes belong to the application
+            app += chunk
+            continue
+        out, done = m.feed(chunk)
+        sent += out
+        if done is not None:
+            app += done.leftover
+    assert done is not None and app == b"app data"
+    assert sent == b"\x01\x04peer\x03pwd" + b"\x05\x01\x00\x03" + bytes([len(HOST)]) \
+        + HOST.encode() + (80).to_bytes(2, "big")
+
+
+@given(st.binary(max_size=64))
+def test_arbitrary_server_bytes_fail_only_with_socks_errors(data: bytes) -> None:
+    m = Socks5Client(HOST, 80, "peer", "pwd")
+    m.start()
+    with contextlib.suppress(SocksError):
+        m.feed(data)
