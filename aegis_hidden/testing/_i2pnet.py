@@ -19,6 +19,7 @@ from inside the reactor.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -186,10 +187,7 @@ class I2PNetwork:
         return net
 
     def is_running(self, index: int) -> bool:
-        router = self.routers[index]
-        if router.process is not None:
-            return router.process.poll() is None
-        return router.pid is not None and self._is_our_i2pd(router)
+        return self._alive(self.routers[index])
 
     def _is_our_i2pd(self, router: Router) -> bool:
         """The pid is alive and is an i2pd with this router's data dir (not a reused pid)."""
@@ -430,32 +428,41 @@ profiles = false
         """
         return [r.index for r in self.routers if r.index >= self.floodfills]
 
-    def _stop_router(self, router: Router) -> None:
-        proc = router.process
-        if proc is None:
-            if router.pid is not None and self._is_our_i2pd(router):
-                os.kill(router.pid, signal.SIGTERM)
-                deadline = time.monotonic() + 15
-                while self._is_our_i2pd(router) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if self._is_our_i2pd(router):
-                    os.kill(router.pid, signal.SIGKILL)
-            router.pid = None
+    def _alive(self, router: Router) -> bool:
+        if router.process is not None:
+            return router.process.poll() is None
+        return router.pid is not None and self._is_our_i2pd(router)
+
+    def _signal(self, router: Router, sig: int) -> None:
+        if not self._alive(router):
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # i2pd: SIGTERM stops now; SIGINT waits up to 10 min
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        router.process = None
-        router.pid = None
+        pid = router.process.pid if router.process is not None else router.pid
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def _stop_routers(self, routers: list[Router], grace: float = 10.0) -> None:
+        # SIGTERM ends i2pd's main loop (SIGINT would wait up to 10 minutes for transit
+        # tunnels); 2.45.1 sometimes hangs stopping its SAM bridge, hence the SIGKILL.
+        for router in routers:
+            self._signal(router, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(self._alive(r) for r in routers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for router in routers:
+            self._signal(router, signal.SIGKILL)
+            if router.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    router.process.wait(5)
+            router.process = None
+            router.pid = None
+
+    def _stop_router(self, router: Router) -> None:
+        self._stop_routers([router])
 
     def stop(self) -> None:
-        """Stop every router (all of them, even when one fails to stop)."""
-        for router in self.routers:
-            self._stop_router(router)
+        """Stop every router at once (SIGTERM, then SIGKILL after 10 s)."""
+        self._stop_routers(self.routers)
         if self.state_file.parent.exists() and self.routers:
             self.save()
 

@@ -1,7 +1,10 @@
 """Fixtures for integration tests: real tor / i2pd processes on 127.0.0.1."""
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,15 +30,18 @@ def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork
 
 
 @pytest.fixture(scope="session")
-def i2p_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PNetwork]:
+def i2p_network(request: pytest.FixtureRequest) -> Iterator[I2PNetwork]:
     """One private I2P network (4 patched i2pd routers on 127.0.0.1) for the whole run.
 
     Builds the patched i2pd once per machine if it is missing (.ci/build-i2pd.sh),
-    waits until every router can build tunnels, stops all routers at the end; the
-    routers' logs stay under the pytest temporary directory.
+    waits until every router can build tunnels, stops all routers at the end. The
+    routers' logs are removed after a run without failures and kept otherwise (in
+    ``$AEGIS_I2PNET_DIR`` or a fresh /tmp/aegis-i2pnet-* directory, outside pytest's
+    three-run temporary-directory retention). ``AEGIS_I2PD_LOGLEVEL=debug`` for more.
     """
-    net = I2PNetwork(tmp_path_factory.mktemp("i2pnet"),
-                     loglevel=os.environ.get("AEGIS_I2PD_LOGLEVEL", "info"))
+    base = os.environ.get("AEGIS_I2PNET_DIR")
+    directory = Path(base) if base else Path(tempfile.mkdtemp(prefix="aegis-i2pnet-"))
+    net = I2PNetwork(directory, loglevel=os.environ.get("AEGIS_I2PD_LOGLEVEL", "info"))
     try:
         net.setup()
         net.start()
@@ -43,4 +49,7 @@ def i2p_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PNetwork
         yield net
     finally:
         net.stop()
-        print(f"\nprivate I2P network logs: {net.directory}")
+        if request.session.testsfailed or base:
+            print(f"\nprivate I2P network logs kept in {net.directory}")
+        else:
+            shutil.rmtree(net.directory, ignore_errors=True)

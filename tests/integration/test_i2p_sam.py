@@ -41,7 +41,7 @@ from aegis_hidden.i2p import (
     open_sam_socket,
 )
 from aegis_hidden.i2p._provider import load_or_generate_key_file
-from aegis_hidden.identity import create, verify_record
+from aegis_hidden.identity import load_or_create, verify_record
 from aegis_hidden.testing import I2PNetwork
 
 pytestmark = pytest.mark.integration
@@ -271,7 +271,7 @@ async def test_repliable_datagrams_between_two_routers(i2p_network: I2PNetwork) 
 
 
 def _provider(net: I2PNetwork, index: int, data_dir: Path) -> I2PProvider:
-    ident = create(data_dir / "identity", time.time())
+    ident, _ = load_or_create(data_dir / "identity", time.time())
     cfg = load_config(None, {"i2p.enabled": True, "i2p.sam_address": net.routers[index].sam_address,
                              "i2p.tunnel_length": 1, "i2p.tunnel_quantity": 5})
     return I2PProvider(reactor, cfg, ident, data_dir, retry_base=1.0, retry_cap=5.0)
@@ -312,7 +312,16 @@ async def test_provider_two_nodes_and_router_restart_brings_the_same_destination
         me = await (await a.stream_session()).lookup("ME")
         assert me.b32 == address
 
-        # and B reaches A again at the same address (the acceptor re-armed itself)
+        # and B reaches A again at the same address (A's acceptor re-armed itself). B's
+        # destination still caches A's old LeaseSet, whose leases died with A's router,
+        # and i2pd 2.45.1 keeps using them until they expire (up to 10 minutes): a new
+        # session on B's side (same key, same address) looks A up afresh.
+        b_address = b.state()["address"]
+        await b.stopService()
+        b = _provider(i2p_network, b_router, tmp_path / "b")
+        b.startService()
+        await with_timeout(b.when_ready(), SESSION_TIMEOUT, "provider B ready again", i2p_network)
+        assert b.state()["address"] == b_address
         again = await _connect_with_retry(b.client_endpoint(address, 0), Greeter(b"B again\n"),
                                           i2p_network, timeout=180)
         await until(lambda: again.data == b"A here\n" and factory.built[-1].data == b"B again\n",
