@@ -178,6 +178,23 @@ async def socks_address(control: ControlProtocol) -> str:
     return listeners[0]
 
 
+async def _wait_for_port_file(clock: IReactorTime, proto: _TorProcessProtocol, port_file: Path,
+                              data_dir: Path, start_timeout: float) -> str:
+    waited = 0.0
+    while not port_file.exists() or not port_file.read_text().startswith("PORT="):
+        if proto.exit is not None:
+            raise TorStartError(
+                f"tor {proto.exit_text()} before opening its control port. Its log "
+                f"({data_dir / 'notice.log'}):\n{_log_tail(data_dir / 'notice.log')}\n"
+                f"{proto.output_tail()}")
+        if waited > start_timeout:
+            raise TorStartError(f"tor did not open its control port within {start_timeout:.0f}s"
+                                f"; see {data_dir / 'notice.log'}")
+        await deferLater(clock, 0.1, lambda: None)
+        waited += 0.1
+    return port_file.read_text().strip().removeprefix("PORT=")
+
+
 async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
                      data_dir: Path, torrc_lines: Sequence[str], socks_port: str | None = None,
                      start_timeout: float = 60.0) -> TorSession:
@@ -193,26 +210,13 @@ async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
     reactor.spawnProcess(proto, exe, [exe, "-f", str(torrc), "--ignore-missing-torrc"],
                          env={"HOME": str(data_dir), "PATH": os.environ.get("PATH", "")},
                          path=str(data_dir))
-    waited = 0.0
-    while not port_file.exists() or not port_file.read_text().startswith("PORT="):
-        if proto.exit is not None:
-            raise TorStartError(
-                f"tor {proto.exit_text()} before opening its control port. Its log "
-                f"({data_dir / 'notice.log'}):\n{_log_tail(data_dir / 'notice.log')}\n"
-                f"{proto.output_tail()}")
-        if waited > start_timeout:
-            proto.signal("KILL")
-            raise TorStartError(f"tor did not open its control port within {start_timeout:.0f}s"
-                                f"; see {data_dir / 'notice.log'}")
-        await deferLater(clock, 0.1, lambda: None)
-        waited += 0.1
-    address = port_file.read_text().strip().removeprefix("PORT=")
     try:
+        address = await _wait_for_port_file(clock, proto, port_file, data_dir, start_timeout)
         control = await _attach(reactor, endpoint_for(reactor, address))
         await control.queue_command("TAKEOWNERSHIP")
         await control.queue_command("RESETCONF __OwningControllerProcess")
         socks = await socks_address(control)
-    except Exception:
+    except BaseException:  # includes cancellation (the node stopping): never leave it running
         proto.signal("KILL")
         raise
     return TorSession(control, socks, proto)
