@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
@@ -131,7 +132,7 @@ class SAMListeningPort:
                     self._host = I2PAddress(session.destination.base64)
                     proto = await self._arm(session)
                 peer = await proto.next_peer()
-            except (SAMError, OSError, CancelledError) as e:
+            except (SAMError, ConnectError, OSError, CancelledError) as e:
                 proto = None
                 if self.stopped:
                     return

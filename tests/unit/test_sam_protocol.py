@@ -263,6 +263,36 @@ def test_acceptor_retries_on_the_clock_after_the_bridge_restarts() -> None:
     assert server_bridge.sessions and all(not s.acceptors for s in server_bridge.sessions.values())
 
 
+def test_acceptor_survives_connection_refused_while_the_router_is_down() -> None:
+    clock = Clock()
+    server_bridge, client_bridge = two_bridges(V31)
+    holder = {"s": session(server_bridge)}
+
+    async def src() -> SAMSession:
+        return holder["s"]
+
+    factory = Collect(Echo)
+    port = result_of(SAMStreamServerEndpoint(clock, server_bridge.endpoint(), src, retry_delay=5)
+                     .listen(factory))
+    server_bridge.stop()  # i2pd down: connections refused
+    clock.advance(5)
+    clock.advance(5)  # two refused attempts, the loop keeps going
+    server_bridge.start()
+    holder["s"] = session(server_bridge)
+    clock.advance(5)
+    client_session = session(client_bridge)
+
+    async def csrc() -> SAMSession:
+        return client_session
+
+    endpoint = SAMStreamClientEndpoint(client_bridge.endpoint(), csrc, holder["s"].destination.b32)
+    c: Recorder = result_of(endpoint.connect(Collect(Recorder)))
+    assert c.transport is not None
+    c.transport.write(b"back")
+    assert factory.built[-1].data == b"back"
+    result_of(port.stopListening())
+
+
 # ---------------------------------------------------------------- datagrams
 
 
