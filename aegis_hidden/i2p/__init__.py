@@ -39,6 +39,7 @@ from ._errors import (
     SAMTimeout,
     UnknownResult,
 )
+from ._launch import I2pdLaunchError, I2pdProcess
 from ._protocol import I2PAddress, SAMConnectionLost, SAMSocketProtocol, open_sam_socket
 from ._provider import I2PKeyFileError, I2PProvider
 from ._sam import DatagramReceived, RawReceived
@@ -57,6 +58,8 @@ __all__ = [
     "I2PError",
     "I2PKeyFileError",
     "I2PProvider",
+    "I2pdLaunchError",
+    "I2pdProcess",
     "InvalidId",
     "InvalidKey",
     "KeyNotFound",

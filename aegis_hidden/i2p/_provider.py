@@ -39,6 +39,7 @@ from . import _sam
 from ._destination import PrivateKey, is_i2p_name
 from ._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint, check_i2p_target
 from ._errors import DestinationError, SAMError
+from ._launch import I2pdLaunchError, I2pdProcess
 from ._protocol import SAMSocketProtocol, open_sam_socket
 from ._sam import DatagramReceived, RawReceived
 from ._session import SAMSession, create_session, generate_destination, new_session_id
@@ -100,6 +101,8 @@ class I2PProvider(MultiService):
         retry_cap: float = 60.0,
         on_identity: Callable[[NodeIdentity], None] | None = None,
         forward_to: str | None = None,
+        launcher: I2pdProcess | None = None,
+        launch_timeout: float = 60.0,
     ) -> None:
         super().__init__()
         self.setName("i2p")
@@ -109,9 +112,14 @@ class I2PProvider(MultiService):
         self.identity = identity
         self.data_dir = Path(data_dir)
         self.events = events
+        host, port = _split_host_port(config.i2p.sam_address)
         if sam is None:
-            host, port = _split_host_port(config.i2p.sam_address)
             sam = TCP4ClientEndpoint(reactor, host, port, timeout=10)
+        if launcher is None and config.i2p.launch:
+            launcher = I2pdProcess(reactor, self._clock, self.data_dir / "i2pd", host, port,
+                                   config.i2p.i2pd_binary)
+        self._launcher = launcher
+        self._launch_timeout = launch_timeout
         self._sam = sam
         self._retry_base = retry_base
         self._retry_cap = retry_cap
@@ -168,6 +176,9 @@ class I2PProvider(MultiService):
         # session); its finally-blocks close every control socket it opened.
         loop.addErrback(lambda f: f.trap(CancelledError))
         loop.cancel()
+        if self._launcher is not None:
+            launcher = self._launcher
+            loop.addCallback(lambda _: launcher.stop()).addCallback(lambda _: None)
         return loop
 
     def _stopping(self) -> bool:
@@ -229,7 +240,33 @@ class I2PProvider(MultiService):
         if not self._stopping():
             self._error = "the router closed a SAM session (restarted?)"
 
+    async def _sam_answers(self) -> bool:
+        try:
+            probe = await open_sam_socket(self._sam)
+        except ConnectError:
+            return False
+        probe.close()
+        return True
+
+    async def _ensure_router(self) -> None:
+        """``i2p.launch``: start our own i2pd when nothing answers at the SAM address."""
+        launcher = self._launcher
+        if launcher is None or launcher.is_running() or await self._sam_answers():
+            return
+        self._set_state("launching")
+        launcher.start()
+        waited = 0.0
+        while not await self._sam_answers():
+            if not launcher.is_running():
+                raise I2pdLaunchError(f"our i2pd exited at once; see {launcher.data_dir}/i2pd.log")
+            if waited >= self._launch_timeout:
+                raise I2pdLaunchError(f"our i2pd did not open SAM in {self._launch_timeout:.0f}s; "
+                                      f"see {launcher.data_dir}/i2pd.log")
+            await deferLater(self._clock, 1.0, lambda: None)
+            waited += 1.0
+
     async def _establish(self) -> None:
+        await self._ensure_router()
         self._set_state("connecting")
         self._stream_key = await self._key(STREAM_KEY_FILE)
         self._datagram_key = await self._key(DATAGRAM_KEY_FILE)
@@ -376,4 +413,5 @@ class I2PProvider(MultiService):
                                  if self._datagram_key is not None else ""),
             "error": self._error,
             "sessions_created": self.sessions_created,
+            "launched_i2pd": self._launcher is not None and self._launcher.is_running(),
         }

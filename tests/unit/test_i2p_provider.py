@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 from twisted.application.service import MultiService
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from aegis_hidden.config import PrivacyError, load_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.i2p import PrivateKey
+from aegis_hidden.i2p._launch import I2pdProcess
 from aegis_hidden.i2p._provider import I2PProvider
 from aegis_hidden.i2p._sam import DatagramReceived, RawReceived
 from aegis_hidden.identity import NodeIdentity, create, load, verify_record
@@ -286,3 +289,110 @@ def test_tap_has_no_i2p_provider_unless_enabled(tmp_path: Path) -> None:
     opts.parseOptions(["-d", str(tmp_path), "--no-api"])
     assert isinstance(node := tap.makeService(opts), MultiService)
     assert "i2p" not in node.namedServices
+
+
+class FakeProcess:
+    """What spawnProcess returns: signals end the fake i2pd (its SAM bridge stops)."""
+
+    def __init__(self, reactor: FakeProcessReactor, proto: Any) -> None:
+        self.reactor = reactor
+        self.proto = proto
+        self.signals: list[str] = []
+
+    def signalProcess(self, sig: str) -> None:
+        self.signals.append(sig)
+        if sig == "TERM" and self.reactor.ignore_term:
+            return
+        self.reactor.bridge.stop()
+        self.proto.processEnded(Failure(ProcessDone(0)))
+
+
+class FakeProcessReactor:
+    def __init__(self, bridge: FakeSAMBridge, *, starts: bool = True, ignore_term: bool = False
+                 ) -> None:
+        self.bridge = bridge
+        self.starts = starts
+        self.ignore_term = ignore_term
+        self.spawned: list[tuple[str, list[str], str]] = []
+        self.processes: list[FakeProcess] = []
+
+    def spawnProcess(self, proto: Any, binary: str, args: list[str], env: Any = None,
+                     path: str | None = None) -> FakeProcess:
+        self.spawned.append((binary, args, path or ""))
+        proc = FakeProcess(self, proto)
+        self.processes.append(proc)
+        proto.makeConnection(proc)
+        if self.starts:
+            self.bridge.start()
+        else:
+            proto.processEnded(Failure(ProcessTerminated(1)))
+        return proc
+
+
+def _launching(tmp_path: Path, identities: list[Path], reactor: FakeProcessReactor,
+               clock: Clock) -> I2PProvider:
+    data = tmp_path / "n"
+    shutil.copytree(identities[0], data / "identity")
+    cfg = load_config(None, {"i2p.enabled": True, "i2p.launch": True,
+                             "i2p.sam_address": "127.0.0.1:17656"})
+    launcher = I2pdProcess(reactor, clock, data / "i2pd", "127.0.0.1", 17656, "/usr/sbin/i2pd",
+                           kill_after=10)
+    return I2PProvider(reactor, cfg, load(data / "identity", clock.seconds()), data, clock=clock,
+                       sam=reactor.bridge.endpoint(), launcher=launcher)
+
+
+def test_launch_starts_our_own_i2pd_when_nothing_answers(tmp_path: Path,
+                                                          identities: list[Path]) -> None:
+    clock = wall_clock()
+    bridge = FakeSAMBridge()
+    bridge.stop()
+    reactor = FakeProcessReactor(bridge)
+    provider = _launching(tmp_path, identities, reactor, clock)
+    provider.startService()
+    [(binary, args, path)] = reactor.spawned
+    assert binary == "/usr/sbin/i2pd" and path == str(tmp_path / "n" / "i2pd")
+    assert f"--datadir={tmp_path / 'n' / 'i2pd'}" in args
+    assert "--sam.port=17656" in args and "--sam.address=127.0.0.1" in args
+    assert "--httpproxy.enabled=false" in args and "--socksproxy.enabled=false" in args
+    result_of(provider.when_ready())
+    assert provider.state()["launched_i2pd"]
+    result_of(provider.stopService())
+    assert reactor.processes[0].signals == ["TERM"]
+
+
+def test_launch_is_skipped_when_a_router_answers(tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    reactor = FakeProcessReactor(FakeSAMBridge())
+    provider = _launching(tmp_path, identities, reactor, clock)
+    provider.startService()
+    result_of(provider.when_ready())
+    assert reactor.spawned == [] and not provider.state()["launched_i2pd"]
+    result_of(provider.stopService())
+
+
+def test_launched_i2pd_that_exits_is_reported(tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    bridge = FakeSAMBridge()
+    bridge.stop()
+    reactor = FakeProcessReactor(bridge, starts=False)
+    provider = _launching(tmp_path, identities, reactor, clock)
+    provider.startService()
+    assert "exited at once" in provider.state()["error"]
+    result_of(provider.stopService())
+
+
+def test_launched_i2pd_that_ignores_term_is_killed(tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    bridge = FakeSAMBridge()
+    bridge.stop()
+    reactor = FakeProcessReactor(bridge, ignore_term=True)
+    provider = _launching(tmp_path, identities, reactor, clock)
+    provider.startService()
+    result_of(provider.when_ready())
+    stopped = provider.stopService()
+    done: list[object] = []
+    stopped.addBoth(done.append)
+    assert done == []  # waits for the process
+    clock.advance(10)
+    assert done == [None]
+    assert reactor.processes[0].signals == ["TERM", "KILL"]
