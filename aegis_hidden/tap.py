@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from ._secrets import PassphraseSourceError, read_passphrase
 from .config import Config, ConfigError, load_config
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
-from .node import NodeService
-from .node._bootstrap import HelloService
+from .node import NodeCore, NodeService
+from .node._peering import PeeringService
+from .session.twisted import SessionFactory
 from .tor import TorProvider
 
 
@@ -97,12 +98,13 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # the entry point may use the global reactor
 
     node = NodeService(options.config, options.identity, str(options.data_dir))
-    _add_tor_and_hello(node, options, reactor)
-    _add_core_and_api(node, options, reactor)
+    _add_tor(node, options, reactor)
+    core = _add_core_and_api(node, options, reactor)
+    _add_sessions(node, core, options, reactor)
     return node
 
 
-def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> None:
+def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> NodeCore:
     """Issue 6: the node core (peers, outbox, messaging) and the management API.
 
     The session layer plugs in with ``core.attach_session_factory(factory)``;
@@ -110,7 +112,6 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> None
     """
     from .api import ClientKeyError, TokenFileError, make_api_service
     from .config import PrivacyError
-    from .node import NodeCore
 
     cfg = options.config
     core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor)
@@ -126,23 +127,17 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> None
         except (PrivacyError, ClientKeyError, TokenFileError, ValueError, OSError) as e:
             raise SystemExit(f"aegis-hidden: api: {e}") from None
         api.setServiceParent(node)
+    return core
 
 
-def _add_tor_and_hello(node: NodeService, options: Options, reactor: Any) -> None:
-    """Issue 3: the Tor provider, and the peer hello on network.listen_address."""
+def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
+    """Issues 3 and 4: the Tor and I2P providers; both forward to network.listen_address."""
     cfg = options.config
-    transports: list[Any] = []
     if cfg.security.enable_tor:
         tor = TorProvider(reactor, cfg, options.identity, options.data_dir, node.events,
                           on_fatal=lambda failure: _fatal(reactor, failure))
         tor.setServiceParent(node)
-        transports.append(tor)
-    i2p = _add_i2p(node, options, reactor)
-    if i2p is not None:
-        transports.append(i2p)
-    HelloService(reactor, options.identity.onion, cfg.network.listen_address,
-                 cfg.network.bootstrap_nodes, transports, options.data_dir, node.events,
-                 default_port=cfg.tor.onion_virtual_port).setServiceParent(node)
+    _add_i2p(node, options, reactor)
 
 
 def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
@@ -159,12 +154,35 @@ def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
 
     def rebound(identity: NodeIdentity) -> None:
         options.identity = identity
-        node.identity = identity
+        node.set_identity(identity)
 
     i2p = I2PProvider(reactor, cfg, options.identity, options.data_dir, node.events,
                       on_identity=rebound, forward_to=cfg.network.listen_address)
     i2p.setServiceParent(node)
     return i2p
+
+
+def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: Any) -> None:
+    """Issue 5: post-quantum sessions on network.listen_address, used by the core.
+
+    Every peer connection, in or out, is an authenticated X-Wing session; the
+    peering service keeps sessions with the bootstrap peers and writes status.json.
+    """
+    cfg = options.config
+    providers = [p for p in (node.namedServices.get("tor"), node.namedServices.get("i2p"))
+                 if p is not None]
+    # No events=: the core emits peer_connected / peer_disconnected itself.
+    sessions = SessionFactory(options.identity, providers, cfg, reactor)
+
+    def rebound(identity: NodeIdentity) -> None:  # new record (I2P bind): sessions send it
+        sessions.identity = identity
+        core.identity = identity
+
+    node.on_identity(rebound)
+    core.attach_session_factory(sessions)
+    sessions.server_service(reactor).setServiceParent(node)
+    PeeringService(core, cfg.network.bootstrap_nodes, providers, options.data_dir,
+                   reactor).setServiceParent(node)
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:

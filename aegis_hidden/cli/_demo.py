@@ -124,13 +124,12 @@ def run(args: argparse.Namespace) -> int:
                     say(f"[demo] {n.name}: tor bootstrapped, onion service published "
                         f"({tor.get('published_service_id')}.onion)")
                 for m in nodes:
-                    if m is not n and n.peer(m.onion).get("reachable") \
+                    info = n.peer(m.onion)
+                    if m is not n and info.get("reachable") and "rtt" in info \
                             and (n.name, m.name) not in shown_pairs:
                         shown_pairs.add((n.name, m.name))
-                        info = n.peer(m.onion)
-                        dialer = n.name if info.get("last_direction") == "outbound" else m.name
-                        say(f"[demo] {n.name} reached {m.name} over a link {dialer} dialed "
-                            f"(hello round trip {info.get('rtt', 0):.2f}s)")
+                        say(f"[demo] {n.name} reached {m.name}: X-Wing session authenticated "
+                            f"{m.name}'s onion key, ping round trip {info['rtt']:.2f}s")
             if all_reached_at is None and len(shown_pairs) == len(nodes) * (len(nodes) - 1):
                 all_reached_at = time.monotonic() - started
                 say(f"[demo] every node reached every other one "

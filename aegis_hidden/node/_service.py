@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
@@ -28,6 +30,19 @@ class NodeService(MultiService):
         self.identity = identity
         self.data_dir = data_dir
         self.events = events if events is not None else EventBus()
+        self._identity_listeners: list[Callable[[NodeIdentity], None]] = []
+
+    def on_identity(self, callback: Callable[[NodeIdentity], None]) -> None:
+        """Call ``callback`` whenever the identity record changes (e.g. an I2P bind)."""
+        self._identity_listeners.append(callback)
+
+    def set_identity(self, identity: NodeIdentity) -> None:
+        """Adopt a re-signed identity (same master key) and tell every layer."""
+        if identity.onion != self.identity.onion:
+            raise ValueError("the node's master key cannot change while it runs")
+        self.identity = identity
+        for callback in list(self._identity_listeners):
+            callback(identity)
 
     def startService(self) -> None:
         self.log.info(

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from aegis_hidden.identity import load
+from aegis_hidden.session import Closed, Established, Session, SessionParams
 from aegis_hidden.testing import (
     NodeProcess,
     TorNetwork,
+    memory_identity,
     prepare_node,
     set_bootstrap,
     start_node,
@@ -74,22 +76,29 @@ def test_two_nodes_reach_each_other_by_onion(nodes: tuple[NodeProcess, NodeProce
         # the address tor reported for the published service is the identity's
         assert tor["published_service_id"] + ".onion" == ident.onion == node.onion
         assert tor["bootstrap"]["progress"] == 100 and tor["ready"]
-    # both directions: each side dialed and each side answered a dial
-    wait_for(lambda: {a.peer(b.onion).get("last_direction"),
-                      b.peer(a.onion).get("last_direction")} <= {"inbound", "outbound"}
-             and a.peer(b.onion).get("times_reached", 0) >= 2
-             and b.peer(a.onion).get("times_reached", 0) >= 2, 120,
-             "an outbound and an inbound exchange on each node", [a, b])
+    # both directions: each side dialed the other, authenticated it by its onion key,
+    # and got a ping answered over the post-quantum session
+    wait_for(lambda: all(n.peer(m.onion).get("authenticated") and "rtt" in n.peer(m.onion)
+                         for n, m in ((a, b), (b, a))), 120,
+             "a ping answered over a session on each node", [a, b])
+    for n, m in ((a, b), (b, a)):
+        assert n.peer(m.onion)["last_direction"] == "outbound"
+        assert n.peer(m.onion)["transport"] == "tor"
 
 
 def test_identity_onion_served_to_a_third_party(tor_network: TorNetwork,
                                                 nodes: tuple[NodeProcess, NodeProcess]) -> None:
-    """The network's own client dials b's identity onion and gets b's HELLO back."""
+    """A third party (the network's own client) runs a session handshake with b's onion.
+
+    The handshake only completes if the service behind the onion proves, with the
+    identity record signed by the onion's own key, that it is b.
+    """
     a, b = nodes
     wait_for(lambda: b.tor_state().get("ready"), 240, "b ready", [a, b])
     client = tor_network.client
+    me = memory_identity(time.time())
 
-    def hello() -> bytes:
+    def handshake() -> Established | None:
         with socket.create_connection(("127.0.0.1", client.socks_port), timeout=60) as s:
             s.sendall(b"\x05\x01\x00")
             assert s.recv(2) == b"\x05\x00"
@@ -98,18 +107,31 @@ def test_identity_onion_served_to_a_third_party(tor_network: TorNetwork,
                       + (7701).to_bytes(2, "big"))
             reply = s.recv(10)
             if reply[1] != 0:
-                return b""
+                return None
             s.settimeout(60)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(512)
-                if not chunk:
-                    break
-                data += chunk
-            return data
+            session = Session(me, SessionParams(), initiator=True, clock=time.time,
+                              peer_address=b.onion)
+            session.start()
+            while True:
+                out = session.data_to_send()
+                if out:
+                    s.sendall(out)
+                for event in session.events():
+                    if isinstance(event, Established):
+                        return event
+                    if isinstance(event, Closed):
+                        raise AssertionError(f"b closed the handshake: {event}")
+                data = s.recv(65536)
+                if not data:
+                    return None
+                session.receive_data(data)
 
-    line = wait_for(hello, 120, "a SOCKS stream to b's onion", [a, b], interval=2)
-    assert line.startswith(f"AEGIS-HELLO 1 {b.onion} ".encode())
+    established = wait_for(handshake, 120, "a session handshake with b's onion", [a, b],
+                           interval=2)
+    assert established.peer == b.onion
+    assert established.record.onion == b.onion
+    assert established.record.xwing_public == load(b.data_dir / "identity",
+                                                  time.time()).xwing_public
 
 
 def test_kill_9_of_a_nodes_tor(nodes: tuple[NodeProcess, NodeProcess]) -> None:

@@ -194,7 +194,7 @@ def test_makeservice_tree_has_core_and_api(tmp_path: Path) -> None:
     status = core.status()
     assert status["identity"]["onion"] == opts.identity.onion
     assert status["identity"]["post_quantum_signature"] is True
-    assert "tor" in status["transports"] and status["session_layer"] is False
+    assert "tor" in status["transports"] and status["session_layer"] is True
     assert (tmp_path / "api_token").stat().st_mode & 0o777 == 0o600
     none = tap.Options()
     none.parseOptions(["--data-dir", str(tmp_path), "--no-api"])
