@@ -1,9 +1,11 @@
 """An I2P-only node (Tor disabled) on the private I2P network.
 
-The node's service tree is built by ``aegis_hidden.tap`` exactly as ``twistd
-aegis-hidden --no-tor --i2p`` would, in this process: it must start, publish
-its destination (bound into its signed identity record), and a second node's
-I2P provider must reach it: the peer hello completes both ways over I2P.
+The nodes' service trees are built by ``aegis_hidden.tap`` exactly as ``twistd
+aegis-hidden --no-tor --i2p`` would, in this process: node A must start and
+publish its destination (bound into its signed identity record); a third party
+completes the post-quantum session handshake with A at its ``.b32.i2p``
+address (A's I2P streams are forwarded to its listen address); and node B,
+given A's address as bootstrap peer, keeps an authenticated session with it.
 """
 
 from __future__ import annotations
@@ -19,16 +21,22 @@ import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.protocol import Factory
-from twisted.protocols.basic import LineOnlyReceiver
+from twisted.internet.protocol import Factory, Protocol
 
 from aegis_hidden import tap
-from aegis_hidden.i2p import CantReachPeer, Destination, I2PProvider
+from aegis_hidden.i2p import (
+    CantReachPeer,
+    Destination,
+    I2PProvider,
+    SAMSession,
+    SAMStreamClientEndpoint,
+    create_session,
+)
 from aegis_hidden.identity import parse_record, verify_record
-from aegis_hidden.node._bootstrap import HelloExchange, PeerReached
-from aegis_hidden.testing import I2PNetwork
+from aegis_hidden.session import Closed, Established, Session, SessionParams
+from aegis_hidden.testing import I2PNetwork, memory_identity
 
-from .test_i2p_sam import SESSION_TIMEOUT, sleep, until, with_timeout
+from .test_i2p_sam import SESSION_TIMEOUT, TUNNEL_OPTIONS, sam, sleep, until, with_timeout
 
 pytestmark = pytest.mark.integration
 reactor: Any = _reactor
@@ -40,13 +48,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _node(net: I2PNetwork, router: int, data_dir: Path) -> MultiService:
+def _node(net: I2PNetwork, router: int, data_dir: Path, bootstrap: str = "") -> MultiService:
     config = data_dir.parent / f"{data_dir.name}.yaml"
     config.write_text(
         "i2p:\n"
         f"  sam_address: \"{net.routers[router].sam_address}\"\n"
         "  tunnel_length: 1\n"
-        "  tunnel_quantity: 5\n")
+        "  tunnel_quantity: 5\n"
+        + (f"network:\n  bootstrap_nodes:\n    - \"{bootstrap}\"\n" if bootstrap else ""))
     opts = tap.Options()
     opts.parseOptions(["-c", str(config), "-d", str(data_dir), "--no-tor", "--i2p", "--no-api",
                        "--listen-address", f"127.0.0.1:{_free_port()}"])
@@ -55,22 +64,40 @@ def _node(net: I2PNetwork, router: int, data_dir: Path) -> MultiService:
     return node
 
 
-class HelloClient(LineOnlyReceiver):
-    delimiter = b"\n"
+class HandshakeClient(Protocol):
+    """A third party's side of the session handshake (the sans-I/O Session, fed bytes)."""
 
-    def __init__(self, exchange: HelloExchange) -> None:
-        self.exchange = exchange
-        self.reached: PeerReached | None = None
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.established: Established | None = None
+        self.closed: Closed | None = None
 
     def connectionMade(self) -> None:
-        self.sendLine(self.exchange.start())
+        self.session.start()
+        self._flush()
 
-    def lineReceived(self, line: bytes) -> None:
-        reply, reached = self.exchange.receive(line)
-        if reply is not None:
-            self.sendLine(reply)
-        if reached is not None:
-            self.reached = reached
+    def dataReceived(self, data: bytes) -> None:
+        self.session.receive_data(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            assert self.transport is not None
+            self.transport.write(out)
+        for event in self.session.events():
+            if isinstance(event, Established):
+                self.established = event
+            elif isinstance(event, Closed):
+                self.closed = event
+
+
+def _status(data_dir: Path) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = json.loads((data_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return out
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
@@ -78,51 +105,71 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
         i2p_network: I2PNetwork, tmp_path: Path) -> None:
     a_router, b_router = i2p_network.client_routers[-1], i2p_network.client_routers[0]
     a = _node(i2p_network, a_router, tmp_path / "a")
-    b = _node(i2p_network, b_router, tmp_path / "b")
     a.startService()
-    b.startService()
+    b: MultiService | None = None
     try:
         a_i2p = a.getServiceNamed("i2p")
-        b_i2p = b.getServiceNamed("i2p")
-        assert isinstance(a_i2p, I2PProvider) and isinstance(b_i2p, I2PProvider)
-        assert "tor" not in a.namedServices
+        assert isinstance(a_i2p, I2PProvider) and "tor" not in a.namedServices
         await with_timeout(a_i2p.when_ready(), SESSION_TIMEOUT, "node A's I2P", i2p_network)
-        await with_timeout(b_i2p.when_ready(), SESSION_TIMEOUT, "node B's I2P", i2p_network)
         address = a_i2p.state()["address"]
+        onion = a_i2p.identity.onion
 
         # published: the signed record on disk carries the destination of that address
         record = parse_record((tmp_path / "a" / "identity" / "record.bin").read_bytes())
-        onion = a_i2p.identity.onion
         verify_record(record, onion, now=time.time())
         assert Destination.from_base64(record.i2p_destination).b32 == address
 
-        # node B reaches node A over I2P; A's hello service answers through the forward
-        exchange = HelloExchange(b_i2p.identity.onion, time.time, expected_peer=onion)
-        client = HelloClient(exchange)
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                await b_i2p.client_endpoint(address, 0).connect(Factory.forProtocol(lambda: client))
-                break
-            except CantReachPeer:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"CANT_REACH_PEER\n{i2p_network.logs()}") from None
-                await sleep(3)
-        await until(lambda: client.reached is not None, 120, "the hello over I2P", i2p_network)
-        assert client.reached is not None and client.reached.onion == onion
+        # a second node, I2P-only too, with A as its bootstrap peer by .b32.i2p address
+        b = _node(i2p_network, b_router, tmp_path / "b", bootstrap=address)
+        b.startService()
+        b_i2p = b.getServiceNamed("i2p")
+        assert isinstance(b_i2p, I2PProvider)
+        await with_timeout(b_i2p.when_ready(), SESSION_TIMEOUT, "node B's I2P", i2p_network)
 
-        # and A recorded B as a reachable peer (inbound), as for onion peers
-        def a_saw_b() -> bool:
-            try:
-                status = json.loads((tmp_path / "a" / "status.json").read_text())
-            except (OSError, ValueError):
-                return False
-            return b_i2p.identity.onion in status.get("peers", {})
+        # a third party completes the session handshake with A over I2P: A proves it
+        # holds its onion key and that its record binds the destination we dialed
+        third: SAMSession = await with_timeout(Deferred.fromCoroutine(create_session(
+            sam(i2p_network, b_router), "STREAM", None, options=TUNNEL_OPTIONS)),
+            SESSION_TIMEOUT, "a third-party session", i2p_network)
 
-        await until(a_saw_b, 30, "node A's status.json to list node B", i2p_network)
-        status = json.loads((tmp_path / "a" / "status.json").read_text())
-        assert status["transports"]["i2p"]["address"] == address
+        async def third_src() -> SAMSession:
+            return third
+
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                client = HandshakeClient(Session(memory_identity(time.time()), SessionParams(),
+                                                 initiator=True, clock=time.time,
+                                                 peer_address=address))
+                try:
+                    await SAMStreamClientEndpoint(sam(i2p_network, b_router), third_src,
+                                                  address).connect(
+                        Factory.forProtocol(lambda c=client: c))  # type: ignore[misc]
+                    await until(lambda c=client: c.established is not None  # type: ignore[misc]
+                                or c.closed is not None, 45, "handshake", i2p_network)
+                    break
+                except (CantReachPeer, AssertionError):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"no handshake with {address}\n"
+                                             f"{i2p_network.logs()}") from None
+                    await sleep(3)
+            assert client.closed is None, client.closed
+            assert client.established is not None
+            assert client.established.peer == address  # named by the address we dialed
+            assert client.established.record.onion == onion  # and proven to be node A
+            assert client.established.record.i2p_destination == record.i2p_destination
+        finally:
+            third.close()
+
+        # and node B keeps an authenticated session with A, over I2P
+        def b_reached_a() -> bool:
+            peers = _status(tmp_path / "b").get("peers", {})
+            return any(p.get("reachable") and p.get("transport") == "i2p" for p in peers.values())
+
+        await until(b_reached_a, 240, "node B's status.json to show A reached over I2P",
+                    i2p_network)
+        assert _status(tmp_path / "b")["transports"]["i2p"]["ready"]
     finally:
         await maybeDeferred(a.stopService)
-        await maybeDeferred(b.stopService)
-        await Deferred.fromCoroutine(sleep(0.1))
+        if b is not None:
+            await maybeDeferred(b.stopService)
