@@ -47,6 +47,8 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int) -> Res
     root.putChild(b"api", ApiResource(core, auth, max_body_size))
     root.putChild(b"metrics", MetricsResource(core, auth))
     factory = EventsFactory(core.events, auth, core.local_address, reactor=core.reactor)
+    core.metrics.gauge("events_clients", "WebSocket event subscribers connected now.",
+                       lambda: len(factory.clients))
     root.putChild(b"network", EventsResource(factory))
     return root
 

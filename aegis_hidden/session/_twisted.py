@@ -288,9 +288,13 @@ class SessionFactory:
 
         def established(link: PeerLink) -> None:
             settle()
+            if result.called:
+                # The caller already gave up (timeout): nobody would read this session,
+                # and the peer would answer into it. Close it rather than orphan it.
+                link.close("dial abandoned")
+                return
             self._announce(link, "outgoing")
-            if not result.called:
-                result.callback(link)
+            result.callback(link)
 
         def failed(err: SessionError) -> None:
             settle()

@@ -603,8 +603,13 @@ def set_bootstrap(node: NodeProcess, bootstrap: Sequence[str]) -> None:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
-def start_node(node: NodeProcess, twistd: str | None = None) -> NodeProcess:
-    """Run the node as ``twistd -n aegis-hidden`` (its own process group)."""
+def start_node(node: NodeProcess, twistd: str | None = None, *, api: bool = False
+               ) -> NodeProcess:
+    """Run the node as ``twistd -n aegis-hidden`` (its own process group).
+
+    The management API is off unless ``api`` (then the node config's ``api``
+    section applies).
+    """
     import sys
 
     exe = twistd or str(Path(sys.executable).with_name("twistd"))
@@ -612,7 +617,7 @@ def start_node(node: NodeProcess, twistd: str | None = None) -> NodeProcess:
     node.proc = subprocess.Popen(
         [exe, "-n", "--pidfile=", f"--logfile={node.log_file}", "aegis-hidden",
          "--config", str(node.data_dir / "node.yaml"), "--data-dir", str(node.data_dir),
-         "--no-api"],
+         *([] if api else ["--no-api"])],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     return node

@@ -131,9 +131,11 @@ class OnionEndpoint:
         d.addTimeout(self.timeout, self._clock)
         try:
             return await d
-        except (TimeoutError, CancelledError):
+        except (TimeoutError, CancelledError) as e:
             for proto in holder:
                 if proto.transport is not None:
                     proto.transport.loseConnection()
+            if isinstance(e, CancelledError):
+                raise  # the caller gave up: no more attempts
             raise DialTimeout(f"no stream to {self.host} within {self.timeout:.0f}s") from None
 

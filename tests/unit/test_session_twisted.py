@@ -306,3 +306,42 @@ def test_incoming_streams_are_capped_by_max_connections(
     protos[0].connectionLost()
     assert sf.incoming_streams == 1
     assert server.buildProtocol(None) is not None
+
+
+def test_a_session_established_after_the_caller_gave_up_is_closed(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    """A transport that ignores cancellation and connects late must not leave an
+    orphan session that nobody reads (the peer would answer into it for ever)."""
+    from zope.interface import implementer
+
+    from aegis_hidden.interfaces import ITransportProvider
+
+    provider = MemoryTransportProvider()
+    late: list[Any] = []
+
+    @implementer(ITransportProvider)
+    class Late(MemoryTransportProvider):
+        def client_endpoint(self, address: str, port: int) -> Any:
+            real = provider.client_endpoint(address, port)
+
+            class Endpoint:
+                def connect(self, factory: Any) -> Deferred[Any]:
+                    d: Deferred[Any] = Deferred(lambda _: None)  # cancel ignored
+                    late.append(lambda: real.connect(factory))
+                    return d
+            return Endpoint()
+
+    b = Node(identities[1], provider, clock)
+    announced: list[Any] = []
+    bus = EventBus(now=clock.seconds)
+    bus.subscribe(announced.append)
+    sf = SessionFactory(identities[0], [Late()], Config(), clock, events=bus)
+    d = sf.connect(identities[1].onion)
+    clock.advance(61)
+    assert isinstance(outcome(d), Failure)
+    late[0]()  # the transport finally connects
+    provider.flush()
+    assert b.incoming, "the responder completed its side"
+    closed = outcome(b.incoming[0].when_closed())
+    assert "abandoned" in str(closed)
+    assert not [e for e in announced if e["type"] == "peer_connected"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -182,3 +182,19 @@ def test_never_ready_times_out() -> None:
     ctx.clock.advance(5)
     assert out[0].check(DialTimeout) and ctx.connects == []
     assert "not ready" in out[0].getErrorMessage()
+
+
+@pytest.mark.parametrize("when", [5.0, 10.5])  # during an attempt, during the backoff
+def test_cancel_stops_every_further_attempt(when: float) -> None:
+    """A caller that gives up (its own timeout) must not leave a dial running that
+    later delivers an orphan connection."""
+    ctx = FakeContext(["hang", "hang", "hang", 0])
+    d = endpoint(ctx, timeout=10, attempts=4).connect(Factory.forProtocol(App))
+    out = results(d)
+    ctx.clock.advance(when)
+    d.cancel()
+    assert out[0].check(CancelledError)
+    assert ctx.transports[0].disconnecting
+    connects = len(ctx.connects)
+    ctx.clock.advance(300)
+    assert len(ctx.connects) == connects  # no attempt after the cancel
