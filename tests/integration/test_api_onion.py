@@ -116,7 +116,7 @@ def test_api_onion_needs_the_client_key_then_the_token(
     private = base64.b32decode(rest.rsplit(":", 1)[1] + "=" * (-len(rest.rsplit(":", 1)[1]) % 8))
     reply = _control(tor_network, f"ONION_CLIENT_AUTH_ADD {address} "
                                   f"x25519:{base64.b64encode(private).decode()}")
-    assert reply.startswith("250"), reply
+    assert reply[:3] in ("250", "251", "252"), reply  # 252: decrypted a cached descriptor
 
     def reached() -> socket.socket | None:
         return _socks(tor_network, onion, 80)[1]
