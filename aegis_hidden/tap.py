@@ -97,6 +97,7 @@ def makeService(options: Options) -> IService:
     """Build the node's service tree from validated options."""
     from twisted.internet import reactor  # the entry point may use the global reactor
 
+    _quiet_libraries(options.config.log_level)
     node = NodeService(options.config, options.identity, str(options.data_dir))
     _add_tor(node, options, reactor)
     core = _add_core_and_api(node, options, reactor)
@@ -183,6 +184,14 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     sessions.server_service(reactor).setServiceParent(node)
     PeeringService(core, cfg.network.bootstrap_nodes, providers, options.data_dir,
                    reactor).setServiceParent(node)
+
+
+def _quiet_libraries(level: str) -> None:
+    """autobahn logs every WebSocket frame at debug through txaio: honour log_level there."""
+    import txaio
+
+    txaio.use_twisted()
+    txaio.set_global_log_level(level)  # type: ignore[attr-defined]  # set by use_twisted()
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:
