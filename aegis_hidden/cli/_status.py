@@ -1,0 +1,95 @@
+"""``aegis-hidden status``: a running node's state, with tor's bootstrap progress bar.
+
+Asks the node's API (``/api/network/status``); when the API is disabled or not
+answering, reads ``status.json`` in the data dir, which the node rewrites every
+few seconds. ``--watch`` redraws until tor has bootstrapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..tor import progress_bar
+from ._api import ApiClient
+from ._common import CLIError, add_node_args, node_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("status", help="a running node's state and tor bootstrap progress")
+    add_node_args(p)
+    p.add_argument("--api", help="API address (default: api.listen_address of the config)")
+    p.add_argument("--json", action="store_true", help="the raw state as one JSON object")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw every second until tor has bootstrapped (Ctrl-C to stop)")
+    p.set_defaults(func=_status)
+
+
+def fetch(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(source, state): from the API if it answers, else from status.json."""
+    cfg, data_dir = node_config(args)
+    api_error = "the API is disabled (api.enabled: false)"
+    if cfg.api.enabled:
+        try:
+            code, reply = ApiClient.from_args(args).call("GET", "/api/network/status")
+        except CLIError as e:
+            api_error = str(e)
+        else:
+            if code == 200 and isinstance(reply, dict):
+                return "api", reply
+            api_error = f"the API answered {code}"
+    path = Path(data_dir) / "status.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CLIError(f"no running node found: {api_error}, and {path} does not exist") \
+            from None
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path} cannot be read ({e})") from None
+    if not isinstance(doc, dict):
+        raise CLIError(f"{path} is not a JSON object")
+    return "status.json", doc
+
+
+def render(source: str, state: dict[str, Any]) -> list[str]:
+    onion = state.get("identity", {}).get("onion") or state.get("onion", "?")
+    lines = [f"node:  {onion}  (from {source})"]
+    for name, t in sorted(state.get("transports", {}).items()):
+        if name == "tor":
+            ready = "ready" if t.get("ready") else "not ready"
+            lines.append(f"tor:   {progress_bar(t.get('bootstrap'))}  {ready}"
+                         + (f", restarts {t['restarts']}" if t.get("restarts") else ""))
+        elif name == "i2p":
+            lines.append(f"i2p:   {t.get('state', '?')}  {t.get('address') or ''}".rstrip()
+                         + (f"  ({t['error']})" if t.get("error") else ""))
+        else:
+            lines.append(f"{name}: {json.dumps(t)}")
+    counts = state.get("counts")
+    if isinstance(counts, dict):
+        lines.append("peers: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    peers = state.get("peers")
+    if isinstance(peers, dict):
+        reached = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("reachable"))
+        lines.append(f"peers: {len(peers)} known, {reached} reached")
+    return lines
+
+
+def _bootstrapped(state: dict[str, Any]) -> bool:
+    tor = state.get("transports", {}).get("tor")
+    return tor is None or bool(tor.get("ready"))
+
+
+def _status(args: argparse.Namespace) -> int:
+    source, state = fetch(args)
+    if args.json:
+        print(json.dumps(state))
+        return 0
+    while True:
+        print("\n".join(render(source, state)), flush=True)
+        if not args.watch or _bootstrapped(state):
+            return 0
+        time.sleep(1)
+        source, state = fetch(args)
