@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis_hidden.testing import I2PNetwork, TorNetwork
+from aegis_hidden.testing import I2PNetwork, TorNetwork, TorNetworkError
 
 
 @pytest.fixture(scope="session")
@@ -18,11 +18,25 @@ def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork
     Started once, bootstrapped before the first test uses it, stopped at the end;
     the instances' notice logs stay under the pytest temporary directory.
     """
-    net = TorNetwork(tmp_path_factory.mktemp("tornet"))
-    net.setup()
-    net.start()
+    # A fresh private network occasionally never hands its client a consensus with
+    # the relays in it (seen once in this project's CI runs: the client stays at 95%,
+    # "Failed to find node for hop #2"). One fresh network is then tried again, so
+    # such a start-up flake does not fail the whole run; a second failure does.
+    for attempt in (1, 2):
+        net = TorNetwork(tmp_path_factory.mktemp("tornet"))
+        net.setup()
+        net.start()
+        try:
+            net.wait_bootstrapped(150)
+        except TorNetworkError as e:
+            net.stop()
+            if attempt == 2:
+                raise
+            print(f"\nprivate Tor network in {net.directory} did not bootstrap ({e}); "
+                  "starting a fresh one")
+            continue
+        break
     try:
-        net.wait_bootstrapped(240)
         yield net
     finally:
         net.stop()
