@@ -90,7 +90,19 @@ def run(args: argparse.Namespace) -> int:
         say(f"[demo] starting a private Tor network in {net.directory} ...")
         net.setup()
         net.start()
-        seconds = net.wait_bootstrapped(args.timeout)
+        try:
+            seconds = net.wait_bootstrapped(args.timeout)
+        except TorNetworkError as e:
+            # A fresh private network rarely never bootstraps its client (stuck at 95%,
+            # no relays in its consensus): one fresh network is tried again.
+            say(f"[demo] the network did not bootstrap ({str(e).splitlines()[0]}); "
+                "starting a fresh one")
+            net.stop()
+            shutil.rmtree(net.directory, ignore_errors=True)
+            net = TorNetwork(root / "devnet")
+            net.setup()
+            net.start()
+            seconds = net.wait_bootstrapped(args.timeout)
         say(f"[demo] network up: 3 authorities, 2 relays, 1 client; bootstrapped in "
             f"{seconds:.0f}s")
         for i in range(args.nodes):
