@@ -28,7 +28,6 @@ from ._service import (
     build_site,
     limited_request_factory,
     make_api_service,
-    server_endpoint,
 )
 from ._token import (
     TokenChecker,
@@ -71,5 +70,4 @@ __all__ = [
     "read_token",
     "remove_client_key",
     "rotate_token",
-    "server_endpoint",
 ]

@@ -13,16 +13,12 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import (
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    UNIXServerEndpoint,
-)
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from .._listen import local_server_endpoint
 from ..config import Config
 from ..node import NodeCore
 from ._events import EventsFactory, EventsResource
@@ -86,17 +82,6 @@ def build_site(core: NodeCore, checker: TokenChecker, max_body_size: int,
     return site
 
 
-def server_endpoint(reactor: Any, listen_address: str) -> IStreamServerEndpoint:
-    """``127.0.0.1:PORT``, ``[::1]:PORT`` or ``unix:/path`` (config-validated loopback)."""
-    if listen_address.startswith("unix:"):
-        return UNIXServerEndpoint(reactor, listen_address[5:], mode=0o600)
-    host, _, port = listen_address.rpartition(":")
-    host = host.strip("[]")
-    if ":" in host:
-        return TCP6ServerEndpoint(reactor, int(port), interface=host)
-    return TCP4ServerEndpoint(reactor, int(port), interface=host)
-
-
 class ApiService(MultiService):
     log = Logger()
     name = "api"
@@ -128,5 +113,5 @@ def make_api_service(reactor: Any, config: Config, core: NodeCore, data_dir: Pat
             raise ValueError("api.onion is true but Tor is not enabled (security.enable_tor)")
         onion = ApiOnionService(tor, config, data_dir)
         onion.client_keys()  # refuse at start-up, with the fix, when no key is authorized
-    return ApiService(site, server_endpoint(reactor, config.api.listen_address), token_path,
+    return ApiService(site, local_server_endpoint(reactor, config.api.listen_address), token_path,
                       onion)

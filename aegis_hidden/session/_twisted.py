@@ -15,14 +15,13 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import split_host_port
+from .._listen import local_server_endpoint
 from ..identity import IdentityRecord, NodeIdentity
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
@@ -348,13 +347,9 @@ class SessionFactory:
         loopback or a unix socket (the config refuses anything else): peers
         arrive through the onion service or I2P server tunnel that forwards there.
         """
-        host, port = split_host_port("network.listen_address", self.config.network.listen_address)
-        if host.startswith("unix:"):
-            description = host
-        else:
-            description = f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
-        service = StreamServerEndpointService(serverFromString(reactor, description),
-                                              self.server_factory())
+        service = StreamServerEndpointService(
+            local_server_endpoint(reactor, self.config.network.listen_address),
+            self.server_factory())
         service.setName("sessions")
         return service
 

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
+from aegis_hidden._listen import local_server_endpoint as server_endpoint
 from aegis_hidden.api import (
     ApiOnionService,
     ClientKeyError,
@@ -27,7 +28,6 @@ from aegis_hidden.api import (
     read_token,
     remove_client_key,
     rotate_token,
-    server_endpoint,
 )
 from aegis_hidden.config import Config, PrivacyError, parse_config
 from aegis_hidden.events import EventBus
