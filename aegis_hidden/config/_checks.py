@@ -115,11 +115,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def host_port(path: str, value: Any) -> str:
-    split_host_port(path, value)
-    return str(value)
-
-
 def host_port_check(*, allow_unix: bool = True) -> Check:
     def check(path: str, value: Any) -> str:
         split_host_port(path, value, allow_unix=allow_unix)

@@ -281,6 +281,10 @@ def _check_privacy(cfg: Config) -> None:
     if cfg.tor.mode == "connect" and cfg.tor.control_port is None and cfg.security.enable_tor:
         raise ConfigError("tor.control_port", None,
                           "tor.mode \"connect\" needs the control port of a running tor")
+    if cfg.i2p.enabled and cfg.network.listen_address.startswith("unix:"):
+        raise ConfigError("network.listen_address", cfg.network.listen_address,
+                          "with i2p.enabled the I2P router forwards peer streams over TCP "
+                          "(SAM STREAM FORWARD): use a loopback \"127.0.0.1:PORT\"")
     if Path(cfg.security.private_key_file).name != "master_key.json":
         raise ConfigError("security.private_key_file", cfg.security.private_key_file,
                           "the file name must be master_key.json (the directory is free)")

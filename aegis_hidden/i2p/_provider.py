@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import Config, PrivacyError
+from ..config import Config, PrivacyError, split_host_port
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
 from ..interfaces import IEventSink, ITransportProvider
 from . import _sam
@@ -52,11 +52,6 @@ DatagramHandler = Callable[[DatagramReceived | RawReceived], None]
 
 class I2PKeyFileError(SAMError):
     """The stored destination key is unreadable or corrupt (it is never overwritten)."""
-
-
-def _split_host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def load_or_generate_key_file(path: Path, key: PrivateKey | None) -> PrivateKey | None:
@@ -112,7 +107,7 @@ class I2PProvider(MultiService):
         self.identity = identity
         self.data_dir = Path(data_dir)
         self.events = events
-        host, port = _split_host_port(config.i2p.sam_address)
+        host, port = split_host_port("i2p.sam_address", config.i2p.sam_address)
         if sam is None:
             sam = TCP4ClientEndpoint(reactor, host, port, timeout=10)
         if launcher is None and config.i2p.launch:
@@ -124,7 +119,8 @@ class I2PProvider(MultiService):
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._on_identity = on_identity
-        self._forward_to = _split_host_port(forward_to) if forward_to else None
+        self._forward_to = (split_host_port("network.listen_address", forward_to)
+                            if forward_to else None)
         self._forward: SAMSocketProtocol | None = None
         self._stream: SAMSession | None = None
         self._datagram: SAMSession | None = None

@@ -191,3 +191,12 @@ def test_data_dir_resolution(tmp_path: Path) -> None:
     assert cfg.resolve_data_dir(str(tmp_path)) == tmp_path
     assert cfg.resolve_data_dir(None).name == ".aegis-hidden"
     assert cfg.identity_dir(tmp_path) == tmp_path / "identity"
+
+
+def test_i2p_needs_a_tcp_listen_address() -> None:
+    """SAM STREAM FORWARD can only reach host:port, so a unix listen socket cannot
+    receive I2P streams: refused at start-up rather than failing inside the provider."""
+    with pytest.raises(ConfigError, match=r"network\.listen_address.*STREAM FORWARD"):
+        parse_config({"network": {"listen_address": "unix:/run/aegis/peer.sock"},
+                      "i2p": {"enabled": True}})
+    parse_config({"network": {"listen_address": "127.0.0.1:7701"}, "i2p": {"enabled": True}})
