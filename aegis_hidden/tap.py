@@ -7,16 +7,20 @@ one-line usage error before anything starts. ``makeService`` builds the tree.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import txaio
 from twisted.application.service import IService
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._secrets import PassphraseSourceError, read_passphrase
-from .config import Config, ConfigError, load_config
+from .api import ClientKeyError, TokenFileError, make_api_service
+from .config import Config, ConfigError, PrivacyError, load_config
+from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
 from .node import NodeCore, NodeService
 from .node._peering import PeeringService
@@ -111,9 +115,6 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     The session layer plugs in with ``core.attach_session_factory(factory)``;
     until then messages wait in the outbox.
     """
-    from .api import ClientKeyError, TokenFileError, make_api_service
-    from .config import PrivacyError
-
     cfg = options.config
     core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor)
     tor = node.namedServices.get("tor")
@@ -147,8 +148,6 @@ def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
     Its destination is bound into the identity record; incoming I2P streams are
     forwarded to ``network.listen_address`` like onion-service connections.
     """
-    from .i2p import I2PProvider
-
     cfg = options.config
     if not cfg.i2p.enabled:
         return None
@@ -188,16 +187,12 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
 
 def _quiet_libraries(level: str) -> None:
     """autobahn logs every WebSocket frame at debug through txaio: honour log_level there."""
-    import txaio
-
     txaio.use_twisted()
     txaio.set_global_log_level(level)  # type: ignore[attr-defined]  # set by use_twisted()
 
 
 def _fatal(reactor: Any, failure: Failure) -> None:
     """A transport that cannot start stops the node with exit status 1 (already logged)."""
-    import os
-
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
     if reactor.running:
         reactor.stop()

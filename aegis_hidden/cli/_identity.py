@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
 import json
 import sys
@@ -152,7 +153,5 @@ def _export(args: argparse.Namespace) -> int:
         ident.atomic_write(Path(args.output), data, mode=0o644)
         print(f"wrote the signed record of {node.onion} to {args.output} ({len(data)} bytes)")
     else:
-        import base64
-
         print(base64.b64encode(data).decode())
     return 0
