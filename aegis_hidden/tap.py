@@ -169,10 +169,9 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     peering service keeps sessions with the bootstrap peers and writes status.json.
     """
     cfg = options.config
-    providers = [p for p in (node.namedServices.get("tor"), node.namedServices.get("i2p"))
-                 if p is not None]
-    # No events=: the core emits peer_connected / peer_disconnected itself.
-    sessions = SessionFactory(options.identity, providers, cfg, reactor)
+    # The core's transports (tor, i2p). No events=: the core emits peer_connected /
+    # peer_disconnected itself.
+    sessions = SessionFactory(options.identity, core.transports, cfg, reactor)
 
     def rebound(identity: NodeIdentity) -> None:  # new record (I2P bind): sessions send it
         sessions.identity = identity
@@ -181,7 +180,7 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     node.on_identity(rebound)
     core.attach_session_factory(sessions)
     sessions.server_service(reactor).setServiceParent(node)
-    PeeringService(core, cfg.network.bootstrap_nodes, providers, options.data_dir,
+    PeeringService(core, cfg.network.bootstrap_nodes, options.data_dir,
                    reactor).setServiceParent(node)
 
 

@@ -23,7 +23,6 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from ..identity import atomic_write
-from ..interfaces import ITransportProvider
 
 if TYPE_CHECKING:
     from ._core import NodeCore
@@ -47,7 +46,6 @@ class PeeringService(Service):
         self,
         core: NodeCore,
         bootstrap_nodes: Sequence[str],
-        transports: Sequence[ITransportProvider],
         data_dir: Path,
         clock: IReactorTime,
         *,
@@ -61,7 +59,6 @@ class PeeringService(Service):
         self.own = core.local_address
         self.bootstrap = [b for b in dict.fromkeys(bootstrap_peer(e) for e in bootstrap_nodes)
                           if b != self.own]
-        self.transports = list(transports)
         self.status_path = Path(data_dir) / STATUS_FILE
         self.clock = clock
         self.wall = wall
@@ -98,9 +95,9 @@ class PeeringService(Service):
 
     # -- status ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        transports: dict[str, Mapping[str, Any]] = {}
-        for t in self.transports:
-            transports[str(t.name)] = t.state()
+        # the core's transports: the same state /api/network/status shows
+        transports: dict[str, Mapping[str, Any]] = {
+            str(t.name): t.state() for t in self.core.transports}
         return {"onion": self.own, "updated": self.wall(), "running": self.running,
                 "transports": transports, "peers": self.peers,
                 "bootstrap_nodes": self.bootstrap}

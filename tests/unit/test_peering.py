@@ -40,7 +40,7 @@ class Node:
     def start(self) -> None:
         self.core.startService()
         result_of(self.core.when_ready())
-        self.peering = PeeringService(self.core, self.bootstrap, [], self.dir, self.clock,
+        self.peering = PeeringService(self.core, self.bootstrap, self.dir, self.clock,
                                       wall=self.clock.seconds, redial_delay=5.0)
         self.peering.startService()
 
