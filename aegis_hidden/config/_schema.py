@@ -95,6 +95,15 @@ class SecurityConfig:
         None, c.optional(c.text()),
         "File holding the passphrase that seals the key files (scrypt + "
         "ChaCha20-Poly1305). The AEGIS_HIDDEN_PASSPHRASE environment variable also works.")
+    handshake_rate: float = _f(
+        10.0, c.number(0.1, 10000, unit="handshakes per second"),
+        "Incoming handshakes accepted per second, on average, across all peers (a token "
+        "bucket: each one costs a signature). Streams over the limit are closed at once, "
+        "before any work, and counted.")
+    handshake_burst: int = _f(
+        50, c.integer(1, 100000),
+        "Incoming handshakes accepted at once after a quiet spell (the token bucket's "
+        "size); with handshake_rate it bounds the signing work an anonymous flood can cause.")
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._listen import local_server_endpoint
-from ..identity import IdentityRecord, NodeIdentity
+from ..identity import IdentityRecord, NodeIdentity, RecordCache
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
 from ._errors import CloseReason, HandshakeError, SessionError
+from ._ratelimit import TokenBucket
 from ._session import (
     Closed,
     Established,
@@ -39,10 +40,15 @@ from ._session import (
 __all__ = [
     "NoTransport",
     "PeerLink",
+    "RevokedPeer",
     "ServerFactory",
     "SessionFactory",
     "SessionProtocol",
+    "TokenBucket",
 ]
+
+#: ``mldsa_pin(onion)``: the ML-DSA-65 public key pinned for that onion, or None.
+MldsaPin = Callable[[str], bytes | None]
 
 
 class NoTransport(SessionError):
@@ -51,6 +57,15 @@ class NoTransport(SessionError):
     def __init__(self, address: str) -> None:
         super().__init__(CloseReason.CONNECTION_LOST,
                          f"no transport handles {address!r} (is Tor or I2P enabled?)")
+
+
+class RevokedPeer(SessionError):
+    """The record cache holds a revocation for that onion: no session with it, ever."""
+
+    def __init__(self, onion: str) -> None:
+        super().__init__(getattr(CloseReason, "REVOKED", CloseReason.WRONG_IDENTITY),
+                         f"{onion} has revoked its identity")
+        self.onion = onion
 
 
 @implementer(IPeerLink)
@@ -252,6 +267,9 @@ class SessionFactory:
         params: SessionParams | None = None,
         events: IEventSink | None = None,
         random: Callable[[int], bytes] = os.urandom,
+        record_cache: RecordCache | None = None,
+        mldsa_pin: MldsaPin | None = None,
+        handshake_limit: TokenBucket | None = None,
     ) -> None:
         self.identity = identity
         self._keys = IdentityKeys.of(identity)
@@ -265,10 +283,28 @@ class SessionFactory:
         self.replay_cache = ReplayCache(clock.seconds, window=600.0)
         self.incoming_streams = 0  # open incoming streams, handshaking or established
         self.default_port: int = int(config.tor.onion_virtual_port)
+        #: Shared by every Session this factory builds (both roles): highest record
+        #: sequence per onion and revocations (None: no rollback/revocation checks).
+        self.record_cache = record_cache
+        #: Pinned ML-DSA key lookup handed to every Session (None: no pinning).
+        self.mldsa_pin = mldsa_pin
+        #: Incoming handshakes per second (``security.handshake_rate`` / ``_burst``).
+        self.handshake_limit = handshake_limit if handshake_limit is not None else TokenBucket(
+            config.security.handshake_rate, config.security.handshake_burst, clock.seconds)
+        #: Incoming streams closed unanswered by the handshake rate limit (a counter
+        #: for the node's metrics).
+        self.handshakes_rate_limited = 0
+        self._limited_logged_at: float | None = None
+        #: Sessions (either role) refused because the peer's onion is revoked.
+        self.revoked_refused = 0
 
     # -- ISessionFactory --------------------------------------------------
     def connect(self, address: str) -> Deferred[IPeerLink]:
         host, port = self._split(address)
+        if self._revoked(host):
+            self.revoked_refused += 1
+            self.log.info("not dialing {peer}: its identity is revoked", peer=host)
+            return fail(RevokedPeer(host))
         provider = next((p for p in self.providers if p.handles(host)), None)
         if provider is None:
             return fail(NoTransport(host))
@@ -287,6 +323,10 @@ class SessionFactory:
 
         def established(link: PeerLink) -> None:
             settle()
+            if self._refuse_revoked(link):
+                if not result.called:
+                    result.errback(Failure(RevokedPeer(link.peer)))
+                return
             if result.called:
                 # The caller already gave up (timeout): nobody would read this session,
                 # and the peer would answer into it. Close it rather than orphan it.
@@ -297,6 +337,7 @@ class SessionFactory:
 
         def failed(err: SessionError) -> None:
             settle()
+            self._count_revoked(err)
             self.log.info("session to {peer} failed: {reason}", peer=host, reason=str(err))
             if not result.called:
                 result.errback(Failure(err))
@@ -304,7 +345,7 @@ class SessionFactory:
         def build() -> SessionProtocol:
             session = Session(self.identity, self.params, initiator=True,
                               clock=self.clock.seconds, peer_address=host, random=self._random,
-                              keys=self._keys)
+                              keys=self._keys, **self._session_extras())
             proto = SessionProtocol(session, self.clock, transport_name, established, failed)
             built.append(proto)
             return proto
@@ -354,15 +395,34 @@ class SessionFactory:
         return service
 
     def _responder_protocol(self) -> SessionProtocol | None:
+        """A responder for a new stream, or None to close it at once.
+
+        Both checks come before anything is built: a refused stream costs no
+        Session, no key material and no signature.
+        """
         limit = int(self.config.network.max_connections)
         if self.incoming_streams >= limit:
             self.log.warn("refusing an incoming stream: {count} open (network.max_connections)",
                           count=self.incoming_streams)
             return None
+        if not self.handshake_limit.take():
+            self.handshakes_rate_limited += 1
+            if self._limited_logged_at is None \
+                    or self.clock.seconds() - self._limited_logged_at >= 60.0:
+                self._limited_logged_at = self.clock.seconds()
+                self.log.warn(
+                    "handshake rate limit: closing incoming streams over {rate:g}/s "
+                    "(burst {burst}); {count} closed so far (security.handshake_rate)",
+                    rate=self.handshake_limit.rate, burst=self.handshake_limit.burst,
+                    count=self.handshakes_rate_limited)
+            return None
         session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
-                          random=self._random, replay_cache=self.replay_cache, keys=self._keys)
+                          random=self._random, replay_cache=self.replay_cache, keys=self._keys,
+                          **self._session_extras())
 
         def established(link: PeerLink) -> None:
+            if self._refuse_revoked(link):
+                return
             self._announce(link, "incoming")
             for callback in list(self._incoming):
                 try:
@@ -371,6 +431,7 @@ class SessionFactory:
                     self.log.failure("on_incoming callback failed for {peer}", peer=link.peer)
 
         def failed(err: SessionError) -> None:
+            self._count_revoked(err)
             self.log.info("incoming handshake failed: {reason}", reason=str(err))
 
         proto = SessionProtocol(session, self.clock, None, established, failed)
@@ -383,6 +444,34 @@ class SessionFactory:
         return proto
 
     # -- helpers ----------------------------------------------------------
+    def _session_extras(self) -> dict[str, Any]:
+        """The shared record cache and ML-DSA pin lookup, for every Session built."""
+        extras: dict[str, Any] = {}
+        if self.record_cache is not None:
+            extras["record_cache"] = self.record_cache
+        if self.mldsa_pin is not None:
+            extras["mldsa_pin"] = self.mldsa_pin
+        return extras
+
+    def _revoked(self, onion: str) -> bool:
+        return self.record_cache is not None and self.record_cache.is_revoked(onion)
+
+    def _count_revoked(self, err: SessionError) -> None:
+        """A handshake the Session refused because the record cache holds a revocation."""
+        revoked = getattr(CloseReason, "REVOKED", None)
+        if revoked is not None and err.reason == revoked:
+            self.revoked_refused += 1
+
+    def _refuse_revoked(self, link: PeerLink) -> bool:
+        """Close a just-established session with a revoked onion (the Session's own
+        record-cache check normally refuses it during the handshake already)."""
+        if not self._revoked(link.peer):
+            return False
+        self.revoked_refused += 1
+        self.log.warn("closing the session with {peer}: its identity is revoked", peer=link.peer)
+        link.close("identity revoked")
+        return True
+
     def _announce(self, link: PeerLink, direction: str) -> None:
         self.log.info("session with {peer} established ({direction}, {transport})",
                       peer=link.peer, direction=direction, transport=link.transport_name)

@@ -3,6 +3,15 @@
 Kept out of :mod:`aegis_hidden.session` so the pure package imports no Twisted.
 """
 
-from ._twisted import NoTransport, PeerLink, ServerFactory, SessionFactory, SessionProtocol
+from ._twisted import (
+    NoTransport,
+    PeerLink,
+    RevokedPeer,
+    ServerFactory,
+    SessionFactory,
+    SessionProtocol,
+    TokenBucket,
+)
 
-__all__ = ["NoTransport", "PeerLink", "ServerFactory", "SessionFactory", "SessionProtocol"]
+__all__ = ["NoTransport", "PeerLink", "RevokedPeer", "ServerFactory", "SessionFactory",
+           "SessionProtocol", "TokenBucket"]
