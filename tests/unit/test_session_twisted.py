@@ -14,10 +14,10 @@ from zope.interface.verify import verifyObject
 
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
-from aegis_hidden.identity import NodeIdentity
+from aegis_hidden.identity import NodeIdentity, RecordCache
 from aegis_hidden.interfaces import IPeerLink, ISessionFactory
 from aegis_hidden.session import CloseReason, HandshakeError, Session, SessionParams
-from aegis_hidden.session.twisted import NoTransport, PeerLink, SessionFactory
+from aegis_hidden.session.twisted import NoTransport, PeerLink, RevokedPeer, SessionFactory
 from aegis_hidden.testing._sessions import MemoryTransportProvider, memory_identity
 
 NOW = 1_800_000_000.0
@@ -345,3 +345,119 @@ def test_a_session_established_after_the_caller_gave_up_is_closed(
     closed = outcome(b.incoming[0].when_closed())
     assert "abandoned" in str(closed)
     assert not [e for e in announced if e["type"] == "peer_connected"]
+
+
+# -- record cache, ML-DSA pins and revocations through the factory (issue 9) ----------
+class RecordingSessions:
+    """Wraps ``Session`` in the factory module and records the keywords each got."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import inspect
+
+        from aegis_hidden.session import _twisted
+
+        self.kwargs: list[dict[str, Any]] = []
+        accepted = set(inspect.signature(Session).parameters)
+
+        def build(*args: Any, **kwargs: Any) -> Session:
+            self.kwargs.append(dict(kwargs))
+            return Session(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+
+        monkeypatch.setattr(_twisted, "Session", build)
+
+
+class MarkedRevoked(RecordCache):
+    """A record cache in which the given onions count as revoked."""
+
+    def __init__(self, *onions: str) -> None:
+        super().__init__()
+        self.marked = set(onions)
+
+    def is_revoked(self, onion: str) -> bool:
+        return onion in self.marked or super().is_revoked(onion)
+
+
+def test_record_cache_and_mldsa_pin_reach_every_session(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recording = RecordingSessions(monkeypatch)
+    provider = MemoryTransportProvider()
+    cache = RecordCache()
+
+    def pin(onion: str) -> bytes | None:
+        return None
+
+    alice = SessionFactory(identities[0], [provider], Config(), clock,
+                           record_cache=cache, mldsa_pin=pin)
+    bob = SessionFactory(identities[1], [provider], Config(), clock,
+                         record_cache=cache, mldsa_pin=pin)
+    provider.listen(identities[0].onion, PORT, alice.server_factory())
+    provider.listen(identities[1].onion, PORT, bob.server_factory())
+    assert isinstance(outcome(alice.connect(identities[1].onion)), PeerLink)
+    assert isinstance(outcome(bob.connect(identities[0].onion)), PeerLink)
+    assert len(recording.kwargs) == 4  # two initiators, two responders
+    for kwargs in recording.kwargs:
+        assert kwargs["record_cache"] is cache and kwargs["mldsa_pin"] is pin
+    # without them, the factory passes nothing (Session's own defaults apply)
+    plain = SessionFactory(identities[0], [provider], Config(), clock)
+    assert isinstance(outcome(plain.connect(identities[1].onion)), PeerLink)
+    assert "record_cache" not in recording.kwargs[-2] and "mldsa_pin" not in recording.kwargs[-2]
+
+
+def test_dialing_a_revoked_onion_fails_before_any_stream(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    provider = MemoryTransportProvider()
+    bob = Node(identities[1], provider, clock)
+    alice = SessionFactory(identities[0], [provider], Config(), clock,
+                           record_cache=MarkedRevoked(bob.identity.onion))
+    result = outcome(alice.connect(bob.identity.onion + ":7701"))
+    assert isinstance(result, Failure) and result.check(RevokedPeer)
+    assert bob.identity.onion in str(result.value)
+    assert provider.connections == [] and alice.revoked_refused == 1
+
+
+def test_a_revoked_initiator_is_never_announced(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accept side: the initiator's onion is only known after the handshake."""
+    RecordingSessions(monkeypatch)  # the factory's own check, whatever Session does
+    provider = MemoryTransportProvider()
+    alice_id, bob_id = identities
+    bob = SessionFactory(bob_id, [provider], Config(), clock,
+                         record_cache=MarkedRevoked(alice_id.onion))
+    incoming: list[IPeerLink] = []
+    bob.on_incoming(incoming.append)
+    provider.listen(bob_id.onion, PORT, bob.server_factory())
+    alice = SessionFactory(alice_id, [provider], Config(), clock)
+    result = outcome(alice.connect(bob_id.onion))
+    provider.flush()
+    assert incoming == []
+    assert isinstance(result, Failure) or result.is_closed
+    assert bob.revoked_refused == 1
+
+
+def test_a_peer_revoked_during_the_handshake_is_refused_to_the_dialer(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dial side: a revocation learned while the handshake ran (say, from another
+    session's record push) still stops the new session."""
+    RecordingSessions(monkeypatch)  # the factory's own check, whatever Session does
+    provider = MemoryTransportProvider()
+    bob = Node(identities[1], provider, clock)
+    cache = MarkedRevoked()
+    alice = SessionFactory(identities[0], [provider], Config(), clock, record_cache=cache)
+    checks: list[str] = []
+    original = cache.is_revoked
+
+    def flip(onion: str) -> bool:
+        checks.append(onion)
+        if len(checks) > 1:
+            cache.marked.add(onion)
+        return original(onion)
+
+    cache.is_revoked = flip  # type: ignore[method-assign]
+    result = outcome(alice.connect(bob.identity.onion))
+    assert isinstance(result, Failure) and result.check(RevokedPeer)
+    assert alice.revoked_refused == 1
+    provider.flush()
+    assert all(link.is_closed for link in bob.incoming)
