@@ -21,6 +21,7 @@ from ._session import (
     State,
     b32_address_of_destination,
     dialed_hint,
+    is_canonical_address,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "State",
     "b32_address_of_destination",
     "dialed_hint",
+    "is_canonical_address",
 ]

@@ -16,6 +16,7 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 from google.protobuf.message import DecodeError
+from twisted.logger import Logger
 
 # Submodules, not the package: aegis_hidden.identity imports session.xwing, so the
 # package may be half-initialised when this module loads.
@@ -67,6 +69,7 @@ __all__ = [
     "State",
     "b32_address_of_destination",
     "dialed_hint",
+    "is_canonical_address",
 ]
 
 #: Protocol versions this code speaks, most preferred first.
@@ -169,9 +172,42 @@ class SessionParams:
         return cls(**values)
 
 
+_ONION_FORM = re.compile(r"[a-z2-7]{56}\.onion")
+_B32_I2P_FORM = re.compile(r"[a-z2-7]{52}\.b32\.i2p")
+
+
+def is_canonical_address(address: str) -> bool:
+    """True for an address in the one form the protocol accepts (§2.1).
+
+    That is exactly ``<56 base32>.onion`` (a valid v3 address: version and
+    checksum) or ``<52 base32>.b32.i2p`` (32 bytes, unused trailing bits zero),
+    in lower-case ASCII: no port, no ``www.`` or other label in front, no ``=``
+    padding, no upper case and nothing that only *folds* to ASCII (U+212A
+    KELVIN SIGN lower-cases to ``k``, U+017F LONG S upper-cases to ``S``).
+    """
+    if not isinstance(address, str) or not address.isascii():
+        return False
+    if _ONION_FORM.fullmatch(address):
+        return is_onion_v3(address)
+    if _B32_I2P_FORM.fullmatch(address):
+        label = address[:52].upper()
+        try:
+            raw = base64.b32decode(label + "====")
+        except ValueError:  # pragma: no cover - the pattern admits only base32
+            return False
+        return base64.b32encode(raw).decode("ascii").rstrip("=") == label
+    return False
+
+
 def dialed_hint(nonce: bytes, address: str) -> bytes:
-    """What ClientHello.dialed carries: binds the dialed address without showing it (§2.2)."""
-    return hashlib.sha3_256(_DIALED_LABEL + nonce + address.lower().encode("ascii")).digest()
+    """What ClientHello.dialed carries: binds the dialed address without showing it (§2.2).
+
+    ``address`` must be canonical (:func:`is_canonical_address`); it is hashed
+    as its exact ASCII bytes.
+    """
+    if not is_canonical_address(address):
+        raise ValueError(f"{address[:100]!r} is not a canonical .onion or .b32.i2p address")
+    return hashlib.sha3_256(_DIALED_LABEL + nonce + address.encode("ascii")).digest()
 
 
 def b32_address_of_destination(destination_b64: str) -> str:
@@ -241,6 +277,8 @@ class Session:
     falls back to anything weaker.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         identity: NodeIdentity,
@@ -256,11 +294,14 @@ class Session:
     ) -> None:
         if initiator and not peer_address:
             raise ValueError("an initiator needs the peer_address it dialed")
+        if peer_address is not None and not is_canonical_address(peer_address):
+            raise ValueError(f"peer_address {peer_address[:100]!r} is not a canonical .onion or "
+                             ".b32.i2p address (lower-case ASCII, no port, no prefix)")
         self.identity = identity
         self._keys = keys if keys is not None else IdentityKeys.of(identity)
         self.params = params
         self.initiator = initiator
-        self.peer_address = peer_address.lower() if peer_address else None
+        self.peer_address = peer_address or None
         self._clock = clock
         self._random = random
         self._replay = replay_cache
@@ -328,8 +369,36 @@ class Session:
         self.state = State.WAIT_SERVER_HELLO
 
     def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer. Never raises: every failure closes the session.
+
+        Anything that goes wrong in here is either a typed failure (§5) or a bug;
+        a bug still ends the session with ``PROTOCOL_ERROR`` (and a logged
+        traceback) rather than escaping into the transport.
+        """
         if self.state is State.CLOSED:
             return
+        try:
+            self._receive(data)
+        except Exception as e:  # noqa: BLE001 - bytes from the wire must never crash the caller
+            self._internal_error(e, "receive_data")
+
+    def _internal_error(self, e: Exception, where: str) -> None:
+        # The traceback goes to the log; the peer only learns PROTOCOL_ERROR, and
+        # the detail names the exception type, never its (possibly secret) message.
+        self.log.failure("unexpected error in Session.{where} (state {state}): closed with "
+                         "PROTOCOL_ERROR", where=where, state=self.state.value)
+        if self.state is State.CLOSED:
+            return
+        err = self._error(CloseReason.PROTOCOL_ERROR,
+                          f"internal error while handling peer data ({type(e).__name__})")
+        try:
+            self._fail(err)
+        except Exception:  # noqa: BLE001 - not even the CLOSE cell could be sealed
+            self.log.failure("could not send CLOSE after an internal error")
+            if not self.closed:
+                self._finish(err, by_peer=False, notify=False)
+
+    def _receive(self, data: bytes) -> None:
         buf = self._inbuf + data if self._inbuf else bytes(data)
         n = self._n
         pos = 0
@@ -527,10 +596,13 @@ class Session:
             if (ctype == data_type and flags | more == more and end <= cap and not reassembling
                     and (end == cap or plain.count(0, end) == cap - end)):
                 # Uncompressed DATA: whole messages and fragments, joined once at the end.
+                # Every fragment counts towards the limit, the last one too (§3.3).
+                fast_size += length
+                if fast_size > limit:
+                    raise MessageTooLarge(f"message is over the {limit}-byte limit")
                 if flags:
-                    fast_size += length
-                    if fast_size > limit:
-                        raise MessageTooLarge(f"message is over the {limit}-byte limit")
+                    if not length:
+                        raise CellError("empty fragment with MORE set")
                     parts.append(plain[4:end])
                 elif parts:
                     parts.append(plain[4:end])
@@ -539,6 +611,7 @@ class Session:
                     fast_size = 0
                 else:
                     emit(received(plain[4:end]))
+                    fast_size = 0
                 continue
             self._fast_size = fast_size
             rx.count = count
@@ -737,15 +810,19 @@ class Session:
         if auth.version != v:
             raise HandshakeError(CloseReason.VERSION_MISMATCH,
                                  f"{who} Auth is for version {auth.version}, session is {v}")
-        address = auth.address.lower()
+        # Addresses are compared as exact canonical ASCII (§2.1): no case folding,
+        # so nothing that merely folds to the right address (U+212A, U+017F) passes.
+        address = auth.address
         if responder:
             assert self.peer_address is not None
             if address != self.peer_address:
                 raise HandshakeError(CloseReason.ADDRESS_MISMATCH,
-                                     f"dialed {self.peer_address} but the responder proves {address}")
-        elif not is_onion_v3(address):
+                                     f"dialed {self.peer_address} but the responder proves "
+                                     f"{ascii(address)[:120]}")
+        elif not (address.endswith(".onion") and is_canonical_address(address)):
             raise HandshakeError(CloseReason.WRONG_IDENTITY,
-                                 "the initiator must prove a v3 onion address")
+                                 "the initiator must prove a canonical v3 onion address, not "
+                                 f"{ascii(address)[:120]}")
         try:
             if address.endswith(".b32.i2p"):
                 record = verify_record(auth.record, _onion_of(auth.record), self._clock())

@@ -205,8 +205,10 @@ def prepare_message(data: bytes, compression_threshold: int, max_message_size: i
 class Reassembler:
     """Joins fragments back into messages, with a size limit.
 
-    ``limit`` bounds both the bytes buffered and (for compressed messages) the
-    decompressed size; anything over it raises :class:`MessageTooLarge`.
+    ``limit`` bounds both the bytes of all fragments of a message, the last one
+    included, and (for compressed messages) the decompressed size; anything over
+    it raises :class:`MessageTooLarge`. A fragment with ``MORE`` set and no bytes
+    raises :class:`CellError` (it would let a peer send cells without end).
     """
 
     def __init__(self, limit: int) -> None:
@@ -224,12 +226,18 @@ class Reassembler:
         zstd = flags & _ZSTD
         if self._flags is not None and (self._flags & _ZSTD) != zstd:
             raise CellError("compression flag changed in the middle of a message")
+        more = flags & _MORE
+        if more and not piece:
+            # Every fragment but the last carries at least one byte, so a run of
+            # MORE cells always makes progress towards the size limit.
+            raise CellError("empty fragment with MORE set")
         self._flags = flags
+        # Every fragment counts, the last one too (§3.3).
         self._size += len(piece)
         if self._size > self.limit:
             raise MessageTooLarge(f"message is over the {self.limit}-byte limit")
         self._parts.append(piece)
-        if flags & _MORE:
+        if more:
             return None
         data = b"".join(self._parts)
         self._parts, self._size, self._flags = [], 0, None

@@ -243,3 +243,17 @@ def test_compression_flag_must_not_change_mid_message() -> None:
     r.feed(int(Flags.MORE | Flags.ZSTD), b"abc")
     with pytest.raises(CellError, match="compression flag changed"):
         r.feed(0, b"def")
+
+
+def test_every_fragment_counts_and_empty_non_final_fragments_are_refused() -> None:
+    r = Reassembler(10)
+    r.feed(int(Flags.MORE), b"x" * 5)
+    with pytest.raises(MessageTooLarge):
+        r.feed(0, b"x" * 6)  # the last fragment counts too: 11 > 10
+    r = Reassembler(10)
+    r.feed(int(Flags.MORE), b"x" * 5)
+    assert r.feed(0, b"x" * 5) == b"x" * 10
+    r = Reassembler(10)
+    with pytest.raises(CellError, match="empty fragment"):
+        r.feed(int(Flags.MORE), b"")
+    assert Reassembler(10).feed(0, b"") == b""  # an empty message is one empty final piece

@@ -718,3 +718,163 @@ def test_revocation_record_is_not_an_identity(ids: dict[str, NodeIdentity]) -> N
     handshake(i, r)
     err = failure(i)
     assert err.reason is CloseReason.WRONG_IDENTITY and "revocation" in err.detail
+
+
+# -- issue 9 item 4: canonical addresses, no exception escapes ---------------------------
+
+@pytest.mark.parametrize("address", [
+    "\u212a" * 56 + ".onion",                       # KELVIN SIGN lower-cases to "k"
+    "\u017f" * 56 + ".onion",                       # LONG S upper-cases to "S"
+    "A" * 56 + ".onion",
+    "www." + "a" * 56 + ".onion",
+    "a" * 56 + ".onion\n",
+    "a" * 56 + ".onion:80",
+    "a" * 52 + "====.b32.i2p",
+    "a" * 51 + "b.b32.i2p",                          # non-zero unused trailing bits
+    "A" * 52 + ".b32.i2p",
+    "a" * 52 + ".B32.I2P",
+    "x.b32.i2p",
+    "",
+], ids=ascii)
+def test_only_canonical_ascii_addresses_are_accepted(address: str) -> None:
+    from aegis_hidden.session import is_canonical_address
+
+    assert not is_canonical_address(address)
+    with pytest.raises(ValueError, match="canonical"):
+        dialed_hint_of(address)
+
+
+def dialed_hint_of(address: str) -> bytes:
+    from aegis_hidden.session import dialed_hint
+
+    return dialed_hint(b"n" * 32, address)
+
+
+def test_canonical_addresses_pass(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.session import is_canonical_address
+
+    assert is_canonical_address(ids["bob"].onion)
+    assert is_canonical_address("a" * 51 + "q.b32.i2p") and is_canonical_address("a" * 52 + ".b32.i2p")
+    assert not is_canonical_address(ids["bob"].onion[:-7] + "x.onion")  # checksum
+    with pytest.raises(ValueError, match="canonical"):
+        Session(ids["alice"], PARAMS, initiator=True, clock=Clock(),
+                peer_address=ids["bob"].onion.upper())
+
+
+def _with_letters(*letters: str) -> NodeIdentity:
+    while True:
+        ident = memory_identity(NOW)
+        if all(ch in ident.onion.removesuffix(".onion") for ch in letters):
+            return ident
+
+
+class _FoldedAddress(Session):
+    """Sends its Auth with one letter of its address replaced by a look-alike."""
+
+    swap = ("k", "\u212a")
+
+    def _make_auth(self, **kw: bool) -> bytes:
+        data = super()._make_auth(**kw)
+        auth = handshake_pb2.Auth()
+        auth.ParseFromString(data)
+        auth.address = auth.address.replace(self.swap[0], self.swap[1], 1)
+        return auth.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("swap", [("k", "\u212a"), ("s", "\u017f")])
+@pytest.mark.parametrize("side", ["responder", "initiator"])
+def test_look_alike_address_in_auth_is_refused_not_a_crash(swap: tuple[str, str], side: str) -> None:
+    a, b = _with_letters("k", "s"), _with_letters("k", "s")
+    cls = type("Folded", (_FoldedAddress,), {"swap": swap})
+    clock = Clock()
+    i = (cls if side == "initiator" else Session)(a, PARAMS, initiator=True, clock=clock,
+                                                  peer_address=b.onion)
+    r = (cls if side == "responder" else Session)(b, PARAMS, initiator=False, clock=clock)
+    handshake(i, r)  # old code: UnicodeEncodeError out of receive_data
+    victim = i if side == "responder" else r
+    err = failure(victim)
+    expected = CloseReason.ADDRESS_MISMATCH if side == "responder" else CloseReason.WRONG_IDENTITY
+    assert err.reason is expected
+    assert not i.established and not r.established
+
+
+def test_unexpected_exception_becomes_protocol_error(ids: dict[str, NodeIdentity],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.logger import capturedLogs
+
+    i, r = make_pair(ids)
+
+    def boom(data: bytes) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(r, "_on_client_hello", boom)
+    i.start()
+    with capturedLogs() as logged:
+        r.receive_data(i.data_to_send())  # must not raise
+    err = failure(r)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and "KeyError" in err.detail
+    assert isinstance(err, HandshakeError)
+    assert [e for e in r.events() if isinstance(e, Closed)] == [
+        Closed(CloseReason.PROTOCOL_ERROR, err.detail, False)]
+    assert logged and logged[0].get("log_failure") is not None  # with its traceback
+
+
+def test_unexpected_exception_after_the_handshake_is_reported_sealed(
+        ids: dict[str, NodeIdentity], monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.logger import capturedLogs
+
+    i, r, _ = _established(ids)
+
+    def boom(plain: bytes) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(r, "_on_established_cell", boom)
+    i.send_cover()
+    with capturedLogs():
+        r.receive_data(i.data_to_send())
+    assert failure(r).reason is CloseReason.PROTOCOL_ERROR
+    i.receive_data(r.data_to_send())  # the peer is told, in a sealed CLOSE
+    assert failure(i).reason is CloseReason.PROTOCOL_ERROR and i.events()[-1].by_peer  # type: ignore[union-attr]
+
+
+# -- issue 9 item 5: fragment limits ---------------------------------------------------
+
+@pytest.mark.parametrize("size", [100, 5000])
+def test_message_of_max_plus_one_bytes_is_refused(ids: dict[str, NodeIdentity], size: int) -> None:
+    loose = SessionParams(max_message_size=10 * size, compression_threshold=10**6)
+    strict = SessionParams(max_message_size=size, compression_threshold=10**6)
+    i, r, _ = _established(ids, i_params=loose, r_params=strict)
+    exact = os.urandom(size)
+    i.send_message(exact)
+    r.receive_data(i.data_to_send())
+    assert r.events() == [MessageReceived(exact)]
+    i.send_message(os.urandom(size + 1))  # the last fragment is what tips it over
+    r.receive_data(i.data_to_send())
+    assert failure(r).reason is CloseReason.MESSAGE_TOO_LARGE
+    assert not any(isinstance(e, MessageReceived) for e in r.events())
+
+
+def test_empty_non_final_fragments_are_refused(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType, Flags, encode_inner
+
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    empty = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.MORE), b""))
+    r.receive_data(empty)
+    err = failure(r)
+    assert err.reason is CloseReason.BAD_CELL and "empty fragment" in err.detail
+    # The same through the general reassembler (a compressed message).
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    empty = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA,
+                                    int(Flags.MORE | Flags.ZSTD), b""))
+    r.receive_data(empty)
+    err = failure(r)
+    assert err.reason is CloseReason.BAD_CELL and "empty fragment" in err.detail
+
+
+def test_empty_non_final_handshake_fragment_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    _, r = make_pair(ids)
+    r.receive_data(encode_clear(PARAMS.cell_size, 1, b"") * 3)
+    err = failure(r)
+    assert err.reason is CloseReason.BAD_CELL and "empty fragment" in err.detail
