@@ -460,4 +460,4 @@ def test_a_peer_revoked_during_the_handshake_is_refused_to_the_dialer(
     assert isinstance(result, Failure) and result.check(RevokedPeer)
     assert alice.revoked_refused == 1
     provider.flush()
-    assert all(link.is_closed for link in bob.incoming)
+    assert all(isinstance(link, PeerLink) and link.is_closed for link in bob.incoming)
