@@ -56,6 +56,16 @@ class Metrics:
         "auth_failures": "API requests or WebSocket upgrades with a wrong or missing token.",
         "session_auth_failures": "Sessions that failed the handshake or a signature check.",
         "protocol_errors": "Malformed messages received from peers.",
+        "identity_mismatches": "Sessions refused: the verified record is another peer's "
+                               "(e.g. a failover address bound to someone else).",
+        "revoked_refused": "Sessions refused at dial or accept: the peer's identity is revoked.",
+        "mldsa_pin_mismatches": "Peer records refused: the ML-DSA-65 key differs from the "
+                                "pinned one without a rotation signed by the pinned key.",
+        "records_pushed": "Record push control messages sent to peers.",
+        "records_received": "Peer records (and revocations) accepted from record pushes.",
+        "records_refused": "Record pushes refused (bad signature, rollback, wrong peer...).",
+        "records_refreshed": "Times this node re-signed its record before half its lifetime.",
+        "control_unknown": "Control messages of an unknown kind, ignored.",
     }
 
     def __init__(self) -> None:

@@ -5,8 +5,11 @@ fails over from a peer's onion address to its I2P destination, closes sessions
 idle for longer than ``idle_timeout``, and evicts the least recently used
 session when full. Of the sessions unused for ``idle_grace`` seconds, at most
 ``keep_idle`` (``performance.connection_pool_size``) are kept. Blacklisted
-peers are refused at dial and at accept. Every link's messages go to one
-``on_message(peer, data)`` callback.
+peers are refused at dial and at accept, and so are revoked identities
+(``is_revoked``). A link is adopted as peer P's only if its verified record is
+P's (failover to an I2P address must not bind another identity to P), and only
+if the ``gate`` (the node's pin and record checks) lets it in. Every link's
+messages go to one ``on_message(peer, data)`` callback.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from ..events import EventBus
 from ..identity import RecordError
 from ..interfaces import IPeerLink, ISessionFactory
 from ..peers import (
+    ORIGIN_PEER,
     Behaviour,
     PeerAddressError,
     PeerStore,
     UnknownPeer,
     check_peer_address,
-    is_b32_i2p,
 )
 from ..session import CloseReason, SessionError
 from ._metrics import Metrics
@@ -37,6 +40,14 @@ from ._metrics import Metrics
 
 class PeerBlocked(Exception):
     """The peer is blacklisted."""
+
+
+class PeerRevoked(PeerBlocked):
+    """The peer's identity was revoked (a signed revocation is stored): never again."""
+
+
+class IdentityMismatch(ConnectionError):
+    """A link's verified record belongs to another identity than the peer dialled."""
 
 
 class NoSessionFactory(ConnectionError):
@@ -85,6 +96,29 @@ def classify_failure(error: BaseException) -> Behaviour | None:
     return None
 
 
+def link_onion(link: IPeerLink) -> str | None:
+    """The onion address of the link's verified record (None: no record to tell)."""
+    onion = getattr(getattr(link, "record", None), "onion", None)
+    return onion.lower() if isinstance(onion, str) else None
+
+
+def link_is_peer(link: IPeerLink, peer: str) -> bool:
+    """Whether ``link`` is a session with ``peer`` itself, not just with one of its addresses.
+
+    A peer known by its onion address is that onion's key: the record the
+    handshake verified must be that onion's, whichever address was dialled (a
+    failover ``.b32.i2p`` proves only that its own record binds it). A peer
+    known only by its ``.b32.i2p`` address is whoever proved that address.
+    """
+    if peer.endswith(".onion"):
+        return link_onion(link) == peer
+    return str(link.peer).lower() == peer
+
+
+# gate(link, peer, outgoing) -> None to let the link in, or why it is refused
+Gate = Callable[[IPeerLink, str, bool], "str | None"]
+
+
 class ConnectionPool:
     log = Logger()
 
@@ -120,6 +154,9 @@ class ConnectionPool:
         self._connected_listeners: list[Callable[[str], None]] = []
         self._reaper = LoopingCall(self._reap_idle)
         self._reaper.clock = clock
+        self.is_revoked: Callable[[str], bool] = lambda peer: False
+        self.gate: Gate | None = None
+        self.refuse_dialing: Callable[[], str | None] = lambda: None
 
     # -- wiring -------------------------------------------------------------
     def attach(self, factory: ISessionFactory) -> None:
@@ -165,8 +202,13 @@ class ConnectionPool:
         return Deferred.fromCoroutine(self._get(peer))
 
     async def _get(self, peer: str) -> IPeerLink:
+        if self.is_revoked(peer.lower()):
+            raise PeerRevoked(f"{peer} has revoked its identity")
         if self._store.is_blocked(peer):
             raise PeerBlocked(f"{peer} is blacklisted")
+        why = self.refuse_dialing()
+        if why is not None:
+            raise DialFailed(f"not dialling {peer}: {why}")
         live = self._links.get(peer)
         if live is not None:
             self.touch(peer)
@@ -209,6 +251,12 @@ class ConnectionPool:
                 self.log.info("dial {address} failed: {error}", address=address,
                               error=e.__class__.__name__)
                 continue
+            refused = self._check_link(link, peer, outgoing=True)
+            if refused is not None:
+                self._metrics.inc("connection_attempts_failed")
+                reasons.append(f"{address}: {refused}")
+                link.close(refused)
+                continue
             self._metrics.inc("connection_attempts_ok")
             await self._adopt(link, peer, outgoing=True)
             return link
@@ -231,6 +279,11 @@ class ConnectionPool:
             self.log.info("refused a session from blacklisted {peer}", peer=peer)
             link.close("blacklisted")
             return
+        refused = self._check_link(link, peer, outgoing=False)
+        if refused is not None:
+            self._metrics.inc("connections_refused")
+            link.close(refused)
+            return
         if peer not in self._links and not self._make_room():
             self._metrics.inc("connections_refused")
             link.close("too many connections")
@@ -238,6 +291,25 @@ class ConnectionPool:
         self._metrics.inc("connections_accepted")
         Deferred.fromCoroutine(self._adopt(link, peer, outgoing=False)).addErrback(
             lambda f: self.log.failure("adopting a session from {peer} failed", f, peer=peer))
+
+    def _check_link(self, link: IPeerLink, peer: str, *, outgoing: bool) -> str | None:
+        """Why ``link`` must not become ``peer``'s session (None: it may)."""
+        onion = link_onion(link)
+        if self.is_revoked(peer) or (onion is not None and self.is_revoked(onion)):
+            self._metrics.inc("revoked_refused")
+            self.log.info("refused a session with revoked {peer}", peer=peer)
+            return "revoked identity"
+        if not link_is_peer(link, peer):
+            self._metrics.inc("identity_mismatches")
+            detail = (f"a session for {peer} authenticated {onion or link.peer} instead "
+                      f"(transport {link.transport_name})")
+            self.log.warn("refused a session: {detail}", detail=detail)
+            self._events.emit("network_error", peer=peer, error="identity mismatch",
+                              detail=detail)
+            return "identity mismatch"
+        if self.gate is not None:
+            return self.gate(link, peer, outgoing)
+        return None
 
     def _make_room(self) -> bool:
         if len(self._links) < self.max_connections:
@@ -271,11 +343,10 @@ class ConnectionPool:
         record: Any = getattr(link, "record", None)
         to_bytes = getattr(record, "to_bytes", None)
         record_bytes = to_bytes() if callable(to_bytes) else None
-        # the verified record may name the peer's I2P address: keep it for failover
-        i2p = str(getattr(record, "i2p_destination", "") or "").lower()
-        i2p_address = i2p if is_b32_i2p(i2p) and i2p != peer else None
+        # The peer's I2P address is not in its record (only a commitment to it): it
+        # arrives in the peer's record push, checked with verify_binding (_records.py).
         if self._store.get(peer) is None or record_bytes is not None:
-            await self._store.add(peer, i2p_destination=i2p_address, record=record_bytes)
+            await self._store.add(peer, record=record_bytes, origin=ORIGIN_PEER)
         await self._store.observe(peer, Behaviour.SESSION_OK)
         await self._store.set_status(peer, "connected")
         self._events.emit("peer_connected", peer=peer, transport=str(link.transport_name),

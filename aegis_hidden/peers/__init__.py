@@ -18,6 +18,8 @@ from ._reputation import (
     updated_reputation,
 )
 from ._store import (
+    ORIGIN_OPERATOR,
+    ORIGIN_PEER,
     PeerAddressError,
     PeerInfo,
     PeerStore,
@@ -25,12 +27,15 @@ from ._store import (
     check_peer_address,
     is_b32_i2p,
 )
+from ._trust import PinStore, RecordTable
 
 __all__ = [
     "AUTO_BLOCK_BELOW",
     "AUTO_BLOCK_SECONDS",
     "DB_FILE_NAME",
     "INITIAL_REPUTATION",
+    "ORIGIN_OPERATOR",
+    "ORIGIN_PEER",
     "SCHEMA_VERSION",
     "WEIGHTS",
     "Behaviour",
@@ -40,6 +45,8 @@ __all__ = [
     "PeerAddressError",
     "PeerInfo",
     "PeerStore",
+    "PinStore",
+    "RecordTable",
     "ThreadedSQLite",
     "UnknownPeer",
     "check_peer_address",

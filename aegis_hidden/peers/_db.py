@@ -1,4 +1,4 @@
-"""SQLite for the node's state (peers, outbox, de-duplication window), off the reactor.
+"""SQLite for the node's state (peers, pins, records, outbox, seen ids), off the reactor.
 
 Every statement runs in one dedicated worker thread (:class:`ThreadedSQLite`):
 SQLite connections are not shared between threads and one writer at a time is
@@ -62,6 +62,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE peers ADD COLUMN sessions_ok INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE peers ADD COLUMN sessions_failed INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 3: who added a peer (the I2P binding goes only to operator-added peers), pinned
+    # ML-DSA-65 keys, and the record cache (highest record per onion; revocations
+    # are kept for ever). Peers from before are of unknown origin: not trusted.
+    """
+    ALTER TABLE peers ADD COLUMN origin TEXT NOT NULL DEFAULT 'unknown';
+    CREATE TABLE mldsa_pins (
+        onion        TEXT PRIMARY KEY,
+        mldsa_public BLOB NOT NULL,
+        first_seen   REAL NOT NULL,
+        updated      REAL NOT NULL
+    );
+    CREATE TABLE records (
+        onion    TEXT PRIMARY KEY,
+        kind     INTEGER NOT NULL,
+        sequence INTEGER NOT NULL,
+        data     BLOB NOT NULL,
+        stored   REAL NOT NULL
+    );
     """,
 )
 

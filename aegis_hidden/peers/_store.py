@@ -27,11 +27,16 @@ from ._reputation import (
 )
 
 _COLUMNS = ("peer_id", "i2p_destination", "record", "status", "added", "last_seen",
-            "reputation", "blocked_reason", "blocked_until", "sessions_ok", "sessions_failed")
+            "reputation", "blocked_reason", "blocked_until", "sessions_ok", "sessions_failed",
+            "origin")
 # Built from the constant column names above, never from input.
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM peers"  # noqa: S608
 _UPSERT = (f"INSERT OR REPLACE INTO peers ({', '.join(_COLUMNS)}) "  # noqa: S608
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+
+
+ORIGIN_OPERATOR = "operator"
+ORIGIN_PEER = "peer"
 
 
 class PeerAddressError(ValueError):
@@ -76,6 +81,13 @@ class PeerInfo:
     blocked_until: float | None = None
     sessions_ok: int = 0
     sessions_failed: int = 0
+    # "operator": added by the operator (API, CLI, bootstrap_nodes); "peer": learnt
+    # from a session the peer opened; "unknown": stored before origins were kept.
+    origin: str = ORIGIN_OPERATOR
+
+    @property
+    def operator_added(self) -> bool:
+        return self.origin == ORIGIN_OPERATOR
 
     def blocked(self, now: float) -> bool:
         if self.blocked_reason is None:
@@ -158,16 +170,26 @@ class PeerStore:
             callback(peer, what)
 
     async def add(self, peer_id: str, i2p_destination: str | None = None,
-                  record: bytes | None = None) -> PeerInfo:
-        """Add a peer (or update its I2P destination / record); idempotent."""
+                  record: bytes | None = None, *, origin: str = ORIGIN_OPERATOR) -> PeerInfo:
+        """Add a peer (or update its I2P destination / record); idempotent.
+
+        ``origin`` is who asks: the operator (the default: API, CLI, bootstrap
+        list) or ``"peer"`` when the node learns a peer from a session the peer
+        opened. An operator's add of a known peer makes it operator-added; a
+        peer's never changes an existing entry's origin.
+        """
+        if origin not in (ORIGIN_OPERATOR, ORIGIN_PEER):
+            raise ValueError(f"unknown peer origin {origin!r}")
         peer_id = check_peer_address(peer_id)
         if i2p_destination is not None:
             i2p_destination = check_peer_address(i2p_destination)
         old = self._peers.get(peer_id)
         if old is None:
             return await self._put(PeerInfo(peer_id, i2p_destination, record,
-                                            added=self._now()), "added")
+                                            added=self._now(), origin=origin), "added")
         changes: dict[str, object] = {}
+        if origin == ORIGIN_OPERATOR and old.origin != ORIGIN_OPERATOR:
+            changes["origin"] = ORIGIN_OPERATOR
         if i2p_destination is not None and i2p_destination != old.i2p_destination:
             changes["i2p_destination"] = i2p_destination
         if record is not None and record != old.record:

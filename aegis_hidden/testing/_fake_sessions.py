@@ -10,6 +10,7 @@ make handshakes fail, cut links, and count what was sent.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -32,6 +33,20 @@ class FakeHandshakeFailed(Exception):
 
 class FakeLinkClosed(ConnectionError):
     """send_message on a closed fake link."""
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """What a fake link shows as the peer's verified record: its onion, nothing signed.
+
+    The pool adopts a link as peer P only when the record's ``onion`` is P, so a
+    fake node's record names the node's own address by default.
+    """
+
+    onion: str
+
+    def to_bytes(self) -> bytes:
+        return b"fake record of " + self.onion.encode()
 
 
 @implementer(IPeerLink)
@@ -116,7 +131,7 @@ class FakeSessionFactory:
     def __init__(self, network: FakeNetwork, address: str, record: Any = None) -> None:
         self.network = network
         self.address = address
-        self.record = record
+        self.record = record if record is not None else FakeRecord(address)
         self._incoming: list[Callable[[IPeerLink], None]] = []
         self.dialed: list[str] = []
         self.links: list[FakePeerLink] = []
@@ -147,7 +162,11 @@ class FakeNetwork:
         self.bytes_sent = 0
 
     def node(self, address: str, *aliases: str, record: Any = None) -> FakeSessionFactory:
-        """Register a node under its onion address (and e.g. its .b32.i2p alias)."""
+        """Register a node under its onion address (and e.g. its .b32.i2p alias).
+
+        ``record`` is what its peers see as its verified record (by default a
+        :class:`FakeRecord` naming ``address``).
+        """
         factory = FakeSessionFactory(self, address, record)
         for name in (address, *aliases):
             self._nodes[name] = factory
@@ -167,7 +186,8 @@ class FakeNetwork:
         count = 0
         for factory in {id(f): f for f in self._nodes.values()}.values():
             for link in factory.links:
-                if not link.closed and {link.local, link.peer} == {a, b}:
+                ends = {link.local, link.peer, getattr(link.record, "onion", None)}
+                if not link.closed and {a, b} <= ends:
                     link.close("cut")
                     count += 1
         return count
@@ -178,7 +198,9 @@ class FakeNetwork:
             return fail(FakeUnreachable(f"{address} is unreachable on the fake network"))
         if address in self.failing_handshakes:
             return fail(FakeHandshakeFailed(f"handshake with {address} failed"))
-        ours = FakePeerLink(self, source.address, target.address, target.record)
+        # Like a real session, the dialling end knows the peer by the address it dialled
+        # (a .b32.i2p alias stays the alias); the verified record names the onion.
+        ours = FakePeerLink(self, source.address, address, target.record)
         theirs = FakePeerLink(self, target.address, source.address, source.record)
         ours.other, theirs.other = theirs, ours
         source.links.append(ours)

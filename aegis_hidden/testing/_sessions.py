@@ -24,28 +24,34 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.test.iosim import FakeTransport, connect
 from zope.interface import implementer
 
-from ..identity import IdentityRecord, NodeIdentity, RecordKind, sign_record
+from ..identity import I2PBinding, IdentityRecord, NodeIdentity, RecordKind, sign_record
 from ..interfaces import ITransportProvider
 from ..session import xwing
 
 __all__ = ["MemoryTransportProvider", "memory_identity"]
 
 
-def memory_identity(now: float, *, with_mldsa: bool = True, i2p_destination: str = "",
-                    lifetime: int = 30 * 24 * 3600, seed: bytes | None = None) -> NodeIdentity:
-    """A fresh identity (master, X-Wing, optional ML-DSA-65, signed record) in memory."""
+def memory_identity(now: float, *, i2p_destination: str = "",
+                    lifetime: int = 30 * 24 * 3600, seed: bytes | None = None,
+                    mldsa_seed: bytes | None = None, sequence: int = 1) -> NodeIdentity:
+    """A fresh identity (master, X-Wing, ML-DSA-65, signed record) in memory.
+
+    With ``i2p_destination`` (I2P base64) the record commits to it under a random
+    salt and the identity holds the :class:`I2PBinding` that opens the commitment.
+    """
     master_seed = seed if seed is not None else os.urandom(32)
     master = Ed25519PrivateKey.from_private_bytes(master_seed)
     xwing_secret, xwing_public = xwing.generate_keypair()
-    mldsa_seed = os.urandom(32) if with_mldsa else None
-    mldsa = MLDSA65PrivateKey.from_seed_bytes(mldsa_seed) if mldsa_seed else None
+    mldsa_seed = mldsa_seed if mldsa_seed is not None else os.urandom(32)
+    mldsa = MLDSA65PrivateKey.from_seed_bytes(mldsa_seed)
+    binding = I2PBinding(i2p_destination, os.urandom(32)) if i2p_destination else None
     record = sign_record(IdentityRecord(
         kind=RecordKind.IDENTITY, ed25519_public=master.public_key().public_bytes_raw(),
-        sequence=1, created=int(now), expires=int(now) + lifetime, xwing_public=xwing_public,
-        mldsa_public=mldsa.public_key().public_bytes_raw() if mldsa else b"",
-        i2p_destination=i2p_destination), master, mldsa)
+        sequence=sequence, created=int(now), expires=int(now) + lifetime,
+        xwing_public=xwing_public, mldsa_public=mldsa.public_key().public_bytes_raw(),
+        i2p_commitment=binding.commitment() if binding else b""), master, mldsa)
     return NodeIdentity(Path("/nonexistent/in-memory-identity"), master_seed, xwing_secret,
-                        mldsa_seed, record)
+                        mldsa_seed, record, binding)
 
 
 @implementer(IStreamClientEndpoint)

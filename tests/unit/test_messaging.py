@@ -343,20 +343,22 @@ def test_incoming_session_from_a_non_anonymous_name_is_refused(net: FakeNetwork,
     assert len(a.core.store) == 0 and len(a.core.pool) == 0
 
 
-def test_verified_record_teaches_the_i2p_failover_address(net: FakeNetwork, clock: Clock,
-                                                         tmp_path: Path) -> None:
+def test_a_record_alone_does_not_teach_the_i2p_failover_address(net: FakeNetwork, clock: Clock,
+                                                               tmp_path: Path) -> None:
+    """Item 6/7: the I2P address comes only from a verified binding (tests/unit/test_node_records.py)."""
     from types import SimpleNamespace
 
     i2p = "c" * 52 + ".b32.i2p"
     a = Node(net, clock, str(tmp_path / "a.db"))
     b_address = onion()
-    record = SimpleNamespace(i2p_destination=i2p.upper(), to_bytes=lambda: b"signed record")
+    record = SimpleNamespace(onion=b_address, i2p_destination=i2p,
+                             to_bytes=lambda: b"signed record")
     b_factory = net.node(b_address, record=record)
-    assert b_factory.record is record
-    result_of(b_factory.connect(a.address))  # b dials a: a learns b from b's record
+    result_of(b_factory.connect(a.address))  # b dials a: a stores b's record, nothing more
     peer = a.core.store.require(b_address)
-    assert peer.i2p_destination == i2p and peer.record == b"signed record"
-    assert peer.addresses() == [b_address, i2p]
+    assert peer.record == b"signed record" and peer.i2p_destination is None
+    assert peer.addresses() == [b_address]
+    assert peer.origin == "peer"  # learnt from a session b opened, not added by the operator
 
 
 def test_duplicate_and_foreign_acks_are_ignored(net: FakeNetwork, clock: Clock,

@@ -25,6 +25,8 @@ from aegis_hidden.peers import (
     InlineSQLite,
     PeerAddressError,
     PeerStore,
+    PinStore,
+    RecordTable,
     UnknownPeer,
     check_peer_address,
     migrate,
@@ -68,6 +70,76 @@ def test_migration_from_version_1_keeps_rows(tmp_path: Path) -> None:
     conn.close()
     store, _ = make_store(str(tmp_path / "old.db"))
     assert store.require(peer).sessions_ok == 0
+
+
+def test_migration_from_version_2_adds_origin_pins_and_records(tmp_path: Path) -> None:
+    """Item 1/2: an existing database gains the pin and record tables, keeps its peers."""
+    from aegis_hidden.peers._db import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "v2.db", isolation_level=None)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    peer = onion()
+    conn.execute("INSERT INTO peers (peer_id, added) VALUES (?, 1.0)", (peer,))
+    conn.close()
+    store, clock = make_store(str(tmp_path / "v2.db"))
+    # a peer from before origins were kept is not trusted with the I2P binding
+    assert store.require(peer).origin == "unknown"
+    assert not store.require(peer).operator_added
+    db = InlineSQLite(str(tmp_path / "v2.db"))
+    pins = PinStore(db, clock.seconds)
+    result_of(pins.load())
+    assert pins.get(peer) is None
+    result_of(pins.pin(peer, b"k" * 1952))
+    table = RecordTable(db, clock.seconds)
+    assert result_of(table.load()) == []
+
+
+def test_pins_survive_a_restart_and_are_replaced_on_rotation(tmp_path: Path) -> None:
+    path = str(tmp_path / "pins.db")
+    clock = Clock()
+    pins = PinStore(InlineSQLite(path), clock.seconds)
+    result_of(pins.load())
+    peer = onion()
+    result_of(pins.pin(peer.upper(), b"a" * 1952))
+    assert pins.get(peer) == b"a" * 1952  # in memory at once, lower-cased
+    clock.advance(5)
+    result_of(pins.pin(peer, b"b" * 1952))
+    again = PinStore(InlineSQLite(path), clock.seconds)
+    result_of(again.load())
+    assert again.get(peer) == b"b" * 1952 and len(again) == 1
+    with pytest.raises(ValueError, match="empty"):
+        pins.pin(peer, b"")
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT first_seen, updated FROM mldsa_pins").fetchone() == (0.0, 5.0)
+
+
+def test_record_table_keeps_highest_sequence_and_revocations_for_ever(tmp_path: Path) -> None:
+    table = RecordTable(InlineSQLite(str(tmp_path / "r.db")), Clock().seconds)
+    peer = onion()
+    result_of(table.save(peer, 1, 5, b"seq5"))
+    result_of(table.save(peer, 1, 3, b"seq3"))  # lower: ignored
+    assert result_of(table.load()) == [b"seq5"]
+    result_of(table.save(peer, 1, 6, b"seq6"))
+    result_of(table.save(peer, 2, 7, b"revoked"))
+    result_of(table.save(peer, 1, 99, b"seq99"))  # after a revocation: ignored
+    assert result_of(table.load()) == [b"revoked"]
+
+
+def test_origin_operator_or_peer() -> None:
+    store, _ = make_store()
+    a, b = onion(), onion()
+    result_of(store.add(a, origin="peer"))
+    result_of(store.add(b))
+    assert store.require(a).origin == "peer" and store.require(b).operator_added
+    result_of(store.add(b, origin="peer"))  # a session never demotes the operator's peer
+    assert store.require(b).operator_added
+    result_of(store.add(a))  # the operator adding it makes it operator-added
+    assert store.require(a).operator_added
+    with pytest.raises(ValueError, match="origin"):
+        result_of(store.add(onion(), origin="gossip"))
 
 
 def test_add_get_remove_and_persistence(tmp_path: Path) -> None:
