@@ -26,8 +26,6 @@ def register(sub: Any) -> None:
     init.add_argument("--encrypt", action="store_true",
                       help="seal the key files with a passphrase (asked, or from "
                            "--passphrase-file / AEGIS_HIDDEN_PASSPHRASE)")
-    init.add_argument("--no-mldsa", action="store_true",
-                      help="no ML-DSA-65 key (Ed25519-only authentication)")
     init.set_defaults(func=_init)
 
     show = isub.add_parser("show", help="print the identity (public facts only)")
@@ -90,8 +88,7 @@ def _init(args: argparse.Namespace) -> int:
     directory = _identity_dir(args)
     passphrase = _passphrase(args, ask=args.encrypt, confirm=True) if args.encrypt else None
     try:
-        node = ident.create(directory, time.time(), passphrase=passphrase,
-                            with_mldsa=not args.no_mldsa)
+        node = ident.create(directory, time.time(), passphrase=passphrase)
     except ident.IdentityError as e:
         raise CLIError(str(e)) from None
     print(f"created identity {node.onion} in {directory}")
@@ -113,8 +110,12 @@ def _show(args: argparse.Namespace) -> int:
     print(f"expires:         {_when(node.record.expires)}")
     print(f"x-wing public:   {node.xwing_public[:16].hex()}... ({len(node.xwing_public)} bytes)")
     mldsa = node.record.mldsa_public
-    print(f"ml-dsa-65:       {mldsa[:16].hex() + '...' if mldsa else 'none'}")
-    print(f"i2p destination: {node.record.i2p_destination or 'none'}")
+    print(f"ml-dsa-65:       {mldsa[:16].hex()}... ({len(mldsa)} bytes)")
+    if node.record.rotated_from:
+        print(f"ml-dsa rotated:  from {node.record.rotated_from[:16].hex()}...")
+    binding = node.i2p_binding
+    print(f"i2p address:     {binding.b32 if binding else 'none'}"
+          + (" (committed in the record; revealed only to chosen peers)" if binding else ""))
     sealed = "sealed with a passphrase" if summary["sealed"] else "not encrypted (mode 0600)"
     print(f"key files:       {sealed}")
     return 0

@@ -56,6 +56,17 @@ def choice(*options: str) -> Check:
     return check
 
 
+def only(option: str, why: str) -> Check:
+    """A setting with one allowed value; anything else is refused with ``why``."""
+
+    def check(path: str, value: Any) -> str:
+        if value != option:
+            raise ConfigError(path, value, f"the only allowed value is {option!r}: {why}")
+        return option
+
+    return check
+
+
 def text(*, max_len: int = 4096, allow_empty: bool = False) -> Check:
     def check(path: str, value: Any) -> str:
         if not isinstance(value, str) or (not value and not allow_empty) or len(value) > max_len:

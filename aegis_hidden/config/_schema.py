@@ -83,9 +83,13 @@ class SecurityConfig:
                            "Session key agreement: X-Wing (X25519 + ML-KEM-768), hybrid "
                            "post-quantum. There is no classical-only mode.")
     signature_algorithm: str = _f(
-        "Ed25519+ML-DSA-65", c.choice("Ed25519+ML-DSA-65", "Ed25519"),
-        "Identity signatures. With ML-DSA-65 the record and handshake carry both "
-        "signatures (hybrid authentication).")
+        "Ed25519+ML-DSA-65", c.only(
+            "Ed25519+ML-DSA-65",
+            "protocol version 1 always signs records and handshakes with both Ed25519 and "
+            "ML-DSA-65 (hybrid authentication); remove the key or set it to "
+            "Ed25519+ML-DSA-65"),
+        "Identity signatures: the only value. Records and handshakes always carry both "
+        "an Ed25519 and an ML-DSA-65 signature (hybrid authentication).")
     private_key_file: str = _f(
         "identity/master_key.json", c.text(),
         "Master Ed25519 key file, relative to the data dir. The identity's other files "

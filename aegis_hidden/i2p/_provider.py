@@ -318,7 +318,8 @@ class I2PProvider(MultiService):
 
     def _bind(self, key: PrivateKey) -> None:
         dest = key.destination.base64
-        if self.identity.record.i2p_destination == dest:
+        bound = self.identity.i2p_binding
+        if bound is not None and bound.destination == dest:
             return
         self.identity = bind_i2p_destination(self.identity, dest, self._clock.seconds())
         self.log.info("I2P destination {b32} bound into identity record {sequence}",

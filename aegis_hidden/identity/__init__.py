@@ -4,6 +4,7 @@ Pure code: no reactor, no sockets. Times are passed in as ``now`` (unix seconds)
 """
 
 from ._files import atomic_write
+from ._i2p import I2PBinding, b32_address_of_destination, binding_commitment, verify_binding
 from ._keyfile import KeyFileError, PassphraseRequired, WrongPassphrase, is_encrypted
 from ._node import (
     IdentityError,
@@ -18,6 +19,7 @@ from ._node import (
     load,
     load_or_create,
     refresh,
+    refresh_due,
     revoke,
     rotate,
     tor_public_key_file,
@@ -30,16 +32,25 @@ from ._onion import (
     public_key_from_onion_address,
 )
 from ._record import (
+    MAX_RECORD_LIFETIME,
     IdentityRecord,
+    PinMismatch,
     RecordCache,
     RecordError,
     RecordKind,
+    RecordRollback,
+    RevokedIdentity,
+    check_mldsa_change,
+    make_rotation_proof,
     parse_record,
     sign_record,
     verify_record,
+    verify_signatures,
 )
 
 __all__ = [
+    "MAX_RECORD_LIFETIME",
+    "I2PBinding",
     "IdentityError",
     "IdentityExists",
     "IdentityMissing",
@@ -48,13 +59,19 @@ __all__ = [
     "NodeIdentity",
     "OnionAddressError",
     "PassphraseRequired",
+    "PinMismatch",
     "RecordCache",
     "RecordError",
     "RecordKind",
+    "RecordRollback",
     "Revoked",
+    "RevokedIdentity",
     "WrongPassphrase",
     "atomic_write",
+    "b32_address_of_destination",
     "bind_i2p_destination",
+    "binding_commitment",
+    "check_mldsa_change",
     "create",
     "exists",
     "expanded_secret_key",
@@ -62,14 +79,18 @@ __all__ = [
     "is_onion_v3",
     "load",
     "load_or_create",
+    "make_rotation_proof",
     "onion_address_from_public_key",
     "parse_record",
     "public_key_from_onion_address",
     "refresh",
+    "refresh_due",
     "revoke",
     "rotate",
     "sign_record",
     "tor_public_key_file",
     "tor_secret_key_file",
+    "verify_binding",
     "verify_record",
+    "verify_signatures",
 ]

@@ -47,3 +47,13 @@ def atomic_write(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_rename(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst`` (atomic on POSIX) and fsync the directory."""
+    os.replace(src, dst)
+    dir_fd = os.open(Path(dst).parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -2,13 +2,19 @@
 
 Layout under the identity directory (``<data-dir>/identity`` by default)::
 
-    master_key.json   Ed25519 master seed            0600, optionally sealed
-    subkeys.json      X-Wing seed, ML-DSA-65 seed    0600, sealed like the master
-    record.bin        current signed identity record
-    revocation.bin    signed revocation, once revoked
+    master_key.json    Ed25519 master seed              0600, optionally sealed
+    subkeys.json       X-Wing seed, ML-DSA-65 seed      0600, sealed like the master
+    subkeys.next.json  the subkeys of a rotation in progress (see :func:`rotate`)
+    record.bin         current signed identity record   0600
+    i2p-binding.bin    salt ‖ I2P destination the record commits to   0600
+    revocation.bin     signed revocation, once revoked  0600
 
-Nothing here ever overwrites an existing key it could not read: a corrupted,
-truncated or wrongly-unlocked file is reported, and left as it is.
+``record.bin`` is the commit point of every change: whatever a change needs
+(new subkeys, a new I2P binding) is written first, the record that uses it
+last, and :func:`load` checks every subkey and the binding against the record.
+A crash at any step therefore leaves the old identity or the new one, never a
+mix. Nothing here ever overwrites an existing key it could not read: a
+corrupted, truncated or wrongly-unlocked file is reported, and left as it is.
 """
 
 from __future__ import annotations
@@ -22,23 +28,28 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from ..session import xwing
-from ._files import atomic_write
-from ._keyfile import KeyFileError, read_key_file, write_key_file
+from ._files import atomic_rename, atomic_write
+from ._i2p import I2PBinding
+from ._keyfile import KeyFileError, is_encrypted, read_key_file, write_key_file
 from ._onion import onion_address_from_public_key
 from ._record import (
+    MAX_RECORD_LIFETIME,
     IdentityRecord,
     RecordError,
     RecordKind,
+    make_rotation_proof,
     parse_record,
     sign_record,
-    verify_record,
+    verify_signatures,
 )
 
 MASTER_FILE = "master_key.json"
 SUBKEYS_FILE = "subkeys.json"
+NEXT_SUBKEYS_FILE = "subkeys.next.json"
 RECORD_FILE = "record.bin"
 REVOCATION_FILE = "revocation.bin"
-DEFAULT_RECORD_LIFETIME = 30 * 24 * 3600
+BINDING_FILE = "i2p-binding.bin"
+DEFAULT_RECORD_LIFETIME = MAX_RECORD_LIFETIME
 
 
 class IdentityError(Exception):
@@ -88,8 +99,9 @@ class NodeIdentity:
     directory: Path
     master_seed: bytes
     xwing_secret: bytes
-    mldsa_seed: bytes | None
+    mldsa_seed: bytes
     record: IdentityRecord
+    i2p_binding: I2PBinding | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return f"NodeIdentity({self.onion})"
@@ -112,9 +124,11 @@ class NodeIdentity:
         return self.record.xwing_public
 
     @property
-    def mldsa(self) -> MLDSA65PrivateKey | None:
-        if self.mldsa_seed is None:
-            return None
+    def mldsa_public(self) -> bytes:
+        return self.record.mldsa_public
+
+    @property
+    def mldsa(self) -> MLDSA65PrivateKey:
         return MLDSA65PrivateKey.from_seed_bytes(self.mldsa_seed)
 
     def expanded_secret_key(self) -> bytes:
@@ -125,32 +139,42 @@ class NodeIdentity:
         return self.master.sign(data)
 
     def summary(self) -> dict[str, object]:
-        """Public facts only, for ``identity show --json`` and the API."""
+        """Public facts (and this node's own I2P address), for ``identity show`` and the API."""
         out = self.record.to_json()
         out["onion"] = self.onion
         out["ed25519_public"] = self.ed25519_public.hex()
+        binding = self.i2p_binding
+        out["i2p_destination"] = binding.destination if binding else None
+        out["i2p_address"] = binding.b32 if binding else None
         return out
 
 
-def _paths(directory: Path) -> tuple[Path, Path, Path, Path]:
-    d = Path(directory)
-    return d / MASTER_FILE, d / SUBKEYS_FILE, d / RECORD_FILE, d / REVOCATION_FILE
+def _path(directory: Path, name: str) -> Path:
+    return Path(directory) / name
 
 
 def exists(directory: Path) -> bool:
-    return _paths(directory)[0].exists()
+    return _path(directory, MASTER_FILE).exists()
+
+
+def _mldsa_public(seed: bytes) -> bytes:
+    return MLDSA65PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
 
 
 def _new_record(
     master: Ed25519PrivateKey,
     xwing_secret: bytes,
-    mldsa_seed: bytes | None,
+    mldsa_seed: bytes,
     sequence: int,
     now: float,
     lifetime: int,
-    i2p_destination: str = "",
+    *,
+    i2p_commitment: bytes = b"",
+    rotation_proof: bytes = b"",
 ) -> IdentityRecord:
-    mldsa = MLDSA65PrivateKey.from_seed_bytes(mldsa_seed) if mldsa_seed else None
+    if not 0 < lifetime <= MAX_RECORD_LIFETIME:
+        raise IdentityError(f"record lifetime must be 1 to {MAX_RECORD_LIFETIME} seconds")
+    mldsa = MLDSA65PrivateKey.from_seed_bytes(mldsa_seed)
     rec = IdentityRecord(
         kind=RecordKind.IDENTITY,
         ed25519_public=master.public_key().public_bytes_raw(),
@@ -158,10 +182,15 @@ def _new_record(
         created=int(now),
         expires=int(now) + lifetime,
         xwing_public=xwing.public_key_from_secret(xwing_secret),
-        mldsa_public=mldsa.public_key().public_bytes_raw() if mldsa else b"",
-        i2p_destination=i2p_destination,
+        mldsa_public=mldsa.public_key().public_bytes_raw(),
+        i2p_commitment=i2p_commitment,
+        rotation_proof=rotation_proof,
     )
     return sign_record(rec, master, mldsa)
+
+
+def _subkeys(xwing_secret: bytes, mldsa_seed: bytes) -> dict[str, bytes]:
+    return {"xwing": xwing_secret, "mldsa65": mldsa_seed}
 
 
 def create(
@@ -169,12 +198,15 @@ def create(
     now: float,
     *,
     passphrase: str | None = None,
-    with_mldsa: bool = True,
     lifetime: int = DEFAULT_RECORD_LIFETIME,
 ) -> NodeIdentity:
-    """Create a new identity; refuses (:class:`IdentityExists`) if one is there."""
+    """Create a new identity (Ed25519 master, X-Wing and ML-DSA-65 subkeys).
+
+    Refuses (:class:`IdentityExists`) if one is there.
+    """
     directory = Path(directory)
-    master_path, subkeys_path, record_path, _ = _paths(directory)
+    master_path = _path(directory, MASTER_FILE)
+    subkeys_path = _path(directory, SUBKEYS_FILE)
     if master_path.exists() or subkeys_path.exists():
         raise IdentityExists(
             f"{directory} already holds an identity; refusing to overwrite it "
@@ -183,25 +215,63 @@ def create(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     master_seed = os.urandom(32)
     xwing_secret, _ = xwing.generate_keypair()
-    mldsa_seed = os.urandom(32) if with_mldsa else None
+    mldsa_seed = os.urandom(32)
     master = Ed25519PrivateKey.from_private_bytes(master_seed)
     onion = onion_address_from_public_key(master.public_key().public_bytes_raw())
     record = _new_record(master, xwing_secret, mldsa_seed, 1, now, lifetime)
-    subkeys = {"xwing": xwing_secret}
-    if mldsa_seed:
-        subkeys["mldsa65"] = mldsa_seed
     # Subkeys and record first: the master key file is what marks the identity as
     # existing, so a crash in between leaves no half identity that looks whole.
-    write_key_file(subkeys_path, subkeys, onion, passphrase)
-    atomic_write(record_path, record.to_bytes(), mode=0o600)
+    write_key_file(subkeys_path, _subkeys(xwing_secret, mldsa_seed), onion, passphrase)
+    atomic_write(_path(directory, RECORD_FILE), record.to_bytes(), mode=0o600)
     write_key_file(master_path, {"ed25519": master_seed}, onion, passphrase)
     return NodeIdentity(directory, master_seed, xwing_secret, mldsa_seed, record)
 
 
+def _read_subkeys(path: Path, onion: str, passphrase: str | None) -> tuple[bytes, bytes]:
+    label, sub = read_key_file(path, passphrase)
+    if label != onion:
+        raise KeyFileError(f"{path}: belongs to {label}, not to {onion}")
+    xwing_secret = sub.get("xwing")
+    if xwing_secret is None or len(xwing_secret) != 32:
+        raise KeyFileError(f"{path}: no valid X-Wing key inside (corrupted?)")
+    mldsa_seed = sub.get("mldsa65")
+    if mldsa_seed is None or len(mldsa_seed) != 32:
+        raise KeyFileError(f"{path}: no valid ML-DSA-65 seed inside (ML-DSA-65 is "
+                           "mandatory; an identity made without it cannot be used: "
+                           "create a new one)")
+    return xwing_secret, mldsa_seed
+
+
+def _matches(record: IdentityRecord, xwing_secret: bytes, mldsa_seed: bytes) -> bool:
+    return (record.xwing_public == xwing.public_key_from_secret(xwing_secret)
+            and record.mldsa_public == _mldsa_public(mldsa_seed))
+
+
+def _load_binding(directory: Path, record: IdentityRecord) -> I2PBinding | None:
+    """The binding the record commits to, or None (none, or a bind cut short by a crash)."""
+    if not record.i2p_commitment:
+        return None
+    try:
+        binding = I2PBinding.parse(_path(directory, BINDING_FILE).read_bytes())
+    except (OSError, RecordError):
+        return None
+    return binding if binding.commitment() == record.i2p_commitment else None
+
+
 def load(directory: Path, now: float, *, passphrase: str | None = None) -> NodeIdentity:
-    """Load an identity, checking every file against the master key."""
+    """Load an identity, checking every file against the master key and the record.
+
+    The record is the commit point: the subkeys used are the ones whose public
+    keys it lists (``subkeys.json``, or those of a rotation that was cut short
+    after its record was written, which are then put in place). A record that
+    matches neither is an error, never silently paired with other keys.
+    """
     directory = Path(directory)
-    master_path, subkeys_path, record_path, revocation_path = _paths(directory)
+    master_path = _path(directory, MASTER_FILE)
+    subkeys_path = _path(directory, SUBKEYS_FILE)
+    next_path = _path(directory, NEXT_SUBKEYS_FILE)
+    record_path = _path(directory, RECORD_FILE)
+    revocation_path = _path(directory, REVOCATION_FILE)
     if not master_path.exists():
         raise IdentityMissing(f"no identity in {directory} (create one with "
                               "'aegis-hidden identity init')")
@@ -217,29 +287,33 @@ def load(directory: Path, now: float, *, passphrase: str | None = None) -> NodeI
     if revocation_path.exists():
         raise Revoked(f"{onion} was revoked ({revocation_path}); create a new identity "
                       "in another directory")
-    sub_label, sub = read_key_file(subkeys_path, passphrase)
-    if sub_label != onion:
-        raise KeyFileError(f"{subkeys_path}: belongs to {sub_label}, not to {onion}")
-    xwing_secret = sub.get("xwing")
-    if xwing_secret is None or len(xwing_secret) != 32:
-        raise KeyFileError(f"{subkeys_path}: no valid X-Wing key inside (corrupted?)")
-    mldsa_seed = sub.get("mldsa65")
-    if mldsa_seed is not None and len(mldsa_seed) != 32:
-        raise KeyFileError(f"{subkeys_path}: ML-DSA-65 seed has the wrong length")
     try:
         record = parse_record(record_path.read_bytes())
         # Expiry is not fatal on load: the node re-signs below.
-        verify_record(record, onion, now=min(now, record.expires - 1) if record.expires
-                      else now)
+        verify_signatures(record, onion)
     except FileNotFoundError:
-        raise IdentityError(f"{record_path} is missing; run 'aegis-hidden identity rotate' "
-                            "to sign a new record") from None
+        raise IdentityError(f"{record_path} is missing; the identity cannot be used "
+                            "(restore it from a backup)") from None
     except RecordError as e:
         raise IdentityError(f"{record_path}: {e}") from None
-    if record.xwing_public != xwing.public_key_from_secret(xwing_secret):
+    if record.kind is not RecordKind.IDENTITY:
+        raise IdentityError(f"{record_path}: not an identity record")
+    xwing_secret, mldsa_seed = _read_subkeys(subkeys_path, onion, passphrase)
+    if _matches(record, xwing_secret, mldsa_seed):
+        # A rotation that stopped before its record: the old identity stands.
+        next_path.unlink(missing_ok=True)
+    elif next_path.exists():
+        xwing_secret, mldsa_seed = _read_subkeys(next_path, onion, passphrase)
+        if not _matches(record, xwing_secret, mldsa_seed):
+            raise IdentityError(f"{record_path} matches neither {subkeys_path} nor "
+                                f"{next_path} (mixed backups?)")
+        # A rotation that stopped after its record: finish it.
+        atomic_rename(next_path, subkeys_path)
+    else:
         raise IdentityError(f"{record_path} does not match {subkeys_path} (mixed backups?)")
-    ident = NodeIdentity(directory, seed, xwing_secret, mldsa_seed, record)
-    if record.expires and record.expires - now < DEFAULT_RECORD_LIFETIME // 3:
+    ident = NodeIdentity(directory, seed, xwing_secret, mldsa_seed, record,
+                         _load_binding(directory, record))
+    if refresh_due(ident, now):
         ident = refresh(ident, now)
     return ident
 
@@ -254,50 +328,74 @@ def load_or_create(
 
 
 def _store_record(ident: NodeIdentity, record: IdentityRecord) -> NodeIdentity:
-    atomic_write(_paths(ident.directory)[2], record.to_bytes(), mode=0o600)
+    atomic_write(_path(ident.directory, RECORD_FILE), record.to_bytes(), mode=0o600)
     return replace(ident, record=record)
+
+
+def refresh_due(ident: NodeIdentity, now: float) -> bool:
+    """True once half of the current record's lifetime has passed (time to re-sign)."""
+    rec = ident.record
+    return now >= rec.created + (rec.expires - rec.created) / 2
 
 
 def refresh(ident: NodeIdentity, now: float, lifetime: int = DEFAULT_RECORD_LIFETIME
             ) -> NodeIdentity:
-    """Re-sign the same subkeys with a higher sequence and a new expiry."""
+    """Re-sign the same subkeys, I2P commitment and rotation proof: sequence + 1, new expiry."""
     rec = _new_record(ident.master, ident.xwing_secret, ident.mldsa_seed,
                       ident.record.sequence + 1, now, lifetime,
-                      ident.record.i2p_destination)
+                      i2p_commitment=ident.record.i2p_commitment,
+                      rotation_proof=ident.record.rotation_proof)
     return _store_record(ident, rec)
 
 
 def bind_i2p_destination(ident: NodeIdentity, destination: str, now: float) -> NodeIdentity:
-    """Bind (or change) the node's I2P destination in a new signed record."""
-    if ident.record.i2p_destination == destination:
+    """Commit the record to ``destination`` (I2P base64) under a fresh random salt.
+
+    The binding file is written before the record that commits to it, so a crash
+    in between leaves the old record (whose commitment the new file does not open:
+    :func:`load` then reports no binding and the I2P provider binds again).
+    """
+    current = ident.i2p_binding
+    if current is not None and current.destination == destination:
         return ident
+    binding = I2PBinding(destination, os.urandom(32))
+    atomic_write(_path(ident.directory, BINDING_FILE), binding.to_bytes(), mode=0o600)
     rec = _new_record(ident.master, ident.xwing_secret, ident.mldsa_seed,
-                      ident.record.sequence + 1, now, DEFAULT_RECORD_LIFETIME, destination)
-    return _store_record(ident, rec)
+                      ident.record.sequence + 1, now, DEFAULT_RECORD_LIFETIME,
+                      i2p_commitment=binding.commitment(),
+                      rotation_proof=ident.record.rotation_proof)
+    return _store_record(replace(ident, i2p_binding=binding), rec)
 
 
-def rotate(ident: NodeIdentity, now: float, *, passphrase: str | None = None,
-           with_mldsa: bool | None = None) -> NodeIdentity:
-    """New X-Wing (and ML-DSA) subkeys under the same master key, sequence + 1."""
-    if with_mldsa is None:
-        with_mldsa = ident.mldsa_seed is not None
+def rotate(ident: NodeIdentity, now: float, *, passphrase: str | None = None) -> NodeIdentity:
+    """New X-Wing and ML-DSA-65 subkeys under the same master key, sequence + 1.
+
+    The new record carries a rotation proof: the previous ML-DSA-65 key signs the
+    new one, so peers that pinned the old key accept the change. One atomic step:
+    the new subkeys go to ``subkeys.next.json``, then the record is replaced (the
+    commit point), then ``subkeys.next.json`` is renamed over ``subkeys.json``;
+    :func:`load` finishes or discards a rotation cut short at any point.
+    """
+    if passphrase is None and is_encrypted(_path(ident.directory, SUBKEYS_FILE)):
+        raise IdentityError("the key files are sealed: give the passphrase to rotate")
     xwing_secret, _ = xwing.generate_keypair()
-    mldsa_seed = os.urandom(32) if with_mldsa else None
-    rec = _new_record(ident.master, xwing_secret, mldsa_seed, ident.record.sequence + 1,
-                      now, DEFAULT_RECORD_LIFETIME, ident.record.i2p_destination)
-    _, subkeys_path, _, _ = _paths(ident.directory)
-    subkeys = {"xwing": xwing_secret}
-    if mldsa_seed:
-        subkeys["mldsa65"] = mldsa_seed
-    # Record first, then subkeys: a crash in between is detected at load time
-    # ("does not match") rather than silently pairing a record with wrong keys.
-    write_key_file(subkeys_path, subkeys, ident.onion, passphrase)
-    new = NodeIdentity(ident.directory, ident.master_seed, xwing_secret, mldsa_seed, rec)
-    return _store_record(new, rec)
+    mldsa_seed = os.urandom(32)
+    sequence = ident.record.sequence + 1
+    proof = make_rotation_proof(ident.mldsa, ident.ed25519_public,
+                                _mldsa_public(mldsa_seed), sequence)
+    rec = _new_record(ident.master, xwing_secret, mldsa_seed, sequence, now,
+                      DEFAULT_RECORD_LIFETIME, i2p_commitment=ident.record.i2p_commitment,
+                      rotation_proof=proof)
+    next_path = _path(ident.directory, NEXT_SUBKEYS_FILE)
+    write_key_file(next_path, _subkeys(xwing_secret, mldsa_seed), ident.onion, passphrase)
+    new = _store_record(
+        replace(ident, xwing_secret=xwing_secret, mldsa_seed=mldsa_seed), rec)
+    atomic_rename(next_path, _path(ident.directory, SUBKEYS_FILE))
+    return new
 
 
 def revoke(ident: NodeIdentity, now: float, reason: str) -> IdentityRecord:
-    """Sign and store a revocation of this identity; returns the revocation record."""
+    """Sign (with both keys) and store a permanent revocation of this identity."""
     rec = sign_record(
         IdentityRecord(
             kind=RecordKind.REVOCATION,
@@ -305,10 +403,12 @@ def revoke(ident: NodeIdentity, now: float, reason: str) -> IdentityRecord:
             sequence=ident.record.sequence + 1,
             created=int(now),
             expires=0,
+            mldsa_public=ident.record.mldsa_public,
             reason=reason,
+            rotation_proof=ident.record.rotation_proof,
         ),
         ident.master,
-        None,
+        ident.mldsa,
     )
-    atomic_write(_paths(ident.directory)[3], rec.to_bytes(), mode=0o600)
+    atomic_write(_path(ident.directory, REVOCATION_FILE), rec.to_bytes(), mode=0o600)
     return rec

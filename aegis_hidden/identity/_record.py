@@ -1,10 +1,10 @@
 """Signed identity and revocation records.
 
-A record binds a node's subkeys (X-Wing, optionally ML-DSA-65) and its I2P
+A record binds a node's subkeys (X-Wing, ML-DSA-65) and a commitment to its I2P
 destination to its master Ed25519 key, i.e. to its onion address. Anyone who
 knows only the onion address can check a record: the address *is* the key.
-
-Wire form (all integers big-endian)::
+docs/identity.md specifies the format normatively; in short (integers
+big-endian)::
 
     magic    "AEGISREC"                       8
     version  u8 = 1                           1
@@ -12,20 +12,26 @@ Wire form (all integers big-endian)::
     ed25519  master public key                32
     sequence u64                              8
     created  u64 unix seconds                 8
-    expires  u64 unix seconds (0: never)      8
-    fields   u16 length + bytes, in order: x-wing public, ML-DSA-65 public,
-             I2P destination (ASCII), revocation reason (UTF-8)
-    ed25519 signature over DOMAIN | all of the above         64
-    ML-DSA-65 signature (u16 length + bytes; empty if no ML-DSA key)
+    expires  u64 unix seconds (0 in a revocation: permanent)   8
+    fields   u16 length + bytes, in order:
+             X-Wing public (1216; empty in a revocation),
+             ML-DSA-65 public (1952, mandatory),
+             I2P commitment (empty or 32),
+             revocation reason (UTF-8, revocation only),
+             ML-DSA rotation proof (empty or 1952 + 8 + 3309)
+    Ed25519 signature over DOMAIN | all of the above           64
+    u16 length + ML-DSA-65 signature (3309, pure, empty context) over the same
 
-Both signatures cover the same body; the Ed25519 signature also covers the
-ML-DSA public key, so neither key can be swapped without the other.
+Both signatures cover the same body; each covers both public keys, so neither
+key can be swapped without forging the other signature.
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -43,12 +49,17 @@ from ._onion import OnionAddressError, onion_address_from_public_key, public_key
 MAGIC = b"AEGISREC"
 RECORD_VERSION = 1
 DOMAIN = b"aegis-hidden identity record v1\x00"
+ROTATION_DOMAIN = b"aegis-hidden mldsa rotation\x00"
 _HEADER = struct.Struct(">8sBB32sQQQ")
 XWING_PUBLIC_SIZE = 1216
 MLDSA65_PUBLIC_SIZE = 1952
 MLDSA65_SIGNATURE_SIZE = 3309
-MAX_I2P_DESTINATION = 1024
+I2P_COMMITMENT_SIZE = 32
+ROTATION_PROOF_SIZE = MLDSA65_PUBLIC_SIZE + 8 + MLDSA65_SIGNATURE_SIZE
 MAX_REASON = 512
+MAX_RECORD_LIFETIME = 30 * 24 * 3600
+MAX_CLOCK_SKEW = 600
+_FIELDS = 5
 
 
 class RecordKind(enum.IntEnum):
@@ -60,6 +71,38 @@ class RecordError(ValueError):
     """A record that cannot be accepted; the message says which check failed."""
 
 
+class RevokedIdentity(RecordError):
+    """The onion address has been revoked: no record of it is accepted any more."""
+
+
+class RecordRollback(RecordError):
+    """A record with a lower sequence than one already seen (an old record replayed)."""
+
+
+class PinMismatch(RecordError):
+    """The record's ML-DSA key is not the pinned one, and no valid rotation proof links them."""
+
+
+def rotation_message(ed25519_public: bytes, new_mldsa_public: bytes, sequence: int) -> bytes:
+    """What the previous ML-DSA key signs when the node rotates to ``new_mldsa_public``."""
+    return ROTATION_DOMAIN + ed25519_public + new_mldsa_public + struct.pack(">Q", sequence)
+
+
+def make_rotation_proof(
+    previous: MLDSA65PrivateKey, ed25519_public: bytes, new_mldsa_public: bytes, sequence: int
+) -> bytes:
+    """previous public ‖ u64 sequence ‖ ML-DSA-65 signature by ``previous`` (see docs)."""
+    prev_pub = previous.public_key().public_bytes_raw()
+    sig = previous.sign(rotation_message(ed25519_public, new_mldsa_public, sequence))
+    return prev_pub + struct.pack(">Q", sequence) + sig
+
+
+def _split_proof(proof: bytes) -> tuple[bytes, int, bytes]:
+    prev = proof[:MLDSA65_PUBLIC_SIZE]
+    (seq,) = struct.unpack_from(">Q", proof, MLDSA65_PUBLIC_SIZE)
+    return prev, seq, proof[MLDSA65_PUBLIC_SIZE + 8 :]
+
+
 @dataclass(frozen=True)
 class IdentityRecord:
     kind: RecordKind
@@ -69,14 +112,25 @@ class IdentityRecord:
     expires: int
     xwing_public: bytes = b""
     mldsa_public: bytes = b""
-    i2p_destination: str = ""
+    i2p_commitment: bytes = b""
     reason: str = ""
+    rotation_proof: bytes = field(default=b"", repr=False)
     signature: bytes = field(default=b"", repr=False)
     mldsa_signature: bytes = field(default=b"", repr=False)
 
     @property
     def onion(self) -> str:
         return onion_address_from_public_key(self.ed25519_public)
+
+    @property
+    def rotated_from(self) -> bytes:
+        """The previous ML-DSA-65 public key named by the rotation proof, or b""."""
+        return self.rotation_proof[:MLDSA65_PUBLIC_SIZE] if self.rotation_proof else b""
+
+    @property
+    def rotation_sequence(self) -> int | None:
+        """Sequence of the record that rotated the ML-DSA key (None without a proof)."""
+        return _split_proof(self.rotation_proof)[1] if self.rotation_proof else None
 
     def body(self) -> bytes:
         """The signed part of the record."""
@@ -87,11 +141,16 @@ class IdentityRecord:
         for blob in (
             self.xwing_public,
             self.mldsa_public,
-            self.i2p_destination.encode("ascii"),
+            self.i2p_commitment,
             self.reason.encode("utf-8"),
+            self.rotation_proof,
         ):
             out.append(struct.pack(">H", len(blob)) + blob)
         return b"".join(out)
+
+    def signed_message(self) -> bytes:
+        """What both signatures cover: DOMAIN ‖ body."""
+        return DOMAIN + self.body()
 
     def to_bytes(self) -> bytes:
         return (
@@ -102,7 +161,7 @@ class IdentityRecord:
         )
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-friendly view (public data only)."""
+        """A JSON-friendly view (public data only; the I2P destination is not in it)."""
         return {
             "kind": self.kind.name.lower(),
             "onion": self.onion,
@@ -111,8 +170,9 @@ class IdentityRecord:
             "created": self.created,
             "expires": self.expires,
             "xwing_public": self.xwing_public.hex(),
-            "mldsa65_public": self.mldsa_public.hex() or None,
-            "i2p_destination": self.i2p_destination or None,
+            "mldsa65_public": self.mldsa_public.hex(),
+            "i2p_commitment": self.i2p_commitment.hex() or None,
+            "mldsa65_rotated_from": self.rotated_from.hex() or None,
             "reason": self.reason or None,
         }
 
@@ -124,40 +184,54 @@ def _check_fields(rec: IdentityRecord) -> None:
                         ("expires", rec.expires)):
         if not 0 <= value < 2**64:
             raise RecordError(f"{name} {value} does not fit in 64 bits")
+    if len(rec.mldsa_public) != MLDSA65_PUBLIC_SIZE:
+        raise RecordError(f"ML-DSA-65 public key is mandatory and must be "
+                          f"{MLDSA65_PUBLIC_SIZE} bytes, got {len(rec.mldsa_public)}")
     if rec.kind is RecordKind.IDENTITY:
         if len(rec.xwing_public) != XWING_PUBLIC_SIZE:
             raise RecordError(f"X-Wing public key must be {XWING_PUBLIC_SIZE} bytes, "
                               f"got {len(rec.xwing_public)}")
         if rec.reason:
             raise RecordError("an identity record carries no revocation reason")
+        if not rec.created < rec.expires <= rec.created + MAX_RECORD_LIFETIME:
+            raise RecordError(
+                f"expires must satisfy created < expires <= created + "
+                f"{MAX_RECORD_LIFETIME}s (got created={rec.created}, expires={rec.expires})")
     else:
-        if rec.xwing_public or rec.mldsa_public or rec.i2p_destination:
-            raise RecordError("a revocation record carries no subkeys")
-    if rec.mldsa_public and len(rec.mldsa_public) != MLDSA65_PUBLIC_SIZE:
-        raise RecordError(f"ML-DSA-65 public key must be {MLDSA65_PUBLIC_SIZE} bytes")
-    if len(rec.i2p_destination) > MAX_I2P_DESTINATION:
-        raise RecordError("I2P destination is too long")
+        if rec.xwing_public or rec.i2p_commitment:
+            raise RecordError("a revocation record carries no X-Wing key or I2P commitment")
+        if rec.expires != 0:
+            raise RecordError("a revocation is permanent: its expires must be 0")
+    if rec.i2p_commitment and len(rec.i2p_commitment) != I2P_COMMITMENT_SIZE:
+        raise RecordError(f"I2P commitment must be empty or {I2P_COMMITMENT_SIZE} bytes")
     if len(rec.reason.encode("utf-8")) > MAX_REASON:
         raise RecordError(f"revocation reason is longer than {MAX_REASON} bytes")
+    if rec.rotation_proof:
+        if len(rec.rotation_proof) != ROTATION_PROOF_SIZE:
+            raise RecordError(f"ML-DSA rotation proof must be empty or {ROTATION_PROOF_SIZE} "
+                              f"bytes, got {len(rec.rotation_proof)}")
+        prev, seq, _ = _split_proof(rec.rotation_proof)
+        if prev == rec.mldsa_public:
+            raise RecordError("ML-DSA rotation proof names the record's own key")
+        if seq > rec.sequence:
+            raise RecordError(f"ML-DSA rotation proof sequence {seq} is above the record's "
+                              f"{rec.sequence}")
 
 
 def sign_record(
     rec: IdentityRecord,
     master: Ed25519PrivateKey,
-    mldsa: MLDSA65PrivateKey | None = None,
+    mldsa: MLDSA65PrivateKey,
 ) -> IdentityRecord:
-    """``rec`` with its signatures; ``mldsa`` is required when it lists an ML-DSA key."""
+    """``rec`` with both signatures (Ed25519 and ML-DSA-65 are both mandatory)."""
     _check_fields(rec)
     if master.public_key().public_bytes_raw() != rec.ed25519_public:
         raise RecordError("the signing key is not the record's master key")
-    body = rec.body()
-    sig = master.sign(DOMAIN + body)
-    mldsa_sig = b""
-    if rec.mldsa_public:
-        if mldsa is None or mldsa.public_key().public_bytes_raw() != rec.mldsa_public:
-            raise RecordError("the ML-DSA signing key does not match the record")
-        mldsa_sig = mldsa.sign(DOMAIN + body)
-    return IdentityRecord(**{**rec.__dict__, "signature": sig, "mldsa_signature": mldsa_sig})
+    if mldsa is None or mldsa.public_key().public_bytes_raw() != rec.mldsa_public:
+        raise RecordError("the ML-DSA signing key does not match the record")
+    message = rec.signed_message()
+    return IdentityRecord(**{**rec.__dict__, "signature": master.sign(message),
+                             "mldsa_signature": mldsa.sign(message)})
 
 
 def parse_record(data: bytes) -> IdentityRecord:
@@ -176,7 +250,7 @@ def parse_record(data: bytes) -> IdentityRecord:
         raise RecordError(f"unknown record kind {kind}") from None
     pos = _HEADER.size
     blobs: list[bytes] = []
-    for _ in range(4):
+    for _ in range(_FIELDS):
         if pos + 2 > len(data):
             raise RecordError("record is truncated inside its fields")
         (n,) = struct.unpack_from(">H", data, pos)
@@ -196,17 +270,56 @@ def parse_record(data: bytes) -> IdentityRecord:
         raise RecordError("record is truncated inside its ML-DSA signature")
     if pos + n != len(data):
         raise RecordError(f"{len(data) - pos - n} unexpected bytes after the record")
+    if n != MLDSA65_SIGNATURE_SIZE:
+        raise RecordError(f"ML-DSA-65 signature is mandatory and must be "
+                          f"{MLDSA65_SIGNATURE_SIZE} bytes, got {n}")
     try:
-        i2p = blobs[2].decode("ascii")
         reason = blobs[3].decode("utf-8")
     except UnicodeDecodeError:
-        raise RecordError("record text field is not valid text") from None
+        raise RecordError("revocation reason is not valid UTF-8") from None
     rec = IdentityRecord(
         kind=rkind, ed25519_public=pub, sequence=seq, created=created, expires=expires,
-        xwing_public=blobs[0], mldsa_public=blobs[1], i2p_destination=i2p, reason=reason,
-        signature=sig, mldsa_signature=mldsa_sig,
+        xwing_public=blobs[0], mldsa_public=blobs[1], i2p_commitment=blobs[2], reason=reason,
+        rotation_proof=blobs[4], signature=sig, mldsa_signature=mldsa_sig,
     )
     _check_fields(rec)
+    if rec.to_bytes() != data:  # e.g. a reason whose UTF-8 is not canonical
+        raise RecordError("record is not in canonical form")
+    return rec
+
+
+def _verify_rotation_proof(rec: IdentityRecord) -> None:
+    prev, seq, sig = _split_proof(rec.rotation_proof)
+    try:
+        MLDSA65PublicKey.from_public_bytes(prev).verify(
+            sig, rotation_message(rec.ed25519_public, rec.mldsa_public, seq))
+    except (InvalidSignature, ValueError):
+        raise RecordError("ML-DSA rotation proof does not verify") from None
+
+
+def verify_signatures(rec: IdentityRecord, onion: str) -> IdentityRecord:
+    """Check ``rec`` is signed by ``onion``'s master key and its ML-DSA key (no time checks)."""
+    try:
+        expected = public_key_from_onion_address(onion)
+    except OnionAddressError as e:
+        raise RecordError(f"cannot check against {onion!r}: {e}") from None
+    if rec.ed25519_public != expected:
+        raise RecordError(f"record is signed by another key than {onion}'s")
+    _check_fields(rec)
+    message = rec.signed_message()
+    try:
+        Ed25519PublicKey.from_public_bytes(rec.ed25519_public).verify(rec.signature, message)
+    except InvalidSignature:
+        raise RecordError("Ed25519 signature does not verify") from None
+    if len(rec.mldsa_signature) != MLDSA65_SIGNATURE_SIZE:
+        raise RecordError("ML-DSA-65 signature is missing or has the wrong length")
+    try:
+        MLDSA65PublicKey.from_public_bytes(rec.mldsa_public).verify(rec.mldsa_signature,
+                                                                   message)
+    except (InvalidSignature, ValueError):
+        raise RecordError("ML-DSA-65 signature does not verify") from None
+    if rec.rotation_proof:
+        _verify_rotation_proof(rec)
     return rec
 
 
@@ -218,76 +331,131 @@ def verify_record(
 ) -> IdentityRecord:
     """Parse and check a record against the onion address it claims to belong to.
 
-    Rejects (with :class:`RecordError` naming the check): malformed bytes, a key
-    other than the onion address's, a bad Ed25519 or ML-DSA signature, an expired
+    Rejects (with :class:`RecordError` naming the check): malformed bytes, a
+    record without an ML-DSA-65 key and signature, a key other than the onion
+    address's, a bad Ed25519 or ML-DSA signature or rotation proof, an expired
     identity record, a record created in the future (more than 10 minutes of
-    clock skew), and a sequence lower than ``min_sequence`` (replay of an old
-    record).
+    clock skew), and a sequence lower than ``min_sequence``
+    (:class:`RecordRollback`: replay of an old record).
     """
     rec = data if isinstance(data, IdentityRecord) else parse_record(data)
-    try:
-        expected = public_key_from_onion_address(onion)
-    except OnionAddressError as e:
-        raise RecordError(f"cannot check against {onion!r}: {e}") from None
-    if rec.ed25519_public != expected:
-        raise RecordError(f"record is signed by another key than {onion}'s")
-    body = DOMAIN + rec.body()
-    try:
-        Ed25519PublicKey.from_public_bytes(rec.ed25519_public).verify(rec.signature, body)
-    except InvalidSignature:
-        raise RecordError("Ed25519 signature does not verify") from None
-    if rec.mldsa_public:
-        if len(rec.mldsa_signature) != MLDSA65_SIGNATURE_SIZE:
-            raise RecordError("ML-DSA-65 signature is missing or has the wrong length")
-        try:
-            MLDSA65PublicKey.from_public_bytes(rec.mldsa_public).verify(
-                rec.mldsa_signature, body
-            )
-        except InvalidSignature:
-            raise RecordError("ML-DSA-65 signature does not verify") from None
-    elif rec.mldsa_signature:
-        raise RecordError("ML-DSA-65 signature present without an ML-DSA key")
-    if rec.created > now + 600:
+    verify_signatures(rec, onion)
+    if rec.created > now + MAX_CLOCK_SKEW:
         raise RecordError(f"record was created {rec.created - now:.0f}s in the future")
-    if rec.kind is RecordKind.IDENTITY and rec.expires and rec.expires <= now:
+    if rec.kind is RecordKind.IDENTITY and rec.expires <= now:
         raise RecordError(f"record expired {now - rec.expires:.0f}s ago")
     if min_sequence is not None and rec.sequence < min_sequence:
-        raise RecordError(
+        raise RecordRollback(
             f"record sequence {rec.sequence} is lower than {min_sequence} already seen "
             "(an old record replayed?)"
         )
     return rec
 
 
-class RecordCache:
-    """Remembers the highest sequence seen per onion, and revocations.
+def check_mldsa_change(pinned_public: bytes, record: IdentityRecord) -> None:
+    """Accept ``record``'s ML-DSA key given the key pinned for its onion, or raise.
 
-    Feeds :func:`verify_record` with ``min_sequence`` so an older record never
-    replaces a newer one, and refuses every record of a revoked identity.
+    Returns when the key is the pinned one, or when the record's rotation proof
+    names ``pinned_public`` as the previous key and its signature (by that key)
+    verifies; raises :class:`PinMismatch` otherwise. The record's own signatures
+    are not checked here (see :func:`verify_record`).
+    """
+    if hmac.compare_digest(record.mldsa_public, pinned_public):
+        return
+    if not record.rotation_proof or len(record.rotation_proof) != ROTATION_PROOF_SIZE:
+        raise PinMismatch(f"{record.onion} changed its ML-DSA-65 key without a rotation "
+                          "proof from the pinned key")
+    if not hmac.compare_digest(record.rotated_from, pinned_public):
+        raise PinMismatch(f"{record.onion}'s ML-DSA-65 rotation proof is from another key "
+                          "than the pinned one")
+    try:
+        _verify_rotation_proof(record)
+    except RecordError:
+        raise PinMismatch(f"{record.onion}'s ML-DSA-65 rotation proof does not verify"
+                          ) from None
+
+
+def _canonical(onion: str) -> str:
+    try:
+        return onion_address_from_public_key(public_key_from_onion_address(onion))
+    except OnionAddressError as e:
+        raise RecordError(f"not a v3 onion address {onion!r}: {e}") from None
+
+
+class RecordCache:
+    """The highest-sequence record seen per onion, and revocations (pure, in memory).
+
+    An older record never replaces a newer one (:class:`RecordRollback`), every
+    record of a revoked identity is refused (:class:`RevokedIdentity`), and two
+    different records with the same sequence are refused. Listeners are called
+    with every record newly stored (so the node can persist them); :meth:`load`
+    restores them without calling listeners.
     """
 
     def __init__(self) -> None:
         self._latest: dict[str, IdentityRecord] = {}
         self._revoked: dict[str, IdentityRecord] = {}
+        self._listeners: list[Callable[[IdentityRecord], None]] = []
+
+    def add_listener(self, callback: Callable[[IdentityRecord], None]) -> None:
+        self._listeners.append(callback)
 
     def accept(self, data: bytes | IdentityRecord, onion: str, now: float) -> IdentityRecord:
-        onion = onion_address_from_public_key(public_key_from_onion_address(onion))
-        if onion in self._revoked:
-            raise RecordError(f"{onion} has been revoked: {self._revoked[onion].reason!r}")
+        """Verify ``data`` against ``onion`` and the records already seen; store it if new."""
+        onion = _canonical(onion)
+        revocation = self._revoked.get(onion)
+        if revocation is not None:
+            raise RevokedIdentity(f"{onion} has been revoked: {revocation.reason!r}")
         current = self._latest.get(onion)
-        rec = verify_record(data, onion, now,
-                            None if current is None else current.sequence)
-        if current is not None and rec.sequence == current.sequence and rec != current:
+        rec = verify_record(data, onion, now, None if current is None else current.sequence)
+        if current is not None and rec.sequence == current.sequence:
+            if rec == current:
+                return current
             raise RecordError(f"two different records with sequence {rec.sequence}")
+        self._store(onion, rec)
+        for callback in list(self._listeners):
+            callback(rec)
+        return rec
+
+    def _store(self, onion: str, rec: IdentityRecord) -> None:
         if rec.kind is RecordKind.REVOCATION:
             self._revoked[onion] = rec
             self._latest.pop(onion, None)
         else:
             self._latest[onion] = rec
-        return rec
+
+    def load(self, records: Iterable[IdentityRecord]) -> None:
+        """Restore records from storage: signatures are checked, times are not.
+
+        A revocation stays in force for good; for identity records the highest
+        sequence wins. Listeners are not called.
+        """
+        for rec in records:
+            onion = rec.onion
+            verify_signatures(rec, onion)
+            if onion in self._revoked:
+                continue
+            current = self._latest.get(onion)
+            if (rec.kind is RecordKind.IDENTITY and current is not None
+                    and rec.sequence <= current.sequence):
+                continue
+            self._store(onion, rec)
 
     def get(self, onion: str) -> IdentityRecord | None:
-        return self._latest.get(onion)
+        return self._latest.get(_canonical_or_same(onion))
 
     def is_revoked(self, onion: str) -> bool:
-        return onion in self._revoked
+        return _canonical_or_same(onion) in self._revoked
+
+    def revocation(self, onion: str) -> IdentityRecord | None:
+        return self._revoked.get(_canonical_or_same(onion))
+
+    def revocations(self) -> list[IdentityRecord]:
+        return list(self._revoked.values())
+
+
+def _canonical_or_same(onion: str) -> str:
+    try:
+        return _canonical(onion)
+    except RecordError:
+        return onion

@@ -21,7 +21,7 @@ from aegis_hidden.i2p import PrivateKey
 from aegis_hidden.i2p._launch import I2pdProcess
 from aegis_hidden.i2p._provider import I2PProvider
 from aegis_hidden.i2p._sam import DatagramReceived, RawReceived
-from aegis_hidden.identity import NodeIdentity, create, load, verify_record
+from aegis_hidden.identity import NodeIdentity, create, load, verify_binding, verify_record
 from aegis_hidden.interfaces import ITransportProvider
 from aegis_hidden.testing import FakeI2PNetwork, FakeSAMBridge, result_of
 
@@ -110,9 +110,14 @@ def test_start_generates_stores_and_binds_the_destination(
     assert bridge.session_by_b32(key.destination.b32) is not None
     # bound into the signed record, which verifies from the onion address alone
     [ident] = seen
-    assert ident.record.i2p_destination == key.destination.base64
+    # (only a salted commitment is in the record; the binding opens it)
+    assert ident.i2p_binding is not None
+    assert ident.i2p_binding.destination == key.destination.base64
+    assert key.destination.base64 not in ident.record.to_bytes().decode("latin-1")
     verify_record(ident.record, ident.onion, now=clock.seconds())
-    assert load(tmp_path / "n" / "identity", clock.seconds()).record == ident.record
+    assert verify_binding(ident.record, ident.i2p_binding) == key.destination.b32
+    reloaded = load(tmp_path / "n" / "identity", clock.seconds())
+    assert reloaded.record == ident.record and reloaded.i2p_binding == ident.i2p_binding
     assert [e["type"] for e in got] == ["i2p_ready"]
     assert got[0]["address"] == key.destination.b32
     result_of(provider.stopService())

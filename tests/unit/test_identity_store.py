@@ -12,6 +12,7 @@ import pytest
 
 from aegis_hidden import identity as ident
 from aegis_hidden.identity import _keyfile
+from aegis_hidden.testing import fake_private_key
 
 NOW = 1_800_000_000.0
 
@@ -172,10 +173,19 @@ def test_record_refreshed_before_expiry(tmp_path: Path) -> None:
 
 def test_bind_i2p_destination(tmp_path: Path) -> None:
     node = ident.create(tmp_path, NOW)
-    bound = ident.bind_i2p_destination(node, "AAAA-~dest", NOW)
-    assert bound.record.i2p_destination == "AAAA-~dest"
-    assert ident.load(tmp_path, NOW).record.i2p_destination == "AAAA-~dest"
-    assert ident.bind_i2p_destination(bound, "AAAA-~dest", NOW) is bound
+    dest = fake_private_key().destination.base64
+    bound = ident.bind_i2p_destination(node, dest, NOW)
+    assert bound.i2p_binding is not None and bound.i2p_binding.destination == dest
+    assert bound.record.sequence == node.record.sequence + 1
+    # the record holds only the salted commitment, not the destination
+    assert dest.encode() not in bound.record.to_bytes()
+    assert bound.record.i2p_commitment == bound.i2p_binding.commitment()
+    assert ident.verify_binding(bound.record, bound.i2p_binding) == bound.i2p_binding.b32
+    assert _mode(tmp_path / "i2p-binding.bin") == 0o600
+    loaded = ident.load(tmp_path, NOW)
+    assert loaded.i2p_binding == bound.i2p_binding and loaded.record == bound.record
+    assert ident.bind_i2p_destination(bound, dest, NOW) is bound
+    assert loaded.summary()["i2p_address"] == bound.i2p_binding.b32
 
 
 def test_tor_key_file_formats() -> None:
