@@ -32,7 +32,7 @@ from aegis_hidden.i2p import (
     SAMStreamClientEndpoint,
     create_session,
 )
-from aegis_hidden.identity import parse_record, verify_record
+from aegis_hidden.identity import I2PBinding, parse_record, verify_binding, verify_record
 from aegis_hidden.session import Closed, Established, Session, SessionParams
 from aegis_hidden.testing import I2PNetwork, memory_identity
 
@@ -114,10 +114,13 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
         address = a_i2p.state()["address"]
         onion = a_i2p.identity.onion
 
-        # published: the signed record on disk carries the destination of that address
+        # bound: the signed record on disk commits to the destination of that address
+        # (the destination itself is only in i2p-binding.bin, revealed to chosen peers)
         record = parse_record((tmp_path / "a" / "identity" / "record.bin").read_bytes())
         verify_record(record, onion, now=time.time())
-        assert Destination.from_base64(record.i2p_destination).b32 == address
+        binding = I2PBinding.parse((tmp_path / "a" / "identity" / "i2p-binding.bin").read_bytes())
+        assert verify_binding(record, binding) == address
+        assert Destination.from_base64(binding.destination).b32 == address
 
         # a second node, I2P-only too, with A as its bootstrap peer by .b32.i2p address
         b = _node(i2p_network, b_router, tmp_path / "b", bootstrap=address)
@@ -157,7 +160,7 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
             assert client.established is not None
             assert client.established.peer == address  # named by the address we dialed
             assert client.established.record.onion == onion  # and proven to be node A
-            assert client.established.record.i2p_destination == record.i2p_destination
+            assert client.established.record.i2p_commitment == record.i2p_commitment
         finally:
             third.close()
 

@@ -41,7 +41,7 @@ from aegis_hidden.i2p import (
     open_sam_socket,
 )
 from aegis_hidden.i2p._provider import load_or_generate_key_file
-from aegis_hidden.identity import load_or_create, verify_record
+from aegis_hidden.identity import load_or_create, verify_binding, verify_record
 from aegis_hidden.testing import I2PNetwork
 
 pytestmark = pytest.mark.integration
@@ -290,7 +290,9 @@ async def test_provider_two_nodes_and_router_restart_brings_the_same_destination
         await with_timeout(b.when_ready(), SESSION_TIMEOUT, "provider B ready", i2p_network)
         address = a.state()["address"]
         verify_record(a.identity.record, a.identity.onion, now=time.time())
-        assert Destination.from_base64(a.identity.record.i2p_destination).b32 == address
+        binding = a.identity.i2p_binding
+        assert binding is not None and Destination.from_base64(binding.destination).b32 == address
+        assert verify_binding(a.identity.record, binding) == address
         me = await (await a.stream_session()).lookup("ME")
         assert me.b32 == address
 

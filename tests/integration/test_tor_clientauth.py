@@ -64,11 +64,9 @@ async def test_client_authorized_onion(tor_network: TorNetwork, tmp_path: Path) 
     client_cfg = parse_config({"tor": {"mode": "connect",
                                        "control_port": f"127.0.0.1:{client.control_port}"},
                                "network": {"connection_timeout": 60}})
-    service = TorProvider(reactor, service_cfg, create(tmp_path / "s", time.time(),
-                                                       with_mldsa=False),
+    service = TorProvider(reactor, service_cfg, create(tmp_path / "s", time.time()),
                           tmp_path / "s", EventBus())
-    dialer = TorProvider(reactor, client_cfg, create(tmp_path / "c", time.time(),
-                                                     with_mldsa=False),
+    dialer = TorProvider(reactor, client_cfg, create(tmp_path / "c", time.time()),
                          tmp_path / "c", EventBus())
     service.startService()
     dialer.startService()

@@ -70,7 +70,7 @@ async def test_connect_mode_password_socket_and_reconnect(tor_network: TorNetwor
     cfg = parse_config({"tor": {"mode": "connect", "control_port": f"unix:{sock}",
                                 "control_password_file": str(password),
                                 "bootstrap_timeout": 120}})
-    ident = create(tmp_path / "id", time.time(), with_mldsa=False)
+    ident = create(tmp_path / "id", time.time())
     provider = TorProvider(reactor, cfg, ident, tmp_path / "node", bus, stable_after=0.0)
     try:
         await _until(reactor, sock.exists, 30, "the control socket")
