@@ -24,7 +24,13 @@ from ..node import NodeCore
 from ._events import EventsFactory, EventsResource
 from ._onion import ApiOnionService, OnionPublisher
 from ._token import TokenChecker, load_or_create_token
-from ._web import ApiResource, Authorizer, MetricsResource, NotFoundResource
+from ._web import (
+    ApiResource,
+    Authorizer,
+    MetricsResource,
+    NotFoundResource,
+    private_access_log,
+)
 
 
 class _Root(Resource):
@@ -75,7 +81,10 @@ def limited_request_factory(max_body_size: int) -> type[Request]:
 
 def build_site(core: NodeCore, checker: TokenChecker, max_body_size: int,
                reactor: Any = None) -> Site:
-    site = Site(build_root(core, checker, max_body_size), reactor=reactor)
+    # The access log (through twisted's log, into node.log) writes routes only: no
+    # query string (a WebSocket client's access_token), no peer address.
+    site = Site(build_root(core, checker, max_body_size), reactor=reactor,
+                logFormatter=private_access_log)
     site.requestFactory = limited_request_factory(max_body_size)
     site.displayTracebacks = False
     site.noisy = False
