@@ -67,6 +67,9 @@ class I2PBinding:
             raise RecordError(f"I2P binding salt must be {SALT_SIZE} bytes")
         _destination_bytes(self.destination)
 
+    def __repr__(self) -> str:  # the destination is linkable metadata: never log it
+        return "I2PBinding(...)"
+
     def commitment(self) -> bytes:
         return binding_commitment(self.salt, self.destination)
 
