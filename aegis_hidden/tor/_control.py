@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from ..identity import OnionAddressError, public_key_from_onion_address
 from ._errors import ControlReplyError
 
+#: The ADD_ONION keyword that turns on onion-service proof-of-work (tor's
+#: ``HiddenServicePoWDefensesEnabled``; tor keeps its own queue rate and burst).
+POW_KEYWORD = "PoWDefensesEnabled"
+
 _TOKEN = re.compile(r'\s*([A-Za-z0-9_]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -104,13 +108,18 @@ def add_onion_command(
     client_auth: Sequence[str] = (),
     detach: bool = False,
     max_streams: int | None = None,
+    pow_defenses: bool = False,
 ) -> str:
-    """``ADD_ONION ED25519-V3:<key> [Flags=...] Port=V,TARGET [ClientAuthV3=...]``.
+    """``ADD_ONION ED25519-V3:<key> [Flags=...] [PoWDefensesEnabled=1] Port=V,TARGET
+    [ClientAuthV3=...]``.
 
     ``expanded_secret_key`` is the 64-byte expanded Ed25519 key
     (:meth:`NodeIdentity.expanded_secret_key`); ``client_auth`` holds x25519
-    public keys, as ``descriptor:x25519:<base32>`` lines or bare base32. The
-    command carries key material: never log it.
+    public keys, as ``descriptor:x25519:<base32>`` lines or bare base32.
+    ``pow_defenses`` asks for the onion-service proof-of-work defence (the
+    ADD_ONION form of ``HiddenServicePoWDefensesEnabled``, tor 0.4.9+ built with
+    the ``pow`` module; an older tor refuses the keyword, see
+    :data:`POW_KEYWORD`). The command carries key material: never log it.
     """
     if len(expanded_secret_key) != 64:
         raise ValueError("an ED25519-V3 expanded secret key is 64 bytes")
@@ -124,6 +133,8 @@ def add_onion_command(
         parts.append("Flags=" + ",".join(flags))
     if max_streams is not None:
         parts.append(f"MaxStreams={max_streams}")
+    if pow_defenses:
+        parts.append(f"{POW_KEYWORD}=1")
     parts.append(f"Port={virtual_port},{_port_target(target)}")
     from ._clientauth import parse_public_key  # local: keeps the modules acyclic
 

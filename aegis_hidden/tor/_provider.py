@@ -7,6 +7,12 @@ control connection drops, the provider starts a new session (with backoff, so a
 tor that keeps dying is not restarted in a tight loop), republishes the same
 address and emits ``tor_restarted`` and ``onion_published``; dialers wait for
 readiness in the meantime.
+
+The identity onion asks tor for the onion-service proof-of-work defence
+(``PoWDefensesEnabled=1``). Whether this tor has it is found out once, on the
+first publication: a tor that refuses the keyword (older than 0.4.9, or built
+without the ``pow`` module) gets the same ADD_ONION without it, a warning in the
+log and ``"pow": "unsupported"`` in :meth:`TorProvider.state`.
 """
 
 from __future__ import annotations
@@ -126,6 +132,13 @@ class TorProvider(MultiService):
         self._quick_deaths = 0
         self._extra_onions: dict[str, str] = {}  # service id -> ADD_ONION (holds a key)
         self._client_auth: dict[str, str] = {}  # onion -> ONION_CLIENT_AUTH_ADD (holds a key)
+        #: Does this tor take PoWDefensesEnabled on ADD_ONION? None until the first try.
+        self.pow_supported: bool | None = None
+        #: The identity onion's proof-of-work defence: "enabled", "unsupported" (tor
+        #: refused it: published without) or "unknown" (not published yet, or a detached
+        #: service from an earlier run was found in place).
+        self.pow = "unknown"
+        self.pow_refusal: str | None = None  # tor's answer when it refused the keyword
 
     # -- ITransportProvider -------------------------------------------------------
     def handles(self, address: str) -> bool:
@@ -160,6 +173,8 @@ class TorProvider(MultiService):
             "published_service_id": self.published_service_id,
             "published_at": self.published_at,
             "restarts": self.restarts,
+            "pow": self.pow,
+            "pow_refusal": self.pow_refusal,
             "socks": self._session.socks if self._session else None,
             "pid": (self._session.process.pid
                     if self._session and self._session.process else None),
@@ -451,12 +466,11 @@ class TorProvider(MultiService):
         _quiet(control.add_event_listener("HS_DESC", on_desc))
         try:
             try:
-                got = parse_add_onion_reply(await self.command(add_onion_command(
-                    self.identity.expanded_secret_key(), tor.onion_virtual_port, target,
-                    detach=tor.persist_onion)))
+                got = parse_add_onion_reply(await self._add_identity_onion())
             except ControlReplyError as e:
                 if tor.persist_onion and "collision" in str(e).lower():
                     got = wanted  # our detached service from an earlier run is still there
+                    self.pow = "unknown"  # it keeps whatever that run asked for
                     uploaded.callback(None)
                 else:
                     raise
@@ -476,6 +490,48 @@ class TorProvider(MultiService):
         self.published_at = self._wall()
         self.log.info("onion service {onion} published (virtual port {port} -> {target})",
                       onion=self.identity.onion, port=tor.onion_virtual_port, target=target)
+
+    async def _add_identity_onion(self) -> str:
+        """ADD_ONION for the identity onion, with proof-of-work if this tor takes it.
+
+        The first publication tries ``PoWDefensesEnabled=1``; if tor refuses that
+        command but takes the same one without the keyword, PoW is unsupported
+        here and later publications (restarts) no longer ask. A refusal of both
+        is a real error and raises the second one.
+        """
+        tor = self.config.tor
+
+        def command(pow_defenses: bool) -> str:
+            return add_onion_command(self.identity.expanded_secret_key(),
+                                     tor.onion_virtual_port, self.config.network.listen_address,
+                                     detach=tor.persist_onion, pow_defenses=pow_defenses)
+
+        refusal: ControlReplyError | None = None
+        if self.pow_supported is not False:
+            try:
+                reply = await self.command(command(True))
+            except ControlReplyError as e:
+                if self.pow_supported or "collision" in str(e).lower():
+                    raise
+                refusal = e
+            else:
+                if self.pow_supported is None:
+                    self.log.info("onion-service proof-of-work defence enabled on {onion}",
+                                  onion=self.identity.onion)
+                self.pow_supported = True
+                self.pow = "enabled"
+                return reply
+        reply = await self.command(command(False))
+        if refusal is not None:
+            self.pow_supported = False
+            self.pow_refusal = str(refusal)
+            self.log.warn(
+                "this tor does not support onion-service proof-of-work ({error}); {onion} is "
+                "published without it. It needs tor 0.4.9 or later built with the pow module "
+                "(`tor --list-modules` shows `pow: yes`); see docs/tor.md",
+                error=self.pow_refusal, onion=self.identity.onion)
+        self.pow = "unsupported"
+        return reply
 
     def stopService(self) -> Deferred[None]:
         self._stopping = True

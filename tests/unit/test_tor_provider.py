@@ -36,7 +36,7 @@ def fired(d: Deferred[Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> NodeIdentity:
-    return create(tmp_path_factory.mktemp("ident"), time.time(), with_mldsa=False)
+    return create(tmp_path_factory.mktemp("ident"), time.time())
 
 
 class Harness:
@@ -110,7 +110,7 @@ def test_identity_onion_published_with_the_master_key(harness: Harness,
     harness.bring_up()
     (cmd,) = harness.control.sent("ADD_ONION")
     key = base64.b64encode(identity.expanded_secret_key()).decode()
-    assert cmd == f"ADD_ONION ED25519-V3:{key} Port=7701,127.0.0.1:7801"
+    assert cmd == f"ADD_ONION ED25519-V3:{key} PoWDefensesEnabled=1 Port=7701,127.0.0.1:7801"
     st = harness.provider.state()
     assert st["published"] and st["published_service_id"] == harness.sid
     assert st["onion"] == identity.onion and st["socks"] == "127.0.0.1:9999"
