@@ -51,7 +51,7 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="module")
 def identities() -> tuple[NodeIdentity, NodeIdentity]:
-    return memory_identity(NOW), memory_identity(NOW, with_mldsa=False)
+    return memory_identity(NOW), memory_identity(NOW)
 
 
 def test_factory_provides_the_interface(clock: Clock,
