@@ -43,6 +43,18 @@ def test_init_show_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert doc["onion"] in out and "ml-dsa-65" in out
 
 
+def test_init_always_makes_mldsa(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):  # the Ed25519-only option is gone
+        main(["identity", "init", "-d", str(tmp_path), "--no-mldsa"])
+    capsys.readouterr()
+    assert run(capsys, "identity", "init", "-d", str(tmp_path))[0] == 0
+    code, out, _ = run(capsys, "identity", "show", "-d", str(tmp_path), "--json")
+    assert code == 0 and len(bytes.fromhex(json.loads(out)["mldsa65_public"])) == 1952
+    code, out, _ = run(capsys, "identity", "rotate", "-d", str(tmp_path))
+    code, out, _ = run(capsys, "identity", "show", "-d", str(tmp_path))
+    assert "ml-dsa rotated:  from" in out and "i2p address:     none" in out
+
+
 def test_init_refuses_existing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "identity", "init", "-d", str(tmp_path))[0] == 0
     before = (tmp_path / "identity" / "master_key.json").read_bytes()
