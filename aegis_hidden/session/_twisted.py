@@ -243,7 +243,8 @@ class ServerFactory(Factory):
         self._sessions = sessions
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        """A responder, or None (Twisted then drops the stream) at ``network.max_connections``."""
+        """A responder, or None (Twisted then closes the stream at once) at
+        ``network.max_connections`` or over the handshake rate limit."""
         return self._sessions._responder_protocol()
 
 

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from aegis_hidden.config import Config, ConfigError, parse_config
@@ -215,3 +216,21 @@ def test_max_connections_refusal_spends_no_token(
     assert server.buildProtocol(None) is None  # pool full: refused, but not rate limited
     assert sf.handshakes_rate_limited == 0
     assert math.isclose(sf.handshake_limit.tokens, 1.0)
+
+
+def test_a_flood_logs_one_warning_a_minute_not_one_per_stream(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    sf = SessionFactory(identities[0], [MemoryTransportProvider()], limited(0.1, 1), clock)
+    server = sf.server_factory()
+    with capturedLogs() as logs:
+        assert server.buildProtocol(None) is not None
+        for _ in range(100):
+            assert server.buildProtocol(None) is None
+            clock.advance(0.05)  # 5 s of flood: no token comes back at 0.1/s (needs 10 s)
+        clock.advance(60.0)
+        server.buildProtocol(None)  # the token that came back
+        assert server.buildProtocol(None) is None
+    warned = [e for e in logs if "handshake rate limit" in str(e.get("log_format"))]
+    assert len(warned) == 2
+    assert warned[0]["count"] == 1 and warned[1]["count"] == 101
+    assert sf.handshakes_rate_limited == 101
