@@ -1,9 +1,15 @@
 """What travels inside a session for the messaging layer: small JSON envelopes.
 
-``{"k": "msg", "id": ..., "t": created, "body": {"type": ..., "data": ...}}``
+``{"k": "msg", "id": ..., "t": hour, "body": {"type": ..., "data": ...}}``
 carries an application message (``"rq": true`` asks for a response, ``"re": id``
 answers a request); ``{"k": "ack", "id": ...}`` acknowledges one. Anything else
 is a :class:`EnvelopeError` naming what was wrong.
+
+``"t"`` is the sender's clock rounded down to the hour (:data:`CLOCK_GRANULARITY`),
+never the exact time: an exact wall clock in every message is a clock-skew
+fingerprint that follows a node across identities and networks. The receiver
+only uses it to drop copies older than its de-duplication window (two days by
+default, an hour of rounding does not matter there).
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+CLOCK_GRANULARITY = 3600  # seconds: "t" on the wire is a whole hour
+
+
+def coarse_time(seconds: float) -> int:
+    """``seconds`` rounded down to :data:`CLOCK_GRANULARITY` (what ``"t"`` carries)."""
+    return int(seconds // CLOCK_GRANULARITY) * CLOCK_GRANULARITY
 
 
 class EnvelopeError(ValueError):
@@ -24,13 +36,13 @@ class EnvelopeError(ValueError):
 @dataclass(frozen=True)
 class Message:
     msg_id: str
-    created: float
+    created: float  # the sender's exact clock locally; the hour on the wire
     body: dict[str, Any]
     request: bool = False
     reply_to: str | None = None
 
     def encode(self) -> bytes:
-        out: dict[str, Any] = {"k": "msg", "id": self.msg_id, "t": self.created,
+        out: dict[str, Any] = {"k": "msg", "id": self.msg_id, "t": coarse_time(self.created),
                                "body": self.body}
         if self.request:
             out["rq"] = True

@@ -21,6 +21,7 @@ the answer is a message with ``re`` = the request's id, both reliable.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import sqlite3
@@ -133,15 +134,17 @@ class Messenger:
         def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             conn.execute("DELETE FROM seen WHERE received < ?", (horizon,))
             seen = conn.execute("SELECT peer_id, msg_id, received FROM seen").fetchall()
-            rows = conn.execute("SELECT msg_id, peer_id, body, attempts FROM outbox "
+            rows = conn.execute("SELECT msg_id, peer_id, body, attempts, created FROM outbox "
                                 "ORDER BY created").fetchall()
             return seen, rows
 
         seen, rows = await self._db.run(read)
         self._seen = {(p, m): t for p, m, t in seen}
-        for msg_id, peer, body, attempts in rows:
+        for msg_id, peer, body, attempts, created in rows:
             decoded = decode(body.encode(), max(self.max_message_size, len(body)) + 1)
             assert isinstance(decoded, Message)
+            # the envelope carries the hour only; the ttl counts from the exact time
+            decoded = dataclasses.replace(decoded, created=float(created))
             pending = _Pending(decoded, peer, body.encode(), attempts=attempts)
             if attempts:
                 pending.state = DeliveryState.SENT
@@ -367,6 +370,7 @@ class Messenger:
         if key in self._receiving:
             return  # being written; the ack follows the write
         now = self._clock.seconds()
+        # message.created is the sender's hour (rounded down): it errs towards "older"
         if now - message.created > self.dedupe_window:
             self.log.warn("dropping message {msg_id} from {peer}: older than the "
                           "de-duplication window", msg_id=message.msg_id, peer=peer)

@@ -167,6 +167,24 @@ def test_sender_restart_resends_unacknowledged(net: FakeNetwork, clock: Clock,
     assert len(b.received()) == 1
 
 
+def test_sender_restart_keeps_the_exact_ttl(net: FakeNetwork, clock: Clock,
+                                           tmp_path: Path) -> None:
+    """The envelope carries the hour only; the outbox keeps the exact time for the ttl."""
+    clock.advance(5000.0)  # 1:23:20 past the hour: the wire says 3600
+    a, b = pair(net, clock, tmp_path)
+    net.unreachable.add(b.address)
+    msg_id, _ = result_of(a.core.send(b.address, {"type": "chat"}))
+    a.stop()
+    net.remove(a.address)
+    a2 = Node(net, clock, a.db_path, address=a.address)
+    assert a2.core.messenger._pending[msg_id].message.created == 5000.0
+    clock.pump([60.0] * int((86400.0 - 60.0) / 60.0))  # up to a minute before the ttl ends
+    assert a2.core.messenger.state(msg_id) is not DeliveryState.EXPIRED
+    clock.pump([1.0] * 400)  # the next retry after the ttl expires it
+    assert a2.core.messenger.state(msg_id) is DeliveryState.EXPIRED
+    a2.stop()
+
+
 def test_receiver_restart_after_ack_lost_delivers_once(net: FakeNetwork, clock: Clock,
                                                        tmp_path: Path) -> None:
     a, b = pair(net, clock, tmp_path, ack_timeout=5.0, retry_base=1.0)

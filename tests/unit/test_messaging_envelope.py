@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aegis_hidden.node import EnvelopeError
-from aegis_hidden.node._envelope import Ack, Message, decode
+from aegis_hidden.node._envelope import CLOCK_GRANULARITY, Ack, Message, coarse_time, decode
 
 ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 json_values = st.recursive(
@@ -26,7 +27,23 @@ bodies = st.fixed_dictionaries({"type": st.text(min_size=1, max_size=200)},
 def test_message_round_trip(msg_id: str, created: float, body: dict[str, Any], request: bool,
                             reply_to: str | None) -> None:
     message = Message(msg_id, created, body, request, reply_to)
-    assert decode(message.encode(), 1 << 20) == message
+    hour = float(coarse_time(created))
+    assert decode(message.encode(), 1 << 20) == replace(message, created=hour)
+
+
+@given(st.floats(0, 4e9))
+def test_the_wire_carries_the_hour_never_the_exact_clock(created: float) -> None:
+    """Issue 9, item 9: an exact sender clock in every envelope is a skew fingerprint."""
+    wire = json.loads(Message("a" * 32, created, {"type": "x"}).encode())
+    assert isinstance(wire["t"], int) and wire["t"] % CLOCK_GRANULARITY == 0
+    assert 0 <= created - wire["t"] < CLOCK_GRANULARITY
+    assert CLOCK_GRANULARITY == 3600
+
+
+def test_two_senders_an_hour_apart_skewed_by_seconds_look_the_same() -> None:
+    a = Message("a" * 32, 1_800_000_000.0 + 17.25, {"type": "x"}).encode()
+    b = Message("a" * 32, 1_800_000_000.0 + 1234.5, {"type": "x"}).encode()
+    assert a == b
 
 
 @given(ids)
