@@ -273,7 +273,6 @@ class SessionFactory:
         handshake_limit: TokenBucket | None = None,
     ) -> None:
         self.identity = identity
-        self._keys = IdentityKeys.of(identity)
         self.providers = list(providers)
         self.config = config
         self.clock = clock
@@ -298,6 +297,17 @@ class SessionFactory:
         self._limited_logged_at: float | None = None
         #: Sessions (either role) refused because the peer's onion is revoked.
         self.revoked_refused = 0
+
+    @property
+    def identity(self) -> NodeIdentity:
+        """The identity new sessions present; set it to a re-signed or rotated one."""
+        return self._identity
+
+    @identity.setter
+    def identity(self, identity: NodeIdentity) -> None:
+        # The signing keys go with the record: a rotated ML-DSA key must sign from now on.
+        self._identity = identity
+        self._keys = IdentityKeys.of(identity)
 
     # -- ISessionFactory --------------------------------------------------
     def connect(self, address: str) -> Deferred[IPeerLink]:

@@ -461,3 +461,17 @@ def test_a_peer_revoked_during_the_handshake_is_refused_to_the_dialer(
     assert alice.revoked_refused == 1
     provider.flush()
     assert all(isinstance(link, PeerLink) and link.is_closed for link in bob.incoming)
+
+
+def test_a_new_identity_on_the_factory_signs_with_its_own_keys(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    """tap.py swaps in a re-signed identity at run time: its keys must come along."""
+    provider = MemoryTransportProvider()
+    bob = Node(identities[1], provider, clock)
+    alice = SessionFactory(identities[0], [provider], Config(), clock)
+    renewed = memory_identity(NOW)
+    alice.identity = renewed
+    link = outcome(alice.connect(bob.identity.onion))
+    assert isinstance(link, PeerLink), link
+    (theirs,) = bob.incoming
+    assert theirs.peer == renewed.onion and alice.identity is renewed
