@@ -114,8 +114,15 @@ class SecurityConfig:
 class PerformanceConfig:
     message_batch_size: int = _f(10, c.integer(1, 1000),
                                  "Messages a peer connection sends per flush.")
-    compression_threshold: int = _f(1024, c.integer(0, 64 * MiB),
-                                    "Compress (zstd) messages larger than this many bytes.")
+    # Off by default: compression before padding makes the cell count reveal the
+    # compressed size, which leaks content (CRIME-style) when a message mixes data an
+    # attacker chooses with a secret. 64 MiB is the largest max_message_size: never.
+    compression_threshold: int = _f(
+        64 * MiB, c.integer(0, 64 * MiB),
+        "Compress (zstd) messages larger than this many bytes. The default, 67108864 "
+        "(the largest allowed message), means never: compressed sizes show through the "
+        "cell count (see docs/configuration.md). Lower it only for traffic that never "
+        "mixes secrets with data someone else chooses.")
     connection_pool_size: int = _f(10, c.integer(1, 1000),
                                    "Idle sessions kept open for reuse.")
     max_message_size: int = _f(MiB, c.integer(1024, 64 * MiB),
