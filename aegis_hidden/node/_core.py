@@ -13,7 +13,7 @@ messages are queued in the outbox until a session layer is attached.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -23,12 +23,14 @@ from twisted.python.failure import Failure
 
 from ..config import Config
 from ..events import EventBus
-from ..identity import NodeIdentity
+from ..identity import NodeIdentity, RecordCache
 from ..interfaces import ISessionFactory, ITransportProvider
 from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
+from ._control import is_control
 from ._messaging import DeliveryState, Messenger
 from ._metrics import Metrics
 from ._pool import ConnectionPool
+from ._records import RecordKeeper
 
 _PENDING = object()
 
@@ -51,6 +53,8 @@ class NodeCore(Service):
         local_address: str | None = None,
         idle_timeout: float = 300.0,
         messenger_options: Mapping[str, Any] | None = None,
+        on_identity: Callable[[NodeIdentity], None] | None = None,
+        record_check_interval: float = 10.0,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -72,6 +76,12 @@ class NodeCore(Service):
             self.db, self.store, self.pool, events, self.metrics, reactor,
             max_message_size=config.performance.max_message_size,
             **dict(messenger_options or {}))
+        # Pins, the shared record cache, record pushes, refresh and revocation
+        # (on_identity: told of each record this node re-signs).
+        self.records = RecordKeeper(
+            self.db, self.store, self.pool, events, self.metrics, reactor, identity,
+            on_identity=self._refreshed, check_interval=record_check_interval)
+        self._on_identity = on_identity
         self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
         self.session_factory: ISessionFactory | None = None
@@ -101,8 +111,32 @@ class NodeCore(Service):
         if what == "blocked":  # by the operator or by reputation: drop live sessions
             self.pool.close(peer.peer_id, "blacklisted")
 
+    def _refreshed(self, identity: NodeIdentity) -> None:
+        self.identity = identity
+        if self._on_identity is not None:  # e.g. NodeService.set_identity: sessions use it
+            self._on_identity(identity)
+
+    def set_identity(self, identity: NodeIdentity) -> None:
+        """This node's record changed (re-signed, I2P bind): connected peers get it."""
+        self.identity = identity
+        self.records.set_identity(identity)
+
+    @property
+    def record_cache(self) -> RecordCache:
+        """The one RecordCache every session checks peers' records against."""
+        return self.records.cache
+
+    def mldsa_pin(self, onion: str) -> bytes | None:
+        """The pinned ML-DSA-65 key of ``onion``, for the sessions' handshake check."""
+        return self.records.mldsa_pin(onion)
+
     def _on_message(self, peer: str, data: bytes) -> None:
-        self.messenger.on_message(peer, data)
+        # Control messages (record push) start with 0x00, which no JSON envelope
+        # can: they never reach the messaging layer nor the application.
+        if is_control(data):
+            self.records.on_control(peer, data)
+        else:
+            self.messenger.on_message(peer, data)
 
     # -- lifecycle ----------------------------------------------------------
     def startService(self) -> None:
@@ -139,6 +173,7 @@ class NodeCore(Service):
         if self._own_db and isinstance(self.db, ThreadedSQLite):
             await self.db.open()
         await self.store.load()
+        await self.records.load()
         for address in self.config.network.bootstrap_nodes:
             host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
             if self.store.get(host) is None:
@@ -146,11 +181,13 @@ class NodeCore(Service):
         resend = await self.messenger.load()
         self.pool.start()
         self.messenger.start()
+        self.records.start()
         self.log.info("node core ready: {peers} peers, {resend} messages to resend",
                       peers=len(self.store), resend=resend)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.records.stop()
         self.messenger.stop()
         self.pool.stop()
         if self._own_db:
@@ -174,6 +211,7 @@ class NodeCore(Service):
             "reputation": round(peer.reputation, 4),
             "onion": peer.peer_id if peer.peer_id.endswith(".onion") else None,
             "i2p_destination": peer.i2p_destination,
+            "revoked": self.records.is_revoked(peer.peer_id),
         }
         if peer.blocked_reason is not None:
             out["blocked"] = {"reason": peer.blocked_reason, "until": peer.blocked_until}

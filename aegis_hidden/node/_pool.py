@@ -257,8 +257,11 @@ class ConnectionPool:
                 reasons.append(f"{address}: {refused}")
                 link.close(refused)
                 continue
+            if not await self._adopt(link, peer, outgoing=True):
+                self._metrics.inc("connection_attempts_failed")
+                reasons.append(f"{address}: the session closed as it was set up")
+                continue
             self._metrics.inc("connection_attempts_ok")
-            await self._adopt(link, peer, outgoing=True)
             return link
         self._events.emit("network_error", peer=peer, error="dial failed",
                           detail="; ".join(reasons))
@@ -322,8 +325,11 @@ class ConnectionPool:
         self._forget(lru)
         return True
 
-    async def _adopt(self, link: IPeerLink, peer: str, *, outgoing: bool) -> None:
-        """Make ``link`` the session of ``peer`` (or keep it as a second, receiving link)."""
+    async def _adopt(self, link: IPeerLink, peer: str, *, outgoing: bool) -> bool:
+        """Make ``link`` the session of ``peer`` (or keep it as a second, receiving link).
+
+        False if the link closed before it could be adopted.
+        """
 
         def receive(data: bytes) -> None:
             self._metrics.inc("bytes_in", len(data))
@@ -331,10 +337,13 @@ class ConnectionPool:
             self._on_message(peer, data)
 
         link.set_receiver(receive)
-        link.when_closed().addCallback(self._closed, peer, link)
+        closed = link.when_closed()
+        if closed.called:  # closed while being set up (e.g. the peer sent its revocation)
+            return False
+        closed.addCallback(self._closed, peer, link)
         if peer in self._links:
             self._extra.add(link)  # crossed dials: both links carry messages; keep the first
-            return
+            return True
         if outgoing:
             self._make_room()
         self._links[peer] = link
@@ -353,6 +362,7 @@ class ConnectionPool:
                           direction="outgoing" if outgoing else "incoming")
         for callback in list(self._connected_listeners):
             callback(peer)
+        return True
 
     def _closed(self, reason: str, peer: str, link: IPeerLink) -> None:
         if link in self._extra:

@@ -1,0 +1,78 @@
+"""Node-to-node control messages, kept apart from application messages.
+
+Application messages are JSON envelopes (:mod:`._envelope`), which always
+start with ``{``. A control message starts with the byte ``0x00``, which no
+JSON text can start with, followed by a one-byte kind::
+
+    0x00 ‖ kind u8 ‖ payload
+
+Kind 1, *record push*, carries this node's current signed record (identity or
+revocation) and, optionally, its I2P binding (salt ‖ destination)::
+
+    payload = u32 record length ‖ record ‖ u16 binding length ‖ binding
+
+All integers are big-endian. A receiver ignores (and counts) kinds it does not
+know, so new kinds can be added without breaking older nodes.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+CONTROL_PREFIX = b"\x00"
+MAX_RECORD = 64 * 1024
+MAX_BINDING = 4096
+
+
+class ControlError(ValueError):
+    """A control message that cannot be decoded."""
+
+
+class ControlKind(enum.IntEnum):
+    RECORD_PUSH = 1
+
+
+def is_control(data: bytes) -> bool:
+    """True for a control message (never for a JSON envelope)."""
+    return data[:1] == CONTROL_PREFIX
+
+
+@dataclass(frozen=True)
+class RecordPush:
+    """A peer's own record (identity or revocation) and maybe its I2P binding."""
+
+    record: bytes
+    binding: bytes = b""
+
+    def encode(self) -> bytes:
+        if len(self.record) > MAX_RECORD or len(self.binding) > MAX_BINDING:
+            raise ControlError("record push too large")
+        return (CONTROL_PREFIX + bytes([ControlKind.RECORD_PUSH])
+                + struct.pack(">I", len(self.record)) + self.record
+                + struct.pack(">H", len(self.binding)) + self.binding)
+
+
+def decode_control(data: bytes) -> tuple[int, bytes]:
+    """``(kind, payload)`` of a control message; the kind may be unknown."""
+    if not is_control(data) or len(data) < 2:
+        raise ControlError("not a control message")
+    return data[1], data[2:]
+
+
+def parse_record_push(payload: bytes) -> RecordPush:
+    if len(payload) < 4:
+        raise ControlError("record push is truncated")
+    (n,) = struct.unpack_from(">I", payload)
+    if n == 0 or n > MAX_RECORD:
+        raise ControlError(f"record push carries a record of {n} bytes")
+    pos = 4 + n
+    if pos + 2 > len(payload):
+        raise ControlError("record push is truncated")
+    record = payload[4:pos]
+    (m,) = struct.unpack_from(">H", payload, pos)
+    pos += 2
+    if m > MAX_BINDING or pos + m != len(payload):
+        raise ControlError("record push binding has the wrong length")
+    return RecordPush(bytes(record), bytes(payload[pos:]))
