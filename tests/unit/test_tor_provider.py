@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from aegis_hidden.config import parse_config
 from aegis_hidden.events import EventBus
-from aegis_hidden.identity import NodeIdentity, create
+from aegis_hidden.identity import NodeIdentity, create, onion_address_from_public_key
 from aegis_hidden.testing import FakeTorControl, FakeTorProcess
 from aegis_hidden.tor import (
     Backoff,
@@ -146,19 +146,22 @@ def test_persisted_onion_collision_counts_as_published(identity: NodeIdentity,
     assert h.provider.state()["ready"]
 
 
-def test_wrong_address_from_tor_is_fatal(harness: Harness) -> None:
+def test_wrong_address_from_tor_is_fatal(harness: Harness, identity: NodeIdentity) -> None:
+    """tor publishes a valid onion that is not ours: OnionMismatch naming both, never ready."""
+    other = onion_address_from_public_key(bytes(range(32)))
+    assert other != identity.onion
     harness.provider.startService()
-    harness.control.service_id = "b" * 56
-    harness.control.replies["ADD_ONION"] = (
-        "ServiceID=" + harness.sid[::-1].replace("1", "a") + "\nOK")
+    harness.control.replies["ADD_ONION"] = f"ServiceID={other.removesuffix('.onion')}\nOK"
     ready = harness.provider.when_ready()
     failures: list[Failure] = []
     ready.addErrback(failures.append)
     harness.control.set_bootstrap(100)
-    assert harness.fatal  # some ControlReplyError or OnionMismatch, never silently ready
-    assert harness.fatal[0].check(OnionMismatch, Exception)
+    (fatal,) = harness.fatal
+    assert fatal.check(OnionMismatch) is OnionMismatch, fatal
+    assert fatal.getErrorMessage() == (f"tor published {other}, expected {identity.onion}")
     assert isinstance(failures[0].value, TorNotReady)
     assert harness.provider.state()["phase"] == "failed"
+    assert not harness.provider.state()["published"]
 
 
 def test_bootstrap_timeout_is_a_clear_fatal_error(identity: NodeIdentity,
