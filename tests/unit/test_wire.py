@@ -47,10 +47,27 @@ def test_round_trip() -> None:
 @settings(max_examples=300, deadline=None)
 @given(blob=st.binary(max_size=2000))
 def test_parsing_arbitrary_bytes_raises_only_decode_error(blob: bytes) -> None:
+    """Any other exception fails the test; what does parse is a whole, consistent message."""
     for cls in MESSAGES:
         msg = cls()
         try:
             msg.ParseFromString(blob)
         except DecodeError:
             continue
-        assert msg.ByteSize() >= 0
+        # It re-encodes to exactly its declared size, and that encoding parses back to
+        # the same message (unknown fields included): nothing half-parsed survives.
+        again = msg.SerializeToString()
+        assert msg.ByteSize() == len(again)
+        back = cls()
+        back.ParseFromString(again)
+        assert back == msg
+        assert back.SerializeToString() == again
+
+
+@pytest.mark.parametrize("cls", MESSAGES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("blob", [b"\x0a\x05ab", b"\x08", b"\x08\xff\xff", b"\x0f"],
+                         ids=["short-bytes", "no-varint", "cut-varint", "bad-wire-type"])
+def test_malformed_bytes_are_a_decode_error(cls: type[Message], blob: bytes) -> None:
+    """The DecodeError branch above is real: malformed input does raise it."""
+    with pytest.raises(DecodeError):
+        cls().ParseFromString(blob)
