@@ -116,7 +116,10 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     until then messages wait in the outbox.
     """
     cfg = options.config
-    core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor)
+    # on_identity: the core re-signs the record on the clock (issue 9, item 3); the
+    # node then hands the new identity to every layer (sessions sign with it).
+    core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor,
+                    on_identity=node.set_identity)
     tor = node.namedServices.get("tor")
     for name in ("tor", "i2p"):  # transports added to the tree before us show in /status
         provider = node.namedServices.get(name)
@@ -170,12 +173,16 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     """
     cfg = options.config
     # The core's transports (tor, i2p). No events=: the core emits peer_connected /
-    # peer_disconnected itself.
-    sessions = SessionFactory(options.identity, core.transports, cfg, reactor)
+    # peer_disconnected itself. Every session checks peers' records against the
+    # core's one record cache and their ML-DSA keys against its pins (issue 9).
+    sessions = SessionFactory(options.identity, core.transports, cfg, reactor,
+                              record_cache=core.record_cache, mldsa_pin=core.mldsa_pin)
 
-    def rebound(identity: NodeIdentity) -> None:  # new record (I2P bind): sessions send it
+    def rebound(identity: NodeIdentity) -> None:
+        # a new record (I2P bind, refresh): new sessions send it, connected peers get
+        # it in a record push
         sessions.identity = identity
-        core.identity = identity
+        core.set_identity(identity)
 
     node.on_identity(rebound)
     core.attach_session_factory(sessions)

@@ -157,6 +157,7 @@ class ConnectionPool:
         self.is_revoked: Callable[[str], bool] = lambda peer: False
         self.gate: Gate | None = None
         self.refuse_dialing: Callable[[], str | None] = lambda: None
+        self.on_dial_failed: Callable[[str, BaseException], None] | None = None
 
     # -- wiring -------------------------------------------------------------
     def attach(self, factory: ISessionFactory) -> None:
@@ -248,6 +249,8 @@ class ConnectionPool:
                     self._metrics.inc("session_auth_failures")
                 if behaviour is not None:
                     await self._store.observe(peer, behaviour)
+                if self.on_dial_failed is not None:
+                    self.on_dial_failed(peer, e)
                 self.log.info("dial {address} failed: {error}", address=address,
                               error=e.__class__.__name__)
                 continue

@@ -58,6 +58,7 @@ from ..identity import (
 from ..identity._node import REVOCATION_FILE
 from ..interfaces import IPeerLink
 from ..peers import ORIGIN_PEER, Behaviour, Database, PeerStore, PinStore, RecordTable
+from ..session import CloseReason, SessionError
 from ._control import ControlError, ControlKind, RecordPush, decode_control, parse_record_push
 from ._metrics import Metrics
 from ._pool import ConnectionPool, link_onion
@@ -100,6 +101,7 @@ class RecordKeeper:
         pool.is_revoked = self.is_revoked
         pool.gate = self.gate
         pool.refuse_dialing = self.refuse_dialing
+        pool.on_dial_failed = self.dial_failed
 
     # -- lifecycle ----------------------------------------------------------
     async def load(self) -> None:
@@ -166,6 +168,20 @@ class RecordKeeper:
         self._push_own(link, peer)
         return None
 
+    def dial_failed(self, peer: str, error: BaseException) -> None:
+        """Report a handshake the session refused because of the pinned ML-DSA key."""
+        # The Session raises WRONG_IDENTITY for a PinMismatch; its detail says so
+        # ("... is not the pinned one"), the only trace of the cause it keeps.
+        if (isinstance(error, SessionError) and error.reason is CloseReason.WRONG_IDENTITY
+                and "pinned" in error.detail):
+            self._pin_refused(peer, error.detail)
+
+    def _pin_refused(self, onion: str, detail: str) -> None:
+        self._metrics.inc("mldsa_pin_mismatches")
+        self.log.warn("refused {onion}: {error}", onion=onion, error=detail)
+        self._events.emit("network_error", peer=onion, error="ML-DSA key mismatch",
+                          detail=detail)
+
     # -- pins ---------------------------------------------------------------
     def _check_pin(self, onion: str, record: IdentityRecord) -> str | None:
         pinned = self.pins.get(onion)
@@ -174,10 +190,7 @@ class RecordKeeper:
         try:
             check_mldsa_change(pinned, record)
         except PinMismatch as e:
-            self._metrics.inc("mldsa_pin_mismatches")
-            self.log.warn("refused {onion}: {error}", onion=onion, error=str(e))
-            self._events.emit("network_error", peer=onion, error="ML-DSA key mismatch",
-                              detail=str(e))
+            self._pin_refused(onion, str(e))
             return "ML-DSA key mismatch"
         return None
 

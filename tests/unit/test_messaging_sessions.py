@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import NodeIdentity
-from aegis_hidden.node import DeliveryState, NodeCore
+from aegis_hidden.node import DeliveryState, DialFailed, NodeCore
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.session.twisted import SessionFactory
 from aegis_hidden.testing import result_of
@@ -33,11 +34,14 @@ class RealNode:
         self.events: list[dict[str, Any]] = []
         bus = EventBus(now=clock.seconds)
         bus.subscribe(self.events.append)
-        self.sessions = SessionFactory(identity, [provider], Config(), clock)
-        provider.listen(identity.onion, PORT, self.sessions.server_factory())
         self.db = InlineSQLite(str(db_path))
         self.core = NodeCore(Config(), identity, str(db_path.parent), bus, clock, db=self.db,
                              messenger_options={"retry_base": 1.0, "ack_timeout": 10.0})
+        # as tap.py wires it: the sessions check records against the core's cache and pins
+        self.sessions = SessionFactory(identity, [provider], Config(), clock,
+                                       record_cache=self.core.record_cache,
+                                       mldsa_pin=self.core.mldsa_pin)
+        provider.listen(identity.onion, PORT, self.sessions.server_factory())
         self.core.attach_session_factory(self.sessions)
         self.core.startService()
         result_of(self.core.when_ready())
@@ -96,8 +100,6 @@ def test_send_over_real_sessions_and_survive_receiver_restart(
 
 def test_request_response_over_real_sessions(
         tmp_path: Path, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
-    from twisted.internet.defer import Deferred
-
     clock = Clock()
     clock.advance(NOW)
     provider = MemoryTransportProvider()
@@ -108,3 +110,34 @@ def test_request_response_over_real_sessions(
                                                         {"type": "ping", "data": 42}))
     run(clock, provider, 3)
     assert result_of(d) == {"type": "pong", "data": 42}
+
+
+def test_handshake_refuses_a_changed_ml_dsa_key_and_the_node_reports_it(
+        tmp_path: Path, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    """Item 1: first contact pins b's ML-DSA key; a record with another key (Ed25519
+    forged, say) fails the handshake itself, and the node reports it."""
+    clock = Clock()
+    clock.advance(NOW)
+    provider = MemoryTransportProvider()
+    a = RealNode(identities[0], provider, clock, tmp_path / "a.db")
+    b = RealNode(identities[1], provider, clock, tmp_path / "b.db")
+    result_of(a.core.store.add(b.identity.onion))
+    d = Deferred.fromCoroutine(a.core.messenger.request(b.identity.onion, {"type": "ping"}))
+    run(clock, provider, 3)
+    result_of(d)
+    assert a.core.mldsa_pin(b.identity.onion) == b.identity.record.mldsa_public
+    assert b.core.mldsa_pin(a.identity.onion) == a.identity.record.mldsa_public
+    # the record pushes went both ways, over the session, without reaching the application
+    assert a.core.metrics.counters["records_received"] == 1
+    assert b.core.metrics.counters["records_received"] == 1
+    assert [e["message"]["type"] for e in b.received()] == ["ping"]
+    b.stop()
+    forged = memory_identity(NOW, seed=identities[1].master_seed, sequence=2)
+    assert forged.onion == b.identity.onion and forged.mldsa_public != b.identity.mldsa_public
+    RealNode(forged, provider, clock, tmp_path / "forged.db")
+    with pytest.raises(DialFailed):
+        result_of(a.core.pool.get(b.identity.onion))
+    assert a.core.metrics.counters["mldsa_pin_mismatches"] == 1
+    assert [e["peer"] for e in a.events if e["type"] == "network_error"
+            and e["error"] == "ML-DSA key mismatch"] == [b.identity.onion]
+    assert a.core.mldsa_pin(b.identity.onion) == b.identity.record.mldsa_public

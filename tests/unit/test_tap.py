@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ def test_options_create_identity_and_service(tmp_path: Path) -> None:
     again = tap.Options()
     again.parseOptions(["--data-dir", str(tmp_path)])
     assert not again.created and again.identity.onion == opts.identity.onion
+
+
+def test_sessions_share_the_core_record_cache_and_pins(tmp_path: Path) -> None:
+    """Issue 9 items 1-3: every session checks records against the node's one cache."""
+    opts = tap.Options()
+    opts.parseOptions(["--data-dir", str(tmp_path), "--no-api"])
+    service = tap.makeService(opts)
+    assert isinstance(service, NodeService)
+    core = service.getServiceNamed("core")
+    sessions = core.session_factory
+    assert sessions.record_cache is core.record_cache
+    assert sessions.mldsa_pin == core.mldsa_pin
+    # a record the core re-signs reaches the node and the sessions
+    refreshed = replace(opts.identity, record=replace(opts.identity.record, sequence=9))
+    core._refreshed(refreshed)
+    assert service.identity is refreshed and sessions.identity is refreshed
+    assert core.identity is refreshed
 
 
 def test_overrides_are_applied(tmp_path: Path) -> None:
