@@ -10,6 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.test.iosim import FakeTransport
 from zope.interface.verify import verifyObject
 
 from aegis_hidden.config import Config
@@ -61,7 +62,16 @@ def test_factory_provides_the_interface(clock: Clock,
 
 
 def test_dial_handshake_and_messages_both_ways(
-        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[tuple[bool, int]] = []  # (server side?, bytes) of every transport write
+    write = FakeTransport.write
+
+    def recording(transport: FakeTransport, data: bytes) -> None:
+        writes.append((bool(transport.isServer), len(data)))
+        write(transport, data)
+
+    monkeypatch.setattr(FakeTransport, "write", recording)
     provider = MemoryTransportProvider()
     bus = EventBus(now=clock.seconds)
     seen: list[dict[str, Any]] = []
@@ -85,7 +95,10 @@ def test_dial_handshake_and_messages_both_ways(
     provider.flush()
     assert got_b == [b"early", b""]
     assert got_a == [b"reply" * 1000]
-    # Every write on the wire was whole cells.
+    # Every write on the wire was whole cells, handshake included, in both directions.
+    cell = Config().mixing.cell_size
+    assert {side for side, _ in writes} == {False, True}
+    assert all(n > 0 and n % cell == 0 for _, n in writes), writes
     client_t, server_t = provider.connections[0]
     assert [e["type"] for e in seen] == ["peer_connected"]
     assert seen[0]["peer"] == bob.identity.onion and seen[0]["direction"] == "outgoing"
