@@ -102,6 +102,18 @@ class NodeCore(Service):
         """Plug in the session layer (real or fake); call before or after start."""
         self.session_factory = factory
         self.pool.attach(factory)
+        # Counters the session layer keeps (the real SessionFactory has them; fakes not).
+        for name, attribute, doc in (
+                ("handshakes_rate_limited", "handshakes_rate_limited",
+                 "Incoming streams closed unanswered by the handshake rate limit "
+                 "(security.handshake_rate), since start."),
+                ("revoked_refused_handshakes", "revoked_refused",
+                 "Handshakes the session layer refused: the peer's identity is revoked.")):
+            if isinstance(getattr(factory, attribute, None), int):
+                self.metrics.gauge(name, doc, self._factory_counter(attribute))
+
+    def _factory_counter(self, attribute: str) -> Callable[[], float]:
+        return lambda: float(getattr(self.session_factory, attribute, 0))
 
     def add_transport(self, provider: ITransportProvider) -> None:
         """Report this provider's state (bootstrap progress...) in ``/status``."""

@@ -141,3 +141,13 @@ def test_handshake_refuses_a_changed_ml_dsa_key_and_the_node_reports_it(
     assert [e["peer"] for e in a.events if e["type"] == "network_error"
             and e["error"] == "ML-DSA key mismatch"] == [b.identity.onion]
     assert a.core.mldsa_pin(b.identity.onion) == b.identity.record.mldsa_public
+
+
+def test_session_layer_counters_show_in_node_metrics(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.advance(NOW)
+    a = RealNode(memory_identity(NOW), MemoryTransportProvider(), clock, tmp_path / "a.db")
+    a.sessions.handshakes_rate_limited = 3
+    text = a.core.metrics.render()
+    assert "aegis_handshakes_rate_limited 3" in text
+    assert "aegis_revoked_refused_handshakes 0" in text
