@@ -122,6 +122,8 @@ class NodeCore(Service):
     def _peer_changed(self, peer: PeerInfo, what: str) -> None:
         if what == "blocked":  # by the operator or by reputation: drop live sessions
             self.pool.close(peer.peer_id, "blacklisted")
+        elif what == "removed":  # forgetting a peer forgets its pinned ML-DSA key too
+            self.records.pins.unpin(peer.peer_id)
 
     def _refreshed(self, identity: NodeIdentity) -> None:
         self.identity = identity

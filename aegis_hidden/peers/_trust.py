@@ -67,6 +67,21 @@ class PinStore:
         return d
 
 
+    def unpin(self, onion: str) -> Deferred[None]:
+        """Forget ``onion``'s key (the operator removed the peer): the next contact is a
+        first contact again."""
+        onion = onion.lower()
+        self._pins.pop(onion, None)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM mldsa_pins WHERE onion = ?", (onion,))
+
+        d = self._db.run(delete)
+        d.addErrback(lambda f: self.log.failure("removing the ML-DSA pin of {onion} failed",
+                                                f, onion=onion))
+        return d
+
+
 class RecordTable:
     """The records the node's RecordCache accepted, as raw signed bytes."""
 

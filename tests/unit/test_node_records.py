@@ -185,6 +185,25 @@ def test_rotation_signed_by_the_pinned_key_is_accepted_and_repinned(
         (rotated.mldsa_public,)]
 
 
+def test_removing_a_peer_forgets_its_pin(net: FakeNetwork, clock: Clock,
+                                         tmp_path: Path) -> None:
+    """docs/identity.md: after two rotations the operator removes and re-adds the peer."""
+    a = Node(net, clock, tmp_path / "a.db")
+    b = Node(net, clock, tmp_path / "b.db")
+    result_of(a.core.store.add(b.address))
+    result_of(a.core.pool.get(b.address))
+    net.cut(a.address, b.address)
+    result_of(a.core.store.remove(b.address))
+    assert a.core.mldsa_pin(b.address) is None
+    new, seed = resign(b.identity, clock.seconds(), mldsa_seed=os.urandom(32))
+    b.use_record(new, seed)
+    result_of(a.core.store.add(b.address))
+    result_of(a.core.pool.get(b.address))  # a first contact again
+    assert a.core.mldsa_pin(b.address) == new.mldsa_public
+    a.restart()
+    assert a.core.mldsa_pin(b.address) == new.mldsa_public
+
+
 def test_pushed_record_with_an_unproven_key_is_refused(net: FakeNetwork, clock: Clock,
                                                        tmp_path: Path) -> None:
     a = Node(net, clock, tmp_path / "a.db")
