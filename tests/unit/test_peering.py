@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.task import Clock
 
 from aegis_hidden.config import Config
@@ -102,23 +103,35 @@ def test_dropped_session_is_redialed(tmp_path: Path) -> None:
     b.stop()
 
 
-def test_unreachable_peer_backs_off(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("base", "cap", "seconds", "expected"), [
+    (5.0, 120.0, 700, [5, 10, 20, 40, 80, 120, 120, 120, 120]),  # the defaults but base
+    (2.0, 10.0, 60, [2, 4, 8, 10, 10, 10, 10]),
+])
+def test_unreachable_peer_backs_off(tmp_path: Path, base: float, cap: float, seconds: int,
+                                    expected: list[int]) -> None:
+    """Redials of an unreachable bootstrap peer: at once, then ``redial_delay * 2**(n-1)``
+    after the n-th failure, capped at ``max_redial_delay``. The schedule has no jitter:
+    every gap is exact."""
     clock, net = Clock(), FakeNetwork()
     ghost = onion()
     a = Node(net, clock, tmp_path, "a", [ghost])
-    a.start()
     dials: list[float] = []
     original = net._dial
 
     def counting(source: Any, address: str) -> Any:
-        dials.append(clock.seconds())
+        if address == ghost:
+            dials.append(clock.seconds())
         return original(source, address)
 
     net._dial = counting  # type: ignore[method-assign]
-    run(clock, 200, step=1.0)
-    gaps = [round(b - a_) for a_, b in itertools.pairwise(dials)]
-    assert len(dials) >= 4
-    assert gaps == sorted(gaps), f"delays must not shrink: {gaps}"
-    assert gaps[-1] <= 121
+    a.core.startService()
+    result_of(a.core.when_ready())
+    a.peering = PeeringService(a.core, [ghost], a.dir, clock, wall=clock.seconds,
+                               redial_delay=base, max_redial_delay=cap)
+    a.peering.startService()
+    run(clock, seconds, step=1.0)
+    assert dials[0] == 0.0  # the first dial does not wait
+    gaps = [b - a_ for a_, b in itertools.pairwise(dials)]
+    assert gaps == expected
     assert ghost not in a.status()["peers"]  # never reached, never reported reachable
     a.stop()
