@@ -4,7 +4,14 @@ from ._core import NodeCore
 from ._envelope import EnvelopeError
 from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
 from ._metrics import Metrics
-from ._pool import ConnectionPool, DialFailed, NoSessionFactory, PeerBlocked, classify_failure
+from ._pool import (
+    ConnectionPool,
+    DialFailed,
+    NoSessionFactory,
+    PeerBlocked,
+    PeerRevoked,
+    classify_failure,
+)
 from ._service import NodeService
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "NodeCore",
     "NodeService",
     "PeerBlocked",
+    "PeerRevoked",
     "RequestTimeout",
     "classify_failure",
 ]

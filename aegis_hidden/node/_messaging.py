@@ -40,7 +40,7 @@ from ..events import EventBus
 from ..peers import Behaviour, Database, PeerStore
 from ._envelope import Ack, EnvelopeError, Message, check_body, decode
 from ._metrics import Metrics
-from ._pool import ConnectionPool, PeerBlocked
+from ._pool import ConnectionPool, PeerBlocked, PeerRevoked
 
 
 class DeliveryState(enum.StrEnum):
@@ -187,6 +187,8 @@ class Messenger:
         """Queue ``body`` for ``peer`` durably; returns its id and current state."""
         check_body(body)
         info = self._store.require(peer)
+        if self._pool.is_revoked(info.peer_id):
+            raise PeerRevoked(f"{info.peer_id} has revoked its identity")
         if self._store.is_blocked(info.peer_id):
             raise PeerBlocked(f"{info.peer_id} is blacklisted")
         message = Message(msg_id or self._new_id(), self._clock.seconds(), body, request,

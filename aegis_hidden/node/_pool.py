@@ -46,10 +46,6 @@ class PeerRevoked(PeerBlocked):
     """The peer's identity was revoked (a signed revocation is stored): never again."""
 
 
-class IdentityMismatch(ConnectionError):
-    """A link's verified record belongs to another identity than the peer dialled."""
-
-
 class NoSessionFactory(ConnectionError):
     """No session layer is attached yet (the node runs without transports)."""
 

@@ -319,6 +319,8 @@ def test_revocation_reaches_connected_peers_and_whoever_dials_and_is_kept_for_ev
     assert a.errors("peer revoked")[0]["detail"] == "key compromised"
     with pytest.raises(PeerRevoked):
         result_of(a.core.pool.get(b.address))
+    with pytest.raises(PeerRevoked):  # and no message is queued for it
+        result_of(a.core.send(b.address, {"type": "chat", "data": "hello?"}))
     # b refuses to dial, and answers whoever dials it with the revocation
     with pytest.raises(DialFailed, match="revoked"):
         result_of(b.core.pool.get(c.address))
