@@ -26,8 +26,9 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger, LogLevel
 from twisted.web.server import Request
 
+from .. import _json as strict_json
 from ..events import EventBus
-from ._web import Authorizer, bearer_token
+from ._web import Authorizer
 
 LIBRARY_DEBUG_ENV = "AEGIS_HIDDEN_LIBRARY_DEBUG"
 _LEVELS = ("none", "critical", "error", "warn", "info", "debug", "trace")
@@ -135,15 +136,23 @@ class EventsProtocol(WebSocketServerProtocol):
             self._log.warn("dropping a WebSocket client that is {n} bytes behind", n=buffered)
             self.dropConnection(abort=True)
             return
-        self.sendMessage(json.dumps(event, default=str).encode())
+        try:
+            text = strict_json.dumps(event, default=str)
+        except ValueError as e:  # NaN/Infinity: never send what JSON.parse throws on
+            self._log.error("event {type} not encodable as JSON: {error}",
+                            type=event.get("type"), error=str(e))
+            text = strict_json.dumps({"type": "error", "error": f"a {event.get('type')!s:.50} "
+                                      "event held a non-finite number and was dropped"})
+        self.sendMessage(text.encode())
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
-            obj = json.loads(payload)
+            obj = strict_json.loads(payload)
         except ValueError:
             obj = None
         if isinstance(obj, dict) and obj.get("type") == "ping":
-            self.sendMessage(json.dumps({"type": "pong", "data": obj.get("data")}).encode())
+            self.sendMessage(strict_json.dumps({"type": "pong", "data": obj.get("data")})
+                             .encode())
         else:
             self.sendMessage(json.dumps({"type": "error", "error": "this socket only "
                                          "accepts {\"type\": \"ping\"}"}).encode())
@@ -177,7 +186,8 @@ class EventsResource(WebSocketResource):
         self._auth = factory.auth
 
     def render(self, request: Request) -> bytes | int:
-        if not self._auth.check(bearer_token(request, allow_query=True)):
-            return self._auth.refuse(request)
+        refused = self._auth.authorize(request, allow_query=True)
+        if refused is not None:
+            return refused
         result: bytes | int = super().render(request)
         return result

@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import provider
 
+from .. import _json as strict_json
 from ..node import DeliveryState, EnvelopeError, MessageTooLarge, NodeCore, PeerBlocked
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
 from ._openapi import openapi_json
@@ -91,9 +92,18 @@ def private_access_log(timestamp: str, request: Request) -> str:
             f"{request.sentLength or '-'}")
 
 
+class NotAscii(ValueError):
+    """The Authorization header holds bytes that are not ASCII (400, not 500)."""
+
+
 def bearer_token(request: Request, allow_query: bool = False) -> str | None:
-    header = request.getHeader("authorization")
-    if header is not None:
+    """The presented token; :class:`NotAscii` when the header cannot be one."""
+    raw = request.getHeader(b"authorization")
+    if raw is not None:
+        try:
+            header = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise NotAscii("the Authorization header is not ASCII") from None
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
@@ -123,18 +133,42 @@ class Authorizer:
         request.setHeader("www-authenticate", 'Bearer realm="aegis-hidden"')
         return _json_bytes(request, {"error": "missing or wrong bearer token", "field": None})
 
+    def authorize(self, request: Request, allow_query: bool = False) -> bytes | None:
+        """None when the request carries the token; else the body of a 401 (or a 400
+        for an Authorization header that is not ASCII) to return."""
+        try:
+            presented = bearer_token(request, allow_query)
+        except NotAscii as e:
+            self._on_failure()
+            request.setResponseCode(400)
+            return _json_bytes(request, {"error": str(e), "field": "Authorization"})
+        if self.check(presented):
+            return None
+        return self.refuse(request)
+
+
+_log = Logger()
+MAX_BLOCK_SECONDS = 100 * 365 * 86400  # "duration" beyond a century is a mistake
+
 
 def _json_bytes(request: Request, body: JSON) -> bytes:
     request.setHeader("content-type", "application/json")
     request.setHeader("cache-control", "no-store")
-    return json.dumps(body).encode()
+    return strict_json.dumps(body).encode()
 
 
 def _finish(request: Request, code: int, body: JSON) -> None:
     if getattr(request, "_aegis_gone", False):
         return
+    try:
+        data = _json_bytes(request, body)
+    except ValueError as e:  # NaN/Infinity in a reply: a bug here, never invalid JSON out
+        _log.error("API reply to {method} {path} not encodable as JSON: {error}",
+                   method=request.method, path=access_log_path(request.path or b"/"),
+                   error=str(e))
+        code, data = 500, _json_bytes(request, {"error": "internal error (see the node's "
+                                                "log)", "field": None})
     request.setResponseCode(code)
-    data = _json_bytes(request, body)
     request.setHeader("content-length", str(len(data)))
     request.write(data)
     request.finish()
@@ -151,9 +185,11 @@ def read_json_body(request: Request, max_size: int) -> JSON:
     if len(raw) > max_size:
         raise ApiError(413, f"body exceeds api.max_body_size ({max_size})")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ApiError(400, f"body is not valid JSON: {e}") from None
+        body = strict_json.loads(raw)
+    except strict_json.JSONValueError as e:
+        if e.path is None:
+            raise ApiError(400, f"body is not valid JSON: {e.message}") from None
+        raise ApiError(400, f"\"{e.path}\": {e.message}", e.path) from None
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body
@@ -200,8 +236,9 @@ class ApiResource(Resource):
         self.max_body_size = max_body_size
 
     def render(self, request: Request) -> bytes | int:
-        if not self.auth.check(bearer_token(request)):
-            return self.auth.refuse(request)
+        refused = self.auth.authorize(request)
+        if refused is not None:
+            return refused
         path = [p.decode("utf-8", "replace") for p in request.postpath or []]
         while path and path[-1] == "":
             path.pop()
@@ -285,9 +322,9 @@ class ApiResource(Resource):
             reason = _string(body, "reason", required=False) or "blocked by the operator"
             duration = body.get("duration")
             if duration is not None and (isinstance(duration, bool) or not isinstance(
-                    duration, int | float) or duration <= 0):
+                    duration, int | float) or not 0 < duration <= MAX_BLOCK_SECONDS):
                 raise ApiError(400, "\"duration\" must be a positive number of seconds "
-                               "or null", "duration")
+                               f"(at most {MAX_BLOCK_SECONDS}) or null", "duration")
             peer = await store.block(peer_id, reason, duration)
             self.core.pool.close(peer_id, "blacklisted")
         else:
@@ -350,8 +387,9 @@ class MetricsResource(Resource):
         self.auth = auth
 
     def render_GET(self, request: Request) -> bytes:
-        if not self.auth.check(bearer_token(request)):
-            return self.auth.refuse(request)
+        refused = self.auth.authorize(request)
+        if refused is not None:
+            return refused
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         return self.core.metrics.render().encode()
 
@@ -364,8 +402,9 @@ class NotFoundResource(Resource):
         self.auth = auth
 
     def render(self, request: Request) -> bytes:
-        if not self.auth.check(bearer_token(request)):
-            return self.auth.refuse(request)
+        refused = self.auth.authorize(request)
+        if refused is not None:
+            return refused
         request.setResponseCode(404)
         path = (request.path or b"").decode("utf-8", "replace")[:200]
         return _json_bytes(request, {"error": f"no such endpoint: {path}", "field": None})
