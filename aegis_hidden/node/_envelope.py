@@ -3,7 +3,9 @@
 ``{"k": "msg", "id": ..., "t": hour, "body": {"type": ..., "data": ...}}``
 carries an application message (``"rq": true`` asks for a response, ``"re": id``
 answers a request); ``{"k": "ack", "id": ...}`` acknowledges one. Anything else
-is a :class:`EnvelopeError` naming what was wrong.
+is a :class:`EnvelopeError` naming what was wrong, including JSON that is not
+strict (:mod:`aegis_hidden._json`: NaN, Infinity, 1e400, lone surrogates, nesting
+deeper than 64), which a peer's application could not parse or store.
 
 ``"t"`` is the sender's clock rounded down to the hour (:data:`CLOCK_GRANULARITY`),
 never the exact time: an exact wall clock in every message is a clock-skew
@@ -19,6 +21,8 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from .. import _json as strict_json
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 CLOCK_GRANULARITY = 3600  # seconds: "t" on the wire is a whole hour
@@ -48,7 +52,10 @@ class Message:
             out["rq"] = True
         if self.reply_to is not None:
             out["re"] = self.reply_to
-        return json.dumps(out, separators=(",", ":")).encode()
+        try:
+            return strict_json.dumps(out, separators=(",", ":")).encode()
+        except ValueError as e:  # NaN / Infinity: JSON cannot carry them
+            raise EnvelopeError(f"message: {e} (NaN and Infinity cannot be sent)") from None
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,11 @@ def decode(data: bytes, max_size: int) -> Message | Ack:
     if len(data) > max_size:
         raise EnvelopeError(f"envelope of {len(data)} bytes exceeds the {max_size}-byte limit")
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise EnvelopeError(f"not a JSON envelope: {e}") from None
+        obj = strict_json.loads(data)
+    except strict_json.JSONValueError as e:
+        if e.path is None:
+            raise EnvelopeError(f"not a JSON envelope: {e.message}") from None
+        raise EnvelopeError(f"envelope.{e.path}: {e.message}") from None
     if not isinstance(obj, dict):
         raise EnvelopeError("envelope: expected a JSON object")
     kind = obj.get("k")

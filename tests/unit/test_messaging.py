@@ -12,7 +12,14 @@ from twisted.internet.task import Clock
 from aegis_hidden.config import Config, parse_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
-from aegis_hidden.node import DeliveryState, MessageTooLarge, NodeCore, PeerBlocked, RequestTimeout
+from aegis_hidden.node import (
+    DeliveryState,
+    EnvelopeError,
+    MessageTooLarge,
+    NodeCore,
+    PeerBlocked,
+    RequestTimeout,
+)
 from aegis_hidden.peers import InlineSQLite, UnknownPeer
 from aegis_hidden.testing import FakeNetwork, result_of
 
@@ -272,6 +279,32 @@ def test_protocol_violation_lowers_reputation(net: FakeNetwork, clock: Clock,
     assert b.core.metrics.counters["protocol_errors"] == 2
     errors = [e for e in b.events if e["type"] == "network_error"]
     assert "envelope.id" in errors[1]["detail"]
+
+
+@pytest.mark.parametrize(("data", "path"), [
+    ("NaN", "envelope.body.data"), ('{"x": [Infinity]}', "envelope.body.data.x[0]"),
+    ("-1e400", "envelope.body.data"), ('"\\ud800"', "envelope.body.data"),
+    ("[" * 70 + "]" * 70, "nested deeper"), ("[" * 5000 + "]" * 5000, "nested deeper"),
+])
+def test_peer_sending_non_strict_json_is_a_protocol_violation(
+        net: FakeNetwork, clock: Clock, tmp_path: Path, data: str, path: str) -> None:
+    """Issue 16, items 1 and 3: NaN from a peer never reaches the application or the WebSocket."""
+    a, b = pair(net, clock, tmp_path)
+    link = result_of(a.core.pool.get(b.address))
+    link.send_message(('{"k": "msg", "id": "' + "a" * 32 + '", "t": 0, "body": {"type": "x", '
+                       '"data": ' + data + "}}").encode())
+    assert b.received() == []
+    assert b.core.metrics.counters["protocol_errors"] == 1
+    (error,) = [e for e in b.events if e["type"] == "network_error"]
+    assert error["error"] == "protocol violation" and path in error["detail"]
+
+
+def test_sending_non_finite_numbers_is_refused(net: FakeNetwork, clock: Clock,
+                                               tmp_path: Path) -> None:
+    a, b = pair(net, clock, tmp_path)
+    with pytest.raises(EnvelopeError, match="NaN and Infinity"):
+        result_of(a.core.send(b.address, {"type": "x", "data": [float("nan")]}))
+    assert a.core.messenger.outbox_size() == 0 and b.received() == []
 
 
 def test_request_response_and_timeout(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
