@@ -7,8 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.aegis-installed
 DEMO_ARGS ?=
+FUZZ_RUNS ?= 1000000
+FUZZ_JOBS ?= 1
 
 .PHONY: demo test setup system-packages i2pd-testnet lint typecheck unit integration proto docs clean
+.PHONY: fuzz
 
 demo: setup
 	$(BIN)/aegis-hidden demo $(DEMO_ARGS)
@@ -36,7 +39,7 @@ lint:
 	$(BIN)/ruff check .
 
 typecheck:
-	$(BIN)/mypy aegis_hidden tests benchmarks twisted/plugins
+	$(BIN)/mypy aegis_hidden tests benchmarks twisted/plugins fuzz
 
 # Unit tests: in memory, no daemons. Integration tests: real tor / i2pd on
 # 127.0.0.1 in a separate pytest process (one reactor style per process).
@@ -45,6 +48,11 @@ unit:
 
 integration:
 	$(BIN)/python -m pytest tests/integration -q -m integration
+
+# The long fuzz campaign: every decoder, FUZZ_RUNS inputs each (atheris when it is
+# installed, else a seeded random mutator); the bounded version runs in `unit`.
+fuzz:
+	$(BIN)/python -m fuzz.run --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS)
 
 proto:
 	$(BIN)/python -m grpc_tools.protoc -I aegis_hidden/wire --python_out=aegis_hidden/wire \
