@@ -184,7 +184,9 @@ DOCUMENT: dict[str, Any] = {
                     "reason": {"type": "string", "maxLength": 500,
                                "description": "block: why (kept with the blacklist entry)"},
                     "duration": {"type": ["number", "null"], "exclusiveMinimum": 0,
-                                 "description": "block: seconds; null or absent = for ever"}}},
+                                 "maximum": 3153600000,
+                                 "description": "block: seconds (at most 100 years); null "
+                                                "or absent = for ever"}}},
             "SendRequest": {
                 "type": "object", "required": ["target", "message"],
                 "additionalProperties": False,
