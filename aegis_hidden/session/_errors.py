@@ -23,6 +23,7 @@ class CloseReason(enum.IntEnum):
     TRUNCATED = 11          # the stream ended without a CLOSE cell (or inside a cell)
     MESSAGE_TOO_LARGE = 12  # over performance.max_message_size
     CONNECTION_LOST = 13    # the transport went away (reported locally only)
+    REVOKED = 14            # the peer's identity is revoked (its revocation was seen)
 
 
 class SessionError(Exception):

@@ -11,7 +11,6 @@ docs/protocol.md is the specification; section numbers below refer to it.
 from __future__ import annotations
 
 import base64
-import contextlib
 import enum
 import hashlib
 import hmac
@@ -21,18 +20,29 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from google.protobuf.message import DecodeError
 from twisted.logger import Logger
 
 # Submodules, not the package: aegis_hidden.identity imports session.xwing, so the
 # package may be half-initialised when this module loads.
+from ..identity._i2p import I2PBinding, b32_address_of_destination, verify_binding
 from ..identity._onion import is_onion_v3
-from ..identity._record import IdentityRecord, RecordError, RecordKind, parse_record, verify_record
+from ..identity._record import (
+    IdentityRecord,
+    PinMismatch,
+    RecordCache,
+    RecordError,
+    RecordKind,
+    RevokedIdentity,
+    check_mldsa_change,
+    parse_record,
+    verify_record,
+)
 from ..wire import (
     CellError,
     CellType,
@@ -118,6 +128,10 @@ class Closed:
 SessionEvent = Established | MessageReceived | Closed
 
 
+class MLDSA65Signer(Protocol):
+    def sign(self, data: bytes) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class IdentityKeys:
     """An identity's signing keys, derived once (ML-DSA-65 from its seed costs ~0.35 ms).
@@ -127,7 +141,10 @@ class IdentityKeys:
     """
 
     master: Ed25519PrivateKey
-    mldsa: MLDSA65PrivateKey | None
+    #: ML-DSA-65 (pure, empty context). Any object with ``sign(data) -> bytes``: a
+    #: ``MLDSA65PrivateKey`` in production; tests and the vector generator pass one
+    #: that replays recorded signatures, since ML-DSA signing here is randomised.
+    mldsa: MLDSA65Signer
 
     def __repr__(self) -> str:
         return "IdentityKeys(<secret>)"
@@ -210,12 +227,6 @@ def dialed_hint(nonce: bytes, address: str) -> bytes:
     return hashlib.sha3_256(_DIALED_LABEL + nonce + address.encode("ascii")).digest()
 
 
-def b32_address_of_destination(destination_b64: str) -> str:
-    """The ``.b32.i2p`` name of an I2P destination in I2P's base64 alphabet."""
-    raw = base64.b64decode(destination_b64.replace("-", "+").replace("~", "/"), validate=True)
-    return base64.b32encode(hashlib.sha256(raw).digest()).decode("ascii").lower().rstrip("=") + ".b32.i2p"
-
-
 class ReplayCache:
     """ClientHello nonces seen recently, so a replayed first message is refused (§2.6)."""
 
@@ -291,6 +302,8 @@ class Session:
         replay_cache: ReplayCache | None = None,
         encapsulate: Callable[[bytes], tuple[bytes, bytes]] = xwing.encapsulate,
         keys: IdentityKeys | None = None,
+        record_cache: RecordCache | None = None,
+        mldsa_pin: Callable[[str], bytes | None] | None = None,
     ) -> None:
         if initiator and not peer_address:
             raise ValueError("an initiator needs the peer_address it dialed")
@@ -306,6 +319,10 @@ class Session:
         self._random = random
         self._replay = replay_cache
         self._encapsulate = encapsulate
+        self._record_cache = record_cache
+        self._mldsa_pin = mldsa_pin
+        #: The peer's I2P binding, when this initiator dialed its ``.b32.i2p`` (§2.3).
+        self.peer_i2p_binding: I2PBinding | None = None
         self.state = State.START if initiator else State.WAIT_CLIENT_HELLO
         self.version: int | None = None
         self.peer_record: IdentityRecord | None = None
@@ -691,11 +708,9 @@ class Session:
     # -- handshake steps (§2) ----------------------------------------------
     def _own_addresses(self) -> list[str]:
         out = [self.identity.onion]
-        dest = self.identity.record.i2p_destination
-        if dest:
-            # Our own record naming an undecodable destination: answer on the onion only.
-            with contextlib.suppress(ValueError):
-                out.append(b32_address_of_destination(dest))
+        binding = self.identity.i2p_binding
+        if binding is not None and binding.commitment() == self.identity.record.i2p_commitment:
+            out.append(binding.b32)
         return out
 
     def _on_client_hello(self, data: bytes) -> None:
@@ -743,7 +758,7 @@ class Session:
         self._transcript.add(sh)
         self._key_schedule(ss)
         self._in_clear = False
-        self._send_handshake_sealed(self._make_auth(responder=True, peer_has_mldsa=True))
+        self._send_handshake_sealed(self._make_auth(responder=True))
         self.state = State.WAIT_CLIENT_AUTH
 
     def _on_server_hello(self, data: bytes) -> None:
@@ -779,7 +794,7 @@ class Session:
                          now)
         self._tx, self._rx = (i_hs, r_hs) if self.initiator else (r_hs, i_hs)
 
-    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
+    def _make_auth(self, *, responder: bool) -> bytes:
         assert self.version is not None
         v = self.version
         who = "responder" if responder else "initiator"
@@ -787,16 +802,21 @@ class Session:
         address = self._my_address.encode("ascii")
         th = self._transcript.digest(record, address)
         to_sign = _label(v, f"{who} signature") + b"\x00" + th
+        # Hybrid authentication: both signatures, always, by both roles (§2.3).
         ed_sig = self._keys.master.sign(to_sign)
-        mldsa_sig = b""
-        mldsa = self._keys.mldsa
-        if mldsa is not None and self.identity.record.mldsa_public and peer_has_mldsa:
-            mldsa_sig = mldsa.sign(to_sign)
+        mldsa_sig = self._keys.mldsa.sign(to_sign)
         mac_key = hkdf_expand(self._hs_secret, _label(v, f"{who} finished"))
         mac = hmac.new(mac_key, self._transcript.digest(record, address, ed_sig, mldsa_sig),
                        hashlib.sha256).digest()
+        binding = b""
+        if responder and self._my_address.endswith(".b32.i2p"):
+            # Only when dialed at the .b32.i2p: proves that address (and links it to
+            # the onion for whoever knows the b32; never sent to an onion dialer).
+            assert self.identity.i2p_binding is not None
+            binding = self.identity.i2p_binding.to_bytes()
         auth = handshake_pb2.Auth(version=v, record=record, address=self._my_address,
-                                  ed25519_signature=ed_sig, mldsa_signature=mldsa_sig, mac=mac)
+                                  ed25519_signature=ed_sig, mldsa_signature=mldsa_sig, mac=mac,
+                                  i2p_binding=binding)
         data = auth.SerializeToString(deterministic=True)
         self._transcript.add(data)
         return data
@@ -823,21 +843,25 @@ class Session:
             raise HandshakeError(CloseReason.WRONG_IDENTITY,
                                  "the initiator must prove a canonical v3 onion address, not "
                                  f"{ascii(address)[:120]}")
-        try:
-            if address.endswith(".b32.i2p"):
-                record = verify_record(auth.record, _onion_of(auth.record), self._clock())
-                if not record.i2p_destination or b32_address_of_destination(
-                        record.i2p_destination) != address:
-                    raise HandshakeError(CloseReason.WRONG_IDENTITY,
-                                         f"the responder's record does not bind {address}")
-            else:
-                record = verify_record(auth.record, address, self._clock())
-        except (RecordError, ValueError) as e:
-            if isinstance(e, HandshakeError):
-                raise
-            raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} record refused: {e}") from None
-        if record.kind is not RecordKind.IDENTITY:
-            raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} sent a revocation record")
+        dialed_i2p = responder and address.endswith(".b32.i2p")
+        if auth.i2p_binding and not dialed_i2p:
+            raise HandshakeError(CloseReason.PROTOCOL_ERROR,
+                                 f"{who} sent an I2P binding nobody asked for")
+        # Dialed at a .b32.i2p, the record is checked against its own onion, and the
+        # binding must open its I2P commitment to exactly the dialed address.
+        record = self._peer_record(bytes(auth.record), None if dialed_i2p else address, who)
+        if dialed_i2p:
+            try:
+                binding = I2PBinding.parse(auth.i2p_binding)
+                proven = verify_binding(record, binding)
+            except RecordError as e:
+                raise HandshakeError(CloseReason.WRONG_IDENTITY,
+                                     f"the responder's I2P binding is refused: {e}") from None
+            if proven != address:
+                raise HandshakeError(CloseReason.WRONG_IDENTITY,
+                                     f"the responder's I2P binding proves {proven}, not the dialed "
+                                     f"{address}")
+            self.peer_i2p_binding = binding
         rec_bytes = bytes(auth.record)
         addr_bytes = auth.address.encode("ascii")
         th = self._transcript.digest(rec_bytes, addr_bytes)
@@ -848,20 +872,13 @@ class Session:
         except InvalidSignature:
             raise HandshakeError(CloseReason.AUTH_FAILED,
                                  f"{who}'s Ed25519 transcript signature does not verify") from None
-        # Hybrid authentication (§2.3): the responder signs with ML-DSA-65 whenever
-        # its record has a key; the initiator when both records have one.
-        mine = bool(self.identity.record.mldsa_public)
-        required = bool(record.mldsa_public) and (responder or mine)
-        if required:
-            try:
-                MLDSA65PublicKey.from_public_bytes(record.mldsa_public).verify(
-                    auth.mldsa_signature, to_verify)
-            except InvalidSignature:
-                raise HandshakeError(CloseReason.AUTH_FAILED,
-                                     f"{who}'s ML-DSA-65 transcript signature does not verify") from None
-        elif auth.mldsa_signature:
-            raise HandshakeError(CloseReason.PROTOCOL_ERROR,
-                                 f"{who} sent an ML-DSA-65 signature nobody asked for")
+        # Hybrid authentication (§2.3): version 1 always needs both signatures.
+        try:
+            MLDSA65PublicKey.from_public_bytes(record.mldsa_public).verify(
+                auth.mldsa_signature, to_verify)
+        except InvalidSignature:
+            raise HandshakeError(CloseReason.AUTH_FAILED,
+                                 f"{who}'s ML-DSA-65 transcript signature does not verify") from None
         mac_key = hkdf_expand(self._hs_secret, _label(v, f"{who} finished"))
         expected = hmac.new(mac_key, self._transcript.digest(
             rec_bytes, addr_bytes, bytes(auth.ed25519_signature), bytes(auth.mldsa_signature)),
@@ -869,6 +886,40 @@ class Session:
         if not hmac.compare_digest(expected, auth.mac):
             raise HandshakeError(CloseReason.AUTH_FAILED, f"{who}'s key confirmation MAC is wrong")
         self._transcript.add(data)
+        return record
+
+    def _peer_record(self, data: bytes, onion: str | None, who: str) -> IdentityRecord:
+        """The peer's record, checked (§2.3 step 2): key, pin, cache, signatures, times.
+
+        ``onion`` is the address the record must belong to (None: its own onion,
+        for a responder dialed at its .b32.i2p). The pinned ML-DSA-65 key is
+        checked before the record reaches the cache, so a record that fails the
+        pin never becomes the cache's latest.
+        """
+        now = self._clock()
+        try:
+            parsed = parse_record(data)
+            onion = onion if onion is not None else parsed.onion
+            if parsed.onion != onion:
+                raise RecordError(f"record is signed by another key than {onion}'s")
+            if self._mldsa_pin is not None:
+                pinned = self._mldsa_pin(onion)
+                if pinned:
+                    check_mldsa_change(pinned, parsed)
+            if self._record_cache is not None:
+                record = self._record_cache.accept(data, onion, now)
+            else:
+                record = verify_record(parsed, onion, now)
+        except RevokedIdentity as e:
+            raise HandshakeError(CloseReason.REVOKED, f"{who} is revoked: {e}") from None
+        except PinMismatch as e:
+            raise HandshakeError(CloseReason.WRONG_IDENTITY,
+                                 f"{who}'s ML-DSA-65 key is not the pinned one: {e}") from None
+        except RecordError as e:
+            raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} record refused: {e}") from None
+        if record.kind is not RecordKind.IDENTITY:
+            raise HandshakeError(CloseReason.REVOKED, f"{who} sent a revocation record: "
+                                 f"{record.reason[:100]!r}")
         return record
 
     def _traffic_keys(self) -> bytes:
@@ -889,8 +940,7 @@ class Session:
     def _on_server_auth(self, data: bytes) -> None:
         record = self._check_auth(data, responder=True)
         self.peer_record = record
-        self._send_handshake_sealed(
-            self._make_auth(responder=False, peer_has_mldsa=bool(record.mldsa_public)))
+        self._send_handshake_sealed(self._make_auth(responder=False))
         self._expected_finished = self._traffic_keys()
         self.state = State.WAIT_FINISHED
 
@@ -939,6 +989,3 @@ class Session:
         self._inbuf = b""
         self._events.append(Closed(err.reason, err.detail, by_peer))
 
-
-def _onion_of(record_bytes: bytes) -> str:
-    return parse_record(record_bytes).onion

@@ -37,20 +37,22 @@ class ServerHello(_message.Message):
     def __init__(self, version: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., aead: _Optional[int] = ...) -> None: ...
 
 class Auth(_message.Message):
-    __slots__ = ("version", "record", "address", "ed25519_signature", "mldsa_signature", "mac")
+    __slots__ = ("version", "record", "address", "ed25519_signature", "mldsa_signature", "mac", "i2p_binding")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ED25519_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     MLDSA_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    I2P_BINDING_FIELD_NUMBER: _ClassVar[int]
     version: int
     record: bytes
     address: str
     ed25519_signature: bytes
     mldsa_signature: bytes
     mac: bytes
-    def __init__(self, version: _Optional[int] = ..., record: _Optional[bytes] = ..., address: _Optional[str] = ..., ed25519_signature: _Optional[bytes] = ..., mldsa_signature: _Optional[bytes] = ..., mac: _Optional[bytes] = ...) -> None: ...
+    i2p_binding: bytes
+    def __init__(self, version: _Optional[int] = ..., record: _Optional[bytes] = ..., address: _Optional[str] = ..., ed25519_signature: _Optional[bytes] = ..., mldsa_signature: _Optional[bytes] = ..., mac: _Optional[bytes] = ..., i2p_binding: _Optional[bytes] = ...) -> None: ...
 
 class Finished(_message.Message):
     __slots__ = ("version", "mac")

@@ -16,6 +16,7 @@ from aegis_hidden.session import (
     CloseReason,
     Established,
     HandshakeError,
+    IdentityKeys,
     MessageReceived,
     ReplayCache,
     Session,
@@ -38,8 +39,8 @@ def ids() -> dict[str, NodeIdentity]:
     return {
         "alice": memory_identity(NOW),
         "bob": memory_identity(NOW),
-        "carol": memory_identity(NOW, with_mldsa=False),
-        "dave": memory_identity(NOW, with_mldsa=False),
+        "carol": memory_identity(NOW),
+        "dave": memory_identity(NOW),
         "mallory": memory_identity(NOW),
         "ivy": memory_identity(NOW, i2p_destination=dest),
     }
@@ -54,6 +55,33 @@ def det_random(seed: bytes) -> Callable[[int], bytes]:
         return hashlib.shake_256(seed + counter[0].to_bytes(4, "big")).digest(n)
 
     return rand
+
+
+class MemoSigner:
+    """ML-DSA-65 signing that gives the same signature for the same message.
+
+    The library's ML-DSA signing is randomised; tests that rebuild a session to
+    replay recorded flights into it need the rebuilt side to sign identically.
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+
+        self._key = MLDSA65PrivateKey.from_seed_bytes(seed)
+        self._memo: dict[bytes, bytes] = {}
+
+    def sign(self, data: bytes) -> bytes:
+        if data not in self._memo:
+            self._memo[data] = self._key.sign(data)
+        return self._memo[data]
+
+
+_SIGNERS: dict[bytes, MemoSigner] = {}
+
+
+def memo_keys(ident: NodeIdentity) -> IdentityKeys:
+    signer = _SIGNERS.setdefault(ident.mldsa_seed, MemoSigner(ident.mldsa_seed))
+    return IdentityKeys(ident.master, signer)
 
 
 class Clock:
@@ -96,10 +124,11 @@ def make_pair(ids: dict[str, NodeIdentity], initiator: str = "alice", responder:
               ) -> tuple[Session, Session]:
     clock = clock or Clock()
     i = Session(ids[initiator], i_params, initiator=True, clock=clock,
-                peer_address=dial or ids[responder].onion, random=det_random(b"i" + seed))
+                peer_address=dial or ids[responder].onion, random=det_random(b"i" + seed),
+                keys=memo_keys(ids[initiator]))
     r = responder_cls(ids[responder], r_params, initiator=False, clock=clock,
                       random=det_random(b"r" + seed), replay_cache=replay_cache,
-                      encapsulate=encapsulate or xwing.encapsulate)
+                      encapsulate=encapsulate or xwing.encapsulate, keys=memo_keys(ids[responder]))
     return i, r
 
 
@@ -141,18 +170,75 @@ def test_mutual_handshake(ids: dict[str, NodeIdentity], initiator: str, responde
     assert i.events() == [MessageReceived(b"pong" * 3000)]
 
 
-def test_hybrid_signatures_only_when_both_records_have_mldsa(ids: dict[str, NodeIdentity]) -> None:
-    sizes = {}
-    for a, b in (("alice", "bob"), ("alice", "carol"), ("carol", "bob")):
-        i, r = make_pair(ids, a, b)
-        w = handshake(i, r)
-        assert i.established and r.established
-        sizes[a, b] = (len(w.flights[1][1]), len(w.flights[2][1]))
-    # The responder signs with ML-DSA-65 whenever it has a key (3309 more bytes)...
-    assert sizes["alice", "bob"][0] > sizes["alice", "carol"][0] + 3000
-    # ...the initiator only when both records carry one.
-    assert sizes["alice", "bob"][1] > sizes["carol", "bob"][1] + 3000
-    assert sizes["alice", "carol"][1] < sizes["alice", "bob"][1] - 3000
+class _RecordsAuth(Session):
+    """Keeps the Auth messages it sends."""
+
+    sent: list[handshake_pb2.Auth]
+
+    def _make_auth(self, *, responder: bool) -> bytes:
+        data = super()._make_auth(responder=responder)
+        auth = handshake_pb2.Auth()
+        auth.ParseFromString(data)
+        self.__dict__.setdefault("sent", []).append(auth)
+        return data
+
+
+def test_both_roles_always_send_and_verify_mldsa_signatures(ids: dict[str, NodeIdentity]) -> None:
+    clock = Clock()
+    i = _RecordsAuth(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["bob"].onion)
+    r = _RecordsAuth(ids["bob"], PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    assert i.established and r.established
+    for s in (i, r):
+        (auth,) = s.sent
+        assert len(auth.mldsa_signature) == 3309 and len(auth.ed25519_signature) == 64
+        assert auth.i2p_binding == b""
+
+
+class _NoMLDSA(Session):
+    """Sends an Auth without its ML-DSA-65 signature (an Ed25519-only forger)."""
+
+    def _make_auth(self, *, responder: bool) -> bytes:
+        data = super()._make_auth(responder=responder)
+        auth = handshake_pb2.Auth()
+        auth.ParseFromString(data)
+        auth.mldsa_signature = b""
+        return auth.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("side", ["responder", "initiator"])
+def test_auth_without_mldsa_signature_is_refused(ids: dict[str, NodeIdentity], side: str) -> None:
+    clock = Clock()
+    i = (_NoMLDSA if side == "initiator" else Session)(
+        ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["bob"].onion)
+    r = (_NoMLDSA if side == "responder" else Session)(ids["bob"], PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    victim = i if side == "responder" else r
+    err = failure(victim)
+    assert err.reason is CloseReason.AUTH_FAILED and "ML-DSA-65" in err.detail
+    assert not i.established and not r.established
+
+
+def _without_mldsa(ident: NodeIdentity) -> NodeIdentity:
+    """``ident`` with a record that has no ML-DSA key, validly signed by Ed25519 alone:
+    what someone who broke only the Ed25519 key could make."""
+    import dataclasses
+
+    rec = dataclasses.replace(ident.record, mldsa_public=b"", mldsa_signature=b"")
+    rec = dataclasses.replace(rec, signature=ident.master.sign(rec.signed_message()))
+    return dataclasses.replace(ident, record=rec)
+
+
+@pytest.mark.parametrize("side", ["responder", "initiator"])
+def test_record_without_mldsa_key_is_wrong_identity(ids: dict[str, NodeIdentity], side: str) -> None:
+    stripped = {**ids, "x": _without_mldsa(ids["carol"])}
+    a, b = ("alice", "x") if side == "responder" else ("x", "bob")
+    i, r = make_pair(stripped, a, b)
+    handshake(i, r)
+    victim = i if side == "responder" else r
+    err = failure(victim)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "ML-DSA" in err.detail
+    assert not i.established and not r.established
 
 
 def test_chacha20_poly1305_sessions(ids: dict[str, NodeIdentity]) -> None:
@@ -165,13 +251,102 @@ def test_chacha20_poly1305_sessions(ids: dict[str, NodeIdentity]) -> None:
     assert r.events()[-1] == MessageReceived(b"x")
 
 
-def test_i2p_address_is_proven_through_the_record(ids: dict[str, NodeIdentity]) -> None:
-    b32 = b32_address_of_destination(ids["ivy"].record.i2p_destination)
-    i, r = make_pair(ids, "alice", "ivy", dial=b32)
+def test_i2p_address_is_proven_through_the_binding(ids: dict[str, NodeIdentity]) -> None:
+    ivy = ids["ivy"]
+    assert ivy.i2p_binding is not None
+    b32 = ivy.i2p_binding.b32
+    assert b32 == b32_address_of_destination(ivy.i2p_binding.destination)
+    clock = Clock()
+    i = _RecordsAuth(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=b32)
+    r = _RecordsAuth(ivy, PARAMS, initiator=False, clock=clock)
     handshake(i, r)
     assert i.established and r.established
-    assert i.events()[0] == Established(b32, ids["ivy"].record, 1)
+    assert i.events()[0] == Established(b32, ivy.record, 1)
     assert r.local_address == b32
+    assert i.peer_i2p_binding == ivy.i2p_binding
+    assert r.sent[0].i2p_binding == ivy.i2p_binding.to_bytes()
+    assert i.sent[0].i2p_binding == b""  # the initiator never sends one
+
+
+def test_i2p_binding_is_never_sent_to_an_onion_dialer(ids: dict[str, NodeIdentity]) -> None:
+    # Whoever knows only the onion must not learn the I2P destination (item 7).
+    clock = Clock()
+    i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["ivy"].onion)
+    r = _RecordsAuth(ids["ivy"], PARAMS, initiator=False, clock=clock)
+    wire = handshake(i, r)
+    assert i.established and r.established
+    assert r.sent[0].i2p_binding == b"" and i.peer_i2p_binding is None
+    assert ids["ivy"].i2p_binding is not None
+    destination = ids["ivy"].i2p_binding.destination.encode()
+    assert all(destination not in data for _, data in wire.flights)
+    assert r.local_address == ids["ivy"].onion
+
+
+class _SendsBinding(Session):
+    """Puts ``binding`` into its Auth whatever address was dialed."""
+
+    binding = b""
+
+    def _make_auth(self, *, responder: bool) -> bytes:
+        data = super()._make_auth(responder=responder)
+        auth = handshake_pb2.Auth()
+        auth.ParseFromString(data)
+        auth.i2p_binding = self.binding
+        return auth.SerializeToString(deterministic=True)
+
+
+def _binding_of(ident: NodeIdentity) -> bytes:
+    assert ident.i2p_binding is not None
+    return ident.i2p_binding.to_bytes()
+
+
+def test_unasked_i2p_binding_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    cls = type("B", (_SendsBinding,), {"binding": _binding_of(ids["ivy"])})
+    clock = Clock()
+    # Responder dialed at its onion, volunteering the binding.
+    i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["ivy"].onion)
+    r = cls(ids["ivy"], PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and "I2P binding" in err.detail
+    # An initiator sending one.
+    i = cls(ids["ivy"], PARAMS, initiator=True, clock=clock, peer_address=ids["bob"].onion)
+    r = Session(ids["bob"], PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    err = failure(r)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and "I2P binding" in err.detail
+
+
+def test_wrong_or_missing_i2p_binding_is_wrong_identity(ids: dict[str, NodeIdentity]) -> None:
+    ivy = ids["ivy"]
+    assert ivy.i2p_binding is not None
+    b32 = ivy.i2p_binding.b32
+    from aegis_hidden.identity import I2PBinding
+
+    other = I2PBinding(ivy.i2p_binding.destination, bytes(32))  # wrong salt
+    for binding, words in ((b"", "binding"), (other.to_bytes(), "does not match"),
+                           (b"\xff" * 600, "binding")):
+        cls = type("B", (_SendsBinding,), {"binding": binding})
+        clock = Clock()
+        i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=b32)
+        r = cls(ivy, PARAMS, initiator=False, clock=clock)
+        handshake(i, r)
+        err = failure(i)
+        assert err.reason is CloseReason.WRONG_IDENTITY and words in err.detail, err.detail
+        assert i.peer_i2p_binding is None
+
+
+def test_binding_must_prove_the_dialed_b32(ids: dict[str, NodeIdentity]) -> None:
+    # A node whose record commits to destination D, dialed at another b32 that it
+    # also claims (impostor), cannot pass: the binding proves b32(D) only.
+    ivy, bob = ids["ivy"], ids["bob"]
+    assert ivy.i2p_binding is not None
+    other_b32 = "a" * 52 + ".b32.i2p"
+    i, r = make_pair(ids, "alice", "ivy", dial=other_b32, responder_cls=_impostor(other_b32))
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.WRONG_IDENTITY and other_b32 in err.detail
+    assert bob  # (fixture used)
 
 
 # -- identity and address --------------------------------------------------------------
@@ -383,10 +558,10 @@ def _recorded(ids: dict[str, NodeIdentity], a: str, b: str
     wire = handshake(i, r)
     assert i.established and r.established
     flights = [data for _, data in wire.flights]
-    # Rebuilding gives byte-identical flights (deterministic randomness, Ed25519).
-    i2, _ = build()
-    i2.start()
-    assert i2.data_to_send() == flights[0]
+    # Rebuilding gives byte-identical flights (deterministic randomness, Ed25519,
+    # ML-DSA-65 signatures replayed), so a recorded flight fits a rebuilt session.
+    i2, r2 = build()
+    assert [data for _, data in handshake(i2, r2).flights] == flights
     return flights, build
 
 
@@ -406,10 +581,14 @@ def _to_state(build: Callable[[], tuple[Session, Session]], flights: list[bytes]
 
 
 @pytest.mark.parametrize("flight", [0, 1, 2, 3])
-def test_truncated_at_every_byte_position(ids: dict[str, NodeIdentity], flight: int) -> None:
+def test_truncated_at_sampled_byte_positions(ids: dict[str, NodeIdentity], flight: int) -> None:
+    # Every byte of the first 64 and around every cell boundary, every 41st elsewhere.
     flights, build = _recorded(ids, "carol", "dave")
     data = flights[flight]
-    for cut in range(len(data)):
+    n = PARAMS.cell_size
+    cuts = set(range(min(len(data), 64))) | set(range(0, len(data), 41))
+    cuts |= {c + k for c in range(0, len(data), n) for k in range(-3, 4) if 0 <= c + k < len(data)}
+    for cut in sorted(cuts):
         i, r = _to_state(build, flights, flight)
         receiver = r if flight % 2 == 0 else i
         receiver.receive_data(data[:cut])
@@ -440,9 +619,13 @@ def _assert_failed(i: Session, r: Session, where: str) -> None:
 
 
 @pytest.mark.parametrize("flight", [0, 1, 2, 3])
-def test_corrupted_at_every_byte_position(ids: dict[str, NodeIdentity], flight: int) -> None:
+def test_corrupted_at_sampled_byte_positions(ids: dict[str, NodeIdentity], flight: int) -> None:
+    # The first 64 bytes, every cell header and tag, every 29th byte elsewhere.
     flights, build = _recorded(ids, "carol", "dave")
-    for pos in range(len(flights[flight])):
+    size, n = len(flights[flight]), PARAMS.cell_size
+    positions = set(range(min(size, 64))) | set(range(0, size, 29))
+    positions |= {c + k for c in range(0, size, n) for k in (*range(8), *range(n - 16, n))}
+    for pos in sorted(positions):
         i, r = _corrupt_and_finish(build, flights, flight, pos)
         if flight == 3:
             # The last flight (Finished) only reaches the initiator: it must refuse it.
@@ -451,10 +634,10 @@ def test_corrupted_at_every_byte_position(ids: dict[str, NodeIdentity], flight: 
             _assert_failed(i, r, f"flight {flight} byte {pos}")
 
 
-@pytest.mark.parametrize("flight", [0, 1])
+@pytest.mark.parametrize("flight", [0, 1, 2, 3])
 def test_corrupted_hybrid_flights_sampled(ids: dict[str, NodeIdentity], flight: int) -> None:
-    # With ML-DSA-65 (bigger flights; ML-DSA signing is randomised so flight 2 cannot
-    # be replayed into a rebuilt responder): every 37th byte plus every cell header.
+    # Another pair (ML-DSA signatures replayed by MemoSigner, so every flight can be
+    # replayed into a rebuilt session): every 37th byte plus every cell header.
     flights, build = _recorded(ids, "alice", "bob")
     n = PARAMS.cell_size
     positions = set(range(0, len(flights[flight]), 37))
@@ -675,49 +858,20 @@ def test_uncompressed_then_compressed_fragment_is_refused(ids: dict[str, NodeIde
     assert err.reason is CloseReason.BAD_CELL and "compression flag" in err.detail
 
 
-class _AlwaysSignsMLDSA(Session):
-    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
-        return super()._make_auth(responder=responder, peer_has_mldsa=True)
-
-
-class _NeverSignsMLDSA(Session):
-    def _make_auth(self, *, responder: bool, peer_has_mldsa: bool) -> bytes:
-        return super()._make_auth(responder=responder, peer_has_mldsa=False)
-
-
-def test_responder_that_skips_its_mldsa_signature_is_refused(ids: dict[str, NodeIdentity]) -> None:
-    # Bob's record lists an ML-DSA key, so an Ed25519-only proof is a downgrade.
-    i, r = make_pair(ids, "carol", "bob", responder_cls=_NeverSignsMLDSA)
-    handshake(i, r)
-    err = failure(i)
-    assert err.reason is CloseReason.AUTH_FAILED and "ML-DSA-65" in err.detail
-
-
-def test_unrequested_mldsa_signature_is_refused(ids: dict[str, NodeIdentity]) -> None:
-    # Alice has ML-DSA but Carol does not: Alice must not sign with it, and Carol refuses
-    # a proof that does not follow the rule (the transcript shape is fixed by the records).
-    clock = Clock()
-    i = _AlwaysSignsMLDSA(ids["alice"], PARAMS, initiator=True, clock=clock,
-                          peer_address=ids["carol"].onion)
-    r = Session(ids["carol"], PARAMS, initiator=False, clock=clock)
-    handshake(i, r)
-    err = failure(r)
-    assert err.reason is CloseReason.PROTOCOL_ERROR and "nobody asked for" in err.detail
-
-
 def test_revocation_record_is_not_an_identity(ids: dict[str, NodeIdentity]) -> None:
     from aegis_hidden.identity import IdentityRecord, RecordKind, sign_record
 
     dave = ids["dave"]
     revoked = sign_record(IdentityRecord(kind=RecordKind.REVOCATION,
                                          ed25519_public=dave.ed25519_public, sequence=2,
-                                         created=int(NOW), expires=0, reason="stolen"),
-                          dave.master)
-    gone = NodeIdentity(dave.directory, dave.master_seed, dave.xwing_secret, None, revoked)
+                                         created=int(NOW), expires=0, reason="stolen",
+                                         mldsa_public=dave.mldsa_public),
+                          dave.master, dave.mldsa)
+    gone = NodeIdentity(dave.directory, dave.master_seed, dave.xwing_secret, dave.mldsa_seed, revoked)
     i, r = make_pair({**ids, "gone": gone}, "alice", "gone")
     handshake(i, r)
     err = failure(i)
-    assert err.reason is CloseReason.WRONG_IDENTITY and "revocation" in err.detail
+    assert err.reason is CloseReason.REVOKED and "revocation" in err.detail
 
 
 # -- issue 9 item 4: canonical addresses, no exception escapes ---------------------------
@@ -878,3 +1032,143 @@ def test_empty_non_final_handshake_fragment_is_refused(ids: dict[str, NodeIdenti
     r.receive_data(encode_clear(PARAMS.cell_size, 1, b"") * 3)
     err = failure(r)
     assert err.reason is CloseReason.BAD_CELL and "empty fragment" in err.detail
+
+
+# -- issue 9 items 1, 2: ML-DSA pinning and the shared record cache ----------------------
+
+def _rotated(ident: NodeIdentity, sequence: int = 2, proof_by: bytes | None = None) -> NodeIdentity:
+    """``ident`` after an ML-DSA-65 rotation, the proof signed by ``proof_by`` (seed;
+    default: the identity's own previous key)."""
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+
+    from aegis_hidden.identity import IdentityRecord, make_rotation_proof, sign_record
+
+    new_seed = os.urandom(32)
+    new = MLDSA65PrivateKey.from_seed_bytes(new_seed)
+    new_pub = new.public_key().public_bytes_raw()
+    previous = MLDSA65PrivateKey.from_seed_bytes(proof_by or ident.mldsa_seed)
+    rec = ident.record
+    record = sign_record(IdentityRecord(
+        kind=rec.kind, ed25519_public=rec.ed25519_public, sequence=sequence, created=rec.created,
+        expires=rec.expires, xwing_public=rec.xwing_public, mldsa_public=new_pub,
+        i2p_commitment=rec.i2p_commitment,
+        rotation_proof=make_rotation_proof(previous, rec.ed25519_public, new_pub, sequence)),
+        ident.master, new)
+    return NodeIdentity(ident.directory, ident.master_seed, ident.xwing_secret, new_seed, record,
+                        ident.i2p_binding)
+
+
+def _pinned_pair(ids: dict[str, NodeIdentity], a: str, b: str,
+                 pins: dict[str, bytes], **kw: object) -> tuple[Session, Session]:
+    clock = Clock()
+    i = Session(ids[a], PARAMS, initiator=True, clock=clock, peer_address=ids[b].onion,
+                mldsa_pin=pins.get, **kw)  # type: ignore[arg-type]
+    r = Session(ids[b], PARAMS, initiator=False, clock=clock, mldsa_pin=pins.get,
+                **kw)  # type: ignore[arg-type]
+    return i, r
+
+
+def test_pinned_mldsa_key_is_required(ids: dict[str, NodeIdentity]) -> None:
+    alice, bob, mallory = ids["alice"], ids["bob"], ids["mallory"]
+    # The pinned keys: the handshake passes.
+    i, r = _pinned_pair(ids, "alice", "bob", {bob.onion: bob.mldsa_public,
+                                              alice.onion: alice.mldsa_public})
+    handshake(i, r)
+    assert i.established and r.established
+    # The initiator pinned another key for Bob: a record with a new key and no
+    # rotation proof (what an Ed25519-only forger makes) is refused.
+    i, r = _pinned_pair(ids, "alice", "bob", {bob.onion: mallory.mldsa_public})
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "pinned" in err.detail
+    # Same on the responder's side, for the initiator's key.
+    i, r = _pinned_pair(ids, "alice", "bob", {alice.onion: mallory.mldsa_public})
+    handshake(i, r)
+    err = failure(r)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "pinned" in err.detail
+
+
+def test_mldsa_rotation_signed_by_the_pinned_key_is_accepted(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.identity import RecordCache
+
+    bob = ids["bob"]
+    ids2 = {**ids, "bob2": _rotated(bob), "forged": _rotated(bob, proof_by=ids["mallory"].mldsa_seed)}
+    i, r = _pinned_pair(ids2, "alice", "bob2", {bob.onion: bob.mldsa_public})
+    handshake(i, r)
+    assert i.established and r.established
+    # A rotation "proof" by some other key: refused, and never cached.
+    cache = RecordCache()
+    i, r = _pinned_pair(ids2, "alice", "forged", {bob.onion: bob.mldsa_public}, record_cache=cache)
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "pinned" in err.detail
+    assert cache.get(bob.onion) is None
+
+
+def test_record_rollback_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.identity import RecordCache
+
+    bob = ids["bob"]
+    cache = RecordCache()
+    cache.accept(_rotated(bob, sequence=5).record, bob.onion, NOW)
+    clock = Clock()
+    i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=bob.onion,
+                record_cache=cache)
+    r = Session(bob, PARAMS, initiator=False, clock=clock)  # still sends its sequence-1 record
+    handshake(i, r)
+    err = failure(i)
+    assert err.reason is CloseReason.WRONG_IDENTITY and "lower" in err.detail
+
+
+def test_revoked_identity_is_refused_and_revocations_are_learnt(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.identity import IdentityRecord, RecordCache, RecordKind, sign_record
+
+    dave, alice = ids["dave"], ids["alice"]
+    revocation = sign_record(IdentityRecord(
+        kind=RecordKind.REVOCATION, ed25519_public=dave.ed25519_public, sequence=2,
+        created=int(NOW), expires=0, reason="key lost", mldsa_public=dave.mldsa_public),
+        dave.master, dave.mldsa)
+    # A cache that knows the revocation refuses the identity, both roles.
+    cache = RecordCache()
+    cache.accept(revocation, dave.onion, NOW)
+    clock = Clock()
+    i = Session(alice, PARAMS, initiator=True, clock=clock, peer_address=dave.onion, record_cache=cache)
+    r = Session(dave, PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    assert failure(i).reason is CloseReason.REVOKED
+    i = Session(dave, PARAMS, initiator=True, clock=clock, peer_address=alice.onion)
+    r = Session(alice, PARAMS, initiator=False, clock=clock, record_cache=cache)
+    handshake(i, r)
+    assert failure(r).reason is CloseReason.REVOKED
+    # A node that presents its own revocation: refused, and the cache keeps it for good.
+    cache2 = RecordCache()
+    gone = NodeIdentity(dave.directory, dave.master_seed, dave.xwing_secret, dave.mldsa_seed, revocation)
+    i = Session(alice, PARAMS, initiator=True, clock=clock, peer_address=dave.onion, record_cache=cache2)
+    r = Session(gone, PARAMS, initiator=False, clock=clock)
+    handshake(i, r)
+    assert failure(i).reason is CloseReason.REVOKED
+    assert cache2.is_revoked(dave.onion)
+
+
+def test_verified_records_go_through_the_cache(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.identity import RecordCache
+
+    ci, cr = RecordCache(), RecordCache()
+    clock = Clock()
+    i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["bob"].onion,
+                record_cache=ci)
+    r = Session(ids["bob"], PARAMS, initiator=False, clock=clock, record_cache=cr)
+    handshake(i, r)
+    assert i.established and r.established
+    assert ci.get(ids["bob"].onion) == ids["bob"].record
+    assert cr.get(ids["alice"].onion) == ids["alice"].record
+
+
+def test_unknown_close_reason_maps_to_protocol_error(ids: dict[str, NodeIdentity]) -> None:
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    from aegis_hidden.wire import CellType, encode_inner
+
+    body = handshake_pb2.Close(version=1, reason=4242, detail="?").SerializeToString()
+    r.receive_data(i._tx.seal(encode_inner(PARAMS.cell_size, CellType.CLOSE, 0, body)))
+    assert r.events() == [Closed(CloseReason.PROTOCOL_ERROR, "peer closed: ?", True)]
