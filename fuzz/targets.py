@@ -56,7 +56,7 @@ from aegis_hidden.identity._keyfile import KeyFileError, encode_key_file, read_k
 from aegis_hidden.node import EnvelopeError
 from aegis_hidden.node._control import ControlError, RecordPush, decode_control, parse_record_push
 from aegis_hidden.node._envelope import Ack, Message, decode
-from aegis_hidden.session import Closed, CloseReason, Session, SessionParams
+from aegis_hidden.session import Closed, CloseReason, IdentityKeys, Session, SessionParams
 from aegis_hidden.testing import fake_private_key
 from aegis_hidden.testing._sessions import memory_identity
 from aegis_hidden.tor import ClientAuthError, ControlReplyError, SocksError, parse_auth_private
@@ -189,13 +189,21 @@ class _Internal:
             self.failures.append(event["log_failure"].getTraceback())
 
 
+@cache
+def _keys() -> tuple[IdentityKeys, IdentityKeys]:
+    """Derived once, as a SessionFactory shares them between its sessions."""
+    a, b = _pair()
+    return IdentityKeys.of(a), IdentityKeys.of(b)
+
+
 def _session(initiator: bool) -> tuple[Session, _Internal]:
     a, b = _pair()
+    ka, kb = _keys()
     params = SessionParams(cell_size=SESSION_CELL)
     if initiator:
-        s = Session(a, params, initiator=True, clock=lambda: NOW, peer_address=b.onion)
+        s = Session(a, params, initiator=True, clock=lambda: NOW, peer_address=b.onion, keys=ka)
     else:
-        s = Session(b, params, initiator=False, clock=lambda: NOW)
+        s = Session(b, params, initiator=False, clock=lambda: NOW, keys=kb)
     seen = _Internal()
     s.log = Logger(observer=seen)
     if initiator:
