@@ -341,8 +341,8 @@ class Session:
         self._out: list[bytes] = []
         self._events: list[SessionEvent] = []
         self._transcript = _Transcript(self._n)
-        self._hs_in = Reassembler(MAX_HANDSHAKE_MESSAGE)
-        self._data_in = Reassembler(params.max_message_size)
+        self._hs_in = Reassembler(MAX_HANDSHAKE_MESSAGE, room=clear_body_capacity(self._n))
+        self._data_in = Reassembler(params.max_message_size, room=self._room)
         self._in_clear = True
         self._tx: Direction | None = None
         self._rx: Direction | None = None
@@ -618,8 +618,10 @@ class Session:
                 if fast_size > limit:
                     raise MessageTooLarge(f"message is over the {limit}-byte limit")
                 if flags:
-                    if not length:
-                        raise CellError("empty fragment with MORE set")
+                    if end != cap:
+                        raise CellError("empty fragment with MORE set" if not length else
+                                        f"non-final fragment of {length} bytes; it must fill its "
+                                        f"cell ({cap - 4} bytes)")
                     parts.append(plain[4:end])
                 elif parts:
                     parts.append(plain[4:end])
@@ -647,6 +649,11 @@ class Session:
 
     def _on_established_cell(self, plain: bytes) -> None:
         kind, flags, body = decode_inner(plain)
+        if kind is not CellType.DATA and flags:
+            # Control cells carry no flags (§3.3); a CLOSE never spans cells.
+            raise self._error(CloseReason.PROTOCOL_ERROR, f"{kind.name} cell with flags {flags:#x}")
+        if kind in (CellType.REKEY, CellType.PADDING, CellType.COVER) and body:
+            raise self._error(CloseReason.PROTOCOL_ERROR, f"{kind.name} cell with a body")
         if kind is CellType.DATA:
             msg = self._data_in.feed(flags, body)
             if msg is not None:
@@ -682,10 +689,15 @@ class Session:
 
     def _on_close_cell(self, body: bytes) -> None:
         msg = _parse(handshake_pb2.Close, body, "Close")
+        if msg.version != self.version:
+            raise self._error(CloseReason.PROTOCOL_ERROR,
+                              f"Close for version {msg.version}, session is {self.version}")
         try:
             reason = CloseReason(msg.reason)
         except ValueError:
-            reason = CloseReason.PROTOCOL_ERROR
+            reason = CloseReason.PROTOCOL_ERROR  # unknown numbers (§5)
+        if reason is CloseReason.CONNECTION_LOST:
+            reason = CloseReason.PROTOCOL_ERROR  # local only, never sent
         self.want_transport_close = True
         self._finish(SessionError(reason, f"peer closed: {msg.detail[:200]}"),
                      by_peer=True)
@@ -758,6 +770,7 @@ class Session:
         self._transcript.add(sh)
         self._key_schedule(ss)
         self._in_clear = False
+        self._hs_in.room = self._room
         self._send_handshake_sealed(self._make_auth(responder=True))
         self.state = State.WAIT_CLIENT_AUTH
 
@@ -780,6 +793,7 @@ class Session:
         self._transcript.add(data)
         self._key_schedule(ss)
         self._in_clear = False
+        self._hs_in.room = self._room
         self.state = State.WAIT_SERVER_AUTH
 
     def _key_schedule(self, ss: bytes) -> None:
@@ -976,12 +990,21 @@ class Session:
             err = HandshakeError(err.reason, err.detail)
         self._finish(err, by_peer=False)
 
+    def _close_body(self, err: SessionError) -> bytes:
+        """A Close message that fits one cell: the detail is cut to 200 characters, and
+        further (whole characters) until it fits (§3.4)."""
+        detail = err.detail[:200]
+        while True:
+            body = handshake_pb2.Close(version=self.version or 1, reason=int(err.reason),
+                                       detail=detail).SerializeToString(deterministic=True)
+            if len(body) <= self._room:
+                return body
+            detail = detail[:len(detail) // 2]
+
     def _finish(self, err: SessionError, *, by_peer: bool, notify: bool = True) -> None:
         if notify and not by_peer and self.state is State.ESTABLISHED:
             # Tell the peer why, sealed (§3.4). Handshake failures send nothing.
-            body = handshake_pb2.Close(version=self.version or 1, reason=int(err.reason),
-                                       detail=err.detail[:200]).SerializeToString(deterministic=True)
-            self._send_sealed(CellType.CLOSE, 0, body)
+            self._send_sealed(CellType.CLOSE, 0, self._close_body(err))
         self.state = State.CLOSED
         self.close_reason = err
         self.want_transport_close = True

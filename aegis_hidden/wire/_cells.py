@@ -211,8 +211,11 @@ class Reassembler:
     raises :class:`CellError` (it would let a peer send cells without end).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, room: int | None = None) -> None:
         self.limit = limit
+        #: When set, every fragment but the last must be exactly ``room`` bytes
+        #: (a full cell: §3.2, §3.3); None accepts any non-empty non-final size.
+        self.room = room
         self._parts: list[bytes] = []
         self._size = 0
         self._flags: int | None = None
@@ -231,6 +234,9 @@ class Reassembler:
             # Every fragment but the last carries at least one byte, so a run of
             # MORE cells always makes progress towards the size limit.
             raise CellError("empty fragment with MORE set")
+        if more and self.room is not None and len(piece) != self.room:
+            raise CellError(f"non-final fragment of {len(piece)} bytes; it must fill its cell "
+                            f"({self.room} bytes)")
         self._flags = flags
         # Every fragment counts, the last one too (§3.3).
         self._size += len(piece)

@@ -257,3 +257,12 @@ def test_every_fragment_counts_and_empty_non_final_fragments_are_refused() -> No
     with pytest.raises(CellError, match="empty fragment"):
         r.feed(int(Flags.MORE), b"")
     assert Reassembler(10).feed(0, b"") == b""  # an empty message is one empty final piece
+
+
+def test_non_final_fragments_must_be_full_when_room_is_set() -> None:
+    r = Reassembler(100, room=10)
+    with pytest.raises(CellError, match="must fill"):
+        r.feed(int(Flags.MORE), b"x" * 9)
+    r = Reassembler(100, room=10)
+    r.feed(int(Flags.MORE), b"x" * 10)
+    assert r.feed(0, b"y" * 3) == b"x" * 10 + b"yyy"  # the last one may be short

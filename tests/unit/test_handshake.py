@@ -851,7 +851,8 @@ def test_uncompressed_then_compressed_fragment_is_refused(ids: dict[str, NodeIde
 
     i, r, _ = _established(ids)
     assert i._tx is not None
-    first = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.MORE), b"x" * 10))
+    room = PARAMS.cell_size - 20
+    first = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.MORE), b"x" * room))
     second = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, int(Flags.ZSTD), b"y" * 10))
     r.receive_data(first + second)
     err = failure(r)
@@ -1172,3 +1173,83 @@ def test_unknown_close_reason_maps_to_protocol_error(ids: dict[str, NodeIdentity
     body = handshake_pb2.Close(version=1, reason=4242, detail="?").SerializeToString()
     r.receive_data(i._tx.seal(encode_inner(PARAMS.cell_size, CellType.CLOSE, 0, body)))
     assert r.events() == [Closed(CloseReason.PROTOCOL_ERROR, "peer closed: ?", True)]
+
+
+# -- issue 9 item 11: rules the specification states, enforced ------------------------
+
+def test_non_final_fragments_must_fill_their_cell(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType, Flags, encode_inner
+
+    for flags in (int(Flags.MORE), int(Flags.MORE | Flags.ZSTD)):
+        i, r, _ = _established(ids)
+        assert i._tx is not None
+        short = i._tx.seal(encode_inner(PARAMS.cell_size, CellType.DATA, flags, b"x" * 100))
+        r.receive_data(short)
+        err = failure(r)
+        assert err.reason is CloseReason.BAD_CELL and "must fill" in err.detail
+    # Clear handshake cells too.
+    _, r = make_pair(ids)
+    r.receive_data(encode_clear(PARAMS.cell_size, 1, b"x" * 10))
+    err = failure(r)
+    assert err.reason is CloseReason.BAD_CELL and "must fill" in err.detail
+
+
+@pytest.mark.parametrize(("kind", "flags", "body"), [
+    ("CLOSE", 1, None), ("COVER", 1, b""), ("PADDING", 2, b""), ("REKEY", 1, b""),
+    ("COVER", 0, b"x"), ("REKEY", 0, b"x"), ("PADDING", 0, b"\x01"),
+])
+def test_control_cells_carry_no_flags_and_no_body(ids: dict[str, NodeIdentity], kind: str,
+                                                  flags: int, body: bytes | None) -> None:
+    from aegis_hidden.wire import CellType, encode_inner
+
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    if body is None:
+        body = handshake_pb2.Close(version=1, reason=0, detail="bye").SerializeToString()
+    r.receive_data(i._tx.seal(encode_inner(PARAMS.cell_size, CellType[kind], flags, body)))
+    err = failure(r)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and kind in err.detail
+
+
+def test_close_fits_one_cell_whatever_the_detail(ids: dict[str, NodeIdentity]) -> None:
+    small = SessionParams(cell_size=256)
+    i, r, _ = _established(ids, i_params=small, r_params=small)
+    i.close(CloseReason.NORMAL, "\u00e9" * 500)  # 1000 UTF-8 bytes asked for
+    data = i.data_to_send()
+    assert len(data) == 256
+    r.receive_data(data)
+    (ev,) = r.events()
+    assert isinstance(ev, Closed) and ev.reason is CloseReason.NORMAL and ev.by_peer
+    assert 0 < len(ev.detail) < 200
+
+
+def test_close_of_another_version_or_a_local_only_reason(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType, encode_inner
+
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    body = handshake_pb2.Close(version=2, reason=0, detail="x").SerializeToString()
+    r.receive_data(i._tx.seal(encode_inner(PARAMS.cell_size, CellType.CLOSE, 0, body)))
+    assert failure(r).reason is CloseReason.PROTOCOL_ERROR
+    i, r, _ = _established(ids)
+    assert i._tx is not None
+    body = handshake_pb2.Close(version=1, reason=int(CloseReason.CONNECTION_LOST)).SerializeToString()
+    r.receive_data(i._tx.seal(encode_inner(PARAMS.cell_size, CellType.CLOSE, 0, body)))
+    assert failure(r).reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_cover_cell_during_the_handshake_is_refused(ids: dict[str, NodeIdentity]) -> None:
+    from aegis_hidden.wire import CellType, encode_inner
+
+    i, r = make_pair(ids)
+    i.start()
+    r.receive_data(i.data_to_send())
+    assert r.state is State.WAIT_CLIENT_AUTH and r._rx is not None
+    # A COVER cell sealed with the right handshake key, before ClientAuth.
+    from aegis_hidden.session._aead import Direction
+
+    rx = r._rx
+    sealer = Direction(rx.aead_id, rx._secret, rx._label, NOW)
+    r.receive_data(sealer.seal(encode_inner(PARAMS.cell_size, CellType.COVER, 0, b"")))
+    err = failure(r)
+    assert err.reason is CloseReason.PROTOCOL_ERROR and "COVER" in err.detail
