@@ -16,6 +16,7 @@ import yaml
 
 from ..identity import OnionAddressError, public_key_from_onion_address
 from . import _checks as c
+from ._bridges import BridgeLineError, parse_bridge_line, parse_transport
 from ._errors import ConfigError, PrivacyError
 
 
@@ -129,6 +130,23 @@ class PerformanceConfig:
                                "Largest message accepted or sent, in bytes.")
 
 
+def _bridge_line(path: str, value: Any) -> str:
+    try:
+        return parse_bridge_line(value).torrc_value()
+    except BridgeLineError as e:
+        raise ConfigError(path, value, str(e)) from None
+
+
+def _transport(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, value, "expected \"NAME\" or \"NAME=/path/to/binary\"")
+    try:
+        name, binary = parse_transport(value)
+    except BridgeLineError as e:
+        raise ConfigError(path, value, str(e)) from None
+    return name if binary is None else f"{name}={binary}"
+
+
 @dataclass(frozen=True)
 class TorConfig:
     mode: str = _f("launch", c.choice("launch", "connect"),
@@ -160,6 +178,15 @@ class TorConfig:
                                "Set TestingTorNetwork 1 (private test networks only).")
     torrc_lines: tuple[str, ...] = _f([], c.string_list(c.text(max_len=400)),
                                       "Extra torrc lines for launch mode.")
+    bridges: tuple[str, ...] = _f(
+        [], c.string_list(_bridge_line, max_items=100),
+        "Bridge lines as Tor prints them (\"obfs4 IP:PORT FINGERPRINT cert=... iat-mode=0\"): "
+        "launch mode reaches Tor only through them; connect mode warns if the running tor "
+        "uses none. The node never fetches bridges itself (docs/tor.md).")
+    transports: tuple[str, ...] = _f(
+        [], c.string_list(_transport, max_items=10),
+        "Pluggable-transport clients: NAME (obfs4, meek_lite, snowflake, webtunnel; binary "
+        "found on PATH) or NAME=/absolute/path. Empty: whatever tor.bridges need, on PATH.")
 
 
 @dataclass(frozen=True)
@@ -301,6 +328,12 @@ def _check_privacy(cfg: Config) -> None:
     if cfg.tor.mode == "connect" and cfg.tor.control_port is None and cfg.security.enable_tor:
         raise ConfigError("tor.control_port", None,
                           "tor.mode \"connect\" needs the control port of a running tor")
+    listed = {parse_transport(t)[0] for t in cfg.tor.transports}
+    for i, line in enumerate(cfg.tor.bridges):
+        used = parse_bridge_line(line).transport
+        if listed and used is not None and used not in listed:
+            raise ConfigError(f"tor.bridges[{i}]", line,
+                              f"its transport {used!r} is not in tor.transports; add it there")
     if cfg.i2p.enabled and cfg.network.listen_address.startswith("unix:"):
         raise ConfigError("network.listen_address", cfg.network.listen_address,
                           "with i2p.enabled the I2P router forwards peer streams over TCP "

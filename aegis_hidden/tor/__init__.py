@@ -5,6 +5,17 @@ port; nothing ever resolves or dials a clearnet address.
 """
 
 from ._backoff import Backoff
+from ._bridges import (
+    TRANSPORT_BINARIES,
+    BridgeLine,
+    BridgeLineError,
+    TransportNotFound,
+    bridge_summary,
+    bridge_torrc_lines,
+    launch_bridge_lines,
+    parse_bridge_line,
+    plugin_binaries,
+)
 from ._clientauth import (
     ClientAuthKey,
     ClientAuthPublicKey,
@@ -47,9 +58,12 @@ from ._socks import OnionAddress, Socks5Client
 __all__ = [
     "SOCKS_REPLY_ERRORS",
     "TESTING_CLIENT_LINES",
+    "TRANSPORT_BINARIES",
     "Backoff",
     "BootstrapStatus",
     "BootstrapTimeout",
+    "BridgeLine",
+    "BridgeLineError",
     "ClientAuthError",
     "ClientAuthKey",
     "ClientAuthPublicKey",
@@ -72,16 +86,22 @@ __all__ = [
     "TorProvider",
     "TorSession",
     "TorStartError",
+    "TransportNotFound",
     "add_onion_command",
+    "bridge_summary",
+    "bridge_torrc_lines",
     "check_onion",
     "connect_tor",
     "del_onion_command",
+    "launch_bridge_lines",
     "launch_tor",
     "launch_torrc_lines",
     "parse_add_onion_reply",
     "parse_auth_private",
     "parse_bootstrap",
+    "parse_bridge_line",
     "parse_public_key",
+    "plugin_binaries",
     "progress_bar",
     "socks_reply_error",
 ]

@@ -18,6 +18,7 @@ log and ``"pow": "unsupported"`` in :meth:`TorProvider.state`.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from ..config import Config
 from ..identity import NodeIdentity
 from ..interfaces import IEventSink, ITransportProvider
 from ._backoff import Backoff
+from ._bridges import bridge_summary, launch_bridge_lines, parse_getconf
 from ._clientauth import ClientAuthKey
 from ._control import (
     BootstrapStatus,
@@ -69,12 +71,17 @@ TESTING_CLIENT_LINES = (
 )
 
 
-def launch_torrc_lines(config: Config) -> list[str]:
-    """The config-derived torrc lines of launch mode (private network, extra lines)."""
+def launch_torrc_lines(config: Config,
+                       which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The config-derived torrc lines of launch mode (private network, bridges, extra lines).
+
+    Raises :class:`TransportNotFound` when a bridge's transport binary is missing.
+    """
     lines: list[str] = []
     if config.tor.testing_network:
         lines += TESTING_CLIENT_LINES
     lines += [f"DirAuthority {line}" for line in config.tor.dir_authorities]
+    lines += launch_bridge_lines(config, which)
     lines += list(config.tor.torrc_lines)
     return lines
 
@@ -139,6 +146,8 @@ class TorProvider(MultiService):
         #: service from an earlier run was found in place).
         self.pow = "unknown"
         self.pow_refusal: str | None = None  # tor's answer when it refused the keyword
+        #: Bridges in use (count and transports only, never addresses): see _bridges.py.
+        self.bridges: dict[str, Any] = bridge_summary(config, use_bridges=None)
 
     # -- ITransportProvider -------------------------------------------------------
     def handles(self, address: str) -> bool:
@@ -175,6 +184,7 @@ class TorProvider(MultiService):
             "restarts": self.restarts,
             "pow": self.pow,
             "pow_refusal": self.pow_refusal,
+            "bridges": self.bridges,
             "socks": self._session.socks if self._session else None,
             "pid": (self._session.process.pid
                     if self._session and self._session.process else None),
@@ -297,6 +307,8 @@ class TorProvider(MultiService):
         if self._stopping:
             raise CancelledError()
         self._watch(session)
+        if self.config.tor.mode == "connect":
+            await self._check_bridges(session)
         self.phase = "bootstrapping"
         await self._wait_bootstrapped(session)
         self.phase = "publishing"
@@ -391,6 +403,23 @@ class TorProvider(MultiService):
                 attempt += 1
                 continue
             return
+
+    async def _check_bridges(self, session: TorSession) -> None:
+        """Connect mode: does the running tor use bridges? Warn if the config wants them."""
+        try:
+            use = parse_getconf(str(await session.control.queue_command("GETCONF UseBridges")),
+                                "UseBridges")
+            lines = parse_getconf(str(await session.control.queue_command("GETCONF Bridge")),
+                                  "Bridge")
+        except (TorProtocolError, ControlReplyError) as e:
+            self.log.warn("could not ask tor whether it uses bridges: {error}", error=str(e))
+            self.bridges = bridge_summary(self.config, use_bridges=None)
+            return
+        self.bridges = bridge_summary(self.config, use_bridges=bool(use) and use[0] == "1",
+                                      running_bridges=lines)
+        if self.bridges["warning"]:
+            self.log.warn("{warning}", warning=self.bridges["warning"])
+            self.events.emit("tor_bridges_unused", configured=self.bridges["configured"])
 
     async def _wait_bootstrapped(self, session: TorSession) -> None:
         done: Deferred[None] = Deferred()
