@@ -11,16 +11,19 @@ Driven with blocking HTTP (no reactor in this file).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 
+from aegis_hidden.api import openapi_json
 from aegis_hidden.testing import NodeProcess, TorNetwork, free_ports, prepare_node, start_node, wait_for
 
+from ..unit.test_api_schemathesis import KNOWN_BUGS, LABELS
 from .test_api_tor import _api_port, api_up
 
 pytestmark = pytest.mark.integration
@@ -57,18 +60,29 @@ def _auth(node: NodeProcess) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served_schema(api_node: NodeProcess) -> Any:
     """The OpenAPI document exactly as the node serves it."""
-    return schemathesis.openapi.from_url(_base_url(api_node) + "/api/openapi.json",
-                                         headers=_auth(api_node))
+    schema = schemathesis.openapi.from_url(_base_url(api_node) + "/api/openapi.json",
+                                           headers=_auth(api_node), timeout=30)
+    assert schema.raw_schema == json.loads(openapi_json())
+    return schema
 
 
-schema = schemathesis.pytest.from_fixture("served_schema")
+@pytest.mark.parametrize("label", [
+    pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[label]))
+    if label in KNOWN_BUGS else label for label in LABELS])
+def test_served_openapi_document_holds(served_schema: Any, api_node: NodeProcess,
+                                       label: str) -> None:
+    # One operation per test (schemathesis.pytest.from_fixture does not run under
+    # pytest 9: it reads a private attribute of the test item). schemathesis' default
+    # checks: no 5xx, status code / content type / headers / body conform to the
+    # document, valid data accepted and invalid data refused, the token not ignored.
+    operation = served_schema.find_operation_by_label(label)
+    assert operation is not None, label
 
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def run(case: schemathesis.Case[Any]) -> None:
+        case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node),
+                               timeout=30)
 
-@schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
-def test_served_openapi_document_holds(case: schemathesis.Case[Any], api_node: NodeProcess) -> None:
-    # schemathesis' default checks: no 5xx, status code / content type / headers /
-    # body conform to the document, valid data accepted and invalid data refused.
-    case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node), timeout=30)
+    run()

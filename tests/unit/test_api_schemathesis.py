@@ -1,0 +1,134 @@
+"""schemathesis against the served OpenAPI document, in memory (the unit ring).
+
+The same check as ``tests/integration/test_api_schemathesis.py`` without tor: the
+real resource tree (``build_root``) over a node core on a fake network, driven
+through StubTreq. The document is the one ``GET /api/openapi.json`` serves;
+every generated request's response is validated by schemathesis' default
+checks (no 5xx, status code, content type, headers and body conform; valid data
+accepted, invalid data refused). Bounded: a few examples per operation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import ignored_auth
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+
+from aegis_hidden.api import TokenChecker, build_root, load_or_create_token, openapi_json
+from aegis_hidden.config import Config
+from aegis_hidden.events import EventBus
+from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.node import NodeCore
+from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.testing import FakeNetwork, result_of
+
+BASE = "http://127.0.0.1:8470"
+EXAMPLES = 10
+
+
+class MemoryApi:
+    def __init__(self, root: Path) -> None:
+        clock = Clock()
+        address = onion_address_from_public_key(bytes(range(32)))
+        self.core = NodeCore(Config(), None, str(root), EventBus(now=clock.seconds), clock,
+                             db=InlineSQLite(str(root / "a.db")), local_address=address)
+        self.core.attach_session_factory(FakeNetwork().node(address))
+        self.core.startService()
+        result_of(self.core.when_ready())
+        token, _ = load_or_create_token(root / "api_token")
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.stub = StubTreq(build_root(self.core, TokenChecker(root / "api_token"), 4096))
+
+    def send(self, prepared: requests.PreparedRequest) -> schemathesis.Response:
+        body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+        d = self.stub.request(prepared.method, prepared.url,  # type: ignore[attr-defined]
+                              headers={k: v for k, v in prepared.headers.items()
+                                       if k.lower() != "content-length"},  # treq sets it
+                              data=body)
+        self.stub.flush()
+        response = result_of(d)
+        d2 = response.content()
+        self.stub.flush()
+        content = result_of(d2)
+        headers = {k.decode().lower(): [v.decode("latin-1") for v in vs]
+                   for k, vs in response.headers.getAllRawHeaders()}
+        return schemathesis.Response(status_code=response.code, headers=headers, content=content,
+                                     request=prepared, elapsed=0.0, verify=False)
+
+
+@pytest.fixture(scope="module")
+def memory_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemoryApi]:
+    api = MemoryApi(tmp_path_factory.mktemp("schemathesis-memory"))
+    yield api
+    api.core.stopService()
+
+
+@pytest.fixture(scope="module")
+def memory_schema(memory_api: MemoryApi) -> Any:
+    prepared = requests.Request("GET", BASE + "/api/openapi.json",
+                                headers=memory_api.auth).prepare()
+    served = memory_api.send(prepared)
+    assert served.status_code == 200
+    assert json.loads(served.content) == json.loads(openapi_json())
+    return schemathesis.openapi.from_dict(json.loads(served.content))
+
+
+def _check(api: MemoryApi, case: schemathesis.Case[Any]) -> None:
+    kwargs = case.as_transport_kwargs(base_url=BASE, headers=api.auth)
+    request = requests.Request(
+        method=kwargs["method"], url=kwargs["url"], headers=kwargs.get("headers"),
+        params=kwargs.get("params"), json=kwargs.get("json"), data=kwargs.get("data"),
+        cookies=kwargs.get("cookies")).prepare()
+    response = api.send(request)
+    # ignored_auth sends its own probe over the network: the token check has its own
+    # tests (test_api.py, every endpoint without / with a wrong token), and the
+    # integration test runs this check against a real node.
+    case.validate_response(response, headers=api.auth, transport_kwargs=kwargs,
+                           excluded_checks=[ignored_auth])
+
+
+#: Every operation of the document the code serves (the fixture checks the node
+#: serves exactly this one), one test each.
+LABELS = [cast(Any, r).ok().label for r in schemathesis.openapi.from_dict(
+    json.loads(openapi_json())).get_all_operations()]
+#: Known failures, in files this test does not own (strict: fixing them turns the
+#: test green; then delete the entry).
+KNOWN_BUGS: dict[str, str] = {
+    "POST /api/network/peers": (
+        "issue 16 item 7: {\"action\": \"add\"} (no peer_address / peer_id) is schema-valid "
+        "but refused with 400 (owner: aegis_hidden/api/_openapi.py / _web.py)"),
+    "POST /api/network/send": (
+        "issue 16 item 7: {\"target\": \"\", \"message\": {\"type\": \"0\"}} is "
+        "schema-valid but refused with 400 (empty address allowed by the schema)"),
+    "GET /network": (
+        "issue 16 item 7: GET /network without an upgrade answers 200 with autobahn's HTML "
+        "version page; the document says 101 or 401"),
+}
+
+
+@pytest.mark.parametrize("label", [
+    pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[label]))
+    if label in KNOWN_BUGS else label for label in LABELS])
+def test_served_openapi_document_holds_in_memory(memory_schema: Any, memory_api: MemoryApi,
+                                                 label: str) -> None:
+    # One operation per test (schemathesis.pytest.from_fixture does not run under
+    # pytest 9: it reads a private attribute of the test item).
+    operation = memory_schema.find_operation_by_label(label)
+    assert operation is not None, label
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def run(case: schemathesis.Case[Any]) -> None:
+        _check(memory_api, case)
+
+    run()
