@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
                     help="seconds to wait for the clients to bootstrap (and the I2P routers "
                          "to build tunnels)")
     up.add_argument("--no-wait", action="store_true", help="return once the processes start")
+    up.add_argument("--bridge", action="store_true",
+                    help="also an obfs4 bridge (needs obfs4proxy) and print its bridge line")
     which = up.add_mutually_exclusive_group()
     which.add_argument("--i2p", action="store_true",
                        help="also a private I2P network (4 patched i2pd routers) in DIR/i2p")
@@ -56,17 +58,35 @@ def _dir(p: argparse.ArgumentParser) -> None:
                    help="state directory of the network (default: ./devnet)")
 
 
-def describe(net: TorNetwork) -> str:
-    """What a node needs to join ``net``: DirAuthority lines, client ports, a config snippet."""
+def describe(net: TorNetwork, bridge_lines: list[str] | None = None) -> str:
+    """What a node needs to join ``net``: DirAuthority lines, client ports, a config snippet.
+
+    ``bridge_lines`` (of the running bridges): printed, with the config of a node that
+    reaches the network only through the first one.
+    """
     out = ["DirAuthority lines:"]
     out += [f"  DirAuthority {line}" for line in net.dir_authority_lines()]
     for c in net.by_role("client"):
         out.append(f"{c.name}: SOCKS 127.0.0.1:{c.socks_port}  control 127.0.0.1:{c.control_port}"
                    f"  (cookie {c.data_dir}/control_auth_cookie)")
+    for line in bridge_lines or []:
+        out.append(f"bridge line: {line}")
     out.append("node config (own tor joining this network):")
     out.append("  tor:\n    testing_network: true\n    dir_authorities:")
     out += [f"      - \"{line}\"" for line in net.dir_authority_lines()]
+    if bridge_lines:
+        out.append("    # only through the bridge (obfs4):")
+        out.append(f"    bridges:\n      - \"{bridge_lines[0]}\"")
+        out.append(f"    transports:\n      - \"obfs4={net.obfs4proxy}\"")
     return "\n".join(out)
+
+
+def _bridge_lines(net: TorNetwork, timeout: float) -> list[str]:
+    bridges = [b for b in net.by_role("bridge") if net.is_running(b)]
+    try:
+        return [net.bridge_line(b, timeout) for b in bridges]
+    except TorNetworkError as e:
+        raise CLIError(str(e).splitlines()[0]) from None
 
 
 # -- I2P ----------------------------------------------------------------------------------
@@ -186,7 +206,8 @@ def _up(args: argparse.Namespace) -> int:
     i2p: I2PNetwork | None = None
     try:
         if want_tor:
-            net = TorNetwork(directory, relays=args.relays, clients=args.clients)
+            net = TorNetwork(directory, relays=args.relays, clients=args.clients,
+                             bridges=1 if args.bridge else 0)
             try:
                 net.setup()
                 net.start()
@@ -223,7 +244,14 @@ def _up(args: argparse.Namespace) -> int:
             net.stop()
         raise
     if net is not None:
-        print(describe(net))
+        try:
+            lines = _bridge_lines(net, args.timeout)
+        except CLIError:
+            if i2p is not None:
+                i2p.stop()
+            net.stop()
+            raise
+        print(describe(net, lines))
     if i2p is not None:
         print(describe_i2p(i2p))
     return 0
@@ -246,7 +274,8 @@ def _status(args: argparse.Namespace) -> int:
             data = {"instances": rows, "dir_authorities": net.dir_authority_lines(),
                     "clients": [{"name": c.name, "socks_port": c.socks_port,
                                  "control_port": c.control_port}
-                                for c in net.by_role("client")]}
+                                for c in net.by_role("client")],
+                    "bridges": _bridge_lines(net, 0)}
         if i2p is not None:
             data["i2p"] = {"directory": str(i2p.directory), "netid": i2p.netid,
                            "routers": i2p_rows, "node_config": {"i2p": i2p_node_config(i2p)}}
@@ -257,7 +286,7 @@ def _status(args: argparse.Namespace) -> int:
                 state = "running" if r["running"] else "stopped"
                 print(f"{r['name']:8} {r['role']:9} pid {r['pid']:<7} {state:8} "
                       f"bootstrapped {r['bootstrap']}%")
-            print(describe(net))
+            print(describe(net, _bridge_lines(net, 0)))
         if i2p is not None:
             for r in i2p_rows:
                 state = "running" if r["running"] else "stopped"

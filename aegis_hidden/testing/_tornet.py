@@ -1,4 +1,4 @@
-"""A private Tor network on 127.0.0.1: 3 directory authorities, relays and clients.
+"""A private Tor network on 127.0.0.1: 3 directory authorities, relays, clients, bridges.
 
 Used by the integration tests (a session fixture), ``aegis-hidden devnet`` and
 ``aegis-hidden demo``. It is a synchronous harness (``subprocess``): it runs
@@ -11,6 +11,13 @@ port with cookie authentication. Keys are made with ``tor-gencert`` and
 ``tor --list-fingerprint``. The network's state (ports, pids, DirAuthority
 lines) is kept in ``<directory>/network.json`` so another process can read or
 stop it; each instance's notice log stays in its data directory.
+
+Bridges (``bridges=N``, or :meth:`TorNetwork.add_bridge` on a running network)
+are unlisted relays (``BridgeRelay 1``, ``PublishServerDescriptor 0``: no bridge
+authority needed, the client fetches the descriptor from the bridge itself) that
+serve obfs4 through Debian's ``obfs4proxy`` (``ServerTransportPlugin``), the
+shape of chutney's ``bridge-obfs4`` template. :meth:`TorNetwork.bridge_line`
+reads the line a client needs from obfs4proxy's ``pt_state/obfs4_bridgeline.txt``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ _AUTHORITY_OPTIONS = (
 _PLACEHOLDER_AUTHORITY = "x 127.0.0.1:1 " + "0" * 40
 
 
+#: Where Debian's obfs4proxy lives (the bridge's ServerTransportPlugin).
+OBFS4PROXY = "/usr/bin/obfs4proxy"
+
+
 class TorNetworkError(Exception):
     """The private network could not be set up, started or reached."""
 
@@ -94,7 +105,7 @@ class Instance:
     """One tor process of the network."""
 
     name: str
-    role: str  # "authority", "relay" or "client"
+    role: str  # "authority", "relay", "client" or "bridge"
     data_dir: str
     or_port: int = 0
     dir_port: int = 0
@@ -103,6 +114,7 @@ class Instance:
     fingerprint: str = ""
     v3ident: str = ""
     pid: int = 0
+    pt_port: int = 0  # bridges: where obfs4 listens
 
     @property
     def log_file(self) -> Path:
@@ -125,7 +137,9 @@ class TorNetwork:
     authorities: int = 3
     relays: int = 2
     clients: int = 1
+    bridges: int = 0
     tor_binary: str = "tor"
+    obfs4proxy: str = OBFS4PROXY
     gencert_binary: str = "tor-gencert"
     instances: list[Instance] = field(default_factory=list)
     started_at: float = 0.0
@@ -138,6 +152,7 @@ class TorNetwork:
     def save(self) -> None:
         data = {
             "authorities": self.authorities, "relays": self.relays, "clients": self.clients,
+            "bridges": len(self.by_role("bridge")),
             "started_at": self.started_at,
             "instances": [asdict(i) for i in self.instances],
             "dir_authorities": self.dir_authority_lines(),
@@ -156,7 +171,8 @@ class TorNetwork:
                                   ) from None
         except (OSError, ValueError) as e:
             raise TorNetworkError(f"cannot read {path}: {e}") from None
-        net = cls(Path(directory), data["authorities"], data["relays"], data["clients"])
+        net = cls(Path(directory), data["authorities"], data["relays"], data["clients"],
+                  int(data.get("bridges", 0)))
         net.started_at = float(data.get("started_at", 0.0))
         net.instances = [Instance(**i) for i in data["instances"]]
         return net
@@ -175,9 +191,45 @@ class TorNetwork:
     def dir_authority_lines(self) -> list[str]:
         return [a.dir_authority_line() for a in self.by_role("authority")]
 
-    def node_tor_config(self) -> dict[str, Any]:
-        """The ``tor`` config section that makes a node's own tor join this network."""
-        return {"testing_network": True, "dir_authorities": self.dir_authority_lines()}
+    def node_tor_config(self, *, bridge: Instance | None = None,
+                        timeout: float = 60.0) -> dict[str, Any]:
+        """The ``tor`` config section that makes a node's own tor join this network.
+
+        With ``bridge``, that tor reaches the network only through the bridge's obfs4.
+        """
+        section: dict[str, Any] = {"testing_network": True,
+                                   "dir_authorities": self.dir_authority_lines()}
+        if bridge is not None:
+            section["bridges"] = [self.bridge_line(bridge, timeout)]
+            section["transports"] = [f"obfs4={self.obfs4proxy}"]
+        return section
+
+    def bridge_line(self, bridge: Instance, timeout: float = 60.0) -> str:
+        """``obfs4 127.0.0.1:PORT FINGERPRINT cert=... iat-mode=0`` of a running bridge.
+
+        obfs4proxy writes its cert when the bridge starts it: waits up to ``timeout``.
+        """
+        path = Path(bridge.data_dir) / "pt_state" / "obfs4_bridgeline.txt"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                text = ""
+            for line in text.splitlines():
+                words = line.split()
+                if words[:2] == ["Bridge", "obfs4"]:
+                    args = [w for w in words if w.startswith(("cert=", "iat-mode="))]
+                    return (f"obfs4 127.0.0.1:{bridge.pt_port} {bridge.fingerprint} "
+                            + " ".join(args))
+            if not self.is_running(bridge) or time.monotonic() > deadline:
+                raise TorNetworkError(
+                    f"{bridge.name} wrote no obfs4 bridge line ({path}); its log:\n"
+                    f"{self.log_tail(bridge.name)}")
+            time.sleep(0.2)
+
+    def bridge_lines(self, timeout: float = 60.0) -> list[str]:
+        return [self.bridge_line(b, timeout) for b in self.by_role("bridge")]
 
     def is_running(self, inst: Instance) -> bool:
         if inst.pid <= 0:
@@ -208,7 +260,11 @@ class TorNetwork:
         root = Path(self.directory).resolve()
         root.mkdir(parents=True, exist_ok=True)
         self.directory = root
-        ports = iter(free_ports(2 * (self.authorities + self.relays) + 2 * self.clients))
+        if self.bridges and not Path(self.obfs4proxy).exists():
+            raise TorNetworkError(f"a bridge needs {self.obfs4proxy} (Debian package "
+                                  "'obfs4proxy')")
+        ports = iter(free_ports(2 * (self.authorities + self.relays + self.clients
+                                     + self.bridges)))
         self.instances = []
         for i in range(self.authorities):
             self.instances.append(Instance(f"auth{i}", "authority", str(root / f"auth{i}"),
@@ -219,6 +275,9 @@ class TorNetwork:
         for i in range(self.clients):
             self.instances.append(Instance(f"client{i}", "client", str(root / f"client{i}"),
                                            socks_port=next(ports), control_port=next(ports)))
+        for i in range(self.bridges):
+            self.instances.append(Instance(f"bridge{i}", "bridge", str(root / f"bridge{i}"),
+                                           or_port=next(ports), pt_port=next(ports)))
         for inst in self.instances:
             d = Path(inst.data_dir)
             if d.exists():
@@ -226,6 +285,8 @@ class TorNetwork:
             d.mkdir(mode=0o700, parents=True)
         for inst in self.by_role("authority"):
             self._make_authority_keys(inst)
+        for inst in self.by_role("bridge"):
+            inst.fingerprint = self._list_fingerprint(inst)
         for inst in self.instances:
             inst.torrc.write_text(self._torrc(inst), encoding="utf-8")
         self.save()
@@ -253,14 +314,46 @@ class TorNetwork:
         for line in (keys / "authority_certificate").read_text().splitlines():
             if line.startswith("fingerprint "):
                 inst.v3ident = line.split()[1]
+        if not inst.v3ident:
+            raise TorNetworkError(f"could not read the v3 identity of {inst.name}")
+        inst.fingerprint = self._list_fingerprint(inst)
+
+    def _list_fingerprint(self, inst: Instance) -> str:
+        """Make the relay keys of ``inst`` now and return its fingerprint."""
         self._run([self.tor_binary, "--list-fingerprint", "--DataDirectory", inst.data_dir,
                    "--ORPort", str(inst.or_port), "--Nickname", inst.name,
                    "--TestingTorNetwork", "1", "--DirAuthority", _PLACEHOLDER_AUTHORITY,
                    "--GeoIPFile", "/nonexistent", "--GeoIPv6File", "/nonexistent"])
         fp = (Path(inst.data_dir) / "fingerprint").read_text().split()
-        if len(fp) != 2 or not inst.v3ident:
-            raise TorNetworkError(f"could not read the fingerprints of {inst.name}")
-        inst.fingerprint = fp[1]
+        if len(fp) != 2:
+            raise TorNetworkError(f"could not read the fingerprint of {inst.name}")
+        return fp[1]
+
+    def add_bridge(self) -> Instance:
+        """Add an obfs4 bridge to this network; started at once if the network runs.
+
+        No authority needs to know a bridge, so a running network takes one without
+        a restart (the integration tests share the session's network this way).
+        """
+        if not Path(self.obfs4proxy).exists():
+            raise TorNetworkError(f"a bridge needs {self.obfs4proxy} (Debian package "
+                                  "'obfs4proxy')")
+        n = len(self.by_role("bridge"))
+        or_port, pt_port = free_ports(2)
+        inst = Instance(f"bridge{n}", "bridge", str(Path(self.directory) / f"bridge{n}"),
+                        or_port=or_port, pt_port=pt_port)
+        d = Path(inst.data_dir)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(mode=0o700, parents=True)
+        inst.fingerprint = self._list_fingerprint(inst)
+        inst.torrc.write_text(self._torrc(inst), encoding="utf-8")
+        self.instances.append(inst)
+        self.bridges = n + 1
+        if any(self.is_running(i) for i in self.instances if i is not inst):
+            self._spawn(inst)
+        self.save()
+        return inst
 
     def _torrc(self, inst: Instance) -> str:
         lines = [f"# {inst.name} ({inst.role}) of the aegis-hidden private Tor network",
@@ -271,6 +364,13 @@ class TorNetwork:
             lines += ["Address 127.0.0.1", f"ORPort 127.0.0.1:{inst.or_port}",
                       f"DirPort 127.0.0.1:{inst.dir_port}", "SocksPort 0", "ExitRelay 0",
                       "ExitPolicy reject *:*", f"ContactInfo {inst.name}@aegis-hidden.test"]
+        if inst.role == "bridge":
+            lines += ["Address 127.0.0.1", f"ORPort 127.0.0.1:{inst.or_port}", "SocksPort 0",
+                      "ExitRelay 0", "ExitPolicy reject *:*", "BridgeRelay 1",
+                      "PublishServerDescriptor 0",
+                      f"ServerTransportPlugin obfs4 exec {self.obfs4proxy}",
+                      f"ServerTransportListenAddr obfs4 127.0.0.1:{inst.pt_port}",
+                      "ExtORPort auto", f"ContactInfo {inst.name}@aegis-hidden.test"]
         if inst.role == "authority":
             lines += list(_AUTHORITY_OPTIONS)
         if inst.role == "client":
@@ -284,18 +384,21 @@ class TorNetwork:
         if not self.instances:
             self.setup()
         self.started_at = time.time()
+        for inst in self.instances:
+            self._spawn(inst)
+        self.save()
+
+    def _spawn(self, inst: Instance) -> None:
+        inst.log_file.unlink(missing_ok=True)
         try:
-            for inst in self.instances:
-                inst.log_file.unlink(missing_ok=True)
-                proc = subprocess.Popen(
-                    [self.tor_binary, "-f", str(inst.torrc), "--ignore-missing-torrc"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, start_new_session=True)
-                inst.pid = proc.pid
+            proc = subprocess.Popen(
+                [self.tor_binary, "-f", str(inst.torrc), "--ignore-missing-torrc"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as e:
             self.stop()
             raise TorNetworkError(f"cannot start tor: {e}") from None
-        self.save()
+        inst.pid = proc.pid
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every instance (SIGTERM, then SIGKILL after ``timeout``)."""
