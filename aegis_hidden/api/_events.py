@@ -2,8 +2,19 @@
 
 The bearer token is checked before the upgrade (401 from the resource) and
 again in the handshake (``onConnect``), so the protocol is safe on its own too.
-A client that falls too far behind (``max_buffered`` bytes unsent) is dropped
-rather than letting the node's memory grow.
+Every event gets a sequence number ``seq`` (1, 2, ... for the life of the
+process) and, where it names a peer as ``peer``, the seed's field name
+``peer_id`` too. The factory keeps the last events in a ring
+(:data:`HISTORY_EVENTS` events, at most :data:`HISTORY_BYTES` bytes of JSON);
+a client that connects with ``/network?since=SEQ`` first gets every kept event
+after ``SEQ`` (and a ``history_gap`` event if some were already dropped).
+
+A client's backlog (bytes written to it and not yet sent) is measured over
+time, every ``check_interval`` seconds on the injected reactor: it is cut off
+only when the backlog stayed above ``max_buffered`` and did not shrink for
+``max_strikes`` checks in a row (a client that reads, however far behind a
+burst left it, keeps its connection), or at once past ``hard_limit`` bytes
+(the node's memory bound). A client that was cut off resumes with ``since``.
 
 autobahn logs through :class:`LibraryLogger`, never a plain twisted ``Logger``:
 its debug and trace output (the raw opening handshake with ``Authorization:
@@ -17,12 +28,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from typing import Any
 
 import txaio
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.web.server import Request
 
@@ -32,6 +45,8 @@ from ._web import Authorizer
 
 LIBRARY_DEBUG_ENV = "AEGIS_HIDDEN_LIBRARY_DEBUG"
 _LEVELS = ("none", "critical", "error", "warn", "info", "debug", "trace")
+HISTORY_EVENTS = 1000  # events kept for ``?since=`` (docs/api.md)
+HISTORY_BYTES = 32 * 1024 * 1024  # ... and at most this much JSON
 
 
 def library_log_level() -> str:
@@ -113,6 +128,10 @@ class EventsProtocol(WebSocketServerProtocol):
     log = LibraryLogger("autobahn.websocket.server")  # autobahn's own output goes here
     _log = Logger()  # ours
     factory: EventsFactory
+    _since: int | None = None
+    _strikes = 0
+    _last_backlog = 0
+    _checker: LoopingCall | None = None
 
     def onConnect(self, request: Any) -> None:
         token = None
@@ -124,26 +143,52 @@ class EventsProtocol(WebSocketServerProtocol):
             token = request.params["access_token"][0]
         if not self.factory.auth.check(token):
             raise ConnectionDeny(401, "missing or wrong bearer token")
+        since = request.params.get("since")
+        if since:
+            if not since[0].isdigit() or len(since[0]) > 18:
+                raise ConnectionDeny(400, "since must be an event seq (a non-negative integer)")
+            self._since = int(since[0])
 
     def onOpen(self) -> None:
-        self._unsubscribe = self.factory.bus.subscribe(self._event)
         self.factory.clients.add(self)
-        self.sendMessage(json.dumps({"type": "hello", "node": self.factory.node}).encode())
+        self.sendMessage(json.dumps({"type": "hello", "node": self.factory.node,
+                                     "seq": self.factory.seq}).encode())
+        if self._since is not None:
+            self.factory.replay(self, self._since)
+        if self.factory.check_interval > 0:
+            self._checker = LoopingCall(self._check_backlog)
+            self._checker.clock = self.factory.reactor
+            self._checker.start(self.factory.check_interval, now=False)
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def send_event(self, text: bytes) -> None:
+        """Queue one encoded event; only the hard limit cuts off here."""
         buffered = unsent_bytes(self.transport)
-        if buffered > self.factory.max_buffered:
-            self._log.warn("dropping a WebSocket client that is {n} bytes behind", n=buffered)
-            self.dropConnection(abort=True)
+        if buffered > self.factory.hard_limit:
+            self._drop(buffered)
             return
-        try:
-            text = strict_json.dumps(event, default=str)
-        except ValueError as e:  # NaN/Infinity: never send what JSON.parse throws on
-            self._log.error("event {type} not encodable as JSON: {error}",
-                            type=event.get("type"), error=str(e))
-            text = strict_json.dumps({"type": "error", "error": f"a {event.get('type')!s:.50} "
-                                      "event held a non-finite number and was dropped"})
-        self.sendMessage(text.encode())
+        self.sendMessage(text)
+
+    def _check_backlog(self) -> None:
+        backlog = unsent_bytes(self.transport)
+        if backlog <= self.factory.max_buffered:
+            self._strikes = 0
+        elif backlog >= self._last_backlog:  # above the bound and not draining
+            self._strikes += 1
+        self._last_backlog = backlog
+        if self._strikes >= self.factory.max_strikes:
+            self._drop(backlog)
+
+    def _drop(self, backlog: int) -> None:
+        self._log.warn("dropping a WebSocket client that stayed {n} bytes behind (it can "
+                       "resume with ?since={seq})", n=backlog, seq=self.factory.seq)
+        self._stop_checker()
+        self.factory.clients.discard(self)
+        self.dropConnection(abort=True)
+
+    def _stop_checker(self) -> None:
+        if self._checker is not None and self._checker.running:
+            self._checker.stop()
+        self._checker = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -158,24 +203,83 @@ class EventsProtocol(WebSocketServerProtocol):
                                          "accepts {\"type\": \"ping\"}"}).encode())
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        unsubscribe = getattr(self, "_unsubscribe", None)
-        if unsubscribe is not None:
-            unsubscribe()
+        self._stop_checker()
         self.factory.clients.discard(self)
 
 
 class EventsFactory(WebSocketServerFactory):
+    """One bus subscription for every client: numbers, encodes and keeps each event once.
+
+    ``max_buffered`` / ``max_strikes`` / ``check_interval``: a client is cut off when
+    its unsent backlog stayed above ``max_buffered`` bytes, without shrinking, for
+    ``max_strikes`` checks ``check_interval`` seconds apart; ``hard_limit``: at once
+    past this many unsent bytes. ``history_events`` / ``history_bytes``: the ring
+    that ``?since=`` replays from.
+    """
+
     protocol = EventsProtocol  # type: ignore[assignment]
     log = LibraryLogger("autobahn.websocket.factory")
+    _log = Logger()
 
     def __init__(self, bus: EventBus, auth: Authorizer, node: str, *, reactor: Any,
-                 url: str | None = None, max_buffered: int = 4 * 1024 * 1024) -> None:
+                 url: str | None = None, max_buffered: int = 4 * 1024 * 1024,
+                 hard_limit: int = 64 * 1024 * 1024, check_interval: float = 2.0,
+                 max_strikes: int = 5, history_events: int = HISTORY_EVENTS,
+                 history_bytes: int = HISTORY_BYTES) -> None:
         super().__init__(url, reactor=reactor)
         self.bus = bus
         self.auth = auth
         self.node = node
         self.max_buffered = max_buffered
+        self.hard_limit = hard_limit
+        self.check_interval = check_interval
+        self.max_strikes = max_strikes
+        self.history_bytes = history_bytes
+        self.history: deque[tuple[int, bytes]] = deque(maxlen=history_events)
+        self._history_size = 0
+        self.seq = 0
         self.clients: set[EventsProtocol] = set()
+        self._unsubscribe = bus.subscribe(self._event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        event = {**event, "seq": self.seq}
+        if "peer" in event and "peer_id" not in event:
+            event["peer_id"] = event["peer"]  # the seed spec's name for it
+        try:
+            text = strict_json.dumps(event, default=str).encode()
+        except ValueError as e:  # NaN/Infinity: never send what JSON.parse throws on
+            self._log.error("event {type} not encodable as JSON: {error}",
+                            type=event.get("type"), error=str(e))
+            text = strict_json.dumps({"type": "error", "seq": self.seq, "error": f"a "
+                                      f"{event.get('type')!s:.50} event held a non-finite "
+                                      "number and was dropped"}).encode()
+        self._remember(self.seq, text)
+        for client in list(self.clients):
+            client.send_event(text)
+
+    def _remember(self, seq: int, text: bytes) -> None:
+        if len(self.history) == self.history.maxlen:
+            self._history_size -= len(self.history[0][1])
+        self.history.append((seq, text))
+        self._history_size += len(text)
+        while self._history_size > self.history_bytes and len(self.history) > 1:
+            self._history_size -= len(self.history.popleft()[1])
+
+    def replay(self, client: EventsProtocol, since: int) -> None:
+        """Send ``client`` every kept event after ``since`` (a gap notice first if some
+        were no longer kept)."""
+        oldest = self.history[0][0] if self.history else self.seq + 1
+        if since + 1 < oldest and since < self.seq:
+            client.sendMessage(strict_json.dumps({
+                "type": "history_gap", "since": since, "oldest": oldest,
+                "lost": oldest - since - 1}).encode())
+        for seq, text in list(self.history):
+            if seq > since:
+                client.send_event(text)
+
+    def stop(self) -> None:
+        self._unsubscribe()
 
 
 class EventsResource(WebSocketResource):

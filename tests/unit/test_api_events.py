@@ -88,7 +88,8 @@ def ws(reactor: MemoryReactorClock) -> Harness:
 def test_events_fan_out_as_json_with_type(ws: Harness) -> None:
     clients = [ws.connect({"Authorization": f"Bearer {TOKEN}"}) for _ in range(5)]
     assert all(c.opened for c in clients)
-    assert all(c.messages == [{"type": "hello", "node": "node.onion"}] for c in clients)
+    assert all(c.messages == [{"type": "hello", "node": "node.onion", "seq": 0}]
+               for c in clients)
     ws.bus.emit("peer_connected", peer="p.onion", transport="memory")
     ws.bus.emit("message_received", peer="p.onion", id="0" * 32,
                 message={"type": "chat", "data": "hi"})
@@ -126,21 +127,37 @@ def test_ping_pong_and_unsubscribe_on_close(ws: Harness) -> None:
     client.sendClose()
     ws.flush()
     assert not ws.factory.clients
+    assert len(ws.bus._subscribers) == 1  # the factory's one subscription, for everyone
+    ws.factory.stop()
     assert ws.bus._subscribers == []
 
 
 def test_slow_client_is_dropped(ws: Harness) -> None:
+    """A client that reads nothing is cut off after max_strikes checks, not at once."""
     ws.factory.max_buffered = 10_000
     client = ws.connect({"Authorization": f"Bearer {TOKEN}"})
     server = next(iter(ws.factory.clients))
     transport: Any = server.transport
     for i in range(100):  # no flush: the client reads nothing
         ws.bus.emit("delivery_state", id=str(i), state="sent", pad="x" * 500)
+    assert not transport.disconnecting
+    for _ in range(ws.factory.max_strikes):
+        ws.reactor.advance(ws.factory.check_interval)
+    assert transport.disconnecting or transport.disconnected
+    assert not ws.factory.clients
+    del client
+
+
+def test_client_past_the_hard_limit_is_dropped_at_once(ws: Harness) -> None:
+    ws.factory.hard_limit = 10_000
+    ws.connect({"Authorization": f"Bearer {TOKEN}"})
+    server = next(iter(ws.factory.clients))
+    transport: Any = server.transport
+    for i in range(100):
+        ws.bus.emit("delivery_state", id=str(i), state="sent", pad="x" * 500)
         if transport.disconnecting:
             break
-    assert transport.disconnecting or transport.disconnected
-    assert i < 99
-    del client
+    assert transport.disconnecting and i < 99
 
 
 @pytest.mark.parametrize(("auth", "status"), [(True, b"101"), (False, b"401")])
