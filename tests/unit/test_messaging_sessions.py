@@ -15,8 +15,8 @@ from twisted.internet.task import Clock
 
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
-from aegis_hidden.identity import NodeIdentity
-from aegis_hidden.node import DeliveryState, DialFailed, NodeCore
+from aegis_hidden.identity import IdentityRecord, NodeIdentity, RecordKind, sign_record
+from aegis_hidden.node import DeliveryState, DialFailed, NodeCore, PeerRevoked
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.session.twisted import SessionFactory
 from aegis_hidden.testing import result_of
@@ -151,3 +151,32 @@ def test_session_layer_counters_show_in_node_metrics(tmp_path: Path) -> None:
     text = a.core.metrics.render()
     assert "aegis_handshakes_rate_limited 3" in text
     assert "aegis_revoked_refused_handshakes 0" in text
+
+
+def test_a_revoked_node_serves_its_revocation_over_real_sessions(tmp_path: Path) -> None:
+    """Item 2: whoever dials a revoked node (still running) gets the revocation, keeps
+    it for good, and refuses the onion from then on, in the handshake too."""
+    clock = Clock()
+    clock.advance(NOW)
+    provider = MemoryTransportProvider()
+    a = RealNode(memory_identity(NOW), provider, clock, tmp_path / "a.db")
+    b_identity = memory_identity(NOW)
+    b = RealNode(b_identity, provider, clock, tmp_path / "b.db")
+    revocation = sign_record(IdentityRecord(
+        kind=RecordKind.REVOCATION, ed25519_public=b_identity.ed25519_public,
+        sequence=b_identity.record.sequence + 1, created=int(NOW), expires=0,
+        mldsa_public=b_identity.mldsa_public, reason="retired"),
+        b_identity.master, b_identity.mldsa)
+    b.core.records.revoke(revocation)
+    result_of(a.core.store.add(b_identity.onion))
+    Deferred.fromCoroutine(a.core.pool._get(b_identity.onion)).addErrback(lambda f: None)
+    run(clock, provider, 2)
+    assert a.core.record_cache.is_revoked(b_identity.onion)
+    assert not a.core.pool.connected(b_identity.onion)
+    with pytest.raises(PeerRevoked):
+        result_of(a.core.pool.get(b_identity.onion))
+    # even dialled directly, the session layer refuses the revoked onion in the handshake
+    failed: list[Any] = []
+    a.sessions.connect(b_identity.onion).addErrback(failed.append)
+    run(clock, provider, 2)
+    assert failed and "revoked" in str(failed[0].value).lower()
