@@ -228,7 +228,7 @@ def dialed_hint(nonce: bytes, address: str) -> bytes:
 
 
 class ReplayCache:
-    """ClientHello nonces seen recently, so a replayed first message is refused (§2.6)."""
+    """ClientHello nonces seen recently, so a replayed first message is refused (§2.7)."""
 
     def __init__(self, clock: Callable[[], float], window: float = 600.0, limit: int = 100_000) -> None:
         self._clock = clock
@@ -504,7 +504,7 @@ class Session:
         self._finish(SessionError(reason, detail or "closed locally"), by_peer=False)
 
     def timeout(self) -> None:
-        """The handshake timer fired (the caller owns the timer; §2.7)."""
+        """The handshake timer fired (the caller owns the timer; §2.8)."""
         if self.state not in (State.ESTABLISHED, State.CLOSED):
             self._fail(HandshakeError(
                 CloseReason.TIMEOUT,
@@ -992,7 +992,7 @@ class Session:
 
     def _close_body(self, err: SessionError) -> bytes:
         """A Close message that fits one cell: the detail is cut to 200 characters, and
-        further (whole characters) until it fits (§3.4)."""
+        further (whole characters) until it fits (§3.3)."""
         detail = err.detail[:200]
         while True:
             body = handshake_pb2.Close(version=self.version or 1, reason=int(err.reason),
@@ -1003,7 +1003,7 @@ class Session:
 
     def _finish(self, err: SessionError, *, by_peer: bool, notify: bool = True) -> None:
         if notify and not by_peer and self.state is State.ESTABLISHED:
-            # Tell the peer why, sealed (§3.4). Handshake failures send nothing.
+            # Tell the peer why, sealed (§2.8, §3.3). Handshake failures send nothing.
             self._send_sealed(CellType.CLOSE, 0, self._close_body(err))
         self.state = State.CLOSED
         self.close_reason = err
