@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from .. import _json as strict_json
 from .._listen import local_server_endpoint
 from ..config import Config
 from ..node import NodeCore
@@ -28,7 +29,9 @@ from ._web import (
     ApiResource,
     Authorizer,
     MetricsResource,
+    NotAscii,
     NotFoundResource,
+    bearer_token,
     private_access_log,
 )
 
@@ -42,9 +45,11 @@ class _Root(Resource):
         return self._missing
 
 
-def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int) -> Resource:
+def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int,
+               auth: Authorizer | None = None) -> Resource:
     """The resource tree: /api/..., /metrics, /network (WebSocket)."""
-    auth = Authorizer(checker, lambda: core.metrics.inc("auth_failures"))
+    if auth is None:
+        auth = core_authorizer(core, checker)
     root = _Root(auth)
     root.putChild(b"api", ApiResource(core, auth, max_body_size))
     root.putChild(b"metrics", MetricsResource(core, auth))
@@ -55,17 +60,55 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int) -> Res
     return root
 
 
-def limited_request_factory(max_body_size: int) -> type[Request]:
-    """A Request that stops buffering a body once it passes ``max_body_size`` (-> 413)."""
+def core_authorizer(core: NodeCore, checker: TokenChecker) -> Authorizer:
+    return Authorizer(checker, lambda: core.metrics.inc("auth_failures"))
+
+
+def _refusal(code: int, phrase: str, message: str, extra: str = "") -> bytes:
+    body = strict_json.dumps({"error": message, "field": None}).encode()
+    return (f"HTTP/1.1 {code} {phrase}\r\ncontent-type: application/json\r\n"
+            f"cache-control: no-store\r\n{extra}content-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode() + body
+
+
+def limited_request_factory(max_body_size: int, auth: Authorizer | None = None
+                            ) -> type[Request]:
+    """A Request that refuses a body at the headers: without the bearer token (401,
+    when ``auth`` is given) or declared larger than ``max_body_size`` (413), the
+    reply is written and the connection closed before one byte of the body is read
+    (a 10 GiB ``Content-Length`` holds nothing). A chunked body that grows past
+    ``max_body_size`` stops being buffered (-> 413 from the handler)."""
 
     class LimitedRequest(Request):
         aegis_too_large = False
 
         def gotLength(self, length: int | None) -> None:
-            if length is not None and length > max_body_size:
-                self.aegis_too_large = True
-                length = 0
+            if length != 0:  # a body follows (None: chunked)
+                refusal = self._refuse_at_headers(length)
+                if refusal is not None:
+                    self.aegis_too_large = True
+                    channel: Any = self.channel
+                    channel.transport.write(refusal)
+                    # read nothing more: the body and any pipelined request are dropped
+                    channel.dataReceived = channel.rawDataReceived = \
+                        channel.lineReceived = lambda *args: None
+                    channel.loseConnection()
+                    length = 0
             super().gotLength(length)
+
+        def _refuse_at_headers(self, length: int | None) -> bytes | None:
+            if auth is not None:
+                try:
+                    presented = bearer_token(self)
+                except NotAscii:
+                    presented = None
+                if not auth.check(presented):
+                    return _refusal(401, "Unauthorized", "missing or wrong bearer token",
+                                    'www-authenticate: Bearer realm="aegis-hidden"\r\n')
+            if length is not None and length > max_body_size:
+                return _refusal(413, "Request Entity Too Large", f"body of {length} bytes "
+                                f"exceeds api.max_body_size ({max_body_size})")
+            return None
 
         def handleContentChunk(self, data: bytes) -> None:
             if self.aegis_too_large:
@@ -83,9 +126,10 @@ def build_site(core: NodeCore, checker: TokenChecker, max_body_size: int,
                reactor: Any = None) -> Site:
     # The access log (through twisted's log, into node.log) writes routes only: no
     # query string (a WebSocket client's access_token), no peer address.
-    site = Site(build_root(core, checker, max_body_size), reactor=reactor,
+    auth = core_authorizer(core, checker)
+    site = Site(build_root(core, checker, max_body_size, auth), reactor=reactor,
                 logFormatter=private_access_log)
-    site.requestFactory = limited_request_factory(max_body_size)
+    site.requestFactory = limited_request_factory(max_body_size, auth)
     site.displayTracebacks = False
     site.noisy = False
     return site

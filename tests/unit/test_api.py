@@ -310,11 +310,10 @@ def test_body_limit_enforced_while_reading(tmp_path: Path) -> None:
     """On a real Site the body past api.max_body_size is discarded, not buffered."""
     api = Api(tmp_path)
     site = build_site(api.a, TokenChecker(api.token_path), 1024, MemoryReactorClock())
-    proto = site.buildProtocol(None)
-    transport = StringTransport()
-    proto.makeConnection(transport)
     for length, chunked in ((5000, False), (None, True)):
-        transport.clear()
+        proto = site.buildProtocol(None)  # a declared 413 closes its connection
+        transport = StringTransport()
+        proto.makeConnection(transport)
         head = (f"POST /api/network/send HTTP/1.1\r\nHost: x\r\n"
                 f"Authorization: Bearer {api.token}\r\n")
         if chunked:
