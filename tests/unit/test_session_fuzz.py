@@ -48,6 +48,9 @@ STAGES = [
     ("initiator", State.WAIT_FINISHED),
     ("initiator", State.ESTABLISHED),
     ("responder", State.ESTABLISHED),
+    # An initiator that dialed the responder's .b32.i2p (the I2P binding path).
+    ("initiator-i2p", State.WAIT_SERVER_AUTH),
+    ("initiator-i2p", State.ESTABLISHED),
 ]
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -55,17 +58,25 @@ FUZZ = settings(max_examples=40, deadline=None,
 
 @pytest.fixture(scope="module")
 def pair_ids() -> tuple[NodeIdentity, NodeIdentity]:
-    return memory_identity(NOW), memory_identity(NOW)
+    import base64
+    import os
+
+    dest = base64.b64encode(os.urandom(391), altchars=b"-~").decode()
+    return memory_identity(NOW), memory_identity(NOW, i2p_destination=dest)
 
 
 class _Target:
     """A session driven to one stage, plus a sealer in step with its receive keys."""
 
     def __init__(self, ids: tuple[NodeIdentity, NodeIdentity], role: str, state: State) -> None:
-        i = Session(ids[0], P, initiator=True, clock=lambda: NOW, peer_address=ids[1].onion)
+        dial = ids[1].onion
+        if role == "initiator-i2p":
+            assert ids[1].i2p_binding is not None
+            dial = ids[1].i2p_binding.b32
+        i = Session(ids[0], P, initiator=True, clock=lambda: NOW, peer_address=dial)
         r = Session(ids[1], P, initiator=False, clock=lambda: NOW)
-        self.session = i if role == "initiator" else r
-        self.peer = r if role == "initiator" else i
+        self.session = i if role.startswith("initiator") else r
+        self.peer = r if role.startswith("initiator") else i
         i.start()
         pending = {id(i): b"", id(r): b""}
         while self.session.state is not state:
@@ -126,11 +137,10 @@ FLAGS = st.one_of(st.sampled_from([0, int(Flags.MORE), int(Flags.ZSTD), 3]), st.
 CELLS = st.lists(st.tuples(CELL_TYPES, FLAGS, st.binary(max_size=ROOM)), min_size=1, max_size=6)
 
 
-def _addresses(sender: NodeIdentity) -> st.SearchStrategy[str]:
+def _addresses(a: str) -> st.SearchStrategy[str]:
     """The sender's own address, as is and in look-alike forms, or any text."""
-    a = sender.onion
     variants = [a, a.upper(), "www." + a, a + ":80", a.replace("k", "\u212a", 1),
-                a.replace("s", "\u017f", 1), a.replace("a", "\u0430", 1)]
+                a.replace("s", "\u017f", 1), a.replace("a", "\u0430", 1), a + "."]
     return st.one_of(st.sampled_from(variants), st.text(max_size=80))
 
 
@@ -138,10 +148,15 @@ def _sized(k: int) -> st.SearchStrategy[bytes]:
     return st.one_of(st.binary(min_size=k, max_size=k), st.binary(max_size=64))
 
 
-def _messages(sender: NodeIdentity) -> dict[str, st.SearchStrategy[Any]]:
+def _messages(sender: Session) -> dict[str, st.SearchStrategy[Any]]:
     """Each handshake message with arbitrary (often almost right) fields."""
     small = st.integers(0, 4)
-    records = st.one_of(st.just(sender.record.to_bytes()), st.binary(max_size=300))
+    records = st.one_of(st.just(sender.identity.record.to_bytes()), st.binary(max_size=300))
+    binding = sender.identity.i2p_binding
+    real = binding.to_bytes() if binding is not None else b"\x00" * 600
+    bindings = st.one_of(st.just(b""), st.just(real), st.binary(max_size=700),
+                         st.builds(lambda k: real[:k] + bytes([real[k] ^ 1]) + real[k + 1:],
+                                   st.integers(0, len(real) - 1)))
     return {
         "ClientHello": st.builds(
             handshake_pb2.ClientHello, version=small, versions=st.lists(small, max_size=3),
@@ -150,9 +165,8 @@ def _messages(sender: NodeIdentity) -> dict[str, st.SearchStrategy[Any]]:
         "ServerHello": st.builds(handshake_pb2.ServerHello, version=small, ciphertext=_sized(1120),
                                  nonce=_sized(32), aead=small),
         "Auth": st.builds(handshake_pb2.Auth, version=st.one_of(st.just(1), small), record=records,
-                          address=_addresses(sender), ed25519_signature=_sized(64),
-                          mldsa_signature=_sized(3309), mac=_sized(32),
-                          i2p_binding=st.one_of(st.just(b""), st.binary(max_size=700))),
+                          address=_addresses(sender.local_address), ed25519_signature=_sized(64),
+                          mldsa_signature=_sized(3309), mac=_sized(32), i2p_binding=bindings),
         "Finished": st.builds(handshake_pb2.Finished, version=small, mac=_sized(32)),
         "Close": st.builds(handshake_pb2.Close, version=small, reason=st.integers(0, 2**32 - 1),
                            detail=st.text(max_size=300)),
@@ -195,7 +209,7 @@ def _fuzz_tests(role: str, state: State) -> dict[str, Callable[..., None]]:
     @given(data=st.data())
     def well_framed_messages(pair_ids: tuple[NodeIdentity, NodeIdentity], data: st.DataObject) -> None:
         t = _Target(pair_ids, role, state)
-        kinds = _messages(t.peer.identity)
+        kinds = _messages(t.peer)
         name = data.draw(st.sampled_from([EXPECTED[state]] * 3 + sorted(kinds)))
         msg = data.draw(kinds[name])
         raw = msg.SerializeToString(deterministic=True)
@@ -215,15 +229,15 @@ def _fuzz_tests(role: str, state: State) -> dict[str, Callable[..., None]]:
         # The sender's real record with its address in every odd form (look-alikes
         # that fold to it, upper case, prefixes, any text): refused with a reason.
         t = _Target(pair_ids, role, state)
-        address = data.draw(_addresses(t.peer.identity))
+        address = data.draw(_addresses(t.peer.local_address))
         auth = handshake_pb2.Auth(version=1, record=t.peer.identity.record.to_bytes(),
                                   address=address, ed25519_signature=bytes(64), mac=bytes(32))
         t.session.receive_data(t.message(auth.SerializeToString(deterministic=True)))
-        if address != t.peer.identity.onion:
+        if address != t.peer.local_address:
             assert t.session.closed
         t.check()
 
-    name = f"{role}_{state.name.lower()}"
+    name = f"{role.replace('-', '_')}_{state.name.lower()}"
     tests = {f"test_{name}_arbitrary_bytes": arbitrary_bytes,
              f"test_{name}_well_framed_cells_with_arbitrary_bodies": well_framed_cells,
              f"test_{name}_well_framed_messages_with_arbitrary_fields": well_framed_messages}
