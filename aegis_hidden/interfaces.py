@@ -86,3 +86,55 @@ class ISessionFactory(Interface):
 
     def on_incoming(callback: Callable[[IPeerLink], None]) -> None:
         """Call ``callback`` with every session a peer opened to us."""
+
+
+class ICellLink(Interface):
+    """One established session as a cell scheduler sees it.
+
+    The session queues *plaintext* cells (data, and control cells such as
+    REKEY); nothing is sealed until the scheduler asks for it, so a cover cell
+    sealed in a slot and a data cell sealed in the same slot are
+    indistinguishable, and nonces are consumed in send order. Handshake flights
+    and the final CLOSE cell do not go through the scheduler: they are sealed
+    and written at once.
+    """
+
+    link_id = Attribute("an opaque id for this link, unique within the process; never a peer name")
+    closed = Attribute("True once the session is closed: the scheduler drops the link")
+
+    def queued() -> int:
+        """How many plaintext cells are waiting to be sealed."""
+
+    def emit(count: int, cover: int = 0) -> int:
+        """Seal and write, in ONE transport write, up to ``count`` queued cells
+        followed by ``cover`` cover cells; returns how many queued cells went."""
+
+
+class ICellScheduler(Interface):
+    """Decides when each link's cells are sealed and written (on an injected clock).
+
+    The default scheduler writes at once (``performance.message_batch_size``
+    cells per write); the mixing schedulers send one cell per Poisson slot and
+    fill empty slots with cover.
+    """
+
+    def register(link: ICellLink) -> None:
+        """Start scheduling ``link`` (called once its session is established)."""
+
+    def unregister(link: ICellLink) -> None:
+        """Stop scheduling ``link`` (called when it closes)."""
+
+    def notify(link: ICellLink) -> None:
+        """New cells were queued on ``link``."""
+
+
+class ITraceSink(Interface):
+    """Where cell traces go (off by default; tests, benchmarks and the audit turn it on).
+
+    A trace holds only what the audit needs: time, a per-run salted hash of
+    the link, direction, size, and locally whether the cell was real, cover or
+    loop. Never a peer name, never message content.
+    """
+
+    def record(at: float, link: str, direction: str, size: int, kind: str) -> None:
+        """One cell: ``direction`` is 'out' or 'in'; ``kind`` is 'real', 'cover' or 'loop'."""
