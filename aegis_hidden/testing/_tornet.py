@@ -417,6 +417,23 @@ class TorNetwork:
         if self.state_file.exists():
             self.save()
 
+    def stop_instance(self, inst: Instance, timeout: float = 10.0) -> None:
+        """Stop one instance (a bridge added for one test) and forget it."""
+        if self.is_running(inst):
+            os.kill(inst.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.is_running(inst) and time.monotonic() < deadline:
+            _reap(inst.pid)
+            time.sleep(0.1)
+        if self.is_running(inst):
+            os.kill(inst.pid, signal.SIGKILL)
+        _reap(inst.pid)
+        inst.pid = 0
+        if inst in self.instances:
+            self.instances.remove(inst)
+        if self.state_file.exists():
+            self.save()
+
     def status(self) -> list[dict[str, Any]]:
         out = []
         for inst in self.instances:
