@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from ..peers import PeerAddressError, check_peer_address
 from ._api import ApiClient
 from ._common import add_node_args
 
@@ -17,6 +18,14 @@ from ._common import add_node_args
 def _client_args(p: argparse.ArgumentParser) -> None:
     add_node_args(p)
     p.add_argument("--api", help="API address (default: api.listen_address of the config)")
+
+
+def peer_address(value: str) -> str:
+    """argparse type: the canonical form of a peer address, or a clear refusal."""
+    try:
+        return check_peer_address(value)
+    except PeerAddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(sub: Any) -> None:
@@ -29,24 +38,24 @@ def register(sub: Any) -> None:
     ls.set_defaults(func=_list)
     add = psub.add_parser("add", help="add a peer by .onion (or .b32.i2p) address")
     _client_args(add)
-    add.add_argument("address")
-    add.add_argument("--i2p", help="the peer's .b32.i2p address, for failover")
+    add.add_argument("address", type=peer_address)
+    add.add_argument("--i2p", type=peer_address, help="the peer's .b32.i2p address, for failover")
     add.set_defaults(func=_action, action="add")
     for name, helptext in (("remove", "forget a peer"), ("unblock", "lift a blacklisting")):
         q = psub.add_parser(name, help=helptext)
         _client_args(q)
-        q.add_argument("address")
+        q.add_argument("address", type=peer_address)
         q.set_defaults(func=_action, action=name)
     block = psub.add_parser("block", help="blacklist a peer (refused at dial and accept)")
     _client_args(block)
-    block.add_argument("address")
+    block.add_argument("address", type=peer_address)
     block.add_argument("--reason", default="blocked by the operator")
     block.add_argument("--duration", type=float, help="seconds (default: for ever)")
     block.set_defaults(func=_action, action="block")
 
     send = sub.add_parser("send", help="send a message to a peer (reliable, acknowledged)")
     _client_args(send)
-    send.add_argument("peer")
+    send.add_argument("peer", type=peer_address)
     send.add_argument("message", help='JSON: {"type": ..., "data": ...}, or plain text '
                                       '(sent as {"type": "text", "data": TEXT})')
     send.set_defaults(func=_send)

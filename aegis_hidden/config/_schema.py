@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..identity import OnionAddressError, public_key_from_onion_address
+from ..identity import OnionAddressError, canonical_address
 from . import _checks as c
 from ._bridges import BridgeLineError, parse_bridge_line, parse_transport
 from ._errors import ConfigError, PrivacyError
@@ -29,32 +29,28 @@ def _f(default: Any, check: c.Check, doc: str) -> Any:
 MiB = 1024 * 1024
 
 
-def _b32_i2p(value: str) -> bool:
-    label = value.lower().removesuffix(".b32.i2p")
-    return value.lower().endswith(".b32.i2p") and len(label) in (52, 56) and all(
-        ch in "abcdefghijklmnopqrstuvwxyz234567" for ch in label
-    )
-
-
 def _peer_address(path: str, value: Any) -> str:
-    """A peer given as a v3 onion or .b32.i2p address, with an optional ``:port``."""
+    """A peer given as a canonical v3 onion or .b32.i2p address, with an optional ``:port``.
+
+    Returned in canonical form (lower case); aliases such as ``www.<onion>.onion``
+    are refused (:func:`aegis_hidden.identity.canonical_address`).
+    """
     if not isinstance(value, str) or not value:
         raise ConfigError(path, value, "expected an address such as \"<56 chars>.onion\"")
     host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
     if port and (not port.isdigit() or not 0 < int(port) < 65536):
         raise ConfigError(path, value, "the port after ':' must be from 1 to 65535")
-    if host.lower().endswith(".onion"):
-        try:
-            public_key_from_onion_address(host)
-        except OnionAddressError as e:
-            raise ConfigError(path, value, f"expected a valid v3 onion address ({e})") from None
-        return value
-    if _b32_i2p(host):
-        return value
-    raise PrivacyError(
-        path, value, "is not an anonymous address: dialing it would reveal this node's IP",
-        "list peers only by their v3 .onion or .b32.i2p address",
-    )
+    try:
+        canonical = canonical_address(host)
+    except OnionAddressError as e:
+        if host.isascii() and host.lower().rstrip(".").endswith((".onion", ".b32.i2p")):
+            raise ConfigError(path, value, f"expected a valid v3 onion (or .b32.i2p) address "
+                              f"in canonical form ({e})") from None
+        raise PrivacyError(
+            path, value, "is not an anonymous address: dialing it would reveal this node's IP",
+            "list peers only by their v3 .onion or .b32.i2p address",
+        ) from None
+    return f"{canonical}:{port}" if port else canonical
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from ._node import (
 )
 from ._onion import (
     OnionAddressError,
+    canonical_address,
+    is_canonical_address,
     is_onion_v3,
     onion_address_from_public_key,
     public_key_from_onion_address,
@@ -71,10 +73,12 @@ __all__ = [
     "b32_address_of_destination",
     "bind_i2p_destination",
     "binding_commitment",
+    "canonical_address",
     "check_mldsa_change",
     "create",
     "exists",
     "expanded_secret_key",
+    "is_canonical_address",
     "is_encrypted",
     "is_onion_v3",
     "load",

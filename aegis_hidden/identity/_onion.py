@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 ONION_VERSION = 3
 _CHECKSUM_PREFIX = b".onion checksum"
@@ -72,3 +73,75 @@ def is_onion_v3(address: str) -> bool:
     except OnionAddressError:
         return False
     return True
+
+
+_ONION_FORM = re.compile(r"[a-z2-7]{56}\.onion")
+_B32_I2P_FORM = re.compile(r"[a-z2-7]{52}\.b32\.i2p")
+_B32_I2P_CHARS = 52
+B32_I2P_SUFFIX = ".b32.i2p"
+
+
+def is_canonical_address(address: object) -> bool:
+    """True for an address already in its one accepted form.
+
+    That is exactly ``<56 base32>.onion`` (a valid v3 address: version and
+    checksum) or ``<52 base32>.b32.i2p`` (32 bytes, unused trailing bits zero),
+    in lower-case ASCII: no port, no ``www.`` or other label in front, no ``=``
+    padding, no upper case and nothing that only *folds* to ASCII (U+212A
+    KELVIN SIGN lower-cases to ``k``, U+017F LONG S upper-cases to ``S``).
+    """
+    if not isinstance(address, str) or not address.isascii():
+        return False
+    if _ONION_FORM.fullmatch(address):
+        return is_onion_v3(address)
+    if _B32_I2P_FORM.fullmatch(address):
+        label = address[:_B32_I2P_CHARS].upper()
+        raw = base64.b32decode(label + "====")
+        return base64.b32encode(raw).decode("ascii").rstrip("=") == label
+    return False
+
+
+def canonical_address(address: object) -> str:
+    """``address`` in its canonical form (:func:`is_canonical_address`), or an error.
+
+    The only normalisation is ASCII upper case to lower case (base32 is
+    case-blind and people copy addresses in upper case). Everything else that
+    could make two spellings of one peer is refused, each with its own message:
+    non-ASCII characters (U+212A KELVIN SIGN, U+017F LONG S... which Python's
+    ``lower()`` would fold to ASCII), a label in front (``www.<onion>.onion``,
+    ``192.168.1.100.<onion>.onion``), a port, ``=`` padding, white space, a
+    trailing dot, a wrong length or checksum.
+    """
+    if not isinstance(address, str) or not address:
+        raise OnionAddressError("expected a v3 .onion or .b32.i2p address as a string")
+    shown = repr(address[:100])
+    if not address.isascii():
+        raise OnionAddressError(
+            f"{shown} contains non-ASCII characters: an address is lower-case ASCII "
+            "letters a-z, digits 2-7 and the suffix only")
+    lowered = address.lower()
+    if is_canonical_address(lowered):
+        return lowered
+    if lowered.endswith(SUFFIX):
+        label = lowered[: -len(SUFFIX)]
+        if "." in label:
+            raise OnionAddressError(
+                f"{shown} has a label in front of the onion address: use exactly the "
+                f"{_ADDRESS_CHARS} characters before '.onion', nothing else")
+        if not _ONION_FORM.fullmatch(lowered):
+            raise OnionAddressError(
+                f"{shown}: a v3 onion address is exactly {_ADDRESS_CHARS} base32 characters "
+                "(a-z, 2-7) then '.onion'; no padding, spaces or other characters")
+        public_key_from_onion_address(lowered)  # raises with the version/checksum message
+    if lowered.endswith(B32_I2P_SUFFIX):
+        label = lowered[: -len(B32_I2P_SUFFIX)]
+        if "." in label:
+            raise OnionAddressError(
+                f"{shown} has a label in front of the I2P address: use exactly the "
+                f"{_B32_I2P_CHARS} characters before '.b32.i2p', nothing else")
+        raise OnionAddressError(
+            f"{shown}: a .b32.i2p address is exactly {_B32_I2P_CHARS} base32 characters "
+            "(a-z, 2-7, the last one encoding zero bits) then '.b32.i2p'")
+    raise OnionAddressError(
+        f"{shown} is not a v3 .onion or .b32.i2p address (no port, no trailing dot; "
+        "clearnet hosts are refused: dialing them would reveal this node's IP)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from ..identity import is_onion_v3
+from ..identity import OnionAddressError, canonical_address, is_canonical_address
 from ._db import Database
 from ._reputation import (
     AUTO_BLOCK_BELOW,
@@ -51,21 +51,20 @@ class UnknownPeer(KeyError):
 
 
 def is_b32_i2p(address: str) -> bool:
-    label = address.lower().removesuffix(".b32.i2p")
-    return address.lower().endswith(".b32.i2p") and len(label) in (52, 56) and all(
-        ch in "abcdefghijklmnopqrstuvwxyz234567" for ch in label)
+    """True for a canonical ``<52 base32>.b32.i2p`` address."""
+    return address.endswith(".b32.i2p") and is_canonical_address(address)
 
 
 def check_peer_address(address: object) -> str:
-    """Return ``address`` normalised (lower case) or raise :class:`PeerAddressError`."""
-    if not isinstance(address, str) or not address:
-        raise PeerAddressError("expected a v3 .onion or .b32.i2p address as a string")
-    lowered = address.strip().lower()
-    if is_onion_v3(lowered) or is_b32_i2p(lowered):
-        return lowered
-    raise PeerAddressError(
-        f"{address[:100]!r} is not a v3 .onion or .b32.i2p address (clearnet hosts are "
-        "refused: dialing them would reveal this node's IP)")
+    """``address`` in its one canonical form, or :class:`PeerAddressError` saying why.
+
+    Every entry point (API, config, CLI, peer store) goes through this, so one
+    peer has one name: see :func:`aegis_hidden.identity.canonical_address`.
+    """
+    try:
+        return canonical_address(address)
+    except OnionAddressError as e:
+        raise PeerAddressError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,14 @@ class PeerStore:
             return [PeerInfo(*row) for row in rows]
 
         peers = await self._db.run(read)
-        self._peers = {p.peer_id: p for p in peers}
+        self._peers = {}
+        for p in peers:
+            if not is_canonical_address(p.peer_id):
+                # Stored by an older version that took aliases; left on disk untouched.
+                self.log.warn("ignoring stored peer {peer!r}: not a canonical address",
+                              peer=p.peer_id[:100])
+                continue
+            self._peers[p.peer_id] = p
 
     def on_change(self, callback: Callable[[PeerInfo, str], None]) -> None:
         """``callback(peer, what)`` after each committed change (what: added, removed...)."""
@@ -130,7 +136,10 @@ class PeerStore:
 
     # -- reads (memory) -----------------------------------------------------
     def get(self, peer_id: str) -> PeerInfo | None:
-        return self._peers.get(peer_id.lower())
+        peer = self._peers.get(peer_id)
+        if peer is None and peer_id.isascii():  # never str.lower() a non-ASCII alias
+            peer = self._peers.get(peer_id.lower())
+        return peer
 
     def require(self, peer_id: str) -> PeerInfo:
         peer = self.get(peer_id)

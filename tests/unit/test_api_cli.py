@@ -97,8 +97,9 @@ def test_peers_and_send_commands(api: Api, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     assert main(["peers", "remove", b]) == 1
     assert "API said 404" in capsys.readouterr().err
-    assert main(["peers", "add", "example.com"]) == 1
-    assert "API said 400" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused before the API is asked (issue 16, item 4)
+        main(["peers", "add", "example.com"])
+    assert "clearnet hosts are refused" in capsys.readouterr().err
 
 
 def test_wrong_token_exit_code(api: Api, capsys: pytest.CaptureFixture[str],

@@ -225,7 +225,7 @@ def test_expires_after_ttl(net: FakeNetwork, clock: Clock, tmp_path: Path) -> No
 
 
 def test_failover_to_i2p_destination(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
-    i2p = "b" * 52 + ".b32.i2p"
+    i2p = "b" * 51 + "a.b32.i2p"  # canonical: unused trailing bits zero
     a = Node(net, clock, str(tmp_path / "a.db"))
     b = Node(net, clock, str(tmp_path / "b.db"), i2p=i2p)
     result_of(a.core.store.add(b.address, i2p_destination=i2p))
