@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the system packages aegis-hidden needs are present: tor (with
-# tor-gencert, for the private test network) and i2pd. Installs them with apt
+# tor-gencert, for the private test network), i2pd, obfs4proxy (the obfs4 bridge
+# of the private network and bridge users) and tcpdump (the capture check of
+# tests/integration/test_bridge.py). Installs them with apt
 # when missing and running as root; otherwise names what is missing.
 set -euo pipefail
 
@@ -8,6 +10,8 @@ missing=()
 command -v tor >/dev/null 2>&1 || missing+=(tor)
 command -v tor-gencert >/dev/null 2>&1 || missing+=(tor)
 command -v i2pd >/dev/null 2>&1 || missing+=(i2pd)
+command -v obfs4proxy >/dev/null 2>&1 || missing+=(obfs4proxy)
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || missing+=(tcpdump)
 # de-duplicate
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 
