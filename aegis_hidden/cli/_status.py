@@ -62,6 +62,9 @@ def render(source: str, state: dict[str, Any]) -> list[str]:
             ready = "ready" if t.get("ready") else "not ready"
             lines.append(f"tor:   {progress_bar(t.get('bootstrap'))}  {ready}"
                          + (f", restarts {t['restarts']}" if t.get("restarts") else ""))
+            bridges = t.get("bridges")
+            if isinstance(bridges, dict):
+                lines.append(f"       {bridge_text(bridges)}")
         elif name == "i2p":
             lines.append(f"i2p:   {t.get('state', '?')}  {t.get('address') or ''}".rstrip()
                          + (f"  ({t['error']})" if t.get("error") else ""))
@@ -75,6 +78,18 @@ def render(source: str, state: dict[str, Any]) -> list[str]:
         reached = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("reachable"))
         lines.append(f"peers: {len(peers)} known, {reached} reached")
     return lines
+
+
+def bridge_text(bridges: dict[str, Any]) -> str:
+    """``bridges: obfs4 (2)`` / ``bridges: none (direct to the Tor network)`` + warning."""
+    if bridges.get("in_use"):
+        names = ", ".join(bridges.get("transports") or []) or "?"
+        text = f"bridges: {names} ({bridges.get('count', 0)})"
+    else:
+        text = "bridges: none (tor connects to the Tor network directly)"
+    if bridges.get("warning"):
+        text += f"\n       warning: {bridges['warning']}"
+    return text
 
 
 def _bootstrapped(state: dict[str, Any]) -> bool:

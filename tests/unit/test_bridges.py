@@ -249,3 +249,83 @@ def test_connect_mode_without_bridges_configured_still_reports() -> None:
         {}, {"GETCONF UseBridges": "UseBridges=1", "GETCONF Bridge": f"Bridge={SNOWFLAKE}"})
     assert provider.state()["bridges"]["transports"] == ["snowflake"]
     assert provider.state()["bridges"]["warning"] is None
+
+
+# -- the private bridge, devnet and status output ------------------------------------------
+
+def _bridge_net(tmp_path: Path) -> tuple[Any, Any]:
+    from aegis_hidden.testing import TorNetwork
+    from aegis_hidden.testing._tornet import Instance
+
+    net = TorNetwork(tmp_path)
+    bridge = Instance("bridge0", "bridge", str(tmp_path / "bridge0"), or_port=5010,
+                      pt_port=5011, fingerprint=FP)
+    net.instances = [
+        Instance("auth0", "authority", str(tmp_path / "auth0"), or_port=5000, dir_port=5001,
+                 fingerprint="F" * 40, v3ident="A" * 40), bridge]
+    return net, bridge
+
+
+def test_private_bridge_torrc_and_line(tmp_path: Path) -> None:
+    net, bridge = _bridge_net(tmp_path)
+    torrc = net._torrc(bridge).splitlines()
+    for line in ("BridgeRelay 1", "PublishServerDescriptor 0", "ORPort 127.0.0.1:5010",
+                 "ServerTransportPlugin obfs4 exec /usr/bin/obfs4proxy",
+                 "ServerTransportListenAddr obfs4 127.0.0.1:5011", "ExtORPort auto",
+                 "TestingTorNetwork 1", "SocksPort 0"):
+        assert line in torrc
+    assert not any(line.startswith(("DirPort", "AuthoritativeDirectory")) for line in torrc)
+    state = tmp_path / "bridge0" / "pt_state"
+    state.mkdir(parents=True)
+    (state / "obfs4_bridgeline.txt").write_text(
+        "# comment\nBridge obfs4 <IP ADDRESS>:<PORT> <FINGERPRINT> "
+        f"cert={CERT} iat-mode=0\n")
+    line = net.bridge_line(bridge, 0)
+    assert line == f"obfs4 127.0.0.1:5011 {FP} cert={CERT} iat-mode=0"
+    assert parse_bridge_line(line).transport == "obfs4"
+    tor = net.node_tor_config(bridge=bridge, timeout=0)
+    assert tor["bridges"] == [line] and tor["transports"] == ["obfs4=/usr/bin/obfs4proxy"]
+    # the node section a bridge-only node gets validates
+    assert parse_config({"tor": tor}).tor.bridges == (line,)
+    net.save()
+    from aegis_hidden.testing import TorNetwork
+    loaded = TorNetwork.load(tmp_path)
+    assert loaded.bridges == 1 and loaded.by_role("bridge")[0].pt_port == 5011
+
+
+def test_bridge_line_missing_is_a_clear_error(tmp_path: Path) -> None:
+    from aegis_hidden.testing import TorNetworkError
+
+    net, bridge = _bridge_net(tmp_path)
+    with pytest.raises(TorNetworkError, match="wrote no obfs4 bridge line"):
+        net.bridge_line(bridge, 0)
+
+
+def test_devnet_describe_prints_the_bridge_line_and_a_bridge_only_config(
+        tmp_path: Path) -> None:
+    from aegis_hidden.cli._devnet import describe
+
+    net, _ = _bridge_net(tmp_path)
+    text = describe(net, [OBFS4])
+    assert f"bridge line: {OBFS4}" in text
+    assert f'    bridges:\n      - "{OBFS4}"' in text
+    assert "obfs4=/usr/bin/obfs4proxy" in text
+    assert "bridge" not in describe(net)
+
+
+def test_status_shows_bridges_and_the_warning() -> None:
+    from aegis_hidden.cli._status import render
+
+    def state(bridges: dict[str, Any]) -> dict[str, Any]:
+        return {"identity": {"onion": "x.onion"},
+                "transports": {"tor": {"ready": True, "bootstrap": None,
+                                       "bridges": bridges}}}
+
+    used = bridge_summary(cfg(bridges=[OBFS4, SNOWFLAKE]), use_bridges=None)
+    assert "       bridges: obfs4, snowflake (2)" in render("api", state(used))
+    direct = bridge_summary(parse_config({}), use_bridges=None)
+    assert any("bridges: none" in line for line in render("api", state(direct)))
+    unused = bridge_summary(
+        parse_config({"tor": {"mode": "connect", "control_port": "127.0.0.1:1",
+                              "bridges": [OBFS4]}}), use_bridges=False)
+    assert "warning: tor.bridges is set" in "\n".join(render("api", state(unused)))
