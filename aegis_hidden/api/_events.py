@@ -41,7 +41,7 @@ from twisted.web.server import Request
 
 from .. import _json as strict_json
 from ..events import EventBus
-from ._web import Authorizer
+from ._web import Authorizer, method_not_allowed
 
 LIBRARY_DEBUG_ENV = "AEGIS_HIDDEN_LIBRARY_DEBUG"
 _LEVELS = ("none", "critical", "error", "warn", "info", "debug", "trace")
@@ -109,6 +109,13 @@ class LibraryLogger:
             self._logger.failure(format or "", failure, **kw)
 
 
+SINCE_ERROR = "since must be an event seq: a non-negative integer of at most 18 digits"
+
+
+def valid_since(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
 def unsent_bytes(transport: Any) -> int:
     """Bytes written to ``transport`` but not yet sent (0 when it cannot tell).
 
@@ -145,8 +152,8 @@ class EventsProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(401, "missing or wrong bearer token")
         since = request.params.get("since")
         if since:
-            if not since[0].isdigit() or len(since[0]) > 18:
-                raise ConnectionDeny(400, "since must be an event seq (a non-negative integer)")
+            if not valid_since(since[0]):
+                raise ConnectionDeny(400, SINCE_ERROR)
             self._since = int(since[0])
 
     def onOpen(self) -> None:
@@ -283,7 +290,9 @@ class EventsFactory(WebSocketServerFactory):
 
 
 class EventsResource(WebSocketResource):
-    """``/network``: refuses an upgrade without the token with a plain 401."""
+    """``/network``: refuses an upgrade without the token with a plain 401, any
+    method but GET with a 405 (``Allow: GET``), and a GET that does not ask for a
+    WebSocket upgrade with a 426 (never autobahn's HTML version page)."""
 
     def __init__(self, factory: EventsFactory) -> None:
         super().__init__(factory)
@@ -293,5 +302,24 @@ class EventsResource(WebSocketResource):
         refused = self._auth.authorize(request, allow_query=True)
         if refused is not None:
             return refused
+        if request.method != b"GET":
+            return method_not_allowed(request, "GET")
+        since = (request.args or {}).get(b"since")
+        if since and not valid_since(bytes(since[0]).decode("latin-1")):
+            request.setResponseCode(400)
+            request.setHeader("content-type", "application/json")
+            request.setHeader("cache-control", "no-store")
+            return strict_json.dumps({"error": SINCE_ERROR, "field": "since"}).encode()
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade != b"websocket":
+            request.setResponseCode(426, b"Upgrade Required")
+            request.setHeader("upgrade", "websocket")
+            request.setHeader("connection", "Upgrade")
+            request.setHeader("content-type", "application/json")
+            request.setHeader("cache-control", "no-store")
+            return strict_json.dumps({
+                "error": "/network is a WebSocket: send a GET with \"Upgrade: websocket\" "
+                         "(e.g. new WebSocket(\"ws://HOST/network?access_token=TOKEN\"))",
+                "field": None}).encode()
         result: bytes | int = super().render(request)
         return result

@@ -23,6 +23,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERR = {
     "400": _json(_ref("Error"), "The body is not valid; `field` names the culprit."),
+    "405": _json(_ref("Error"), "Method not allowed here; `Allow` lists the ones that are."),
     "401": _json(_ref("Error"), "Missing or wrong bearer token."),
     "404": _json(_ref("Error"), "Unknown peer, message or path."),
     "413": _json(_ref("Error"), "The body is larger than api.max_body_size."),
@@ -34,6 +35,18 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 PEER_ID = {"type": "string", "description": "v3 .onion address (or .b32.i2p for I2P-only peers)",
+           "examples": ["vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"]}
+MAX_SINCE = 10 ** 18 - 1  # ``?since=``: at most 18 digits
+
+#: What a body's address field accepts: the two canonical forms (upper case is
+#: accepted too and folded). The pattern cannot express the onion's checksum and
+#: version byte: a 56-character name that fails them is a 400 naming the field.
+ADDRESS = {"type": "string", "format": "aegis-peer-address", "minLength": 60,
+           "maxLength": 62,
+           "pattern": ("^([a-zA-Z2-7]{54}[aeimquyAEIMQUY4][dD]\\.(onion|ONION)"
+                       "|[a-zA-Z2-7]{51}[aqAQ]\\.(b32\\.i2p|B32\\.I2P))$"),
+           "description": "the canonical `<56 base32>.onion` (checksum and version "
+                          "checked) or `<52 base32>.b32.i2p`",
            "examples": ["vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"]}
 
 DOCUMENT: dict[str, Any] = {
@@ -137,11 +150,29 @@ DOCUMENT: dict[str, Any] = {
                     "`access_token` query parameter. Events: `hello`, `peer_connected`, "
                     "`peer_disconnected`, `message_received`, `delivery_state`, "
                     "`network_error`, `peer_changed`, and what other layers emit "
-                    "(`tor_restarted`...). Send `{\"type\": \"ping\"}` to get a `pong`."),
+                    "(`tor_restarted`...). Every event has `seq`; one that names a peer has "
+                    "it as `peer` and `peer_id`. `?since=SEQ` first replays the kept events "
+                    "after SEQ (the last 1000, at most 32 MiB). Send `{\"type\": \"ping\"}` "
+                    "to get a `pong`. A GET without `Upgrade: websocket` is 426."),
                 "operationId": "events",
-                "parameters": [{"name": "access_token", "in": "query", "required": False,
-                                "schema": {"type": "string"}}],
+                "parameters": [{"name": "Upgrade", "in": "header", "required": True,
+                                "schema": {"const": "websocket"}},
+                               {"name": "Connection", "in": "header", "required": True,
+                                "schema": {"const": "Upgrade"}},
+                               {"name": "Sec-WebSocket-Version", "in": "header",
+                                "required": True, "schema": {"const": "13"}},
+                               {"name": "Sec-WebSocket-Key", "in": "header", "required": True,
+                                "schema": {"type": "string",
+                                           "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}},
+                               {"name": "access_token", "in": "query", "required": False,
+                                "schema": {"type": "string"}},
+                               {"name": "since", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 0,
+                                           "maximum": MAX_SINCE}}],
                 "responses": {"101": {"description": "Switching to the WebSocket protocol"},
+                              "400": _json(_ref("Error"), "`since` is not a non-negative "
+                                           "integer."),
+                              "426": _json(_ref("Error"), "Not a WebSocket upgrade."),
                               **_errors()},
             },
         },
@@ -172,16 +203,20 @@ DOCUMENT: dict[str, Any] = {
                              "until": {"type": ["number", "null"]}}}}},
             "PeerAction": {
                 "type": "object", "required": ["action"], "additionalProperties": False,
+                "oneOf": [{"required": ["peer_address"], "not": {"required": ["peer_id"]}},
+                          {"required": ["peer_id"], "not": {"required": ["peer_address"]}}],
                 "properties": {
                     "action": {"enum": ["add", "remove", "block", "unblock"]},
-                    "peer_address": {"type": "string",
+                    "peer_address": {**ADDRESS,
                                      "description": "the peer's .onion (or .b32.i2p) address"},
-                    "peer_id": {"type": "string",
-                                "description": "same as peer_address (either is accepted)"},
-                    "i2p_destination": {"type": "string",
-                                        "description": "add: the peer's .b32.i2p address "
-                                                       "for failover"},
-                    "reason": {"type": "string", "maxLength": 500,
+                    "peer_id": {**ADDRESS,
+                                "description": "same as peer_address (give one of the two)"},
+                    "i2p_destination": {
+                        "type": "string", "minLength": 60, "maxLength": 60,
+                        "pattern": "^[a-zA-Z2-7]{51}[aqAQ]\\.(b32\\.i2p|B32\\.I2P)$",
+                        "description": "add: the peer's .b32.i2p address for failover "
+                                       "(leave it out rather than null)"},
+                    "reason": {"type": "string", "minLength": 1, "maxLength": 500,
                                "description": "block: why (kept with the blacklist entry)"},
                     "duration": {"type": ["number", "null"], "exclusiveMinimum": 0,
                                  "maximum": 3153600000,
@@ -191,7 +226,7 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "required": ["target", "message"],
                 "additionalProperties": False,
                 "properties": {
-                    "target": PEER_ID,
+                    "target": {**ADDRESS, "description": "the peer (added first)"},
                     "message": {"type": "object", "required": ["type"],
                                 "additionalProperties": False,
                                 "properties": {"type": {"type": "string", "minLength": 1,

@@ -151,6 +151,14 @@ _log = Logger()
 MAX_BLOCK_SECONDS = 100 * 365 * 86400  # "duration" beyond a century is a mistake
 
 
+def method_not_allowed(request: Request, allowed: str) -> bytes:
+    """A JSON 405 with ``Allow`` (TRACE, OPTIONS, DELETE... on a GET-only resource)."""
+    request.setResponseCode(405)
+    request.setHeader("allow", allowed)
+    return _json_bytes(request, {"error": f"method not allowed here; use {allowed}",
+                                 "field": None})
+
+
 def _json_bytes(request: Request, body: JSON) -> bytes:
     request.setHeader("content-type", "application/json")
     request.setHeader("cache-control", "no-store")
@@ -196,6 +204,11 @@ def read_json_body(request: Request, max_size: int) -> JSON:
 
 
 def _string(body: JSON, name: str, *, required: bool = True, max_len: int = 500) -> str | None:
+    """The string field ``name``; absent is None (or 400 when required); an explicit
+    ``null`` is 400 like any other non-string (the OpenAPI document says string)."""
+    if name in body and body[name] is None:
+        raise ApiError(400, f"\"{name}\" must be a non-empty string of at most {max_len} "
+                       "characters (leave it out instead of null)", name)
     value = body.get(name)
     if value is None:
         if required:
@@ -311,7 +324,13 @@ class ApiResource(Resource):
         if action not in ("add", "remove", "block", "unblock"):
             raise ApiError(400, "\"action\" must be one of add, remove, block, unblock",
                            "action")
-        field = "peer_address" if body.get("peer_address") is not None else "peer_id"
+        if "peer_address" not in body and "peer_id" not in body:
+            raise ApiError(400, "missing field \"peer_address\" (or \"peer_id\")",
+                           "peer_address")
+        if "peer_address" in body and "peer_id" in body:
+            raise ApiError(400, "give \"peer_address\" or \"peer_id\" (the same thing), "
+                           "not both", "peer_id")
+        field = "peer_address" if "peer_address" in body else "peer_id"
         peer_id = _address(body, field)
         assert peer_id is not None
         store = self.core.store
@@ -386,10 +405,12 @@ class MetricsResource(Resource):
         self.core = core
         self.auth = auth
 
-    def render_GET(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes:
         refused = self.auth.authorize(request)
         if refused is not None:
             return refused
+        if request.method not in (b"GET", b"HEAD"):
+            return method_not_allowed(request, "GET, HEAD")
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         return self.core.metrics.render().encode()
 

@@ -153,7 +153,7 @@ def test_peers_add_list_get_block_unblock_remove(api: Api) -> None:
 
 
 @pytest.mark.parametrize(("body", "field", "fragment"), [
-    ({"action": "add"}, "peer_id", "missing field"),
+    ({"action": "add"}, "peer_address", "missing field"),
     ({"action": "add", "peer_address": "example.com"}, "peer_address", "not a v3 .onion"),
     ({"action": "add", "peer_address": "1.2.3.4:80"}, "peer_address", "clearnet"),
     ({"action": "fly", "peer_address": "x"}, "action", "one of add"),

@@ -84,3 +84,103 @@ def test_unauthenticated_get_is_a_plain_401(tmp_path: Path) -> None:
     conn = Conn(tmp_path)
     out = conn.send(b"GET /api/network/status HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 401 ")
+
+
+# -- item 7: methods, the WebSocket path without an upgrade, the document ----------
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/network", b"GET"), ("/metrics", b"GET, HEAD"), ("/api/network/status", b"GET"),
+    ("/api/openapi.json", b"GET"), ("/api/network/peers", b"GET, POST")])
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "DELETE"])
+def test_unsupported_methods_are_405_with_allow(tmp_path: Path, method: str, path: str,
+                                                allow: bytes) -> None:
+    conn = Conn(tmp_path)
+    out = conn.send(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    f"{conn.api.token}\r\n\r\n".encode())
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ")
+    assert b"\r\nAllow: " + allow + b"\r\n" in head + b"\r\n"
+    assert b"method not allowed" in body
+
+
+@pytest.mark.parametrize("query", ["", "?access_token=TOKEN"])
+def test_plain_get_network_is_426_not_autobahns_page(tmp_path: Path, query: str) -> None:
+    conn = Conn(tmp_path)
+    auth = "" if query else f"Authorization: Bearer {conn.api.token}\r\n"
+    out = conn.send(f"GET /network{query.replace('TOKEN', conn.api.token)} HTTP/1.1\r\n"
+                    f"Host: x\r\n{auth}\r\n".encode())
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 426 Upgrade Required")
+    assert b"Upgrade: websocket" in head
+    assert b"<html" not in body.lower() and b"autobahn" not in body.lower()
+    assert b"Upgrade: websocket" in body.replace(b'\\"', b"")
+
+
+def test_bad_since_is_a_json_400_before_the_upgrade(tmp_path: Path) -> None:
+    conn = Conn(tmp_path)
+    out = conn.send(f"GET /network?since=-1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {conn.api.token}"
+                    "\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 400 ") and b'"field": "since"' in out
+
+
+def _validator(schema: str) -> Any:
+    import jsonschema_rs
+
+    from aegis_hidden.api import DOCUMENT
+    return jsonschema_rs.Draft202012Validator(
+        {**DOCUMENT["components"]["schemas"][schema],
+         "$defs": DOCUMENT["components"]["schemas"]})
+
+
+@pytest.mark.parametrize("body", [
+    {"action": "add"},
+    {"action": "add", "peer_address": ""},
+    {"action": "add", "peer_id": ""},
+    {"action": "add", "peer_address": "example.com"},
+    {"action": "add", "peer_address": "PEER", "peer_id": "PEER"},
+    {"action": "add", "peer_address": "PEER", "i2p_destination": None},
+    {"action": "add", "peer_address": "PEER", "i2p_destination": ""},
+    {"action": "block", "peer_address": "PEER", "reason": None},
+    {"action": "block", "peer_address": "PEER", "reason": ""},
+])
+def test_document_and_code_agree_on_refused_peer_actions(tmp_path: Path,
+                                                         body: dict[str, Any]) -> None:
+    api = Api(tmp_path)
+    body = {k: api.b.local_address if v == "PEER" else v for k, v in body.items()}
+    assert not _validator("PeerAction").is_valid(body)
+    code, reply, _ = api.call("POST", "/api/network/peers", body)
+    assert code == 400, reply
+
+
+@pytest.mark.parametrize("body", [
+    {"action": "add", "peer_address": "PEER"},
+    {"action": "add", "peer_id": "PEER"},
+    {"action": "add", "peer_address": "UPPER"},
+    {"action": "add", "peer_address": "PEER", "i2p_destination": "B32"},
+    {"action": "block", "peer_id": "PEER", "reason": "spam", "duration": None},
+])
+def test_document_and_code_agree_on_accepted_peer_actions(tmp_path: Path,
+                                                          body: dict[str, Any]) -> None:
+    api = Api(tmp_path)
+    values = {"PEER": api.b.local_address, "UPPER": api.b.local_address.upper(),
+              "B32": "a" * 51 + "q.b32.i2p"}
+    body = {k: values.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
+    assert _validator("PeerAction").is_valid(body)
+    code, reply, _ = api.call("POST", "/api/network/peers", body)
+    assert code == 200, reply
+
+
+def test_document_refuses_an_empty_send_target(tmp_path: Path) -> None:
+    api = Api(tmp_path)
+    body = {"target": "", "message": {"type": "0"}}
+    assert not _validator("SendRequest").is_valid(body)
+    assert api.call("POST", "/api/network/send", body)[0] == 400
+    ok = {"target": api.b.local_address, "message": {"type": "0"}}
+    assert _validator("SendRequest").is_valid(ok)
+
+
+def test_document_accepts_a_b32_send_target() -> None:
+    assert _validator("SendRequest").is_valid({"target": "a" * 51 + "q.b32.i2p",
+                                               "message": {"type": "0"}})
