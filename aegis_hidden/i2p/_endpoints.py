@@ -28,8 +28,9 @@ from zope.interface import implementer
 from ..config import PrivacyError
 from . import _sam
 from ._destination import Destination, is_i2p_name
-from ._errors import DestinationError, SAMError
-from ._protocol import I2PAddress, SAMSocketProtocol, open_sam_socket
+from ._errors import DestinationError, InvalidId, SAMError, SAMResultError
+from ._health import StreamHealth
+from ._protocol import I2PAddress, SAMConnectionLost, SAMSocketProtocol, open_sam_socket
 from ._sam import PeerAccepted
 from ._session import SAMSession, supports_primary
 
@@ -55,12 +56,13 @@ class SAMStreamClientEndpoint:
     log = Logger()
 
     def __init__(self, sam: IStreamClientEndpoint, session: SessionSource, destination: str,
-                 port: int = 0) -> None:
+                 port: int = 0, *, health: StreamHealth | None = None) -> None:
         check_i2p_target(destination)
         self._sam = sam
         self._session = session
         self._destination = destination
         self._port = port
+        self._health = health
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(protocolFactory))
@@ -71,13 +73,20 @@ class SAMStreamClientEndpoint:
         try:
             ports = supports_primary(proto.version) and self._port
             proto.reader.stream_pending("CONNECT")
-            await proto.command(_sam.stream_connect(
-                session.stream_id, self._destination,
-                to_port=self._port if ports else None))
+            try:
+                await proto.command(_sam.stream_connect(
+                    session.stream_id, self._destination,
+                    to_port=self._port if ports else None))
+            except (SAMResultError, SAMConnectionLost) as e:
+                if self._health is not None and not isinstance(e, InvalidId):
+                    self._health.failed(self._destination, str(e))
+                raise
             peer = I2PAddress(self._destination, self._port)
             app = factory.buildProtocol(peer)
             if app is None:
                 raise SAMError("the protocol factory refused the connection")
+            if self._health is not None:
+                proto.observer = self._health.watch(self._destination)
             proto.attach(app, I2PAddress(session.destination.base64), peer)
         except BaseException:
             proto.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
+from typing import Protocol as TypingProtocol
 
 import attr
 from twisted.internet.defer import Deferred, succeed
@@ -33,6 +34,14 @@ from . import _sam
 from ._destination import b32_address, b64decode, is_b32_address
 from ._errors import DestinationError, SAMError, SAMProtocolError
 from ._sam import DatagramReceived, PeerAccepted, RawReceived, Reply, SAMReader, StreamData
+
+
+class StreamObserver(TypingProtocol):
+    """Told when a stream carries a byte from the peer and when it ends."""
+
+    def stream_data(self) -> None: ...
+
+    def stream_lost(self) -> None: ...
 
 
 class SAMConnectionLost(SAMError):
@@ -121,6 +130,8 @@ class SAMSocketProtocol(Protocol):
         self._early: list[bytes] = []
         self._closed = False
         self._reason: Failure | None = None
+        # told of stream bytes from the peer and of the stream's end (StreamWatch)
+        self.observer: StreamObserver | None = None
 
     # ---------------------------------------------------------------- commands
 
@@ -174,9 +185,16 @@ class SAMSocketProtocol(Protocol):
         app.makeConnection(I2PStreamTransport(self.transport, host, peer))
         early, self._early = self._early, []
         for chunk in early:
+            self._observe_data(chunk)
             app.dataReceived(chunk)
         if self._closed:
+            if self.observer is not None:
+                self.observer.stream_lost()
             app.connectionLost(self._reason or Failure(ConnectionDone()))
+
+    def _observe_data(self, data: bytes) -> None:
+        if data and self.observer is not None:
+            self.observer.stream_data()
 
     def close(self) -> None:
         if self.transport is not None and not self._closed:
@@ -197,6 +215,7 @@ class SAMSocketProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._app is not None:
+            self._observe_data(data)
             self._app.dataReceived(data)
             return
         try:
@@ -213,6 +232,7 @@ class SAMSocketProtocol(Protocol):
     def _dispatch(self, event: _sam.Event) -> None:
         if isinstance(event, StreamData):
             if self._app is not None:
+                self._observe_data(event.data)
                 self._app.dataReceived(event.data)
             else:
                 self._early.append(event.data)
@@ -258,6 +278,8 @@ class SAMSocketProtocol(Protocol):
         self._reason = reason
         self._fail_all(Failure(SAMConnectionLost(f"SAM socket closed: {reason.getErrorMessage()}")))
         if self._app is not None:
+            if self.observer is not None:
+                self.observer.stream_lost()
             self._app.connectionLost(reason)
         lost, self._lost_waiters = self._lost_waiters, []
         for d in lost:

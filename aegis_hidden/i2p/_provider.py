@@ -13,7 +13,12 @@ A ``MultiService`` child of the node, the sibling of the Tor provider.
 3. reports ``ready`` (i2pd answers SESSION CREATE only once the tunnels are
    built) and waits; when a control socket closes (i2pd restarted, killed...)
    it goes back to 1 with backoff and the same keys, so the same destination
-   comes back.
+   comes back;
+4. re-creates the sessions (same keys, new session ids) when outgoing streams
+   to one destination keep being silent or failing (:mod:`._health`): a peer
+   whose router restarted has a new LeaseSet, which the router fetches only
+   with an empty cache, i.e. for a new session (counted in ``state()`` as
+   ``session_recreations``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from . import _sam
 from ._destination import PrivateKey, is_i2p_name
 from ._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint, check_i2p_target
 from ._errors import DestinationError, SAMError
+from ._health import HealthPolicy, StreamHealth
 from ._launch import I2pdLaunchError, I2pdProcess
 from ._protocol import SAMSocketProtocol, open_sam_socket
 from ._sam import DatagramReceived, RawReceived
@@ -98,6 +104,7 @@ class I2PProvider(MultiService):
         forward_to: str | None = None,
         launcher: I2pdProcess | None = None,
         launch_timeout: float = 60.0,
+        health: HealthPolicy | None = None,
     ) -> None:
         super().__init__()
         self.setName("i2p")
@@ -135,6 +142,9 @@ class I2PProvider(MultiService):
         self._stream_key: PrivateKey | None = None
         self._datagram_key: PrivateKey | None = None
         self.sessions_created = 0
+        self.health = StreamHealth(self._clock, self._request_recreate, health)
+        self._recreate: Deferred[None] | None = None  # fires _first_closed to re-create
+        self._recreating = ""  # why, while a re-creation is under way
 
     # ---------------------------------------------------------------- files
 
@@ -195,9 +205,25 @@ class I2PProvider(MultiService):
                 self._error = str(e)
                 self.log.warn("I2P: {error}", error=str(e))
             finally:
+                self._recreate = None
                 self._close_all()
             if self._stopping():
                 return
+            if self._recreating:
+                # deliberate: no backoff step, no i2p_session_lost; a short pause lets
+                # the router drop the old session before the same key comes back
+                reason, self._recreating = self._recreating, ""
+                self._set_state("recreating")
+                self._emit("i2p_session_recreated", reason=reason,
+                           count=self.health.recreations)
+                self._sleep = deferLater(self._clock, self._retry_base, lambda: None)
+                try:
+                    await self._sleep
+                except CancelledError:
+                    return
+                finally:
+                    self._sleep = None
+                continue
             delay = min(self._retry_cap, self._retry_base * 2 ** min(attempt, 16))
             attempt += 1
             self._set_state("reconnecting")
@@ -232,9 +258,21 @@ class I2PProvider(MultiService):
                 session.when_closed().addCallback(fire)
         if self._forward is not None:
             self._forward.when_lost().addCallback(fire)
+        self._recreate = done
         await done
-        if not self._stopping():
+        if not self._stopping() and not self._recreating:
             self._error = "the router closed a SAM session (restarted?)"
+
+    def _request_recreate(self, destination: str, strikes: int) -> bool:
+        """StreamHealth: ``strikes`` silent/failed streams in a row to ``destination``."""
+        done = self._recreate
+        if done is None or done.called or self._state != "ready" or self._stopping():
+            return False
+        self._recreating = (f"{strikes} silent or failed streams in a row to {destination}: "
+                            "new SAM session for a fresh LeaseSet")
+        self.log.warn("I2P: re-creating the SAM session ({reason})", reason=self._recreating)
+        done.callback(None)
+        return True
 
     async def _sam_answers(self) -> bool:
         try:
@@ -370,7 +408,8 @@ class I2PProvider(MultiService):
             raise PrivacyError(
                 "i2p", address, "is not an I2P address: the I2P provider dials only inside I2P",
                 "name I2P peers by their .b32.i2p (or .i2p) address")
-        return SAMStreamClientEndpoint(self._sam, self.stream_session, address, port)
+        return SAMStreamClientEndpoint(self._sam, self.stream_session, address, port,
+                                       health=self.health)
 
     def server_endpoint(self) -> SAMStreamServerEndpoint:
         """Accepts streams to the node's destination (survives session re-creation).
@@ -410,5 +449,8 @@ class I2PProvider(MultiService):
                                  if self._datagram_key is not None else ""),
             "error": self._error,
             "sessions_created": self.sessions_created,
+            "session_recreations": self.health.recreations,
+            "silent_streams": self.health.silent_streams,
+            "failed_streams": self.health.failed_streams,
             "launched_i2pd": self._launcher is not None and self._launcher.is_running(),
         }

@@ -19,6 +19,14 @@ Fault injection: :meth:`FakeSAMBridge.restart` (drop every socket and session,
 like an i2pd restart), ``stop()``/``start()`` (refuse connections), and
 :meth:`FakeSAMBridge.fail_next` (answer the next command of a kind with a
 given RESULT). Commands seen are recorded in ``bridge.commands``.
+
+LeaseSet cache (``lease_cache=True``): like i2pd, each session remembers the
+LeaseSet of every destination it connected to; when that destination's session
+was re-created since (its router restarted) or is gone, a STREAM CONNECT from
+the remembering session still answers ``RESULT=OK`` but the stream is silent
+(bytes go nowhere, nothing comes back), until the entry expires
+(``lease_ttl`` on the injected clock) or the dialing session is re-created.
+``bridge.silent_streams`` counts such streams.
 """
 
 from __future__ import annotations
@@ -114,6 +122,7 @@ class FakeSession:
     subsessions: dict[str, str] = field(default_factory=dict)  # sub id -> style
     acceptors: deque[_FakeSAMServer] = field(default_factory=deque)
     ready: bool = False
+    leases: dict[str, tuple[int, float]] = field(default_factory=dict)  # b32 -> (gen, when)
 
     @property
     def b32(self) -> str:
@@ -125,6 +134,7 @@ class FakeI2PNetwork:
 
     def __init__(self) -> None:
         self.sessions: dict[str, FakeSession] = {}
+        self.generations: dict[str, int] = {}  # b32 -> how many sessions it has had
         self._queue: deque[tuple[str, _Pipe, bytes]] = deque()
         self._pumping = False
         self._ports = 40000
@@ -215,9 +225,12 @@ class _FakeSAMServer(Protocol):
         self.session: FakeSession | None = None  # owned (control socket)
         self.stream_peer: _FakeSAMServer | None = None  # piped data socket
         self.accepting_for: FakeSession | None = None
+        self.black_hole = False  # a stream to dead leases: bytes go nowhere
 
     # bytes in
     def dataReceived(self, data: bytes) -> None:
+        if self.black_hole:
+            return
         if self.stream_peer is not None:
             self.stream_peer.send(data)
             return
@@ -359,6 +372,8 @@ class _FakeSAMServer(Protocol):
         self.session = session
         self.bridge.sessions[sid] = session
         self.bridge.network.sessions[session.b32] = session
+        gens = self.bridge.network.generations
+        gens[session.b32] = gens.get(session.b32, 0) + 1
 
         def ready() -> None:
             if self.session is session and sid in self.bridge.sessions:
@@ -397,7 +412,13 @@ class _FakeSAMServer(Protocol):
         if session is None:
             self.reply("STREAM STATUS RESULT=INVALID_ID")
             return
-        target = self.bridge.network.find(params.get("DESTINATION", ""))
+        name = params.get("DESTINATION", "")
+        target = self.bridge.network.find(name)
+        if self.bridge.lease_cache and self._stale_lease(session, name, target):
+            self.reply("STREAM STATUS RESULT=OK")
+            self.black_hole = True
+            self.bridge.silent_streams += 1
+            return
         if target is None:
             self.reply("STREAM STATUS RESULT=CANT_REACH_PEER")
             return
@@ -412,6 +433,28 @@ class _FakeSAMServer(Protocol):
         if self.bridge.at_least(acceptor.version, (3, 2)):
             peer_line += f" FROM_PORT={params.get('FROM_PORT', '0')} TO_PORT={params.get('TO_PORT', '0')}"
         acceptor.send(peer_line.encode("ascii") + b"\n")
+
+    def _stale_lease(self, session: FakeSession, name: str, target: FakeSession | None) -> bool:
+        """Whether ``session`` would send to dead leases of ``name`` (and cache it if not)."""
+        if name.lower().endswith(".b32.i2p"):
+            b32 = name.lower()
+        else:
+            try:
+                b32 = b32_address(b64decode(name))
+            except DestinationError:
+                return False
+        clock = self.bridge.clock
+        now = clock.seconds() if clock is not None else 0.0
+        cached = session.leases.get(b32)
+        if cached is not None and clock is not None and now - cached[1] > self.bridge.lease_ttl:
+            del session.leases[b32]
+            cached = None
+        current = self.bridge.network.generations.get(b32) if target is not None else None
+        if cached is not None and cached[0] != current:
+            return True
+        if current is not None and cached is None:
+            session.leases[b32] = (current, now)
+        return False
 
     def _stream_accept(self, params: dict[str, str]) -> None:
         session = self._stream_session(params.get("ID", ""))
@@ -476,12 +519,16 @@ class FakeSAMBridge:
     def __init__(self, network: FakeI2PNetwork | None = None, *,
                  versions: tuple[str, ...] = ("3.0", "3.1"),
                  clock: IReactorTime | None = None, ready_delay: float = 0.0,
-                 noisy: bool = False) -> None:
+                 noisy: bool = False, lease_cache: bool = False,
+                 lease_ttl: float = 600.0) -> None:
         self.network = network if network is not None else FakeI2PNetwork()
         self.versions = versions
         self.clock = clock
         self.ready_delay = ready_delay
         self.noisy = noisy
+        self.lease_cache = lease_cache
+        self.lease_ttl = lease_ttl
+        self.silent_streams = 0
         self.running = True
         self.sessions: dict[str, FakeSession] = {}
         self.sockets: list[_FakeSAMServer] = []
