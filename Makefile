@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.aegis-installed
+JS_DIR := tests/integration/js
+JS_STAMP := $(JS_DIR)/node_modules/.aegis-installed
 DEMO_ARGS ?=
 FUZZ_RUNS ?= 1000000
 FUZZ_JOBS ?= 1
@@ -18,7 +20,7 @@ demo: setup
 
 test: setup lint typecheck unit integration
 
-setup: system-packages i2pd-testnet $(STAMP)
+setup: system-packages i2pd-testnet $(STAMP) $(JS_STAMP)
 
 system-packages:
 	@bash .ci/system-packages.sh
@@ -33,6 +35,13 @@ $(STAMP): pyproject.toml setup.cfg
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# compat editable mode keeps twisted/plugins visible to twistd (see README).
 	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	@touch $@
+
+# The seed spec's JavaScript client (tests/unit/test_api_seed_client.py,
+# tests/integration/test_seed_client.py) needs the `ws` package from the npm registry,
+# at the version package-lock.json pins.
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	npm ci --prefix $(JS_DIR) --no-audit --no-fund
 	@touch $@
 
 lint:

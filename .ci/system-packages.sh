@@ -2,7 +2,8 @@
 # Make sure the system packages aegis-hidden needs are present: tor (with
 # tor-gencert, for the private test network), i2pd, obfs4proxy (the obfs4 bridge
 # of the private network and bridge users) and tcpdump (the capture check of
-# tests/integration/test_bridge.py). Installs them with apt
+# tests/integration/test_bridge.py), nodejs and npm (the seed's JavaScript client).
+# Installs them with apt
 # when missing and running as root; otherwise names what is missing.
 set -euo pipefail
 
@@ -12,6 +13,10 @@ command -v tor-gencert >/dev/null 2>&1 || missing+=(tor)
 command -v i2pd >/dev/null 2>&1 || missing+=(i2pd)
 command -v obfs4proxy >/dev/null 2>&1 || missing+=(obfs4proxy)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || missing+=(tcpdump)
+# Node.js and npm: the seed spec's JavaScript client in the API tests (make setup
+# installs its `ws` package with npm ci into tests/integration/js).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # de-duplicate
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 
