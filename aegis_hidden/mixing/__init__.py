@@ -1,0 +1,51 @@
+"""The mixing layer: when cells leave, cover, loops, mix delays, profiles, traces.
+
+- :class:`PoissonScheduler`: one cell per Exp(λ) slot per link, cover when
+  idle, one timer for all links (an ``ICellScheduler``).
+- :class:`ImmediateScheduler`: the ``off`` profile, writes at once.
+- :class:`MixPool`: Exp(μ) stop-and-go delays (optionally timed batches) for
+  forwarded traffic, one timer.
+- :class:`LoopMonitor` / :class:`LoopCover`: loop ids, returns, lost loops
+  per path, round-trip statistics; loops sent at λ_L on one timer.
+- :data:`PROFILES`, :func:`resolve_profile`, :func:`scheduler_from_config`,
+  :func:`mix_pool_from_config`.
+- :class:`JsonLinesTraceSink`: per-cell traces with salted link ids.
+
+docs/mixing.md says what each profile costs, what it hides and what it does
+not, and which parts the running node uses yet.
+"""
+
+from ._loops import LoopCover, LoopMonitor, LostLoop, PathStats
+from ._pool import MixPool, PoolStats
+from ._profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    MixingProfile,
+    mix_pool_from_config,
+    profile_from_config,
+    resolve_profile,
+    scheduler_from_config,
+)
+from ._scheduler import ImmediateScheduler, PoissonScheduler, SchedulerStats
+from ._trace import JsonLinesTraceSink, read_trace
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILES",
+    "ImmediateScheduler",
+    "JsonLinesTraceSink",
+    "LoopCover",
+    "LoopMonitor",
+    "LostLoop",
+    "MixPool",
+    "MixingProfile",
+    "PathStats",
+    "PoissonScheduler",
+    "PoolStats",
+    "SchedulerStats",
+    "mix_pool_from_config",
+    "profile_from_config",
+    "read_trace",
+    "resolve_profile",
+    "scheduler_from_config",
+]

@@ -1,0 +1,246 @@
+"""Cell schedulers: when each link's cells are sealed and written.
+
+:class:`PoissonScheduler` gives every link its own schedule of slots (Loopix's
+"payload + drop cover" stream, hop by hop): the gaps between slots are drawn
+from Exp(λ) (or are a constant ``1/λ`` with a random phase), a slot takes the
+next queued real cell, and a slot with nothing queued sends a cover cell. The
+schedule does not depend on what is queued, so the times of a link's writes
+tell an observer nothing about when real data was sent; what real traffic
+costs is queueing delay, never an earlier write.
+
+All links share ONE timer: slots wait in a heap and a single ``DelayedCall``
+is armed for the earliest (STYLE.md #17), so 100 idle links cost 100 heap
+operations per mean gap, not 100 timers.
+
+:class:`ImmediateScheduler` writes as soon as cells are queued (the ``off``
+profile; also the positive control of the tests: its departures fail the
+Kolmogorov-Smirnov test that Poisson departures pass).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from random import Random
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..interfaces import ICellLink, ICellScheduler, ITraceSink
+
+# Slots due within this of "now" are taken now: a DelayedCall armed for
+# ``due - now`` seconds may fire a rounding error early.
+_EPSILON = 1e-9
+
+
+@dataclass
+class SchedulerStats:
+    """Counters since the scheduler was made (for /metrics and the benchmarks)."""
+
+    slots: int = 0
+    real_cells: int = 0
+    cover_cells: int = 0
+    burst_slots: int = 0  # slots that took more than one real cell
+    late_slots: int = 0  # slots re-anchored because the reactor ran late
+
+
+@dataclass(eq=False)
+class _Entry:
+    link: ICellLink
+    live: bool = True
+    due: float = 0.0
+
+
+@dataclass(order=True)
+class _Slot:
+    due: float
+    seq: int
+    entry: _Entry = field(compare=False)
+
+
+@implementer(ICellScheduler)
+class PoissonScheduler:
+    """One cell per slot per link, slots at Exp(``rate``) gaps, cover when idle.
+
+    ``burst`` bounds how many queued real cells one slot may take (1: strictly
+    one cell per slot). A burst above 1 sends a backlog faster, at a cost the
+    write times do not show but the write *sizes* do: a slot that carries k
+    cells tells whoever can count cells between the node and its guard (its
+    ISP, the guard) that at least k real cells were waiting. That leak is
+    documented per profile in docs/mixing.md.
+
+    ``constant=True`` draws no random gaps: every link sends one slot each
+    ``1/rate`` seconds, with a random phase per link (the ``paranoid``
+    profile). The timing then carries no information at all, at the price of
+    the bandwidth of the peak rate.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, random: Random, rate: float, *, burst: int = 1,
+                 constant: bool = False, trace: ITraceSink | None = None,
+                 cell_size: int = 996) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 cells per second, not {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1 cell per slot, not {burst!r}")
+        self._clock = clock
+        self._random = random
+        self.rate = float(rate)
+        self.burst = burst
+        self.constant = constant
+        self._trace = trace
+        self._cell_size = cell_size
+        self._entries: dict[int, _Entry] = {}
+        self._heap: list[_Slot] = []
+        self._seq = itertools.count()
+        self._call: IDelayedCall | None = None
+        self.stats = SchedulerStats()
+
+    # -- ICellScheduler ---------------------------------------------------
+    def register(self, link: ICellLink) -> None:
+        if id(link) in self._entries:
+            return
+        entry = _Entry(link)
+        self._entries[id(link)] = entry
+        now = self._clock.seconds()
+        first = now + (self._random.random() / self.rate if self.constant else self._gap())
+        self._push(entry, first)
+        self._arm()
+
+    def unregister(self, link: ICellLink) -> None:
+        entry = self._entries.pop(id(link), None)
+        if entry is not None:
+            entry.live = False  # its slot is dropped lazily when it reaches the top
+            self._arm()
+
+    def notify(self, link: ICellLink) -> None:
+        """Nothing to do: queued cells wait for the link's next slot."""
+
+    # -- public -----------------------------------------------------------
+    @property
+    def links(self) -> int:
+        return len(self._entries)
+
+    def stop(self) -> None:
+        """Forget every link and cancel the timer (service shutdown)."""
+        for entry in self._entries.values():
+            entry.live = False
+        self._entries.clear()
+        self._heap.clear()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    # -- internals --------------------------------------------------------
+    def _gap(self) -> float:
+        if self.constant:
+            return 1.0 / self.rate
+        return self._random.expovariate(self.rate)
+
+    def _push(self, entry: _Entry, due: float) -> None:
+        entry.due = due
+        heapq.heappush(self._heap, _Slot(due, next(self._seq), entry))
+
+    def _arm(self) -> None:
+        heap = self._heap
+        while heap and not heap[0].entry.live:
+            heapq.heappop(heap)
+        call = self._call
+        if not heap:
+            if call is not None and call.active():
+                call.cancel()
+            self._call = None
+            return
+        delay = max(0.0, heap[0].due - self._clock.seconds())
+        if call is not None and call.active():
+            if abs(call.getTime() - heap[0].due) > _EPSILON:
+                call.reset(delay)
+            return
+        self._call = self._clock.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        heap = self._heap
+        while heap and heap[0].due <= now + _EPSILON:
+            slot = heapq.heappop(heap)
+            entry = slot.entry
+            if not entry.live:
+                continue
+            link = entry.link
+            if link.closed:
+                entry.live = False
+                self._entries.pop(id(link), None)
+                continue
+            self._slot(link, now)
+            nxt = slot.due + self._gap()
+            if nxt <= now:
+                # The reactor ran late past this link's next slot: missed slots
+                # are skipped rather than sent in a clump (a clump would show the
+                # stall); queued cells wait for the next slot.
+                self.stats.late_slots += 1
+                nxt = now + self._gap()
+            self._push(entry, nxt)
+        self._arm()
+
+    def _slot(self, link: ICellLink, now: float) -> None:
+        stats = self.stats
+        stats.slots += 1
+        queued = link.queued()
+        if queued:
+            sent = link.emit(min(queued, self.burst))
+            stats.real_cells += sent
+            if sent > 1:
+                stats.burst_slots += 1
+            if self._trace is not None:
+                for _ in range(sent):
+                    self._trace.record(now, str(link.link_id), "out", self._cell_size, "real")
+            if sent:
+                return
+        link.emit(0, cover=1)
+        stats.cover_cells += 1
+        if self._trace is not None:
+            self._trace.record(now, str(link.link_id), "out", self._cell_size, "cover")
+
+
+@implementer(ICellScheduler)
+class ImmediateScheduler:
+    """Writes queued cells as soon as they are queued, ``batch_size`` cells per write.
+
+    No cover and no schedule: the timing of every write is the timing of the
+    application. This is the ``off`` profile (tests and trusted links) and the
+    positive control of the KS tests.
+    """
+
+    def __init__(self, *, batch_size: int = 64, trace: ITraceSink | None = None,
+                 clock: IReactorTime | None = None, cell_size: int = 996) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
+        self.batch_size = batch_size
+        self._trace = trace
+        self._clock = clock
+        self._cell_size = cell_size
+        self.stats = SchedulerStats()
+
+    def register(self, link: ICellLink) -> None:
+        self.notify(link)
+
+    def unregister(self, link: ICellLink) -> None:
+        """Nothing is held per link."""
+
+    def notify(self, link: ICellLink) -> None:
+        if link.closed:
+            return
+        while (queued := link.queued()) > 0:
+            sent = link.emit(min(queued, self.batch_size))
+            if sent <= 0:
+                break
+            self.stats.slots += 1
+            self.stats.real_cells += sent
+            if self._trace is not None and self._clock is not None:
+                now = self._clock.seconds()
+                for _ in range(sent):
+                    self._trace.record(now, str(link.link_id), "out", self._cell_size, "real")
