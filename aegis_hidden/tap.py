@@ -24,6 +24,7 @@ from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
 from .node import NodeCore, NodeService
 from .node._peering import PeeringService
+from .peers import DB_FILE_NAME, DatabaseError, check_database
 from .session.twisted import SessionFactory
 from .tor import TorProvider
 
@@ -87,6 +88,12 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self.data_dir = self.config.resolve_data_dir(self["data-dir"])
         try:
+            # A damaged, empty or foreign state database stops the node here, before
+            # anything starts; the file is only read (issue 16, item 2).
+            check_database(str(self.data_dir / DB_FILE_NAME))
+        except DatabaseError as e:
+            raise usage.UsageError(str(e)) from e
+        try:
             passphrase = read_passphrase(
                 self["passphrase-file"] or self.config.security.key_passphrase_file
             )
@@ -118,8 +125,11 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     cfg = options.config
     # on_identity: the core re-signs the record on the clock (issue 9, item 3); the
     # node then hands the new identity to every layer (sessions sign with it).
+    # on_fatal: a core that cannot load its state (damaged database...) stops the node
+    # rather than run with no peers and a silently undelivered outbox (issue 16, item 2).
     core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor,
-                    on_identity=node.set_identity)
+                    on_identity=node.set_identity,
+                    on_fatal=lambda failure: _fatal(reactor, failure))
     tor = node.namedServices.get("tor")
     for name in ("tor", "i2p"):  # transports added to the tree before us show in /status
         provider = node.namedServices.get(name)

@@ -55,8 +55,10 @@ class NodeCore(Service):
         messenger_options: Mapping[str, Any] | None = None,
         on_identity: Callable[[NodeIdentity], None] | None = None,
         record_check_interval: float = 10.0,
+        on_fatal: Callable[[Failure], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_fatal = on_fatal
         self.identity = identity
         self.data_dir = data_dir
         self.events = events
@@ -170,6 +172,8 @@ class NodeCore(Service):
         for waiter in self._waiters:
             waiter.errback(failure)
         self._waiters.clear()
+        if self._on_fatal is not None:
+            self._on_fatal(failure)
 
     def when_ready(self) -> Deferred[None]:
         """Fires once the store and outbox are loaded and delivery has begun."""

@@ -2,11 +2,14 @@
 
 from ._db import (
     DB_FILE_NAME,
+    RECOVERY_HINT,
     SCHEMA_VERSION,
     Database,
+    DatabaseCorrupt,
     DatabaseError,
     InlineSQLite,
     ThreadedSQLite,
+    check_database,
     migrate,
 )
 from ._reputation import (
@@ -36,10 +39,12 @@ __all__ = [
     "INITIAL_REPUTATION",
     "ORIGIN_OPERATOR",
     "ORIGIN_PEER",
+    "RECOVERY_HINT",
     "SCHEMA_VERSION",
     "WEIGHTS",
     "Behaviour",
     "Database",
+    "DatabaseCorrupt",
     "DatabaseError",
     "InlineSQLite",
     "PeerAddressError",
@@ -49,6 +54,7 @@ __all__ = [
     "RecordTable",
     "ThreadedSQLite",
     "UnknownPeer",
+    "check_database",
     "check_peer_address",
     "is_b32_i2p",
     "migrate",

@@ -12,7 +12,9 @@ append-only, and each step runs in one transaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -91,6 +93,88 @@ class DatabaseError(Exception):
     """The state database cannot be used (newer schema, corrupt file...)."""
 
 
+RECOVERY_HINT = (
+    "the node refuses to start and has not changed the file. Keep it: stop the node, "
+    "copy it aside, run 'aegis-hidden db check', then either restore a backup with "
+    "'aegis-hidden db restore BACKUP' (the damaged file is moved aside, never deleted) "
+    "or follow docs/operations.md, 'Recovering the state database'")
+
+
+class DatabaseCorrupt(DatabaseError):
+    """The state database file exists but is damaged, empty or of an unknown schema.
+
+    ``path`` names the file and ``problem`` says what is wrong; the message adds
+    what to do. Nothing ever replaces or re-creates such a file.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"the state database {path} {problem}; {RECOVERY_HINT}")
+
+
+def _expected_tables(version: int) -> set[str]:
+    """Tables and indexes the schema has at ``version`` (migrations applied in memory)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for step in MIGRATIONS[:version]:
+            conn.executescript(step)
+        return {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') "
+            "AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        conn.close()
+
+
+def check_database(path: str) -> int | None:
+    """Check the state database at ``path`` without writing to it.
+
+    Returns ``None`` when there is no file (a new node: it will be created), else
+    the file's schema version after ``PRAGMA quick_check`` found it sound and its
+    tables match that version. Raises :class:`DatabaseCorrupt` for a 0-byte file
+    (that is a lost database, not a new one), a file that is not SQLite, a
+    damaged or truncated one, and a schema version this program does not know.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DatabaseCorrupt(path, f"cannot be read ({e.strerror})") from None
+    if size == 0:
+        raise DatabaseCorrupt(path, "is empty (0 bytes): that is a lost database, not a new one")
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True,
+                               isolation_level=None)
+    except sqlite3.Error as e:
+        raise DatabaseCorrupt(path, f"cannot be opened ({e})") from None
+    try:
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            tables = {name for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') "
+                "AND name NOT LIKE 'sqlite_%'")}
+        except sqlite3.Error as e:
+            raise DatabaseCorrupt(path, f"is damaged ({e})") from None
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        raise DatabaseCorrupt(path, "is damaged (quick_check: " + "; ".join(
+            str(p)[:200] for p in problems) + ")")
+    if not 0 <= version <= SCHEMA_VERSION:
+        raise DatabaseCorrupt(
+            path, f"has schema version {version}, which this program (schema "
+            f"{SCHEMA_VERSION}) does not know: a newer aegis-hidden, or not this node's file")
+    missing = _expected_tables(version) - tables
+    if version == 0 and tables:
+        raise DatabaseCorrupt(path, "has tables but no schema version: not this node's file")
+    if missing:
+        raise DatabaseCorrupt(
+            path, f"says schema version {version} but lacks {', '.join(sorted(missing))}")
+    return int(version)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring ``conn`` to :data:`SCHEMA_VERSION`; returns the version found before."""
     (found,) = conn.execute("PRAGMA user_version").fetchone()
@@ -114,6 +198,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        check_database(path)  # never open (and so never re-create) a damaged file
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
