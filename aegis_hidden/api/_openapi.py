@@ -67,11 +67,29 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "summary": "List known peers",
                 "operationId": "listPeers",
-                "responses": {"200": _json({"type": "object", "required": ["peers"],
-                                            "properties": {"peers": {
-                                                "type": "array", "items": _ref("Peer")}}},
-                                           "Every peer in the peer store."),
-                              **_errors()},
+                "description": (
+                    "One page of peers in address order. Pass the reply's `next_cursor` as "
+                    "`cursor` for the next page; it is null on the last page. `status` and "
+                    "`transport` filter (`tor`: peers with an onion address, `i2p`: peers "
+                    "with an I2P address)."),
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 500}},
+                    {"name": "cursor", "in": "query", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 100}},
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"enum": ["new", "connected", "disconnected", "blocked"]}},
+                    {"name": "transport", "in": "query", "required": False,
+                     "schema": {"enum": ["tor", "i2p"]}}],
+                "responses": {"200": _json({"type": "object",
+                                            "required": ["peers", "next_cursor"],
+                                            "properties": {
+                                                "peers": {"type": "array",
+                                                          "items": _ref("Peer")},
+                                                "next_cursor": {"type": ["string", "null"]}}},
+                                           "A page of peers."),
+                              **_errors("400")},
             },
             "post": {
                 "summary": "Add, remove, block or unblock a peer",

@@ -148,6 +148,9 @@ class Authorizer:
 
 
 _log = Logger()
+DEFAULT_PAGE = 500  # GET /api/network/peers without ?limit=
+MAX_PAGE = 1000
+PEER_STATUSES = ("new", "connected", "disconnected", "blocked")
 MAX_BLOCK_SECONDS = 100 * 365 * 86400  # "duration" beyond a century is a mistake
 
 
@@ -230,6 +233,22 @@ def _address(body: JSON, name: str, required: bool = True) -> str | None:
         raise ApiError(400, f"\"{name}\": {e}", name) from None
 
 
+def _query(request: Request, allowed: set[str]) -> dict[str, str]:
+    """The query parameters, each at most once, none unknown (400 naming it)."""
+    out: dict[str, str] = {}
+    for raw_name, values in (request.args or {}).items():
+        name = bytes(raw_name).decode("utf-8", "replace")
+        if name not in allowed:
+            raise ApiError(400, f"unknown query parameter \"{name[:50]}\"", name[:50])
+        if len(values) != 1:
+            raise ApiError(400, f"query parameter \"{name}\" given more than once", name)
+        try:
+            out[name] = bytes(values[0]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"query parameter \"{name}\" is not UTF-8", name) from None
+    return out
+
+
 def _unknown_fields(body: JSON, allowed: set[str], where: str = "") -> None:
     extra = sorted(set(body) - allowed)
     if extra:
@@ -308,7 +327,45 @@ class ApiResource(Resource):
 
     # -- handlers -----------------------------------------------------------
     async def list_peers(self, request: Request) -> tuple[int, JSON]:
-        return 200, {"peers": [self.core.peer_json(p) for p in self.core.store.all()]}
+        """One page of peers in address order: ``limit`` (1..MAX_PAGE, default
+        DEFAULT_PAGE), ``cursor`` (the ``next_cursor`` of the page before), filters
+        ``status`` and ``transport``; ``next_cursor`` is null on the last page."""
+        args = _query(request, {"limit", "cursor", "status", "transport"})
+        limit = DEFAULT_PAGE
+        if "limit" in args:
+            raw = args["limit"]
+            if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw[:6]) <= MAX_PAGE:
+                raise ApiError(400, f"\"limit\" must be an integer from 1 to {MAX_PAGE}",
+                               "limit")
+            limit = int(raw)
+        status = args.get("status")
+        if status is not None and status not in PEER_STATUSES:
+            raise ApiError(400, "\"status\" must be one of " + ", ".join(PEER_STATUSES),
+                           "status")
+        transport = args.get("transport")
+        if transport is not None and transport not in ("tor", "i2p"):
+            raise ApiError(400, "\"transport\" must be tor or i2p", "transport")
+        cursor = args.get("cursor")
+        if cursor is not None and (not cursor or len(cursor) > 100):
+            raise ApiError(400, "\"cursor\" must be the next_cursor of a previous page",
+                           "cursor")
+        page: list[JSON] = []
+        more = False
+        for peer in sorted(self.core.store.all(), key=lambda p: p.peer_id):
+            if cursor is not None and peer.peer_id <= cursor:
+                continue
+            if transport == "tor" and not peer.peer_id.endswith(".onion"):
+                continue
+            if transport == "i2p" and not (peer.i2p_destination
+                                           or peer.peer_id.endswith(".b32.i2p")):
+                continue
+            if status is not None and self.core.peer_status(peer) != status:
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(self.core.peer_json(peer))
+        return 200, {"peers": page, "next_cursor": page[-1]["id"] if more else None}
 
     async def get_peer(self, request: Request, peer_id: str) -> tuple[int, JSON]:
         peer = self.core.store.get(peer_id)

@@ -128,7 +128,7 @@ def test_token_file_is_private_and_rotation_applies_at_once(api: Api) -> None:
 
 
 def test_peers_add_list_get_block_unblock_remove(api: Api) -> None:
-    assert api.call("GET", "/api/network/peers")[:2] == (200, {"peers": []})
+    assert api.call("GET", "/api/network/peers")[:2] == (200, {"peers": [], "next_cursor": None})
     b = api.b.local_address
     code, body, _ = api.call("POST", "/api/network/peers",
                              {"action": "add", "peer_address": b.upper()})
@@ -147,7 +147,7 @@ def test_peers_add_list_get_block_unblock_remove(api: Api) -> None:
     assert code == 200 and body["peer"]["status"] == "new"
     code, body, _ = api.call("POST", "/api/network/peers", {"action": "remove", "peer_id": b})
     assert code == 200
-    assert api.call("GET", "/api/network/peers")[1] == {"peers": []}
+    assert api.call("GET", "/api/network/peers")[1] == {"peers": [], "next_cursor": None}
     assert [e["action"] for e in api.a_events if e["type"] == "peer_changed"] == [
         "add", "block", "unblock", "remove"]
 
