@@ -68,6 +68,14 @@ class SAMStreamClientEndpoint:
         return Deferred.fromCoroutine(self._connect(protocolFactory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        try:
+            return await self._connect_once(factory)
+        except InvalidId:
+            # our session went away while we opened the socket (the provider
+            # re-created it, or the router restarted): once more on the live one
+            return await self._connect_once(factory)
+
+    async def _connect_once(self, factory: IProtocolFactory) -> IProtocol:
         session = await self._session()
         proto = await open_sam_socket(self._sam)
         try:

@@ -260,3 +260,16 @@ def test_cant_reach_peer_counts_and_an_offline_peer_does_not_make_the_session_fl
     # one re-creation, then one per dest_cooldown (30 min) at most
     assert 1 <= state["session_recreations"] <= 2 and state["ready"]
     result_of(a.stopService())
+
+
+def test_a_connect_that_races_a_session_re_creation_is_tried_once_more(
+        tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    a, b, bridge_a, _ = pair(tmp_path, identities, clock)
+    port = result_of(b.server_endpoint().listen(Factory.forProtocol(Echo)))
+    bridge_a.fail_next("STREAM CONNECT", "INVALID_ID")  # our old session id, just closed
+    assert dial(a, b.state()["address"]).data == b"PING"
+    assert a.state()["failed_streams"] == 0  # our own session, not the peer's fault
+    result_of(port.stopListening())
+    result_of(a.stopService())
+    result_of(b.stopService())
