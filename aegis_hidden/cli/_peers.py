@@ -41,10 +41,14 @@ def register(sub: Any) -> None:
     add.add_argument("address", type=peer_address)
     add.add_argument("--i2p", type=peer_address, help="the peer's .b32.i2p address, for failover")
     add.set_defaults(func=_action, action="add")
-    for name, helptext in (("remove", "forget a peer"), ("unblock", "lift a blacklisting")):
+    for name, helptext in (("remove", "forget a peer (its queued messages expire)"),
+                           ("unblock", "lift a blacklisting")):
         q = psub.add_parser(name, help=helptext)
         _client_args(q)
         q.add_argument("address", type=peer_address)
+        if name == "remove":
+            q.add_argument("--keep-messages", action="store_true",
+                           help="keep its queued messages (no retries) until it is added again")
         q.set_defaults(func=_action, action=name)
     block = psub.add_parser("block", help="blacklist a peer (refused at dial and accept)")
     _client_args(block)
@@ -85,6 +89,8 @@ def _action(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"action": args.action, "peer_address": args.address}
     if args.action == "add" and args.i2p:
         body["i2p_destination"] = args.i2p
+    if args.action == "remove" and args.keep_messages:
+        body["keep_messages"] = True
     if args.action == "block":
         body["reason"] = args.reason
         if args.duration is not None:

@@ -127,6 +127,23 @@ class NodeCore(Service):
         elif what == "removed":  # forgetting a peer forgets its pinned ML-DSA key too
             self.records.pins.unpin(peer.peer_id)
 
+    async def remove_peer(self, peer_id: str, *, keep_messages: bool = False) -> PeerInfo:
+        """Forget a peer and settle its queued messages.
+
+        By default they expire at once, each with a ``delivery_state`` event
+        (``expired``, reason ``"peer removed"``). With ``keep_messages`` they stay in
+        the outbox, with no retries, until the peer is added again.
+        """
+        peer = self.store.require(peer_id)
+        if keep_messages:
+            self.messenger.keep_messages_on_removal(peer.peer_id)
+        try:
+            removed = await self.store.remove(peer.peer_id)
+        finally:
+            self.messenger.cancel_keep(peer.peer_id)
+        self.pool.close(removed.peer_id, "removed")
+        return removed
+
     def _refreshed(self, identity: NodeIdentity) -> None:
         self.identity = identity
         if self._on_identity is not None:  # e.g. NodeService.set_identity: sessions use it

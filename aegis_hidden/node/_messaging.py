@@ -37,7 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..events import EventBus
-from ..peers import Behaviour, Database, PeerStore
+from ..peers import Behaviour, Database, PeerInfo, PeerStore
 from ._envelope import Ack, EnvelopeError, Message, check_body, decode
 from ._metrics import Metrics
 from ._pool import ConnectionPool, PeerBlocked, PeerRevoked
@@ -73,6 +73,7 @@ class _Pending:
     call: IDelayedCall | None = None
     in_flight: bool = False
     acked: bool = False  # the ack arrived; its outbox delete is under way
+    parked: bool = False  # its peer is not in the store: no retries until it is added
 
     def cancel_timer(self) -> None:
         if self.call is not None and self.call.active():
@@ -124,7 +125,9 @@ class Messenger:
         self._handlers: dict[str, RequestHandler] = {"ping": self._pong}
         self._pruner = LoopingCall(self._prune)
         self._pruner.clock = clock
+        self._keep_on_removal: set[str] = set()
         pool.on_connected(self._peer_connected)
+        store.on_change(self._peer_changed)
 
     # -- lifecycle ----------------------------------------------------------
     async def load(self) -> int:
@@ -254,6 +257,15 @@ class Messenger:
         if pending is None or pending.in_flight or pending.acked:
             return
         pending.cancel_timer()
+        if self._store.get(pending.peer) is None:
+            # Kept when its peer was removed (or the peer is gone since a restart):
+            # wait, with no timer, until the peer is added again; never spin.
+            if not pending.parked:
+                pending.parked = True
+                self.log.info("message {msg_id} kept for {peer}, not in the peer store: "
+                              "no retries until it is added again", msg_id=msg_id,
+                              peer=pending.peer)
+            return
         if self._clock.seconds() - pending.message.created > self.ttl:
             await self._expire(pending)
             return
@@ -290,6 +302,8 @@ class Messenger:
         await self._db.run(note)
 
     def _retry_later(self, pending: _Pending, reason: str) -> None:
+        if self._pending.get(pending.message.msg_id) is not pending:
+            return  # settled meanwhile (acknowledged, expired, its peer removed)
         delay = min(self.retry_max, self.retry_base * 2 ** pending.failures)
         pending.failures += 1
         pending.cancel_timer()
@@ -312,6 +326,55 @@ class Messenger:
                     pending.state is DeliveryState.QUEUED or pending.call is not None):
                 pending.failures = 0
                 self._attempt(msg_id)
+
+    # -- peers removed and added -------------------------------------------
+    def keep_messages_on_removal(self, peer: str) -> None:
+        """The next removal of ``peer`` keeps its queued messages (the operator asked)."""
+        self._keep_on_removal.add(peer)
+
+    def cancel_keep(self, peer: str) -> None:
+        self._keep_on_removal.discard(peer)
+
+    def _peer_changed(self, peer: PeerInfo, what: str) -> None:
+        if what == "removed":
+            if peer.peer_id in self._keep_on_removal:
+                self._keep_on_removal.discard(peer.peer_id)
+                for pending in self._pending.values():
+                    if pending.peer == peer.peer_id:
+                        pending.cancel_timer()
+                        pending.parked = True
+            else:
+                Deferred.fromCoroutine(self._settle_removed(peer.peer_id)).addErrback(
+                    lambda f: self.log.failure("settling messages to {peer} failed", f,
+                                               peer=peer.peer_id))
+        elif what in ("added", "updated", "blocked", "unblocked"):  # back in the store
+            for msg_id, pending in list(self._pending.items()):
+                if pending.peer == peer.peer_id and pending.parked:
+                    pending.parked = False
+                    pending.failures = 0
+                    self._attempt(msg_id)
+
+    async def _settle_removed(self, peer: str) -> None:
+        """The peer was removed: its queued messages expire, each with its event."""
+        settled = [p for p in self._pending.values() if p.peer == peer and not p.acked]
+        if not settled:
+            return
+        for pending in settled:
+            pending.cancel_timer()
+        ids = [p.message.msg_id for p in settled]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM outbox WHERE msg_id = ?", [(i,) for i in ids])
+
+        await self._db.run(delete)
+        for pending in settled:
+            msg_id = pending.message.msg_id
+            if self._pending.get(msg_id) is not pending:
+                continue  # acknowledged meanwhile
+            self._pending.pop(msg_id)
+            self._set_state(msg_id, DeliveryState.EXPIRED, peer=peer, reason="peer removed")
+        self.log.info("{count} queued messages to {peer} expired: peer removed",
+                      count=len(settled), peer=peer)
 
     async def _expire(self, pending: _Pending) -> None:
         msg_id = pending.message.msg_id
