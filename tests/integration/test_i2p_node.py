@@ -22,21 +22,40 @@ from twisted.application.service import MultiService
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
 
 from aegis_hidden import tap
+from aegis_hidden.config import load_config
 from aegis_hidden.i2p import (
     CantReachPeer,
     Destination,
     I2PProvider,
+    SAMError,
     SAMSession,
     SAMStreamClientEndpoint,
     create_session,
 )
-from aegis_hidden.identity import I2PBinding, parse_record, verify_binding, verify_record
+from aegis_hidden.identity import (
+    I2PBinding,
+    load_or_create,
+    parse_record,
+    verify_binding,
+    verify_record,
+)
 from aegis_hidden.session import Closed, Established, Session, SessionParams
 from aegis_hidden.testing import I2PNetwork, memory_identity
 
-from .test_i2p_sam import SESSION_TIMEOUT, TUNNEL_OPTIONS, sam, sleep, until, with_timeout
+from .test_i2p_sam import (
+    SESSION_TIMEOUT,
+    TUNNEL_OPTIONS,
+    Greeter,
+    Recorder,
+    _connect_with_retry,
+    sam,
+    sleep,
+    until,
+    with_timeout,
+)
 
 pytestmark = pytest.mark.integration
 reactor: Any = _reactor
@@ -176,3 +195,84 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
         await maybeDeferred(a.stopService)
         if b is not None:
             await maybeDeferred(b.stopService)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_a_peer_whose_router_restarted_is_reached_again_by_a_new_session(
+        i2p_network: I2PNetwork, tmp_path: Path) -> None:
+    """Issue 16, item 10: A cached B's LeaseSet; B's router restarts (new leases).
+
+    i2pd 2.45.1 keeps sending A's streams to B's dead leases until they expire
+    (up to 10 minutes); A's provider notices the silent streams (default
+    HealthPolicy: 2 in a row, silent after 30 s) and re-creates its SAM session
+    with the same key, whose empty LeaseSet cache finds B's new LeaseSet.
+    """
+    a_router, b_router = i2p_network.client_routers[-1], i2p_network.client_routers[0]
+
+    def provider(index: int, data_dir: Path) -> I2PProvider:
+        ident, _ = load_or_create(data_dir / "identity", time.time())
+        cfg = load_config(None, {"i2p.enabled": True,
+                                 "i2p.sam_address": i2p_network.routers[index].sam_address,
+                                 "i2p.tunnel_length": 1, "i2p.tunnel_quantity": 5})
+        return I2PProvider(reactor, cfg, ident, data_dir, retry_base=1.0, retry_cap=5.0)
+
+    a = provider(a_router, tmp_path / "a")
+    b = provider(b_router, tmp_path / "b")
+    a.startService()
+    b.startService()
+    port = None
+    try:
+        await with_timeout(a.when_ready(), SESSION_TIMEOUT, "provider A ready", i2p_network)
+        await with_timeout(b.when_ready(), SESSION_TIMEOUT, "provider B ready", i2p_network)
+        address = b.state()["address"]
+        factory = Greeter(b"B here\n")
+        port = await b.server_endpoint().listen(factory)
+        first = await _connect_with_retry(a.client_endpoint(address, 0), Greeter(b"A here\n"),
+                                          i2p_network)
+        await until(lambda: first.data == b"B here\n", 120, "A's first stream to B", i2p_network)
+        assert first.transport is not None
+        first.transport.loseConnection()
+
+        # B's router restarts; B's provider comes back with the same destination
+        restarted = time.monotonic()
+        await deferToThread(i2p_network.restart_router, b_router)
+        await until(lambda: b.state()["ready"] and b.sessions_created == 2, SESSION_TIMEOUT,
+                    "provider B ready again", i2p_network)
+        b_back = time.monotonic() - restarted
+        assert b.state()["address"] == address
+
+        # A dials B as a node would (each try waits 35 s for B's greeting)
+        deadline = restarted + 420
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                again = await a.client_endpoint(address, 0).connect(Greeter(b"A again\n"))
+            except (CantReachPeer, SAMError):  # SAMError: A's session being re-created
+                again = None
+            if again is not None:
+                assert isinstance(again, Recorder)
+                try:
+                    await until(lambda again=again: again.data == b"B here\n",  # type: ignore[misc]
+                                35, "B's greeting", i2p_network)
+                    break
+                except AssertionError:
+                    assert again.transport is not None
+                    again.transport.loseConnection()
+            else:
+                await sleep(3)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"A did not reach B in 420 s after its router restart: "
+                                     f"{a.state()}\n{i2p_network.logs()}")
+        elapsed = time.monotonic() - restarted
+        state = a.state()
+        print(f"\nA reached B again {elapsed:.0f} s after B's router restart (B's session back "
+              f"after {b_back:.0f} s; {tries} tries; A: {state['session_recreations']} session "
+              f"re-creation(s), {state['silent_streams']} silent and "
+              f"{state['failed_streams']} failed streams)")
+        assert elapsed < 420
+    finally:
+        if port is not None:
+            await maybeDeferred(port.stopListening)
+        await a.stopService()
+        await b.stopService()
