@@ -23,6 +23,7 @@ from zope.interface import provider
 from .. import _json as strict_json
 from ..node import DeliveryState, EnvelopeError, MessageTooLarge, NodeCore, PeerBlocked
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
+from ._deliveries import DeliveryLog
 from ._openapi import openapi_json
 from ._token import TokenChecker
 
@@ -261,11 +262,13 @@ class ApiResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, core: NodeCore, auth: Authorizer, max_body_size: int) -> None:
+    def __init__(self, core: NodeCore, auth: Authorizer, max_body_size: int,
+                 deliveries: DeliveryLog | None = None) -> None:
         super().__init__()
         self.core = core
         self.auth = auth
         self.max_body_size = max_body_size
+        self.deliveries = deliveries
 
     def render(self, request: Request) -> bytes | int:
         refused = self.auth.authorize(request)
@@ -442,9 +445,12 @@ class ApiResource(Resource):
 
     async def get_message(self, request: Request, msg_id: str) -> tuple[int, JSON]:
         state: DeliveryState | None = self.core.messenger.state(msg_id)
-        if state is None:
+        if state is not None:
+            return 200, {"id": msg_id, "state": state.value}
+        stored = None if self.deliveries is None else await self.deliveries.state(msg_id)
+        if stored is None:
             raise ApiError(404, f"unknown message {msg_id[:64]}", "message_id")
-        return 200, {"id": msg_id, "state": state.value}
+        return 200, {"id": msg_id, "state": stored}
 
     async def status(self, request: Request) -> tuple[int, JSON]:
         return 200, self.core.status()
