@@ -8,14 +8,23 @@ one-line usage error before anything starts. ``makeService`` builds the tree.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import txaio
 from twisted.application.service import IService
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    textFileLogObserver,
+)
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 
 from ._secrets import PassphraseSourceError, read_passphrase
 from .api import ClientKeyError, TokenFileError, make_api_service
@@ -110,6 +119,9 @@ def makeService(options: Options) -> IService:
 
     _quiet_libraries(options.config.log_level)
     node = NodeService(options.config, options.identity, str(options.data_dir))
+    # twistd asks the application for an ILogObserver before using its own file
+    # observer (0644, unbounded rotation, every level): the node offers one.
+    node.log_observer = node_log_observer(options)
     _add_tor(node, options, reactor)
     core = _add_core_and_api(node, options, reactor)
     _add_sessions(node, core, options, reactor)
@@ -199,6 +211,36 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     sessions.server_service(reactor).setServiceParent(node)
     PeeringService(core, cfg.network.bootstrap_nodes, options.data_dir,
                    reactor).setServiceParent(node)
+
+
+def node_log_observer(options: Options) -> ILogObserver | None:
+    """The node log as twistd's ``--logfile`` asks, but private, bounded and filtered.
+
+    The file is created (or re-moded) 0600, rotated at ``logging.max_bytes`` with at
+    most ``logging.max_files`` old files kept, and events below ``log_level`` are
+    dropped before they reach it. ``None`` (twistd's own observer) when there is no
+    twistd command line (tests) or when logging to syslog.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return None
+    try:
+        logfile, nodaemon, syslog = parent["logfile"], parent["nodaemon"], parent.get("syslog")
+    except (KeyError, TypeError):
+        return None
+    if syslog or (logfile == "-" and not nodaemon):  # twistd refuses the latter itself
+        return None
+    out: IO[Any]
+    if logfile == "-" or (nodaemon and not logfile):
+        out = sys.stdout
+    else:
+        cfg = options.config.logging
+        out = cast(IO[Any], LogFile.fromFullPath(
+            logfile or "twistd.log", rotateLength=cfg.max_bytes,
+            maxRotatedFiles=cfg.max_files, defaultMode=0o600))
+    level = LogLevel.levelWithName(options.config.log_level)
+    return FilteringLogObserver(textFileLogObserver(out),
+                                [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
 def _quiet_libraries(level: str) -> None:

@@ -252,6 +252,17 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    max_bytes: int = _f(
+        MiB, c.integer(4096, 1024 * MiB),
+        "The node log (twistd --logfile, created 0600) is rotated when it reaches this size.")
+    max_files: int = _f(
+        5, c.integer(1, 1000),
+        "Rotated node log files kept (FILE.1 ... FILE.N); older ones are deleted, so the "
+        "log never takes more than (max_files + 1) * max_bytes.")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str | None = _f(None, c.optional(c.text()),
                               "Where the node keeps its state (null: ~/.aegis-hidden).")
@@ -263,6 +274,7 @@ class Config:
     i2p: I2PConfig = field(default_factory=I2PConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def resolve_data_dir(self, override: str | None = None) -> Path:
         chosen = override or self.data_dir
@@ -284,7 +296,7 @@ class Config:
 
 SECTIONS = {"network": NetworkConfig, "security": SecurityConfig,
             "performance": PerformanceConfig, "tor": TorConfig, "i2p": I2PConfig,
-            "mixing": MixingConfig, "api": ApiConfig}
+            "mixing": MixingConfig, "api": ApiConfig, "logging": LoggingConfig}
 
 
 def _build(cls: type[Any], path: str, raw: Any, source: str) -> Any:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
-from twisted.application.service import MultiService
-from twisted.logger import Logger
+from twisted.application.service import IServiceCollection, MultiService
+from twisted.logger import ILogObserver, Logger
 
 from ..config import Config
 from ..events import EventBus
@@ -16,6 +17,8 @@ class NodeService(MultiService):
     """Root of a node's service tree; transports, core and API are its children."""
 
     log = Logger()
+    # Set by tap.makeService: handed to the twistd application as its ILogObserver.
+    log_observer: ILogObserver | None = None
 
     def __init__(
         self,
@@ -31,6 +34,12 @@ class NodeService(MultiService):
         self.data_dir = data_dir
         self.events = events if events is not None else EventBus()
         self._identity_listeners: list[Callable[[NodeIdentity], None]] = []
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        """Also give a twistd application the node's log observer (see tap.py)."""
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            cast(Any, parent).setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def on_identity(self, callback: Callable[[NodeIdentity], None]) -> None:
         """Call ``callback`` whenever the identity record changes (e.g. an I2P bind)."""
