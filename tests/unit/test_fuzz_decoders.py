@@ -36,6 +36,12 @@ KNOWN_BUGS: dict[str, tuple[str, bytes]] = {
         "config.load_config: deeply nested YAML raises RecursionError from PyYAML, not "
         "ConfigError (owner: aegis_hidden/config/_schema.py)",
         b"[" * 50_000),
+    "tor_control": (
+        "identity.public_key_from_onion_address: 55 base32 characters and one '=' (56 "
+        "characters, valid base32 padding) decode to 34 bytes and raw[34] raises IndexError, "
+        "not OnionAddressError; reached through tor client auth parse_auth_private "
+        "(owner: aegis_hidden/identity/_onion.py)",
+        b"a" * 55 + b"=:descriptor:x25519:B"),
     "key_files": (
         "identity._keyfile.read_key_file: a key file of deeply nested JSON raises "
         "RecursionError, not KeyFileError (owner: aegis_hidden/identity/_keyfile.py)",
