@@ -104,6 +104,11 @@ class NodeCore(Service):
         """Plug in the session layer (real or fake); call before or after start."""
         self.session_factory = factory
         self.pool.attach(factory)
+        # Handshakes the session layer refused on the accept side (pin mismatches...):
+        # the real SessionFactory reports them; fakes may not.
+        report = getattr(factory, "on_handshake_refused", None)
+        if callable(report):
+            report(self.records.handshake_refused)
         # Counters the session layer keeps (the real SessionFactory has them; fakes not).
         for name, attribute, doc in (
                 ("handshakes_rate_limited", "handshakes_rate_limited",

@@ -58,7 +58,8 @@ from ..identity import (
 from ..identity._node import REVOCATION_FILE
 from ..interfaces import IPeerLink
 from ..peers import ORIGIN_PEER, Behaviour, Database, PeerStore, PinStore, RecordTable
-from ..session import CloseReason, SessionError
+from ..session import SessionError
+from ..session._twisted import HandshakeRefusal, is_pin_refusal
 from ._control import ControlError, ControlKind, RecordPush, decode_control, parse_record_push
 from ._metrics import Metrics
 from ._pool import ConnectionPool, link_onion
@@ -169,12 +170,19 @@ class RecordKeeper:
         return None
 
     def dial_failed(self, peer: str, error: BaseException) -> None:
-        """Report a handshake the session refused because of the pinned ML-DSA key."""
-        # The Session raises WRONG_IDENTITY for a PinMismatch; its detail says so
-        # ("... is not the pinned one"), the only trace of the cause it keeps.
-        if (isinstance(error, SessionError) and error.reason is CloseReason.WRONG_IDENTITY
-                and "pinned" in error.detail):
-            self._pin_refused(peer, error.detail)
+        """Report a dial whose handshake was refused because of the pinned ML-DSA key."""
+        if is_pin_refusal(error):
+            detail = error.detail if isinstance(error, SessionError) else str(error)
+            self._pin_refused(peer, detail)
+
+    def handshake_refused(self, refusal: HandshakeRefusal) -> None:
+        """The session factory's report of a failed handshake (``on_handshake_refused``).
+
+        Incoming ones only: a dial's failure reaches :meth:`dial_failed` through the
+        pool, with the peer it was for.
+        """
+        if refusal.incoming and refusal.pin_mismatch:
+            self._pin_refused(refusal.peer or "unknown", refusal.detail)
 
     def _pin_refused(self, onion: str, detail: str) -> None:
         self._metrics.inc("mldsa_pin_mismatches")

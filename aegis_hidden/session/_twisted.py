@@ -10,7 +10,9 @@ streams. The clock is always injected.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -22,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._listen import local_server_endpoint
-from ..identity import IdentityRecord, NodeIdentity, RecordCache
+from ..identity import IdentityRecord, NodeIdentity, PinMismatch, RecordCache
 from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
 from ..wire import CellType
 from ._errors import CloseReason, HandshakeError, SessionError
@@ -38,6 +40,7 @@ from ._session import (
 )
 
 __all__ = [
+    "HandshakeRefusal",
     "NoTransport",
     "PeerLink",
     "RevokedPeer",
@@ -45,10 +48,40 @@ __all__ = [
     "SessionFactory",
     "SessionProtocol",
     "TokenBucket",
+    "is_pin_refusal",
 ]
 
 #: ``mldsa_pin(onion)``: the ML-DSA-65 public key pinned for that onion, or None.
 MldsaPin = Callable[[str], bytes | None]
+
+
+def is_pin_refusal(err: BaseException) -> bool:
+    """True when a handshake failed because the peer's ML-DSA-65 key is not the one
+    pinned for it and no rotation signed by the pinned key vouches for the new one.
+
+    Typed, not by message text: the handshake raises its ``HandshakeError`` while
+    handling the :class:`~aegis_hidden.identity.PinMismatch`, which stays in the
+    error's ``__context__`` (or ``__cause__``).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PinMismatch):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class HandshakeRefusal:
+    """A handshake that failed, as :meth:`SessionFactory.on_handshake_refused` reports it."""
+
+    peer: str | None  # the onion dialled, or the one whose record an incoming peer sent
+    reason: CloseReason
+    detail: str
+    incoming: bool
+    pin_mismatch: bool  # the peer's ML-DSA-65 key is not the pinned one (is_pin_refusal)
 
 
 class NoTransport(SessionError):
@@ -297,6 +330,27 @@ class SessionFactory:
         self._limited_logged_at: float | None = None
         #: Sessions (either role) refused because the peer's onion is revoked.
         self.revoked_refused = 0
+        #: Failed handshakes (either role) by CloseReason, and those among them
+        #: refused because the peer's ML-DSA-65 key is not the pinned one.
+        self.handshake_refusals: Counter[CloseReason] = Counter()
+        self.pin_refusals = 0
+        self._refusal_listeners: list[Callable[[HandshakeRefusal], None]] = []
+
+    def on_handshake_refused(self, callback: Callable[[HandshakeRefusal], None]) -> None:
+        """Call ``callback(refusal)`` for every handshake that fails, in or out."""
+        self._refusal_listeners.append(callback)
+
+    def _refused(self, peer: str | None, err: SessionError, *, incoming: bool) -> None:
+        self.handshake_refusals[err.reason] += 1
+        pin = is_pin_refusal(err)
+        if pin:
+            self.pin_refusals += 1
+        refusal = HandshakeRefusal(peer, err.reason, err.detail, incoming, pin)
+        for callback in list(self._refusal_listeners):
+            try:
+                callback(refusal)
+            except Exception:  # noqa: BLE001 - one listener's bug must not hide the others
+                self.log.failure("on_handshake_refused callback failed")
 
     @property
     def identity(self) -> NodeIdentity:
@@ -349,6 +403,7 @@ class SessionFactory:
         def failed(err: SessionError) -> None:
             settle()
             self._count_revoked(err)
+            self._refused(host, err, incoming=False)
             self.log.info("session to {peer} failed: {reason}", peer=host, reason=str(err))
             if not result.called:
                 result.errback(Failure(err))
@@ -427,9 +482,10 @@ class SessionFactory:
                     rate=self.handshake_limit.rate, burst=self.handshake_limit.burst,
                     count=self.handshakes_rate_limited)
             return None
+        claimed: list[str] = []  # the onion whose record the peer sent (pin lookups)
         session = Session(self.identity, self.params, initiator=False, clock=self.clock.seconds,
                           random=self._random, replay_cache=self.replay_cache, keys=self._keys,
-                          **self._session_extras())
+                          **self._session_extras(claimed))
 
         def established(link: PeerLink) -> None:
             if self._refuse_revoked(link):
@@ -443,6 +499,7 @@ class SessionFactory:
 
         def failed(err: SessionError) -> None:
             self._count_revoked(err)
+            self._refused(claimed[-1] if claimed else None, err, incoming=True)
             self.log.info("incoming handshake failed: {reason}", reason=str(err))
 
         proto = SessionProtocol(session, self.clock, None, established, failed)
@@ -455,13 +512,26 @@ class SessionFactory:
         return proto
 
     # -- helpers ----------------------------------------------------------
-    def _session_extras(self) -> dict[str, Any]:
-        """The shared record cache and ML-DSA pin lookup, for every Session built."""
+    def _session_extras(self, claimed: list[str] | None = None) -> dict[str, Any]:
+        """The shared record cache and ML-DSA pin lookup, for every Session built.
+
+        ``claimed`` collects the onions the session looks a pin up for: for an
+        incoming session, who the peer said it is (to name it when refused).
+        """
         extras: dict[str, Any] = {}
         if self.record_cache is not None:
             extras["record_cache"] = self.record_cache
-        if self.mldsa_pin is not None:
-            extras["mldsa_pin"] = self.mldsa_pin
+        pin = self.mldsa_pin
+        if pin is not None:
+            if claimed is not None:
+                def lookup(onion: str, pin: MldsaPin = pin) -> bytes | None:
+                    claimed.append(onion)
+                    return pin(onion)
+
+                lookup.__wrapped__ = pin  # type: ignore[attr-defined]
+                extras["mldsa_pin"] = lookup
+            else:
+                extras["mldsa_pin"] = pin
         return extras
 
     def _revoked(self, onion: str) -> bool:
