@@ -19,29 +19,45 @@ Two cell layouts exist, both exactly ``cell_size`` bytes on the wire:
 
 Every parse is strict: wrong magic, size, type, flags, a length that does not
 fit, or a non-zero padding byte raises :class:`CellError` and nothing else.
+
+This module is the one definition of the layouts. :func:`encode_inner`,
+:func:`fragment` and :class:`Reassembler` are the reference codec;
+:func:`data_cells` (sending) and :class:`CellReader` (receiving) are the fast
+paths the session runs, built on the same constants, and a property test
+(tests/unit/test_cell_paths.py) checks that both agree byte for byte.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import zstandard
 
 __all__ = [
     "CLEAR_HEADER_SIZE",
+    "CLOSE_TYPE",
+    "DATA_TYPE",
+    "INNER_HEADER",
     "INNER_HEADER_SIZE",
     "MAGIC",
     "MAX_CELL_SIZE",
     "MIN_CELL_SIZE",
+    "MORE_FLAG",
+    "REKEY_TYPE",
     "TAG_SIZE",
+    "ZSTD_FLAG",
     "CellError",
+    "CellReader",
     "CellType",
     "Flags",
     "MessageTooLarge",
     "Reassembler",
+    "UnexpectedCell",
     "clear_body_capacity",
+    "data_cells",
     "decode_clear",
     "decode_inner",
     "encode_clear",
@@ -58,7 +74,9 @@ MAX_CELL_SIZE = 65535
 CLEAR_HEADER_SIZE = 8
 INNER_HEADER_SIZE = 4
 _CLEAR = struct.Struct(">2sHBBH")
-_INNER = struct.Struct(">BBH")
+#: The header of a sealed cell's plaintext: ``u8 type | u8 flags | u16 length``.
+INNER_HEADER = struct.Struct(">BBH")
+_INNER = INNER_HEADER
 
 
 class CellError(ValueError):
@@ -67,6 +85,11 @@ class CellError(ValueError):
 
 class MessageTooLarge(CellError):
     """A message over the configured ``performance.max_message_size``."""
+
+
+class UnexpectedCell(CellError):
+    """A well-formed cell the protocol forbids where it came (a control cell with
+    flags or a body, a HANDSHAKE cell after the handshake): a protocol error."""
 
 
 class CellType(enum.IntEnum):
@@ -85,8 +108,13 @@ class Flags(enum.IntFlag):
 
 
 # Plain ints on the hot paths (IntFlag / IntEnum arithmetic is slow).
-_MORE = int(Flags.MORE)
-_ZSTD = int(Flags.ZSTD)
+DATA_TYPE = int(CellType.DATA)
+CLOSE_TYPE = int(CellType.CLOSE)
+REKEY_TYPE = int(CellType.REKEY)
+MORE_FLAG = int(Flags.MORE)
+ZSTD_FLAG = int(Flags.ZSTD)
+_MORE = MORE_FLAG
+_ZSTD = ZSTD_FLAG
 _ALL_FLAGS = _MORE | _ZSTD
 _TYPE_OF: tuple[CellType | None, ...] = tuple(
     CellType(v) if v in {int(t) for t in CellType} else None for v in range(256))
@@ -282,3 +310,117 @@ class Reassembler:
         if size != declared:
             raise CellError(f"compressed message gave {size} bytes, its frame declares {declared}")
         return b"".join(parts)
+
+
+def data_cells(cell_size: int, flags: int, payload: bytes) -> list[bytes]:
+    """The plaintexts of the DATA cells that carry one prepared message (§3.3).
+
+    ``flags`` is what :func:`prepare_message` returned (0 or ZSTD); MORE is set
+    on every cell but the last, and every cell but the last is full. The same
+    bytes as ``encode_inner`` over :func:`fragment`, without the generator and
+    the enum arithmetic: this runs once per message on the send path.
+    """
+    room = cell_size - TAG_SIZE - INNER_HEADER_SIZE
+    size = len(payload)
+    pack = _INNER.pack
+    if size <= room:
+        return [pack(DATA_TYPE, flags, size) + payload + bytes(room - size)]
+    view = memoryview(payload)
+    full = pack(DATA_TYPE, flags | _MORE, room)
+    last = ((size - 1) // room) * room
+    out = [full + view[start:start + room] for start in range(0, last, room)]
+    k = size - last
+    out.append(b"".join((pack(DATA_TYPE, flags, k), view[last:], bytes(room - k))))
+    return out
+
+
+class CellReader:
+    """Reads the opened cells of an established session: whole messages out (§3.3).
+
+    Uncompressed DATA cells (single-cell messages and full-cell fragments) are
+    handled inline: the per-cell hot path of the receiving side. Anything else
+    goes through :func:`decode_inner` and a :class:`Reassembler`, with the same
+    checks. Switching keys on REKEY is the record layer's job; this only checks
+    that control cells carry no flags and (but CLOSE) no body.
+    """
+
+    def __init__(self, cell_size: int, limit: int) -> None:
+        _check_size(cell_size)
+        self.limit = limit
+        self._cap = cell_size - TAG_SIZE
+        self._data = Reassembler(limit, room=inner_body_capacity(cell_size))
+        self._parts: list[bytes] = []  # fragments of an uncompressed message
+        self._size = 0
+
+    def read(self, plains: list[bytes], out: list[Any], wrap: Callable[[bytes], Any]) -> bytes | None:
+        """Read ``plains`` in order, appending ``wrap(message)`` to ``out`` for each
+        whole message. Returns the body of the first CLOSE cell (cells after it are
+        not read), else None. Raises :class:`CellError` (or its subclasses
+        :class:`MessageTooLarge` and :class:`UnexpectedCell`).
+        """
+        cap = self._cap
+        unpack = _INNER.unpack_from
+        emit = out.append
+        parts = self._parts
+        size = self._size
+        limit = self.limit
+        reassembling = self._data.pending
+        data_type, more, h = DATA_TYPE, _MORE, INNER_HEADER_SIZE
+        try:
+            for plain in plains:
+                ctype, flags, length = unpack(plain)
+                end = length + h
+                if (ctype == data_type and flags | more == more and end <= cap and not reassembling
+                        and (end == cap or plain.count(0, end) == cap - end)):
+                    # The checks of Reassembler.feed, in its order. Every fragment
+                    # counts towards the limit, the last one too (§3.3).
+                    if flags:
+                        if end != cap:
+                            raise CellError("empty fragment with MORE set" if not length else
+                                            f"non-final fragment of {length} bytes; it must fill "
+                                            f"its cell ({cap - h} bytes)")
+                        size += length
+                        if size > limit:
+                            raise MessageTooLarge(f"message is over the {limit}-byte limit")
+                        parts.append(plain[h:end])
+                        continue
+                    size += length
+                    if size > limit:
+                        raise MessageTooLarge(f"message is over the {limit}-byte limit")
+                    if parts:
+                        parts.append(plain[h:end])
+                        emit(wrap(b"".join(parts)))
+                        parts.clear()
+                        size = 0
+                    else:
+                        emit(wrap(plain[h:end]))
+                        size = 0
+                    continue
+                if parts and ctype == data_type:
+                    decode_inner(plain)  # a malformed cell is reported as such first
+                    raise CellError("compression flag changed in the middle of a message")
+                close = self._other(plain, out, wrap)
+                if close is not None:
+                    return close
+                reassembling = self._data.pending
+        finally:
+            self._size = size
+        return None
+
+    def _other(self, plain: bytes, out: list[Any], wrap: Callable[[bytes], Any]) -> bytes | None:
+        kind, flags, body = decode_inner(plain)
+        if kind is not CellType.DATA and flags:
+            # Control cells carry no flags (§3.3); a CLOSE never spans cells.
+            raise UnexpectedCell(f"{kind.name} cell with flags {flags:#x}")
+        if kind in (CellType.REKEY, CellType.PADDING, CellType.COVER) and body:
+            raise UnexpectedCell(f"{kind.name} cell with a body")
+        if kind is CellType.DATA:
+            msg = self._data.feed(flags, body)
+            if msg is not None:
+                out.append(wrap(msg))
+        elif kind is CellType.CLOSE:
+            return body
+        elif kind is CellType.HANDSHAKE:
+            raise UnexpectedCell("handshake cell after the handshake")
+        # PADDING and COVER: nothing to do; REKEY: the record layer switched keys.
+        return None

@@ -26,6 +26,7 @@ from aegis_hidden.session import (
     b32_address_of_destination,
     xwing,
 )
+from aegis_hidden.session._handshake import Handshake
 from aegis_hidden.testing._sessions import memory_identity
 from aegis_hidden.wire import decode_clear, encode_clear, handshake_pb2
 
@@ -170,7 +171,12 @@ def test_mutual_handshake(ids: dict[str, NodeIdentity], initiator: str, responde
     assert i.events() == [MessageReceived(b"pong" * 3000)]
 
 
-class _RecordsAuth(Session):
+def _session_with(handshake: type[Handshake]) -> type[Session]:
+    """A Session class that runs ``handshake`` (a Handshake that misbehaves)."""
+    return type(f"SessionWith{handshake.__name__}", (Session,), {"handshake_class": handshake})
+
+
+class _RecordsAuthHandshake(Handshake):
     """Keeps the Auth messages it sends."""
 
     sent: list[handshake_pb2.Auth]
@@ -181,6 +187,14 @@ class _RecordsAuth(Session):
         auth.ParseFromString(data)
         self.__dict__.setdefault("sent", []).append(auth)
         return data
+
+
+class _RecordsAuth(Session):
+    handshake_class = _RecordsAuthHandshake
+
+    @property
+    def sent(self) -> list[handshake_pb2.Auth]:
+        return list(self._hs.__dict__.get("sent", []))
 
 
 def test_both_roles_always_send_and_verify_mldsa_signatures(ids: dict[str, NodeIdentity]) -> None:
@@ -195,7 +209,7 @@ def test_both_roles_always_send_and_verify_mldsa_signatures(ids: dict[str, NodeI
         assert auth.i2p_binding == b""
 
 
-class _NoMLDSA(Session):
+class _NoMLDSAHandshake(Handshake):
     """Sends an Auth without its ML-DSA-65 signature (an Ed25519-only forger)."""
 
     def _make_auth(self, *, responder: bool) -> bytes:
@@ -204,6 +218,9 @@ class _NoMLDSA(Session):
         auth.ParseFromString(data)
         auth.mldsa_signature = b""
         return auth.SerializeToString(deterministic=True)
+
+
+_NoMLDSA = _session_with(_NoMLDSAHandshake)
 
 
 @pytest.mark.parametrize("side", ["responder", "initiator"])
@@ -282,7 +299,7 @@ def test_i2p_binding_is_never_sent_to_an_onion_dialer(ids: dict[str, NodeIdentit
     assert r.local_address == ids["ivy"].onion
 
 
-class _SendsBinding(Session):
+class _SendsBinding(Handshake):
     """Puts ``binding`` into its Auth whatever address was dialed."""
 
     binding = b""
@@ -301,7 +318,7 @@ def _binding_of(ident: NodeIdentity) -> bytes:
 
 
 def test_unasked_i2p_binding_is_refused(ids: dict[str, NodeIdentity]) -> None:
-    cls = type("B", (_SendsBinding,), {"binding": _binding_of(ids["ivy"])})
+    cls = _session_with(type("B", (_SendsBinding,), {"binding": _binding_of(ids["ivy"])}))
     clock = Clock()
     # Responder dialed at its onion, volunteering the binding.
     i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["ivy"].onion)
@@ -326,7 +343,7 @@ def test_wrong_or_missing_i2p_binding_is_wrong_identity(ids: dict[str, NodeIdent
     other = I2PBinding(ivy.i2p_binding.destination, bytes(32))  # wrong salt
     for binding, words in ((b"", "binding"), (other.to_bytes(), "does not match"),
                            (b"\xff" * 600, "binding")):
-        cls = type("B", (_SendsBinding,), {"binding": binding})
+        cls = _session_with(type("B", (_SendsBinding,), {"binding": binding}))
         clock = Clock()
         i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=b32)
         r = cls(ivy, PARAMS, initiator=False, clock=clock)
@@ -362,7 +379,7 @@ def test_mismatched_address_is_refused_by_the_responder(ids: dict[str, NodeIdent
     assert failure(i).reason is CloseReason.TRUNCATED and not i.established
 
 
-class _Impostor(Session):
+class _Impostor(Handshake):
     """A responder that answers for an address it does not own (Bob's)."""
 
     claimed = ""
@@ -372,7 +389,7 @@ class _Impostor(Session):
 
 
 def _impostor(claimed: str) -> type[Session]:
-    return type("Impostor", (_Impostor,), {"claimed": claimed})
+    return _session_with(type("Impostor", (_Impostor,), {"claimed": claimed}))
 
 
 def test_wrong_identity_key_fails_authentication(ids: dict[str, NodeIdentity]) -> None:
@@ -798,13 +815,14 @@ def test_compression_before_padding_saves_cells(ids: dict[str, NodeIdentity]) ->
 
 
 def test_cover_and_padding_cells_are_dropped_silently(ids: dict[str, NodeIdentity]) -> None:
-    i, r, _ = _established(ids)
-    i.send_cover()
-    i.send_message(b"real")
-    from aegis_hidden.wire import CellType
+    from aegis_hidden.wire import CellType, encode_inner
 
-    i.send_cover(CellType.PADDING)
-    data = i.data_to_send()
+    i, r, _ = _established(ids)
+    data = i.seal_queued(0, cover=1)  # cover cells come from a cell scheduler's slots
+    i.send_message(b"real")
+    data += i.data_to_send()
+    assert i._tx is not None
+    data += i._tx.seal(encode_inner(PARAMS.cell_size, CellType.PADDING, 0, b""))
     assert len(data) == 3 * PARAMS.cell_size
     r.receive_data(data)
     assert r.events() == [MessageReceived(b"real")]
@@ -812,7 +830,7 @@ def test_cover_and_padding_cells_are_dropped_silently(ids: dict[str, NodeIdentit
 
 def test_multi_cell_messages_with_cover_cells_and_rekeys_between_fragments(
         ids: dict[str, NodeIdentity]) -> None:
-    from aegis_hidden.wire import CellType
+    from aegis_hidden.wire import CellType, encode_inner
 
     p = SessionParams(rekey_cells=5, compression_threshold=10**6)
     i, r, _ = _established(ids, i_params=p, r_params=p)
@@ -824,10 +842,11 @@ def test_multi_cell_messages_with_cover_cells_and_rekeys_between_fragments(
     r.receive_data(wire)
     assert r.events() == [MessageReceived(big)]
     i.send_message(b"a" * 10)
-    i.send_cover()
-    i.send_cover(CellType.PADDING)
+    wire = i.seal_queued(1, cover=1)  # the DATA cell, then a cover cell
+    assert i._tx is not None
+    wire += i._tx.seal(encode_inner(n, CellType.PADDING, 0, b""))
     i.send_message(big[: n * 2])
-    r.receive_data(i.data_to_send())
+    r.receive_data(wire + i.data_to_send())
     assert r.events() == [MessageReceived(b"a" * 10), MessageReceived(big[: n * 2])]
     # 14 DATA/cover cells with a rekey every 5: two rekeys, both sides in step.
     assert i._tx is not None and r._rx is not None
@@ -923,7 +942,7 @@ def _with_letters(*letters: str) -> NodeIdentity:
             return ident
 
 
-class _FoldedAddress(Session):
+class _FoldedAddress(Handshake):
     """Sends its Auth with one letter of its address replaced by a look-alike."""
 
     swap = ("k", "\u212a")
@@ -940,7 +959,7 @@ class _FoldedAddress(Session):
 @pytest.mark.parametrize("side", ["responder", "initiator"])
 def test_look_alike_address_in_auth_is_refused_not_a_crash(swap: tuple[str, str], side: str) -> None:
     a, b = _with_letters("k", "s"), _with_letters("k", "s")
-    cls = type("Folded", (_FoldedAddress,), {"swap": swap})
+    cls = _session_with(type("Folded", (_FoldedAddress,), {"swap": swap}))
     clock = Clock()
     i = (cls if side == "initiator" else Session)(a, PARAMS, initiator=True, clock=clock,
                                                   peer_address=b.onion)
@@ -962,7 +981,7 @@ def test_unexpected_exception_becomes_protocol_error(ids: dict[str, NodeIdentity
     def boom(data: bytes) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setattr(r, "_on_client_hello", boom)
+    monkeypatch.setattr(r._hs, "_on_client_hello", boom)
     i.start()
     with capturedLogs() as logged:
         r.receive_data(i.data_to_send())  # must not raise
@@ -980,13 +999,12 @@ def test_unexpected_exception_after_the_handshake_is_reported_sealed(
 
     i, r, _ = _established(ids)
 
-    def boom(plain: bytes) -> None:
+    def boom(*args: object) -> None:
         raise ZeroDivisionError
 
-    monkeypatch.setattr(r, "_on_established_cell", boom)
-    i.send_cover()
+    monkeypatch.setattr(r._reader, "_other", boom)  # the reader's path for non-DATA cells
     with capturedLogs():
-        r.receive_data(i.data_to_send())
+        r.receive_data(i.seal_queued(0, cover=1))
     assert failure(r).reason is CloseReason.PROTOCOL_ERROR
     i.receive_data(r.data_to_send())  # the peer is told, in a sealed CLOSE
     assert failure(i).reason is CloseReason.PROTOCOL_ERROR and i.events()[-1].by_peer  # type: ignore[union-attr]

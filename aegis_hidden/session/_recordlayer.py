@@ -1,0 +1,186 @@
+"""The record layer (docs/protocol.md §4): seals cells at send time, opens them, rekeys.
+
+Pure code, and the one hot path. The session puts the plaintext of every
+cell it wants sent after the handshake into :attr:`RecordLayer.queue`; nothing
+is sealed until :meth:`RecordLayer.seal_queued` is called (by a cell scheduler,
+through the session), so a cover cell sealed in a slot and a data cell sealed
+in the same slot look the same, and nonces are consumed in the order cells
+leave. Handshake cells and the final CLOSE are sealed at once with
+:meth:`RecordLayer.seal_now`, after everything sealed before them.
+
+Cell layouts are :mod:`aegis_hidden.wire`'s; this module only reads the type
+byte of an opened cell, to switch keys after a REKEY and stop after a CLOSE.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+
+from ..wire import CLOSE_TYPE, REKEY_TYPE, CellType, encode_inner
+from ._aead import IV_SIZE, Direction
+from ._errors import CloseReason, SessionError
+
+__all__ = ["RecordLayer"]
+
+
+class RecordLayer:
+    """Both directions of one session: a queue of plaintext cells out, sealed bytes out,
+    opened plaintexts in.
+
+    Rekeying (§4): before a cell is sealed under a key that has sealed
+    ``rekey_cells`` cells, or that is ``rekey_seconds`` old, a REKEY cell is
+    sealed under it and the next key takes over. The age is checked once per
+    :meth:`seal_queued` call, the count before every cell.
+    """
+
+    def __init__(self, cell_size: int, rekey_cells: int, rekey_seconds: float,
+                 clock: Callable[[], float]) -> None:
+        self._n = cell_size
+        self._rekey_cells = rekey_cells
+        self._rekey_seconds = rekey_seconds
+        self._clock = clock
+        self.tx: Direction | None = None
+        self.rx: Direction | None = None
+        #: Plaintext cells (``cell_size - 16`` bytes each) waiting to be sealed, in order.
+        self.queue: deque[bytes] = deque()
+        self._out: list[bytes] = []
+        self._rekey_plain = encode_inner(cell_size, CellType.REKEY, 0, b"")
+        self._cover_plain = encode_inner(cell_size, CellType.COVER, 0, b"")
+
+    def install(self, tx: Direction, rx: Direction) -> None:
+        self.tx, self.rx = tx, rx
+
+    def forget(self) -> None:
+        """The session is over: drop the keys and whatever is still queued."""
+        self.tx = self.rx = None
+        self.queue.clear()
+
+    # -- sending ------------------------------------------------------------
+    def seal_now(self, plain: bytes) -> None:
+        """Seal one cell at once (handshake, CLOSE): after everything sealed before it,
+        with no rekey check (a CLOSE never follows a REKEY it caused)."""
+        tx = self.tx
+        assert tx is not None
+        self._out.append(tx.seal(plain))
+
+    def seal_queued(self, count: int | None = None, cover: int = 0) -> int:
+        """Seal up to ``count`` queued cells (None: all), then ``cover`` COVER cells.
+
+        Returns how many queued cells were sealed. A REKEY cell due before one
+        of them is sealed first; when ``count`` is given it takes one of the
+        slots (a cover slot if any, else a queued cell's, which then waits for
+        the next call), so a call never seals more than ``count + cover`` cells.
+        """
+        q = self.queue
+        reals = len(q) if count is None else max(0, min(count, len(q)))
+        covers = max(0, cover)
+        if not reals and not covers:
+            return 0
+        tx = self.tx
+        assert tx is not None
+        out = self._out
+        limit = self._rekey_cells
+        due = self._clock() >= tx.since + self._rekey_seconds
+        sent = 0
+        while reals or covers:
+            n = tx.count
+            if due or n >= limit:
+                due = False
+                out.append(tx.seal(self._rekey_plain))
+                tx.rekey(self._clock())
+                if count is not None:
+                    if covers:
+                        covers -= 1
+                    else:
+                        reals -= 1
+                continue
+            # A run of cells under one key, with key, IV and counter in locals.
+            encrypt, iv = tx.encrypt, tx.iv
+            run = min(reals, limit - n)
+            if run:
+                if run == len(q):
+                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), plain, None)
+                                for k, plain in enumerate(q, n)])
+                    q.clear()
+                else:
+                    popleft = q.popleft
+                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), popleft(), None)
+                                for k in range(n, n + run)])
+                tx.count = n + run
+                reals -= run
+                sent += run
+                continue
+            run = min(covers, limit - n)
+            plain = self._cover_plain
+            out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), plain, None)
+                        for k in range(n, n + run)])
+            tx.count = n + run
+            covers -= run
+        return sent
+
+    def take(self) -> bytes:
+        """Everything sealed so far, in order, and forget it."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    # -- receiving ----------------------------------------------------------
+    def open_cells(self, buf: bytes, pos: int) -> tuple[list[bytes], int, SessionError | None]:
+        """Open the whole cells of ``buf`` from ``pos``, with the traffic key.
+
+        Returns ``(plaintexts, end, error)``: the plaintexts in order, where
+        reading stopped, and the authentication failure that stopped it (to be
+        raised once the plaintexts before it are handled), if any. Stops after
+        a CLOSE cell; after a REKEY cell, the next cells are opened with the
+        next key. The per-cell loop keeps key, counter and nonce in locals.
+        """
+        n = self._n
+        rx = self.rx
+        assert rx is not None
+        decrypt, iv, count = rx.decrypt, rx.iv, rx.count
+        view = memoryview(buf)  # cells are opened in place, not copied out first
+        stop = pos + (len(buf) - pos) // n * n
+        if stop > pos:
+            # Optimistic: every cell under the current key, without looking at
+            # types. A REKEY or a bad cell before the last makes a later cell
+            # fail; then the careful loop below starts again from the first cell.
+            try:
+                plains = [decrypt((iv ^ k).to_bytes(IV_SIZE, "big"), view[s:s + n], None)
+                          for k, s in enumerate(range(pos, stop, n), count)]
+            except InvalidTag:
+                pass
+            else:
+                rx.count = count + len(plains)
+                if plains[-1][0] == REKEY_TYPE:
+                    rx.rekey(self._clock())
+                # A CLOSE before the last cell: the reader stops there.
+                return plains, stop, None
+        plains = []
+        append = plains.append
+        rekey_type, close_type = REKEY_TYPE, CLOSE_TYPE
+        err: SessionError | None = None
+        for start in range(pos, len(buf) - n + 1, n):
+            pos = start + n
+            try:
+                plain = decrypt((iv ^ count).to_bytes(IV_SIZE, "big"), view[start:pos], None)
+            except InvalidTag:
+                err = SessionError(
+                    CloseReason.TAMPERED,
+                    f"cell {count} (key generation {rx.generation}) failed authentication: "
+                    "tampered, replayed, reordered or dropped")
+                count += 1
+                break
+            count += 1
+            append(plain)
+            ctype = plain[0]
+            if ctype == rekey_type:
+                rx.count = count
+                rx.rekey(self._clock())
+                decrypt, iv, count = rx.decrypt, rx.iv, rx.count
+            elif ctype == close_type:
+                break
+        rx.count = count
+        return plains, pos, err
