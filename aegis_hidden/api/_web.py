@@ -379,7 +379,11 @@ class ApiResource(Resource):
     async def change_peer(self, request: Request) -> tuple[int, JSON]:
         body = read_json_body(request, self.max_body_size)
         _unknown_fields(body, {"action", "peer_address", "peer_id", "i2p_destination",
-                               "reason", "duration"})
+                               "reason", "duration", "keep_messages"})
+        keep = body.get("keep_messages", False)
+        if not isinstance(keep, bool) or (keep and body.get("action") != "remove"):
+            raise ApiError(400, "\"keep_messages\" is true or false, for \"remove\" only",
+                           "keep_messages")
         action = body.get("action")
         if action not in ("add", "remove", "block", "unblock"):
             raise ApiError(400, "\"action\" must be one of add, remove, block, unblock",
@@ -410,8 +414,8 @@ class ApiResource(Resource):
             if store.get(peer_id) is None:
                 raise ApiError(404, f"unknown peer {peer_id}", field)
             if action == "remove":
-                peer = await store.remove(peer_id)
-                self.core.pool.close(peer_id, "removed")
+                # its queued messages expire, or wait with no retries (keep_messages)
+                peer = await self.core.remove_peer(peer_id, keep_messages=keep)
             else:
                 peer = await store.unblock(peer_id)
         self.core.events.emit("peer_changed", peer=peer.peer_id, action=action)

@@ -119,3 +119,25 @@ def test_cli_remove_sends_keep_messages_only_when_asked() -> None:
     args = build_parser().parse_args(["peers", "remove", ONION, "--keep-messages"])
     assert args.keep_messages is True
     assert build_parser().parse_args(["peers", "remove", ONION]).keep_messages is False
+
+
+def test_api_remove_with_and_without_keep_messages(tmp_path: Path) -> None:
+    from tests.unit.test_api import Api
+
+    api = Api(tmp_path)
+    b = api.b.local_address
+    assert api.call("POST", "/api/network/peers", {"action": "add", "peer_address": b})[0] == 200
+    api.net.unreachable.add(b)
+    sent = api.call("POST", "/api/network/send", {"target": b, "message": {"type": "t"}})
+    assert sent[0] == 202 and sent[1]["state"] == "queued"
+    code, reply, _ = api.call("POST", "/api/network/peers",
+                              {"action": "block", "peer_address": b, "keep_messages": True})
+    assert code == 400 and reply["field"] == "keep_messages"
+    assert api.call("POST", "/api/network/peers", {"action": "remove", "peer_address": b,
+                                                   "keep_messages": True})[0] == 200
+    assert api.a.messenger.outbox_size() == 1
+    api.call("POST", "/api/network/peers", {"action": "add", "peer_address": b})
+    assert api.call("POST", "/api/network/peers", {"action": "remove", "peer_address": b})[0] \
+        == 200
+    assert api.a.messenger.outbox_size() == 0
+    assert api.a.messenger.state(sent[1]["id"]) is DeliveryState.EXPIRED
