@@ -89,6 +89,7 @@ def limited_request_factory(max_body_size: int, auth: Authorizer | None = None
                 refusal = self._refuse_at_headers(length)
                 if refusal is not None:
                     self.aegis_too_large = True
+                    self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after it
                     channel: Any = self.channel
                     channel.transport.write(refusal)
                     # read nothing more: the body and any pipelined request are dropped

@@ -55,6 +55,14 @@ def test_unauthenticated_body_is_refused_at_the_headers(tmp_path: Path,
     assert conn.transport.value() == out
 
 
+def test_expect_100_continue_gets_the_refusal_only(tmp_path: Path) -> None:
+    conn = Conn(tmp_path)
+    out = conn.send(f"POST /api/network/send HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    f"Content-Length: {TEN_GIB}\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in out
+    assert conn.transport.disconnecting
+
+
 def test_chunked_unauthenticated_body_is_refused_at_the_headers(tmp_path: Path) -> None:
     conn = Conn(tmp_path)
     out = conn.send(b"POST /api/network/peers HTTP/1.1\r\nHost: x\r\n"
