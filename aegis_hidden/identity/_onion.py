@@ -15,6 +15,7 @@ ONION_VERSION = 3
 _CHECKSUM_PREFIX = b".onion checksum"
 _ADDRESS_CHARS = 56  # 35 bytes of base32, no padding
 SUFFIX = ".onion"
+_BASE32_LABEL = re.compile(r"[a-z2-7]{56}")
 
 
 class OnionAddressError(ValueError):
@@ -54,10 +55,9 @@ def public_key_from_onion_address(address: str) -> bytes:
             f"{address!r}: a v3 onion address has {_ADDRESS_CHARS} characters before "
             f"'.onion', this one has {len(label)}"
         )
-    try:
-        raw = base64.b32decode(label.upper(), casefold=False)
-    except ValueError as e:
-        raise OnionAddressError(f"{address!r}: not base32 ({e})") from None
+    if not _BASE32_LABEL.fullmatch(label):  # '=' padding would decode to fewer bytes
+        raise OnionAddressError(f"{address!r}: not base32 (only a-z and 2-7, no padding)")
+    raw = base64.b32decode(label.upper(), casefold=False)
     public_key, checksum, version = raw[:32], raw[32:34], raw[34]
     if version != ONION_VERSION:
         raise OnionAddressError(f"{address!r}: version byte is {version}, only 3 is supported")

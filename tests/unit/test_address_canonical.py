@@ -154,3 +154,13 @@ def test_api_refuses_aliases(tmp_path: Path, alias: str) -> None:
                               {"target": alias, "message": {"type": "t", "data": 1}})
     assert code == 400
     assert [p["id"] for p in api.call("GET", "/api/network/peers")[1]["peers"]] == [ONION]
+
+
+@pytest.mark.parametrize("label", ["a" * 55 + "=", "a" * 54 + "==", "a" * 55 + "!"])
+def test_public_key_parser_refuses_padding_with_its_typed_error(label: str) -> None:
+    from aegis_hidden.identity import public_key_from_onion_address
+
+    with pytest.raises(OnionAddressError, match="not base32"):
+        public_key_from_onion_address(label + ".onion")
+    with pytest.raises(OnionAddressError, match="not base32"):
+        public_key_from_onion_address(label)
