@@ -38,6 +38,7 @@ class MixingProfile:
     burst: int  # real cells per slot at most
     constant: bool = False  # constant-rate slots (random phase) instead of Poisson
     loop_timeout: float = 60.0  # seconds before a loop counts as lost
+    resolution: float = 0.0  # the scheduler's timer tick (seconds; 0: exact)
 
     @property
     def mean_mix_delay(self) -> float:
@@ -107,7 +108,8 @@ def scheduler_from_config(config: Any, clock: IReactorTime, random: Random, *,
         return ImmediateScheduler(batch_size=profile.burst, trace=trace, clock=clock,
                                   cell_size=m.cell_size)
     return PoissonScheduler(clock, random, profile.cover_rate, burst=profile.burst,
-                            constant=profile.constant, trace=trace, cell_size=m.cell_size)
+                            constant=profile.constant, trace=trace, cell_size=m.cell_size,
+                            resolution=profile.resolution)
 
 
 def mix_pool_from_config(config: Any, clock: IReactorTime, random: Random,

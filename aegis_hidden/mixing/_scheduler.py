@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from random import Random
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -46,18 +47,17 @@ class SchedulerStats:
     late_slots: int = 0  # slots re-anchored because the reactor ran late
 
 
-@dataclass(eq=False)
 class _Entry:
-    link: ICellLink
-    live: bool = True
-    due: float = 0.0
+    __slots__ = ("link", "live")
+
+    def __init__(self, link: ICellLink) -> None:
+        self.link = link
+        self.live = True
 
 
-@dataclass(order=True)
-class _Slot:
-    due: float
-    seq: int
-    entry: _Entry = field(compare=False)
+# A heap item: (due time, tie-breaking sequence number, entry). Plain tuples:
+# this heap is the scheduler's hot path.
+_Slot = tuple[float, int, _Entry]
 
 
 @implementer(ICellScheduler)
@@ -71,6 +71,14 @@ class PoissonScheduler:
     ISP, the guard) that at least k real cells were waiting. That leak is
     documented per profile in docs/mixing.md.
 
+    ``resolution`` (seconds, 0: exact) makes the timer a wheel of that tick:
+    a slot is taken at the first tick at or after its due time (never before),
+    so the slots of many links that fall in one tick share one wakeup of the
+    reactor, which is most of the idle cost. The write times are then the
+    schedule rounded up to the tick, a distortion of at most ``rate *
+    resolution`` in the distribution of the gaps (0.01 at balanced), below
+    what Tor's own cell scheduler (KIST, a 10 ms tick) lets an observer see.
+
     ``constant=True`` draws no random gaps: every link sends one slot each
     ``1/rate`` seconds, with a random phase per link (the ``paranoid``
     profile). The timing then carries no information at all, at the price of
@@ -81,9 +89,11 @@ class PoissonScheduler:
 
     def __init__(self, clock: IReactorTime, random: Random, rate: float, *, burst: int = 1,
                  constant: bool = False, trace: ITraceSink | None = None,
-                 cell_size: int = 996) -> None:
+                 cell_size: int = 996, resolution: float = 0.0) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 cells per second, not {rate!r}")
+        if not 0 <= resolution <= 1:
+            raise ValueError(f"resolution must be from 0 to 1 second, not {resolution!r}")
         if burst < 1:
             raise ValueError(f"burst must be at least 1 cell per slot, not {burst!r}")
         self._clock = clock
@@ -91,6 +101,7 @@ class PoissonScheduler:
         self.rate = float(rate)
         self.burst = burst
         self.constant = constant
+        self.resolution = float(resolution)
         self._trace = trace
         self._cell_size = cell_size
         self._entries: dict[int, _Entry] = {}
@@ -141,12 +152,11 @@ class PoissonScheduler:
         return self._random.expovariate(self.rate)
 
     def _push(self, entry: _Entry, due: float) -> None:
-        entry.due = due
-        heapq.heappush(self._heap, _Slot(due, next(self._seq), entry))
+        heapq.heappush(self._heap, (due, next(self._seq), entry))
 
     def _arm(self) -> None:
         heap = self._heap
-        while heap and not heap[0].entry.live:
+        while heap and not heap[0][2].live:
             heapq.heappop(heap)
         call = self._call
         if not heap:
@@ -154,9 +164,12 @@ class PoissonScheduler:
                 call.cancel()
             self._call = None
             return
-        delay = max(0.0, heap[0].due - self._clock.seconds())
+        due = heap[0][0]
+        if self.resolution:
+            due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
+        delay = max(0.0, due - self._clock.seconds())
         if call is not None and call.active():
-            if abs(call.getTime() - heap[0].due) > _EPSILON:
+            if abs(call.getTime() - due) > _EPSILON:
                 call.reset(delay)
             return
         self._call = self._clock.callLater(delay, self._fire)
@@ -165,9 +178,9 @@ class PoissonScheduler:
         self._call = None
         now = self._clock.seconds()
         heap = self._heap
-        while heap and heap[0].due <= now + _EPSILON:
-            slot = heapq.heappop(heap)
-            entry = slot.entry
+        horizon = now + _EPSILON
+        while heap and heap[0][0] <= horizon:
+            due, _, entry = heapq.heappop(heap)
             if not entry.live:
                 continue
             link = entry.link
@@ -176,8 +189,8 @@ class PoissonScheduler:
                 self._entries.pop(id(link), None)
                 continue
             self._slot(link, now)
-            nxt = slot.due + self._gap()
-            if nxt <= now:
+            nxt = due + self._gap()
+            if nxt < now - self.resolution - _EPSILON:
                 # The reactor ran late past this link's next slot: missed slots
                 # are skipped rather than sent in a clump (a clump would show the
                 # stall); queued cells wait for the next slot.

@@ -232,6 +232,18 @@ def test_constant_rate_slots() -> None:
     assert all(abs(g - 0.1) < 1e-9 for g in link.gaps())
 
 
+def test_timer_resolution_rounds_slots_up_never_early() -> None:
+    exact, coarse = Clock(), Clock()
+    a, b = FakeLink(exact), FakeLink(coarse)
+    PoissonScheduler(exact, random.Random(28), 2.0).register(a)
+    PoissonScheduler(coarse, random.Random(28), 2.0, resolution=0.01).register(b)
+    step_until(exact, lambda: len(a.writes) >= 200)
+    step_until(coarse, lambda: len(b.writes) >= 200)
+    for (t_exact, _, _), (t_coarse, _, _) in zip(a.writes, b.writes, strict=False):
+        assert t_exact - 1e-9 <= t_coarse < t_exact + 0.01 + 1e-9
+        assert abs(t_coarse / 0.01 - round(t_coarse / 0.01)) < 1e-6
+
+
 def test_scheduler_refuses_bad_parameters() -> None:
     with pytest.raises(ValueError, match="rate"):
         PoissonScheduler(Clock(), random.Random(), 0.0)
