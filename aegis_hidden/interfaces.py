@@ -107,7 +107,12 @@ class ICellLink(Interface):
 
     def emit(count: int, cover: int = 0) -> int:
         """Seal and write, in ONE transport write, up to ``count`` queued cells
-        followed by ``cover`` cover cells; returns how many queued cells went."""
+        followed by ``cover`` cover cells; returns how many queued cells went.
+
+        At most ``count + cover`` cells are written: when the record layer must
+        rekey, its REKEY cell takes one of the slots (a cover slot if any, else
+        the next queued cell waits for the next call). Returns 0 and writes
+        nothing once the link is closed."""
 
 
 class ICellScheduler(Interface):

@@ -31,6 +31,8 @@ class SessionParams:
             raise ValueError(f"unknown encryption {self.encryption!r}; one of {sorted(AEADS)}")
         if not 256 <= self.cell_size <= 65535:
             raise ValueError(f"cell_size must be from 256 to 65535, got {self.cell_size}")
+        if self.rekey_cells < 1 or self.rekey_seconds <= 0:
+            raise ValueError("rekey_cells must be at least 1 and rekey_seconds positive")
         if not self.versions:
             raise ValueError("at least one protocol version is needed")
 

@@ -186,6 +186,11 @@ class Session:
         return self._hs.local_address
 
     @property
+    def cover_received(self) -> int:
+        """COVER and PADDING cells received so far (for the local trace only)."""
+        return self._reader.cover_cells
+
+    @property
     def established(self) -> bool:
         return self.state is State.ESTABLISHED
 
@@ -234,14 +239,6 @@ class Session:
         flags, payload = prepare_message(data, self.params.compression_threshold,
                                          self.params.max_message_size)
         self._record.queue.extend(data_cells(self._n, flags, payload))
-
-    def send_cover(self, kind: CellType = CellType.COVER) -> None:
-        """One COVER (or PADDING) cell, after everything queued before it."""
-        if kind not in (CellType.COVER, CellType.PADDING):
-            raise ValueError("send_cover sends COVER or PADDING cells only")
-        self._require_established()
-        self._record.seal_queued()
-        self._record.seal_now(encode_inner(self._n, kind, 0, b""))
 
     def queued(self) -> int:
         """Plaintext cells waiting to be sealed."""

@@ -9,6 +9,8 @@ streams. The clock is always injected.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,10 +27,18 @@ from zope.interface import implementer
 
 from .._listen import local_server_endpoint
 from ..identity import IdentityRecord, NodeIdentity, PinMismatch, RecordCache
-from ..interfaces import IEventSink, IPeerLink, ISessionFactory, ITransportProvider
-from ..wire import CellType
+from ..interfaces import (
+    ICellLink,
+    ICellScheduler,
+    IEventSink,
+    IPeerLink,
+    ISessionFactory,
+    ITraceSink,
+    ITransportProvider,
+)
 from ._errors import CloseReason, HandshakeError, SessionError
 from ._ratelimit import TokenBucket
+from ._scheduler import ImmediateScheduler
 from ._session import (
     Closed,
     Established,
@@ -133,12 +143,6 @@ class PeerLink:
         self._protocol.session.send_message(data)
         self._protocol.pump()
 
-    def send_cover(self, kind: CellType = CellType.COVER) -> None:
-        """One cover (or padding) cell, for the mixing layer."""
-        if self.close_reason is None:
-            self._protocol.session.send_cover(kind)
-            self._protocol.pump()
-
     def set_receiver(self, callback: Callable[[bytes], None]) -> None:
         self._receiver = callback
         queued, self._queued = self._queued, []
@@ -180,8 +184,19 @@ def _chain(d: Deferred[str]) -> Callable[[Any], Any]:
     return fire
 
 
+_link_ids = itertools.count(1)
+
+
+@implementer(ICellLink)
 class SessionProtocol(Protocol):
-    """Feeds a :class:`Session`; owns the handshake timer."""
+    """Feeds a :class:`Session`; owns the handshake timer; is the :class:`ICellLink`
+    its cell scheduler drives once the session is established.
+
+    Handshake flights and the CLOSE cell are written at once; every other cell
+    waits in the session's queue until ``scheduler`` calls :meth:`emit`. With a
+    ``trace`` sink, every cell written or received is recorded (time, a salted
+    hash of the link id, direction, size, kind).
+    """
 
     log = Logger()
 
@@ -192,8 +207,19 @@ class SessionProtocol(Protocol):
         transport_name: str | None,
         on_established: Callable[[PeerLink], None],
         on_failed: Callable[[SessionError], None],
+        *,
+        scheduler: ICellScheduler | None = None,
+        trace: ITraceSink | None = None,
+        trace_salt: bytes = b"",
     ) -> None:
         self.session = session
+        self.scheduler: ICellScheduler = scheduler if scheduler is not None else ImmediateScheduler()
+        self.link_id = next(_link_ids)
+        self._trace = trace
+        self._trace_id = hashlib.sha256(
+            trace_salt + self.link_id.to_bytes(8, "big")).hexdigest()[:16] if trace else ""
+        self._in_bytes = 0
+        self._registered = False
         self.clock = clock
         self.transport_name = transport_name
         self._on_established = on_established
@@ -210,8 +236,53 @@ class SessionProtocol(Protocol):
         self.pump()
 
     def dataReceived(self, data: bytes) -> None:
-        self.session.receive_data(data)
+        if self._trace is not None:
+            cover = self.session.cover_received
+            self.session.receive_data(data)
+            self._trace_in(len(data), self.session.cover_received - cover)
+        else:
+            self.session.receive_data(data)
         self.pump()
+
+    # -- ICellLink ------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closing or self.session.closed
+
+    def queued(self) -> int:
+        return self.session.queued()
+
+    def emit(self, count: int, cover: int = 0) -> int:
+        """Seal up to ``count`` queued cells and ``cover`` cover cells; one write."""
+        if self.closed or not self.session.established:
+            return 0
+        before = self.session.queued()
+        out = self.session.seal_queued(count, cover)
+        sent = before - self.session.queued()
+        if out and self.transport is not None:
+            self.transport.write(out)
+            if self._trace is not None:
+                cells = len(out) // self.session.params.cell_size
+                self._trace_out(cells - min(cover, cells), min(cover, cells))
+        return sent
+
+    def _trace_out(self, real: int, cover: int) -> None:
+        assert self._trace is not None
+        now = self.clock.seconds()
+        size = self.session.params.cell_size
+        for k in range(real + cover):
+            self._trace.record(now, self._trace_id, "out", size, "real" if k < real else "cover")
+
+    def _trace_in(self, received: int, cover: int) -> None:
+        assert self._trace is not None
+        size = self.session.params.cell_size
+        cells = (self._in_bytes + received) // size - self._in_bytes // size
+        self._in_bytes += received
+        now = self.clock.seconds()
+        cover = min(cover, cells)
+        for k in range(cells):
+            self._trace.record(now, self._trace_id, "in", size,
+                               "real" if k < cells - cover else "cover")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost()
@@ -232,10 +303,13 @@ class SessionProtocol(Protocol):
         self._timer = None
 
     def pump(self) -> None:
-        """Write what the session wants sent, then act on its events."""
-        out = self.session.data_to_send()
+        """Write what the session has sealed, act on its events, and tell the
+        scheduler about queued cells."""
+        out = self.session.sealed_to_send()
         if out and self.transport is not None and not self._closing:
             self.transport.write(out)
+            if self._trace is not None:
+                self._trace_out(len(out) // self.session.params.cell_size, 0)
         for event in self.session.events():
             if isinstance(event, MessageReceived):
                 if self.link is not None:
@@ -245,9 +319,14 @@ class SessionProtocol(Protocol):
                 name = self.transport_name or (
                     "i2p" if self.session.local_address.endswith(".i2p") else "tor")
                 self.link = PeerLink(self, event.peer, event.record, name)
+                self._registered = True
+                self.scheduler.register(self)
                 self._on_established(self.link)
             elif isinstance(event, Closed):
                 self._cancel_timer()
+                if self._registered:
+                    self._registered = False
+                    self.scheduler.unregister(self)
                 err = self.session.close_reason or SessionError(event.reason, event.detail)
                 if self.link is not None:
                     self.link._on_closed(err)
@@ -257,6 +336,8 @@ class SessionProtocol(Protocol):
             self._closing = True
             if self.transport is not None:
                 self.transport.loseConnection()
+        elif self._registered and self.session.queued():
+            self.scheduler.notify(self)
 
 
 class _DialFactory(Factory):
@@ -304,8 +385,17 @@ class SessionFactory:
         record_cache: RecordCache | None = None,
         mldsa_pin: MldsaPin | None = None,
         handshake_limit: TokenBucket | None = None,
+        scheduler: ICellScheduler | None = None,
+        trace: ITraceSink | None = None,
     ) -> None:
         self.identity = identity
+        #: Decides when every session's cells are sealed and written; by default at
+        #: once, ``performance.message_batch_size`` cells per write.
+        self.scheduler: ICellScheduler = scheduler if scheduler is not None else \
+            ImmediateScheduler(int(config.performance.message_batch_size))
+        #: Where cell traces go (None: nowhere); link ids are salted per factory.
+        self.trace = trace
+        self._trace_salt = os.urandom(16)
         self.providers = list(providers)
         self.config = config
         self.clock = clock
@@ -412,7 +502,8 @@ class SessionFactory:
             session = Session(self.identity, self.params, initiator=True,
                               clock=self.clock.seconds, peer_address=host, random=self._random,
                               keys=self._keys, **self._session_extras())
-            proto = SessionProtocol(session, self.clock, transport_name, established, failed)
+            proto = SessionProtocol(session, self.clock, transport_name, established, failed,
+                                    **self._protocol_extras())
             built.append(proto)
             return proto
 
@@ -502,7 +593,8 @@ class SessionFactory:
             self._refused(claimed[-1] if claimed else None, err, incoming=True)
             self.log.info("incoming handshake failed: {reason}", reason=str(err))
 
-        proto = SessionProtocol(session, self.clock, None, established, failed)
+        proto = SessionProtocol(session, self.clock, None, established, failed,
+                                **self._protocol_extras())
         self.incoming_streams += 1
 
         def gone() -> None:
@@ -512,6 +604,10 @@ class SessionFactory:
         return proto
 
     # -- helpers ----------------------------------------------------------
+    def _protocol_extras(self) -> dict[str, Any]:
+        """The shared cell scheduler and trace sink, for every SessionProtocol built."""
+        return {"scheduler": self.scheduler, "trace": self.trace, "trace_salt": self._trace_salt}
+
     def _session_extras(self, claimed: list[str] | None = None) -> dict[str, Any]:
         """The shared record cache and ML-DSA pin lookup, for every Session built.
 

@@ -1,8 +1,10 @@
-"""Twisted glue for sessions: protocol, IPeerLink, ISessionFactory, server factory.
+"""Twisted glue for sessions: protocol, IPeerLink, ISessionFactory, server factory,
+and the default cell scheduler.
 
 Kept out of :mod:`aegis_hidden.session` so the pure package imports no Twisted.
 """
 
+from ._scheduler import ImmediateScheduler
 from ._twisted import (
     NoTransport,
     PeerLink,
@@ -13,5 +15,5 @@ from ._twisted import (
     TokenBucket,
 )
 
-__all__ = ["NoTransport", "PeerLink", "RevokedPeer", "ServerFactory", "SessionFactory",
+__all__ = ["ImmediateScheduler", "NoTransport", "PeerLink", "RevokedPeer", "ServerFactory", "SessionFactory",
            "SessionProtocol", "TokenBucket"]

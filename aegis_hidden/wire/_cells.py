@@ -351,6 +351,8 @@ class CellReader:
         self._data = Reassembler(limit, room=inner_body_capacity(cell_size))
         self._parts: list[bytes] = []  # fragments of an uncompressed message
         self._size = 0
+        #: COVER and PADDING cells read so far.
+        self.cover_cells = 0
 
     def read(self, plains: list[bytes], out: list[Any], wrap: Callable[[bytes], Any]) -> bytes | None:
         """Read ``plains`` in order, appending ``wrap(message)`` to ``out`` for each
@@ -422,5 +424,7 @@ class CellReader:
             return body
         elif kind is CellType.HANDSHAKE:
             raise UnexpectedCell("handshake cell after the handshake")
-        # PADDING and COVER: nothing to do; REKEY: the record layer switched keys.
+        elif kind is not CellType.REKEY:
+            self.cover_cells += 1  # PADDING and COVER: dropped
+        # REKEY: the record layer switched keys.
         return None
