@@ -118,7 +118,7 @@ async def main(reactor: Any, trials: int, pings: int) -> int:
                                       interface="127.0.0.1")
         target = f"127.0.0.1:{echo_port}"
         dialer = TorProvider(reactor, connect_cfg(dialer_tor.control_port),
-                             create(root / "dialer", time.time(), with_mldsa=False),
+                             create(root / "dialer", time.time()),
                              root / "dialer", EventBus())
         dialer.startService()
         await dialer.when_ready()
@@ -130,7 +130,7 @@ async def main(reactor: Any, trials: int, pings: int) -> int:
         node_links: list[Pinger] = []
         for i in range(trials):
             # node path: a fresh node identity published by TorProvider, then reached
-            ident = create(root / f"node{i}", time.time(), with_mldsa=False)
+            ident = create(root / f"node{i}", time.time())
             cfg = parse_config({"tor": {"mode": "connect",
                                         "control_port": f"127.0.0.1:{host.control_port}"},
                                 "network": {"listen_address": target}})
