@@ -223,6 +223,10 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "required": ["action"], "additionalProperties": False,
                 "oneOf": [{"required": ["peer_address"], "not": {"required": ["peer_id"]}},
                           {"required": ["peer_id"], "not": {"required": ["peer_address"]}}],
+                # keep_messages: true only with remove
+                "if": {"required": ["keep_messages"],
+                       "properties": {"keep_messages": {"const": True}}},
+                "then": {"properties": {"action": {"const": "remove"}}},
                 "properties": {
                     "action": {"enum": ["add", "remove", "block", "unblock"]},
                     "peer_address": {**ADDRESS,
@@ -234,6 +238,11 @@ DOCUMENT: dict[str, Any] = {
                         "pattern": "^[a-zA-Z2-7]{51}[aqAQ]\\.(b32\\.i2p|B32\\.I2P)$",
                         "description": "add: the peer's .b32.i2p address for failover "
                                        "(leave it out rather than null)"},
+                    "keep_messages": {
+                        "type": "boolean",
+                        "description": "remove: keep the peer's queued messages parked (no "
+                                       "retries) until it is added again; default false: "
+                                       "they expire at once (delivery_state expired)"},
                     "reason": {"type": "string", "minLength": 1, "maxLength": 500,
                                "description": "block: why (kept with the blacklist entry)"},
                     "duration": {"type": ["number", "null"], "exclusiveMinimum": 0,

@@ -152,6 +152,8 @@ def _validator(schema: str) -> Any:
     {"action": "add", "peer_address": "PEER", "i2p_destination": ""},
     {"action": "block", "peer_address": "PEER", "reason": None},
     {"action": "block", "peer_address": "PEER", "reason": ""},
+    {"action": "add", "peer_address": "PEER", "keep_messages": True},
+    {"action": "remove", "peer_address": "PEER", "keep_messages": "yes"},
 ])
 def test_document_and_code_agree_on_refused_peer_actions(tmp_path: Path,
                                                          body: dict[str, Any]) -> None:
@@ -168,6 +170,7 @@ def test_document_and_code_agree_on_refused_peer_actions(tmp_path: Path,
     {"action": "add", "peer_address": "UPPER"},
     {"action": "add", "peer_address": "PEER", "i2p_destination": "B32"},
     {"action": "block", "peer_id": "PEER", "reason": "spam", "duration": None},
+    {"action": "add", "peer_id": "PEER", "keep_messages": False},
 ])
 def test_document_and_code_agree_on_accepted_peer_actions(tmp_path: Path,
                                                           body: dict[str, Any]) -> None:
@@ -192,3 +195,14 @@ def test_document_refuses_an_empty_send_target(tmp_path: Path) -> None:
 def test_document_accepts_a_b32_send_target() -> None:
     assert _validator("SendRequest").is_valid({"target": "a" * 51 + "q.b32.i2p",
                                                "message": {"type": "0"}})
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_document_and_code_agree_on_remove_keep_messages(tmp_path: Path, keep: bool) -> None:
+    api = Api(tmp_path)
+    peer = api.b.local_address
+    assert api.call("POST", "/api/network/peers", {"action": "add", "peer_id": peer})[0] == 200
+    body = {"action": "remove", "peer_id": peer, "keep_messages": keep}
+    assert _validator("PeerAction").is_valid(body)
+    code, reply, _ = api.call("POST", "/api/network/peers", body)
+    assert code == 200, reply
