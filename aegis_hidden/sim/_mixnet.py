@@ -67,7 +67,7 @@ class MixnetResult:
     latency_mean: float  # seconds from send() to leaving the last layer
     latency_p90: float
     epsilon_median: float  # Loopix's |ln(p0/p1)| for the two challenge senders' messages
-    linked: float  # share of challenge messages the adversary pins to one of the two (p = 0)
+    linked: float  # share of challenge messages for which the adversary rules one of the two out
     cells_per_link_per_second: float
     real_share: float  # real cells / all cells on the links
 
