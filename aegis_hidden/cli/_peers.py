@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from typing import Any
 
 from ..peers import PeerAddressError, check_peer_address
@@ -71,11 +72,21 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    reply = ApiClient.from_args(args).ok("GET", "/api/network/peers")
+    # The API answers in pages (limit/cursor): follow next_cursor to the end, so
+    # the list is complete however many peers the node knows.
+    client = ApiClient.from_args(args)
+    peers: list[dict[str, Any]] = []
+    path = "/api/network/peers"
+    while True:
+        reply = client.ok("GET", path)
+        peers.extend(reply["peers"])
+        cursor = reply.get("next_cursor")
+        if not cursor:
+            break
+        path = "/api/network/peers?" + urllib.parse.urlencode({"cursor": cursor})
     if args.json:
-        print(json.dumps(reply))
+        print(json.dumps({**reply, "peers": peers, "next_cursor": None}))
         return 0
-    peers = reply["peers"]
     if not peers:
         print("no peers (add one with 'aegis-hidden peers add ADDRESS')")
     for peer in peers:

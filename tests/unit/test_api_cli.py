@@ -109,3 +109,22 @@ def test_wrong_token_exit_code(api: Api, capsys: pytest.CaptureFixture[str],
     monkeypatch.setattr(ApiClient, "from_args", classmethod(lambda cls, args: client))
     assert main(["peers", "list"]) == 3
     assert "401" in capsys.readouterr().err
+
+
+def test_peers_list_follows_every_page(api: Api, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API pages its peer list; the CLI shows all of it, not the first page."""
+    from aegis_hidden.api import _web
+    from aegis_hidden.identity import onion_address_from_public_key
+
+    monkeypatch.setattr(_web, "DEFAULT_PAGE", 2)
+    added = sorted(onion_address_from_public_key(bytes([i]) * 32) for i in range(1, 6))
+    for onion in added:
+        assert main(["peers", "add", onion]) == 0
+    capsys.readouterr()
+    assert main(["peers", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed) == added
+    assert main(["peers", "list", "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert sorted(p["id"] for p in reply["peers"]) == added and reply["next_cursor"] is None
