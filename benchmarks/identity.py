@@ -15,6 +15,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import (
     IdentityRecord,
     RecordKind,
@@ -25,7 +26,6 @@ from aegis_hidden.identity import (
     verify_record,
 )
 from aegis_hidden.identity._record import DOMAIN
-from aegis_hidden.session import xwing
 
 
 def rate(fn: Callable[[], object], seconds: float = 1.0) -> float:

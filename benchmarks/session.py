@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aegis_hidden.session import IdentityKeys, MessageReceived, Session, SessionParams, xwing
+from aegis_hidden.crypto import xwing
+from aegis_hidden.session import IdentityKeys, MessageReceived, Session, SessionParams
 from aegis_hidden.testing._sessions import memory_identity
 from aegis_hidden.wire import inner_body_capacity
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
-from ..session import xwing
+from ..crypto import xwing
 from ._files import atomic_rename, atomic_write
 from ._i2p import I2PBinding
 from ._keyfile import KeyFileError, is_encrypted, read_key_file, write_key_file

@@ -1,41 +1,22 @@
 """The AEAD record layer: one sealing state per direction, counter nonces, rekey.
 
+The ciphers and HKDF live in :mod:`aegis_hidden.crypto`; the names re-exported
+from there go once session/ imports them from crypto directly.
+
 Pure code. docs/protocol.md §4 is the specification.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Callable
-
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from ..crypto import AEAD_CLASSES as _AEAD_CLASSES
+from ..crypto import AEADS, IV_SIZE, KEY_SIZE, hkdf_expand, hkdf_extract
 from ._errors import CloseReason, SessionError
 
-__all__ = ["AEADS", "Direction", "hkdf_expand", "hkdf_extract"]
+__all__ = ["AEADS", "IV_SIZE", "KEY_SIZE", "Direction", "hkdf_expand", "hkdf_extract"]
 
-#: ``security.encryption`` names and their wire numbers (ClientHello.aead).
-AEADS: dict[str, int] = {"AES-256-GCM": 1, "ChaCha20-Poly1305": 2}
-_AEAD_CLASSES: dict[int, Callable[[bytes], AESGCM | ChaCha20Poly1305]] = {
-    1: AESGCM,
-    2: ChaCha20Poly1305,
-}
-KEY_SIZE = 32
-IV_SIZE = 12
 _MAX_COUNTER = 2**64 - 1
-
-
-def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
-    """HKDF-Extract with SHA-256 (RFC 5869): HMAC(salt, ikm)."""
-    return hmac.new(salt, ikm, hashlib.sha256).digest()
-
-
-def hkdf_expand(prk: bytes, label: bytes, length: int = 32) -> bytes:
-    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=label).derive(prk)
 
 
 class Direction:

@@ -24,9 +24,9 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.test.iosim import FakeTransport, connect
 from zope.interface import implementer
 
+from ..crypto import xwing
 from ..identity import I2PBinding, IdentityRecord, NodeIdentity, RecordKind, sign_record
 from ..interfaces import ITransportProvider
-from ..session import xwing
 
 __all__ = ["MemoryTransportProvider", "memory_identity"]
 

@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import IdentityRecord, NodeIdentity, RecordKind, sign_record
-from aegis_hidden.session import IdentityKeys, Session, SessionParams, xwing
+from aegis_hidden.session import IdentityKeys, Session, SessionParams
 from aegis_hidden.wire import decode_clear
 
 OUT = Path(__file__).with_name("handshake.json")

@@ -19,9 +19,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import I2PBinding, IdentityRecord, RecordKind, sign_record
 from aegis_hidden.identity._record import DOMAIN, ROTATION_DOMAIN, rotation_message
-from aegis_hidden.session import xwing
 
 OUT = Path(__file__).with_name("record.json")
 

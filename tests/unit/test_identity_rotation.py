@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from aegis_hidden import identity as ident
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import _keyfile, _node
-from aegis_hidden.session import xwing
 from aegis_hidden.testing import fake_private_key
 
 NOW = 1_800_000_000.0

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import (
     MAX_RECORD_LIFETIME,
     IdentityRecord,
@@ -28,7 +29,6 @@ from aegis_hidden.identity import (
     sign_record,
     verify_record,
 )
-from aegis_hidden.session import xwing
 
 NOW = 1_800_000_000
 DAY = 24 * 3600

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey, MLDSA65PublicKey
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import (
     I2PBinding,
     RecordCache,
@@ -31,7 +32,6 @@ from aegis_hidden.identity import (
     verify_binding,
     verify_record,
 )
-from aegis_hidden.session import xwing
 
 VECTOR = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "record.json"
 

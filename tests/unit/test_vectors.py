@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import NodeIdentity, parse_record, verify_record
-from aegis_hidden.session import IdentityKeys, Session, SessionParams, xwing
+from aegis_hidden.session import IdentityKeys, Session, SessionParams
 from aegis_hidden.wire import handshake_pb2
 
 VECTOR = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "handshake.json"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis_hidden.session import xwing
+from aegis_hidden.crypto import xwing
 
 VECTORS = Path(__file__).parent / "data" / "xwing_draft10_vectors.txt"
 
