@@ -19,6 +19,16 @@ A ``MultiService`` child of the node, the sibling of the Tor provider.
    whose router restarted has a new LeaseSet, which the router fetches only
    with an empty cache, i.e. for a new session (counted in ``state()`` as
    ``session_recreations``).
+
+Sessions the provider closes itself (a re-creation, or the rest of a set
+whose other socket the router closed) are created again with the same keys
+no sooner than ``reuse_pause`` seconds later: i2pd 2.45.1 keeps a closed
+session's destination for 5 seconds, hands that same destination (and its
+LeaseSet cache) to a ``SESSION CREATE`` with the same key in that time, and
+then stops it under the new session, whose streams all get ``INVALID_ID``
+from then on. Should a session end up like that anyway (``INVALID_ID`` twice
+on a session whose control socket is open), it is re-created
+(``invalid_sessions`` in ``state()``).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._backoff import Backoff
 from ..config import Config, PrivacyError, split_host_port
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
 from ..interfaces import IEventSink, ITransportProvider
@@ -105,6 +116,8 @@ class I2PProvider(MultiService):
         launcher: I2pdProcess | None = None,
         launch_timeout: float = 60.0,
         health: HealthPolicy | None = None,
+        reuse_pause: float = 10.0,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__()
         self.setName("i2p")
@@ -125,6 +138,10 @@ class I2PProvider(MultiService):
         self._sam = sam
         self._retry_base = retry_base
         self._retry_cap = retry_cap
+        # jittered retries (full jitter, never under half of retry_base): a fixed
+        # schedule of SAM reconnects would be a fingerprint
+        self._backoff = backoff or Backoff(base=retry_base, cap=retry_cap, mode="full",
+                                           floor=retry_base / 2)
         self._on_identity = on_identity
         self._forward_to = (split_host_port("network.listen_address", forward_to)
                             if forward_to else None)
@@ -145,6 +162,9 @@ class I2PProvider(MultiService):
         self.health = StreamHealth(self._clock, self._request_recreate, health)
         self._recreate: Deferred[None] | None = None  # fires _first_closed to re-create
         self._recreating = ""  # why, while a re-creation is under way
+        self._reuse_pause = reuse_pause
+        self._closed_live_at: float | None = None  # when we last closed sessions i2pd had
+        self.invalid_sessions = 0
 
     # ---------------------------------------------------------------- files
 
@@ -191,14 +211,16 @@ class I2PProvider(MultiService):
         return not self._running
 
     async def _run(self) -> None:
-        attempt = 0
+        retry = self._backoff.retrier()
         while self._running:
+            router_closed = False  # the router closed a control socket (restarted?)
             try:
                 await self._establish()
                 if self._stopping():
                     return
-                attempt = 0
+                retry.reset()
                 await self._first_closed()
+                router_closed = not self._recreating
             except (SAMError, ConnectError, OSError) as e:
                 if self._stopping():
                     return
@@ -206,17 +228,19 @@ class I2PProvider(MultiService):
                 self.log.warn("I2P: {error}", error=str(e))
             finally:
                 self._recreate = None
-                self._close_all()
+                self._close_all(deliberate=not router_closed)
             if self._stopping():
                 return
+            pause = self._reuse_wait()
             if self._recreating:
-                # deliberate: no backoff step, no i2p_session_lost; a short pause lets
-                # the router drop the old session before the same key comes back
+                # deliberate: no backoff step, no i2p_session_lost; the pause lets the
+                # router drop the old session before the same key comes back
                 reason, self._recreating = self._recreating, ""
                 self._set_state("recreating")
                 self._emit("i2p_session_recreated", reason=reason,
                            count=self.health.recreations)
-                self._sleep = deferLater(self._clock, self._retry_base, lambda: None)
+                self._sleep = deferLater(self._clock, max(self._retry_base, pause),
+                                         lambda: None)
                 try:
                     await self._sleep
                 except CancelledError:
@@ -224,8 +248,7 @@ class I2PProvider(MultiService):
                 finally:
                     self._sleep = None
                 continue
-            delay = min(self._retry_cap, self._retry_base * 2 ** min(attempt, 16))
-            attempt += 1
+            delay = max(pause, retry.next())
             self._set_state("reconnecting")
             self._emit("i2p_session_lost", retry_in=delay, error=self._error)
             self._sleep = deferLater(self._clock, delay, lambda: None)
@@ -236,7 +259,21 @@ class I2PProvider(MultiService):
             finally:
                 self._sleep = None
 
-    def _close_all(self) -> None:
+    def _reuse_wait(self) -> float:
+        """Seconds until the router has surely dropped the sessions we closed last."""
+        if self._closed_live_at is None:
+            return 0.0
+        return max(0.0, self._closed_live_at + self._reuse_pause - self._clock.seconds())
+
+    def _close_all(self, deliberate: bool = True) -> None:
+        """Close every SAM socket; ``deliberate``: the router may still have the sessions.
+
+        (When the router closed one of them it is restarting, as a rule: its other
+        sockets close in the same moment, and nothing of them lingers.)
+        """
+        live = [s for s in (self._stream, self._datagram) if s is not None and not s.closed]
+        if deliberate and (live or (self._forward is not None and not self._forward.closed)):
+            self._closed_live_at = self._clock.seconds()
         for session in (self._stream, self._datagram):
             if session is not None:
                 session.close()
@@ -273,6 +310,18 @@ class I2PProvider(MultiService):
         self.log.warn("I2P: re-creating the SAM session ({reason})", reason=self._recreating)
         done.callback(None)
         return True
+
+    def _session_invalid(self, session: SAMSession) -> None:
+        """The router answered ``INVALID_ID`` twice for ``session``, still open on our side."""
+        done = self._recreate
+        if (session is not self._stream or done is None or done.called
+                or self._state != "ready" or self._stopping()):
+            return
+        self.invalid_sessions += 1
+        self._recreating = (f"the router no longer knows our open session {session.id} "
+                            "(INVALID_ID): new SAM session")
+        self.log.warn("I2P: re-creating the SAM session ({reason})", reason=self._recreating)
+        done.callback(None)
 
     async def _sam_answers(self) -> bool:
         try:
@@ -409,7 +458,8 @@ class I2PProvider(MultiService):
                 "i2p", address, "is not an I2P address: the I2P provider dials only inside I2P",
                 "name I2P peers by their .b32.i2p (or .i2p) address")
         return SAMStreamClientEndpoint(self._sam, self.stream_session, address, port,
-                                       health=self.health)
+                                       health=self.health, clock=self._clock,
+                                       on_invalid_session=self._session_invalid)
 
     def server_endpoint(self) -> SAMStreamServerEndpoint:
         """Accepts streams to the node's destination (survives session re-creation).
@@ -452,5 +502,7 @@ class I2PProvider(MultiService):
             "session_recreations": self.health.recreations,
             "silent_streams": self.health.silent_streams,
             "failed_streams": self.health.failed_streams,
+            "unreachable_streams": self.health.unreachable_streams,
+            "invalid_sessions": self.invalid_sessions,
             "launched_i2pd": self._launcher is not None and self._launcher.is_running(),
         }

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .._backoff import Backoff
 from ..events import EventBus
 from ..peers import Behaviour, Database, PeerInfo, PeerStore
 from ._envelope import Ack, EnvelopeError, Message, check_body, decode
@@ -114,6 +115,10 @@ class Messenger:
         self.ack_timeout = ack_timeout
         self.retry_base = retry_base
         self.retry_max = retry_max
+        # jittered (full jitter, never under half of retry_base): fixed retry gaps
+        # would be a fingerprint
+        self.backoff = Backoff(base=retry_base, cap=retry_max, mode="full",
+                               floor=retry_base / 2)
         self.ttl = ttl
         self.dedupe_window = dedupe_window
         self._new_id = new_id
@@ -304,7 +309,7 @@ class Messenger:
     def _retry_later(self, pending: _Pending, reason: str) -> None:
         if self._pending.get(pending.message.msg_id) is not pending:
             return  # settled meanwhile (acknowledged, expired, its peer removed)
-        delay = min(self.retry_max, self.retry_base * 2 ** pending.failures)
+        delay = self.backoff.delay(pending.failures)
         pending.failures += 1
         pending.cancel_timer()
         pending.call = self._clock.callLater(delay, self._attempt, pending.message.msg_id)

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
+from .._backoff import Backoff
 from ..identity import atomic_write
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class PeeringService(Service):
         redial_delay: float = 5.0,
         max_redial_delay: float = 120.0,
         ping_timeout: float = 120.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self.core = core
         self.own = core.local_address
@@ -65,6 +67,10 @@ class PeeringService(Service):
         self.peers: dict[str, dict[str, Any]] = {}
         self.redial_delay = redial_delay
         self.max_redial_delay = max_redial_delay
+        # jittered (full jitter, never under half the redial delay): fixed redial gaps
+        # would be a fingerprint of this node on the transport
+        self.backoff = backoff or Backoff(base=redial_delay, cap=max_redial_delay,
+                                          mode="full", floor=redial_delay / 2)
         self.ping_timeout = ping_timeout
         self._status_interval = status_interval
         self._loop: LoopingCall | None = None
@@ -126,7 +132,7 @@ class PeeringService(Service):
                 await self.core.store.add(peer)
         except CancelledError:
             return
-        failures = 0
+        retry = self.backoff.retrier()
         while self.running:
             try:
                 link = await self.core.pool.get(peer)
@@ -136,15 +142,14 @@ class PeeringService(Service):
             except CancelledError:
                 return
             except Exception as e:  # noqa: BLE001 - every failure is logged and retried
-                failures += 1
-                delay = min(self.max_redial_delay, self.redial_delay * 2 ** (failures - 1))
+                delay = retry.next()
                 self.log.warn("cannot reach bootstrap peer {peer} ({error}); again in "
                               "{delay:.0f}s", peer=peer, error=str(e) or type(e).__name__,
                               delay=delay)
                 if not await self._sleep(delay):
                     return
                 continue
-            failures = 0
+            retry.reset()
             rtt = self.clock.seconds() - started
             entry = self._entry(peer)
             entry.update(rtt=round(rtt, 4), last_direction="outbound", last_ping=self.wall())

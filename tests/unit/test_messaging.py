@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
+from aegis_hidden._backoff import Backoff
 from aegis_hidden.config import Config, parse_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
@@ -114,16 +117,24 @@ def test_unknown_blocked_and_oversize_sends_refused(net: FakeNetwork, clock: Clo
 def test_retries_with_backoff_until_reachable(net: FakeNetwork, clock: Clock,
                                               tmp_path: Path) -> None:
     a, b = pair(net, clock, tmp_path, retry_base=2.0, retry_max=16.0)
+    a.core.messenger.backoff = Backoff(base=2.0, cap=16.0, mode="full", floor=1.0,
+                                       random=random.Random(4).random)
     net.unreachable.add(b.address)
     msg_id, state = result_of(a.core.send(b.address, {"type": "chat", "data": 1}))
     assert state is DeliveryState.QUEUED
-    dial_times = []
-    for _ in range(40):
-        clock.advance(1)
-        dial_times.append(len(a.factory.dialed))
-    # dials at t=0, then after 2, 4, 8, 16, 16 s: backoff doubles up to the cap
-    attempts_at = [i + 1 for i in range(40) if i == 0 or dial_times[i] != dial_times[i - 1]]
-    assert attempts_at[:5] == [1, 2, 6, 14, 30]
+    dial_times: list[float] = []
+    dialed = 0
+    for _ in range(4000):
+        clock.advance(0.01)
+        if len(a.factory.dialed) != dialed:
+            dialed = len(a.factory.dialed)
+            dial_times.append(clock.seconds())
+    # after the n-th failure a jittered gap in [1, min(16, 2 * 2**(n-1))]: full jitter
+    gaps = [y - x for x, y in itertools.pairwise(dial_times)]
+    assert len(gaps) >= 4
+    for n, gap in enumerate(gaps):
+        assert 1.0 - 0.02 <= gap <= min(16.0, 2.0 * 2 ** n) + 0.02, (n, gap)
+    assert [round(g) for g in gaps[:3]] != [2, 4, 8]
     assert not b.received()
     net.unreachable.clear()
     clock.advance(16)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
+from aegis_hidden._backoff import Backoff
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
@@ -103,15 +105,16 @@ def test_dropped_session_is_redialed(tmp_path: Path) -> None:
     b.stop()
 
 
-@pytest.mark.parametrize(("base", "cap", "seconds", "expected"), [
-    (5.0, 120.0, 700, [5, 10, 20, 40, 80, 120, 120, 120, 120]),  # the defaults but base
-    (2.0, 10.0, 60, [2, 4, 8, 10, 10, 10, 10]),
+@pytest.mark.parametrize(("base", "cap", "seconds", "seed"), [
+    (5.0, 120.0, 900, 1),  # the defaults but base
+    (2.0, 10.0, 90, 2),
+    (2.0, 10.0, 90, 3),
 ])
 def test_unreachable_peer_backs_off(tmp_path: Path, base: float, cap: float, seconds: int,
-                                    expected: list[int]) -> None:
-    """Redials of an unreachable bootstrap peer: at once, then ``redial_delay * 2**(n-1)``
-    after the n-th failure, capped at ``max_redial_delay``. The schedule has no jitter:
-    every gap is exact."""
+                                    seed: int) -> None:
+    """Redials of an unreachable bootstrap peer: at once, then after the n-th failure a
+    jittered gap in ``[redial_delay / 2, min(max_redial_delay, redial_delay * 2**(n-1))]``
+    (full jitter from the injected random): never a fixed schedule."""
     clock, net = Clock(), FakeNetwork()
     ghost = onion()
     a = Node(net, clock, tmp_path, "a", [ghost])
@@ -126,12 +129,18 @@ def test_unreachable_peer_backs_off(tmp_path: Path, base: float, cap: float, sec
     net._dial = counting  # type: ignore[method-assign]
     a.core.startService()
     result_of(a.core.when_ready())
+    backoff = Backoff(base=base, cap=cap, mode="full", floor=base / 2,
+                      random=random.Random(seed).random)
     a.peering = PeeringService(a.core, [ghost], a.dir, clock, wall=clock.seconds,
-                               redial_delay=base, max_redial_delay=cap)
+                               redial_delay=base, max_redial_delay=cap, backoff=backoff)
     a.peering.startService()
-    run(clock, seconds, step=1.0)
+    run(clock, seconds, step=0.01)
     assert dials[0] == 0.0  # the first dial does not wait
     gaps = [b - a_ for a_, b in itertools.pairwise(dials)]
-    assert gaps == expected
+    assert len(gaps) >= 6
+    for n, gap in enumerate(gaps):
+        nominal = min(cap, base * 2 ** n)
+        assert base / 2 - 0.02 <= gap <= nominal + 0.02, (n, gap)
+    assert len(set(round(g, 2) for g in gaps)) > len(gaps) // 2  # jittered, not a fixed step
     assert ghost not in a.status()["peers"]  # never reached, never reported reachable
     a.stop()
