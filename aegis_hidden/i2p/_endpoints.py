@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -28,13 +29,22 @@ from zope.interface import implementer
 from ..config import PrivacyError
 from . import _sam
 from ._destination import Destination, is_i2p_name
-from ._errors import DestinationError, InvalidId, SAMError, SAMResultError
+from ._errors import (
+    CantReachPeer,
+    ConnectTimeout,
+    DestinationError,
+    InvalidId,
+    PeerNotFound,
+    SAMError,
+    SAMResultError,
+)
 from ._health import StreamHealth
 from ._protocol import I2PAddress, SAMConnectionLost, SAMSocketProtocol, open_sam_socket
 from ._sam import PeerAccepted
 from ._session import SAMSession, supports_primary
 
 SessionSource = Callable[[], Awaitable[SAMSession]]
+InvalidSessionHandler = Callable[[SAMSession], None]
 
 
 def check_i2p_target(destination: str, where: str = "i2p endpoint") -> None:
@@ -51,40 +61,74 @@ def check_i2p_target(destination: str, where: str = "i2p endpoint") -> None:
 
 @implementer(IStreamClientEndpoint)
 class SAMStreamClientEndpoint:
-    """Dial ``destination`` (a ``.b32.i2p``/``.i2p`` name or base64) over I2P."""
+    """Dial ``destination`` (a ``.b32.i2p``/``.i2p`` name or base64) over I2P.
+
+    ``connect_timeout`` (seconds on ``clock``; default: the health policy's,
+    0 for none) bounds the wait for the router's ``STREAM STATUS``: without an
+    answer the SAM socket is closed and :class:`ConnectTimeout` raised (a
+    failed stream for ``health``). ``on_invalid_session`` is told when the
+    router answers ``INVALID_ID`` twice for a session whose control socket is
+    still open: the router no longer serves it (see the provider).
+    """
 
     log = Logger()
 
     def __init__(self, sam: IStreamClientEndpoint, session: SessionSource, destination: str,
-                 port: int = 0, *, health: StreamHealth | None = None) -> None:
+                 port: int = 0, *, health: StreamHealth | None = None,
+                 clock: IReactorTime | None = None, connect_timeout: float | None = None,
+                 on_invalid_session: InvalidSessionHandler | None = None) -> None:
         check_i2p_target(destination)
         self._sam = sam
         self._session = session
         self._destination = destination
         self._port = port
         self._health = health
+        self._clock = clock if clock is not None else (
+            health.clock if health is not None else None)
+        if connect_timeout is None:
+            connect_timeout = health.policy.connect_timeout if health is not None else 0.0
+        self._connect_timeout = connect_timeout
+        self._on_invalid_session = on_invalid_session
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(protocolFactory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         try:
-            return await self._connect_once(factory)
+            return await self._connect_once(factory, await self._session())
         except InvalidId:
             # our session went away while we opened the socket (the provider
             # re-created it, or the router restarted): once more on the live one
-            return await self._connect_once(factory)
-
-    async def _connect_once(self, factory: IProtocolFactory) -> IProtocol:
+            pass
         session = await self._session()
+        try:
+            return await self._connect_once(factory, session)
+        except InvalidId:
+            if self._on_invalid_session is not None and not session.closed:
+                self._on_invalid_session(session)
+            raise
+
+    async def _stream_status(self, proto: SAMSocketProtocol, session: SAMSession) -> None:
+        ports = supports_primary(proto.version) and self._port
+        proto.reader.stream_pending("CONNECT")
+        reply = proto.command(_sam.stream_connect(
+            session.stream_id, self._destination, to_port=self._port if ports else None))
+        if self._connect_timeout > 0 and self._clock is not None:
+            reply.addTimeout(self._connect_timeout, self._clock)
+        try:
+            await reply
+        except DeferredTimeout:
+            raise ConnectTimeout(self._connect_timeout) from None
+
+    async def _connect_once(self, factory: IProtocolFactory, session: SAMSession) -> IProtocol:
         proto = await open_sam_socket(self._sam)
         try:
-            ports = supports_primary(proto.version) and self._port
-            proto.reader.stream_pending("CONNECT")
             try:
-                await proto.command(_sam.stream_connect(
-                    session.stream_id, self._destination,
-                    to_port=self._port if ports else None))
+                await self._stream_status(proto, session)
+            except (CantReachPeer, PeerNotFound) as e:
+                if self._health is not None:
+                    self._health.unreachable(self._destination, str(e))
+                raise
             except (SAMResultError, SAMConnectionLost) as e:
                 if self._health is not None and not isinstance(e, InvalidId):
                     self._health.failed(self._destination, str(e))

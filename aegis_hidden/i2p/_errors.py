@@ -71,6 +71,20 @@ class SAMTimeout(SAMResultError):
     """The router timed out (connecting to a peer, or building tunnels)."""
 
 
+class ConnectTimeout(SAMTimeout):
+    """``STREAM CONNECT`` got no reply within the client's own limit (the socket is closed).
+
+    i2pd answers a CONNECT at once for a cached LeaseSet and after at most ~40 s
+    of LeaseSet lookups otherwise; a router whose destination was stopped under
+    a live session never answers at all.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("TIMEOUT", f"no reply to STREAM CONNECT in {seconds:g}s",
+                         "STREAM STATUS")
+        self.seconds = seconds
+
+
 class I2PError(SAMResultError):
     """A generic router error; ``message`` says what."""
 

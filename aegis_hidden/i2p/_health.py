@@ -8,14 +8,21 @@ LeaseSet, but a node that cached the old one keeps sending to dead leases:
 the peer) and the stream stays *silent*, no byte ever comes back.
 
 :class:`StreamHealth` watches every outgoing stream. A stream counts as
-*failed* when ``STREAM CONNECT`` fails (``CANT_REACH_PEER``, ``TIMEOUT``, the
-SAM socket lost) and as *silent* when it connected but carried no byte from
-the peer within ``silent_after`` seconds (or closed before any byte came). A
-stream that carries a byte resets its destination's count. After
-``threshold`` consecutive silent/failed streams to one destination within
-``window`` seconds, the provider is asked to re-create its SAM session: the
-new session (same stored key, so the same destination) starts with an empty
-LeaseSet cache and the router fetches the peer's fresh LeaseSet.
+*failed* when ``STREAM CONNECT`` fails with ``TIMEOUT`` (the router's, or no
+reply at all within ``connect_timeout`` seconds) or the SAM socket is lost,
+and as *silent* when it connected but carried no byte from the peer within
+``silent_after`` seconds (or closed before any byte came). A stream that
+carries a byte resets its destination's count. After ``threshold`` consecutive
+silent/failed streams to one destination within ``window`` seconds, the
+provider is asked to re-create its SAM session: the new session (same stored
+key, so the same destination) starts with an empty LeaseSet cache and the
+router fetches the peer's fresh LeaseSet.
+
+``CANT_REACH_PEER`` is counted (``unreachable_streams``) but is no strike: i2pd
+answers it only when it holds no LeaseSet and its lookup at the floodfills
+found none, which a new session would repeat (a fresh peer whose LeaseSet is
+not published yet, or a peer that is offline); a stale cache shows as silent
+streams instead.
 
 It cannot flap: at most one re-creation per ``min_interval`` seconds, and a
 destination that caused one causes none again for ``dest_cooldown`` seconds
@@ -45,11 +52,13 @@ class HealthPolicy:
     window: float = 600.0
     min_interval: float = 300.0
     dest_cooldown: float = 1800.0
+    connect_timeout: float = 60.0  # no STREAM STATUS within it: a failed stream (0: none)
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
             raise ValueError("threshold must be at least 1")
-        for name in ("silent_after", "window", "min_interval", "dest_cooldown"):
+        for name in ("silent_after", "window", "min_interval", "dest_cooldown",
+                     "connect_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 
@@ -129,6 +138,7 @@ class StreamHealth:
         self._last_recreate: float | None = None
         self.silent_streams = 0
         self.failed_streams = 0
+        self.unreachable_streams = 0
         self.recreations = 0
 
     def watch(self, destination: str) -> StreamWatch:
@@ -149,6 +159,12 @@ class StreamHealth:
         self.failed_streams += 1
         self._strike(destination_key(destination), f"stream failed ({why})" if why
                      else "stream failed")
+
+    def unreachable(self, destination: str, why: str = "") -> None:
+        """``CANT_REACH_PEER``: counted, no strike (a new session would not find it either)."""
+        self.unreachable_streams += 1
+        self.log.debug("I2P: {dest} unreachable ({why})", dest=destination_key(destination),
+                       why=why)
 
     def strikes(self, destination: str) -> int:
         record = self._records.get(destination_key(destination))

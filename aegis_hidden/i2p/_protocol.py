@@ -258,6 +258,8 @@ class SAMSocketProtocol(Protocol):
             self.log.warn("unsolicited SAM reply {name} ignored", name=reply.name)
             return
         waiter = self._waiters.popleft()
+        if waiter.called:  # given up on (a client-side timeout): the late reply is dropped
+            return
         try:
             reply.raise_for_result()
         except SAMError as e:
@@ -268,7 +270,8 @@ class SAMSocketProtocol(Protocol):
     def _fail_all(self, failure: Failure) -> None:
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
-            waiter.errback(failure)
+            if not waiter.called:
+                waiter.errback(failure)
         peer_waiter, self._peer_waiter = self._peer_waiter, None
         if peer_waiter is not None:
             peer_waiter.errback(failure)

@@ -16,9 +16,17 @@ call that sent it returns. Session readiness can be delayed on an injected
 clock (``ready_delay``), like i2pd's 20-second readiness poll.
 
 Fault injection: :meth:`FakeSAMBridge.restart` (drop every socket and session,
-like an i2pd restart), ``stop()``/``start()`` (refuse connections), and
+like an i2pd restart), ``stop()``/``start()`` (refuse connections),
 :meth:`FakeSAMBridge.fail_next` (answer the next command of a kind with a
-given RESULT). Commands seen are recorded in ``bridge.commands``.
+given RESULT) and :meth:`FakeSAMBridge.hang_next` (never answer it). Commands
+seen are recorded in ``bridge.commands``.
+
+Destination linger (``reuse_window=5.0``, i2pd 2.45.1): a closed session's
+destination stays for ``reuse_window`` seconds; a ``SESSION CREATE`` with the
+same key in that time gets that destination back (its LeaseSet cache too,
+``bridge.reused_destinations`` counts it), and when the window ends the
+destination is stopped under the new session: every STREAM CONNECT/ACCEPT on
+it is answered ``INVALID_ID`` although its control socket stays open.
 
 LeaseSet cache (``lease_cache=True``): like i2pd, each session remembers the
 LeaseSet of every destination it connected to; when that destination's session
@@ -123,6 +131,7 @@ class FakeSession:
     acceptors: deque[_FakeSAMServer] = field(default_factory=deque)
     ready: bool = False
     leases: dict[str, tuple[int, float]] = field(default_factory=dict)  # b32 -> (gen, when)
+    stopped: bool = False  # its destination was stopped under it (reuse_window)
 
     @property
     def b32(self) -> str:
@@ -291,6 +300,8 @@ class _FakeSAMServer(Protocol):
             self._hello(params)
             return
         injected = self.bridge.take_failure(name)
+        if injected == _NO_REPLY:
+            return
         if injected is not None:
             reply_name = {"SESSION CREATE": "SESSION STATUS", "SESSION ADD": "SESSION STATUS",
                           "STREAM CONNECT": "STREAM STATUS", "STREAM ACCEPT": "STREAM STATUS",
@@ -369,6 +380,7 @@ class _FakeSAMServer(Protocol):
             self.reply("SESSION STATUS RESULT=DUPLICATED_DEST")
             return
         session = FakeSession(sid, style, key, self)
+        self.bridge.reuse_lingering(session)
         self.session = session
         self.bridge.sessions[sid] = session
         self.bridge.network.sessions[session.b32] = session
@@ -409,7 +421,7 @@ class _FakeSAMServer(Protocol):
 
     def _stream_connect(self, params: dict[str, str]) -> None:
         session = self._stream_session(params.get("ID", ""))
-        if session is None:
+        if session is None or session.stopped:
             self.reply("STREAM STATUS RESULT=INVALID_ID")
             return
         name = params.get("DESTINATION", "")
@@ -458,7 +470,7 @@ class _FakeSAMServer(Protocol):
 
     def _stream_accept(self, params: dict[str, str]) -> None:
         session = self._stream_session(params.get("ID", ""))
-        if session is None:
+        if session is None or session.stopped:
             self.reply("STREAM STATUS RESULT=INVALID_ID")
             return
         if session.acceptors and not self.bridge.at_least(self.version, (3, 2)):
@@ -505,6 +517,9 @@ class _FakeSAMServer(Protocol):
         target.control.send(header.encode("ascii") + b"\n" + payload)
 
 
+_NO_REPLY = ""  # hang_next: the command gets no reply at all
+
+
 def _vt(version: str) -> tuple[int, int]:
     major, _, minor = version.partition(".")
     try:
@@ -520,7 +535,7 @@ class FakeSAMBridge:
                  versions: tuple[str, ...] = ("3.0", "3.1"),
                  clock: IReactorTime | None = None, ready_delay: float = 0.0,
                  noisy: bool = False, lease_cache: bool = False,
-                 lease_ttl: float = 600.0) -> None:
+                 lease_ttl: float = 600.0, reuse_window: float = 0.0) -> None:
         self.network = network if network is not None else FakeI2PNetwork()
         self.versions = versions
         self.clock = clock
@@ -529,6 +544,10 @@ class FakeSAMBridge:
         self.lease_cache = lease_cache
         self.lease_ttl = lease_ttl
         self.silent_streams = 0
+        self.reuse_window = reuse_window
+        self.reused_destinations = 0
+        # b32 -> (closed at, its LeaseSet cache): destinations lingering after their session
+        self._lingering: dict[str, tuple[float, dict[str, tuple[int, float]]]] = {}
         self.running = True
         self.sessions: dict[str, FakeSession] = {}
         self.sockets: list[_FakeSAMServer] = []
@@ -548,11 +567,18 @@ class FakeSAMBridge:
         """Answer the next ``times`` commands named ``command`` with ``RESULT=result``."""
         self._failures.setdefault(command, deque()).extend([result] * times)
 
+    def hang_next(self, command: str, times: int = 1) -> None:
+        """Never answer the next ``times`` commands named ``command`` (the socket stays open)."""
+        self._failures.setdefault(command, deque()).extend([_NO_REPLY] * times)
+
     def take_failure(self, command: str) -> str | None:
         queue = self._failures.get(command)
         return queue.popleft() if queue else None
 
     def drop_session(self, session: FakeSession) -> None:
+        if (self.reuse_window > 0 and self.clock is not None and session.id in self.sessions
+                and not session.stopped):  # a stopped destination was removed already
+            self._lingering[session.b32] = (self.clock.seconds(), session.leases)
         for sid in [session.id, *session.subsessions]:
             self.sessions.pop(sid, None)
         if self.network.sessions.get(session.b32) is session:
@@ -560,12 +586,30 @@ class FakeSAMBridge:
         for acceptor in list(session.acceptors):
             acceptor.close()
 
+    def reuse_lingering(self, session: FakeSession) -> None:
+        """SESSION CREATE: hand over the key's lingering destination (reuse_window)."""
+        lingering = self._lingering.pop(session.b32, None)
+        if lingering is None or self.clock is None:
+            return
+        closed_at, leases = lingering
+        left = closed_at + self.reuse_window - self.clock.seconds()
+        if left <= 0:
+            return
+        self.reused_destinations += 1
+        session.leases = leases
+
+        def stop() -> None:  # the old session's clean-up stops the shared destination
+            session.stopped = True
+
+        self.clock.callLater(left, stop)
+
     def restart(self) -> None:
         """Like an i2pd restart: every socket closed, every session gone."""
         for sock in list(self.sockets):
             sock.close()
         for session in list(self.sessions.values()):
             self.drop_session(session)
+        self._lingering.clear()  # a new router process: nothing lingers
 
     def stop(self) -> None:
         self.running = False

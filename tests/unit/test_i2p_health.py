@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
 from aegis_hidden.config import load_config
 from aegis_hidden.events import EventBus
+from aegis_hidden.i2p import (
+    CantReachPeer,
+    InvalidId,
+    SAMSession,
+    SAMStreamClientEndpoint,
+    SAMTimeout,
+    create_session,
+)
+from aegis_hidden.i2p._errors import ConnectTimeout
 from aegis_hidden.i2p._health import HealthPolicy, StreamHealth, destination_key
 from aegis_hidden.i2p._provider import I2PProvider
 from aegis_hidden.identity import create, load
@@ -139,12 +149,12 @@ def identities(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def make(tmp_path: Path, ident_dir: Path, bridge: FakeSAMBridge, clock: Clock, name: str,
-         events: EventBus | None = None) -> I2PProvider:
+         events: EventBus | None = None, **kwargs: Any) -> I2PProvider:
     data = tmp_path / name
     shutil.copytree(ident_dir, data / "identity")
     cfg = load_config(None, {"i2p.enabled": True, "i2p.tunnel_length": 1})
     return I2PProvider(object(), cfg, load(data / "identity", clock.seconds()), data, events,
-                       clock=clock, sam=bridge.endpoint())
+                       clock=clock, sam=bridge.endpoint(), **kwargs)
 
 
 class Echo(Protocol):
@@ -176,12 +186,13 @@ def dial(provider: I2PProvider, address: str) -> Ping:
     return proto
 
 
-def pair(tmp_path: Path, identities: list[Path], clock: Clock, events: EventBus | None = None
+def pair(tmp_path: Path, identities: list[Path], clock: Clock, events: EventBus | None = None,
+         reuse_window: float = 0.0, **kwargs: Any
          ) -> tuple[I2PProvider, I2PProvider, FakeSAMBridge, FakeSAMBridge]:
     net = FakeI2PNetwork()
-    bridge_a = FakeSAMBridge(net, clock=clock, lease_cache=True)
-    bridge_b = FakeSAMBridge(net, clock=clock, lease_cache=True)
-    a = make(tmp_path, identities[0], bridge_a, clock, "a", events)
+    bridge_a = FakeSAMBridge(net, clock=clock, lease_cache=True, reuse_window=reuse_window)
+    bridge_b = FakeSAMBridge(net, clock=clock, lease_cache=True, reuse_window=reuse_window)
+    a = make(tmp_path, identities[0], bridge_a, clock, "a", events, **kwargs)
     b = make(tmp_path, identities[1], bridge_b, clock, "b")
     a.startService()
     b.startService()
@@ -190,13 +201,16 @@ def pair(tmp_path: Path, identities: list[Path], clock: Clock, events: EventBus 
     return a, b, bridge_a, bridge_b
 
 
+@pytest.mark.parametrize("reuse_window", [0.0, 5.0])
 def test_a_peer_whose_router_restarted_is_reached_again_well_before_its_leases_expire(
-        tmp_path: Path, identities: list[Path]) -> None:
+        tmp_path: Path, identities: list[Path], reuse_window: float) -> None:
+    # reuse_window=5: like i2pd 2.45.1, a SESSION CREATE within 5 s of closing the
+    # old session would get the old destination back (stale cache, stopped 5 s later)
     clock = wall_clock()
     events = EventBus()
     got: list[dict[str, Any]] = []
     events.subscribe(got.append)
-    a, b, bridge_a, bridge_b = pair(tmp_path, identities, clock, events)
+    a, b, bridge_a, bridge_b = pair(tmp_path, identities, clock, events, reuse_window)
     port = result_of(b.server_endpoint().listen(Factory.forProtocol(Echo)))
     address = b.state()["address"]
     assert dial(a, address).data == b"PING"  # A's session caches B's LeaseSet
@@ -221,6 +235,7 @@ def test_a_peer_whose_router_restarted_is_reached_again_well_before_its_leases_e
     assert state["session_recreations"] == 1 and state["silent_streams"] == 2
     assert state["address"] == bridge_a.session_by_b32(state["address"]).b32  # type: ignore[union-attr]
     assert bridge_a.silent_streams == 2 and a.sessions_created == 2
+    assert bridge_a.reused_destinations == 0 and state["invalid_sessions"] == 0
     assert [e["type"] for e in got].count("i2p_session_recreated") == 1
     assert "i2p_session_lost" not in [e["type"] for e in got]
     result_of(port.stopListening())
@@ -244,15 +259,35 @@ def test_without_the_lease_cache_nothing_is_re_created(tmp_path: Path,
     result_of(b.stopService())
 
 
-def test_cant_reach_peer_counts_and_an_offline_peer_does_not_make_the_session_flap(
+def test_cant_reach_peer_is_counted_but_never_re_creates_the_session(
+        tmp_path: Path, identities: list[Path]) -> None:
+    # i2pd says CANT_REACH_PEER when it holds no LeaseSet and the floodfills had
+    # none: a new session would look up the same (a peer not published yet, or
+    # offline); re-creating for it cost the private-network run its session
+    clock = wall_clock()
+    a, b, bridge_a, _ = pair(tmp_path, identities, clock)
+    address = b.state()["address"]
+    bridge_a.fail_next("STREAM CONNECT", "CANT_REACH_PEER", times=10)
+    for _ in range(10):
+        with pytest.raises(CantReachPeer):
+            dial(a, address)
+        clock.advance(3)
+    state = a.state()
+    assert state["unreachable_streams"] == 10 and state["failed_streams"] == 0
+    assert state["session_recreations"] == 0 and a.sessions_created == 1
+    result_of(a.stopService())
+    result_of(b.stopService())
+
+
+def test_an_offline_peer_does_not_make_the_session_flap(
         tmp_path: Path, identities: list[Path]) -> None:
     clock = wall_clock()
     a, b, bridge_a, _ = pair(tmp_path, identities, clock)
     address = b.state()["address"]
     result_of(b.stopService())  # gone for good
-    bridge_a.fail_next("STREAM CONNECT", "CANT_REACH_PEER", times=1000)
+    bridge_a.fail_next("STREAM CONNECT", "TIMEOUT", times=1000)
     for _ in range(120):  # dialed every 30 s for an hour
-        with pytest.raises(Exception, match="CANT_REACH_PEER"):
+        with pytest.raises(SAMTimeout):
             dial(a, address)
         clock.advance(30)
     state = a.state()
@@ -260,6 +295,91 @@ def test_cant_reach_peer_counts_and_an_offline_peer_does_not_make_the_session_fl
     # one re-creation, then one per dest_cooldown (30 min) at most
     assert 1 <= state["session_recreations"] <= 2 and state["ready"]
     result_of(a.stopService())
+
+
+def test_a_stream_connect_without_a_reply_times_out_as_a_failed_stream(
+        tmp_path: Path, identities: list[Path]) -> None:
+    clock = wall_clock()
+    a, b, bridge_a, _ = pair(tmp_path, identities, clock,
+                             health=HealthPolicy(connect_timeout=45, threshold=2))
+    port = result_of(b.server_endpoint().listen(Factory.forProtocol(Echo)))
+    address = b.state()["address"]
+    bridge_a.hang_next("STREAM CONNECT")
+    sockets = len(bridge_a.sockets)
+    connecting = a.client_endpoint(address, 0).connect(Factory.forProtocol(Ping))
+    clock.advance(44.9)
+    assert not connecting.called and len(bridge_a.sockets) == sockets + 1
+    clock.advance(0.1)
+    with pytest.raises(ConnectTimeout, match="45s"):
+        result_of(connecting)
+    assert len(bridge_a.sockets) == sockets  # the SAM socket is closed
+    assert a.state()["failed_streams"] == 1 and a.health.strikes(address) == 1
+    bridge_a.hang_next("STREAM CONNECT")  # a second one: threshold 2, a new session
+    connecting = a.client_endpoint(address, 0).connect(Factory.forProtocol(Ping))
+    clock.advance(45)
+    with pytest.raises(ConnectTimeout):
+        result_of(connecting)
+    assert a.state()["session_recreations"] == 1
+    clock.advance(10)  # reuse_pause
+    assert a.state()["ready"] and a.sessions_created == 2
+    assert dial(a, address).data == b"PING"
+    result_of(port.stopListening())
+    result_of(a.stopService())
+    result_of(b.stopService())
+
+
+def test_the_endpoint_alone_bounds_stream_connect_on_its_clock() -> None:
+    clock = Clock()
+    bridge = FakeSAMBridge(clock=clock)
+    session: SAMSession = result_of(Deferred.fromCoroutine(create_session(
+        bridge.endpoint(), "STREAM", fake_private_key())))
+
+    async def source() -> SAMSession:
+        return session
+
+    bridge.hang_next("STREAM CONNECT")
+    endpoint = SAMStreamClientEndpoint(bridge.endpoint(), source, B32, clock=clock,
+                                       connect_timeout=5)
+    connecting = endpoint.connect(Factory.forProtocol(Ping))
+    clock.advance(5)
+    with pytest.raises(ConnectTimeout):
+        result_of(connecting)
+    bridge.hang_next("STREAM CONNECT")  # without a timeout it waits as long as it takes
+    connecting = SAMStreamClientEndpoint(bridge.endpoint(), source, B32).connect(
+        Factory.forProtocol(Ping))
+    clock.advance(3600)
+    assert not connecting.called
+    connecting.cancel()
+    with pytest.raises(CancelledError):
+        result_of(connecting)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        HealthPolicy(connect_timeout=-1)
+
+
+def test_a_session_that_i2pd_stopped_under_us_is_re_created(
+        tmp_path: Path, identities: list[Path]) -> None:
+    # what the private-network run met: the session re-created 1 s after closing
+    # the old one got i2pd's lingering destination, which i2pd stopped 5 s later;
+    # the control socket stayed open and every STREAM CONNECT got INVALID_ID
+    clock = wall_clock()
+    a, b, bridge_a, _ = pair(tmp_path, identities, clock, reuse_window=5.0,
+                             retry_base=1.0, reuse_pause=0.0)
+    port = result_of(b.server_endpoint().listen(Factory.forProtocol(Echo)))
+    address = b.state()["address"]
+    assert a._request_recreate(address, 2)  # as StreamHealth would
+    clock.advance(1)
+    assert a.state()["ready"] and bridge_a.reused_destinations == 2  # stream + datagram
+    clock.advance(5)  # the old session's clean-up stops the destination under the new one
+    with pytest.raises(InvalidId):
+        dial(a, address)
+    state = a.state()
+    assert state["invalid_sessions"] == 1 and state["failed_streams"] == 0
+    clock.advance(1)  # a fresh destination this time (the stopped one is gone)
+    assert a.state()["ready"] and a.sessions_created == 3
+    assert dial(a, address).data == b"PING"
+    result_of(port.stopListening())
+    result_of(a.stopService())
+    result_of(b.stopService())
 
 
 def test_a_connect_that_races_a_session_re_creation_is_tried_once_more(
