@@ -111,6 +111,19 @@ class HandshakeClient(Protocol):
                 self.closed = event
 
 
+def _leaseset_lines(net: I2PNetwork, router: int, address: str, limit: int = 20) -> str:
+    """The router's log lines on publishing the LeaseSet of ``address`` (debug level)."""
+    b32 = address.removesuffix(".b32.i2p")
+    try:
+        text = net.routers[router].log_file.read_text("utf-8", "replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    lines = [line for line in text.splitlines()
+             if "publish" in line.lower() and (b32 in line or "LeaseSet" in line)]
+    return (f"--- router {router}: LeaseSet publishing ({len(lines)} lines, last {limit})\n"
+            + "\n".join(lines[-limit:]))
+
+
 def _status(data_dir: Path) -> dict[str, Any]:
     try:
         out: dict[str, Any] = json.loads((data_dir / "status.json").read_text())
@@ -197,19 +210,19 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
             await maybeDeferred(b.stopService)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 16 item 10, unverified on the private network: in its one run A got "
-    "CANT_REACH_PEER twice, re-created its session once, and still had not reached B "
-    "after 420 s (router 0: B's LeaseSet 'not found', failing tunnel tests)"))
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_a_peer_whose_router_restarted_is_reached_again_by_a_new_session(
         i2p_network: I2PNetwork, tmp_path: Path) -> None:
     """Issue 16, item 10: A cached B's LeaseSet; B's router restarts (new leases).
 
-    i2pd 2.45.1 keeps sending A's streams to B's dead leases until they expire
-    (up to 10 minutes); A's provider notices the silent streams (default
-    HealthPolicy: 2 in a row, silent after 30 s) and re-creates its SAM session
-    with the same key, whose empty LeaseSet cache finds B's new LeaseSet.
+    B's provider sees its control sockets close and creates its sessions again
+    on the restarted router (same keys, as a real node does), which publishes B's
+    new LeaseSet. i2pd 2.45.1 keeps sending A's streams to B's dead leases until
+    they expire (up to 10 minutes); A's provider notices the silent streams
+    (default HealthPolicy: 2 in a row, silent after 30 s) and re-creates its SAM
+    session with the same key, 10 s after closing the old one (reuse_pause: i2pd
+    would otherwise hand back the old destination, cache and all, and stop it 5 s
+    later), whose empty LeaseSet cache finds B's new LeaseSet.
     """
     a_router, b_router = i2p_network.client_routers[-1], i2p_network.client_routers[0]
 
@@ -267,14 +280,19 @@ async def test_a_peer_whose_router_restarted_is_reached_again_by_a_new_session(
                 await sleep(3)
             if time.monotonic() > deadline:
                 raise AssertionError(f"A did not reach B in 420 s after its router restart: "
-                                     f"{a.state()}\n{i2p_network.logs()}")
+                                     f"{a.state()}\n"
+                                     f"{_leaseset_lines(i2p_network, b_router, address)}\n"
+                                     f"{i2p_network.logs()}")
         elapsed = time.monotonic() - restarted
         state = a.state()
         print(f"\nA reached B again {elapsed:.0f} s after B's router restart (B's session back "
               f"after {b_back:.0f} s; {tries} tries; A: {state['session_recreations']} session "
-              f"re-creation(s), {state['silent_streams']} silent and "
-              f"{state['failed_streams']} failed streams)")
+              f"re-creation(s), {state['silent_streams']} silent, "
+              f"{state['failed_streams']} failed, {state['unreachable_streams']} unreachable "
+              f"streams, {state['invalid_sessions']} invalid sessions)")
+        print(_leaseset_lines(i2p_network, b_router, address))
         assert elapsed < 420
+        assert state["session_recreations"] >= 1 and state["invalid_sessions"] == 0
     finally:
         if port is not None:
             await maybeDeferred(port.stopListening)
