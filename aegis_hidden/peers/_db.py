@@ -6,6 +6,15 @@ what SQLite does anyway, so a single thread gives ordering for free. Tests and
 short-lived CLI tools use :class:`InlineSQLite`, which runs the same functions
 synchronously and returns already-fired Deferreds.
 
+Group commit (:class:`GroupCommit`): the functions handed to ``run()`` within
+one flush interval, and those that arrive while a batch is being committed,
+share one transaction and so one fsync. Each runs in its own savepoint, so it
+is still atomic and a failing one is rolled back alone and fails only its
+caller. Every caller's Deferred fires only after the COMMIT returned (the data
+is on disk: WAL with ``synchronous = FULL``); if the COMMIT fails, every caller
+in that batch gets the error and nothing of the batch is kept. Order is kept:
+one queue, one batch in flight, functions in the order they were handed in.
+
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` is
 append-only, and each step runs in one transaction.
 """
@@ -19,7 +28,12 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorFromThreads,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -250,18 +264,191 @@ class InlineSQLite:
         return succeed(None)
 
 
-class ThreadedSQLite:
-    """One connection used by one worker thread; the reactor thread never blocks on it."""
+DEFAULT_FLUSH_INTERVAL = 0.002
+"""Seconds a first write waits for company before its batch is committed."""
+
+DEFAULT_MAX_BATCH = 1000
+"""At most this many functions share one transaction."""
+
+
+def _savepoint(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+               ) -> tuple[bool, Any]:
+    """``fn`` in its own savepoint: ``(True, result)``, or ``(False, exception)``."""
+    conn.execute("SAVEPOINT one_caller")
+    try:
+        result = fn(conn)
+    except Exception as e:  # noqa: BLE001 - handed to that caller alone
+        conn.execute("ROLLBACK TO one_caller")
+        conn.execute("RELEASE one_caller")
+        return False, e
+    conn.execute("RELEASE one_caller")
+    return True, result
+
+
+def commit_batch(conn: sqlite3.Connection,
+                 fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    """Run ``fns`` in order in one transaction and commit it; one outcome per function.
+
+    A function that raises is rolled back to its savepoint (the others' writes
+    stay) and its outcome is ``(False, exception)``. Anything that breaks the
+    transaction itself (the savepoint machinery, the COMMIT: a full disk, an I/O
+    error) rolls the whole batch back and is raised: no caller of the batch has
+    anything on disk.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = [_savepoint(conn, fn) for fn in fns]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+Worker = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+class GroupCommit:
+    """Batches ``run()`` calls into shared transactions, on the injected clock.
+
+    ``worker(work)`` runs ``work()`` where the connection lives (the SQLite
+    thread) and returns a Deferred of its result on the reactor thread;
+    ``connection()`` is the open connection (``None`` once closed). A batch
+    starts ``flush_interval`` seconds after the first call that finds nothing
+    queued; calls that arrive while a batch is in flight wait for it and go in
+    the next one, which starts as soon as the first is done.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, path: str) -> None:
+    def __init__(self, clock: IReactorTime, worker: Worker,
+                 connection: Callable[[], sqlite3.Connection | None], *,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        if flush_interval < 0 or max_batch < 1:
+            raise ValueError("flush_interval must be >= 0 and max_batch >= 1")
+        self._clock = clock
+        self._worker = worker
+        self._connection = connection
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = []
+        self._timer: IDelayedCall | None = None
+        self._in_flight = False
+        self._idle_waiters: list[Deferred[None]] = []
+        self.batches = 0  # transactions committed or attempted, for tests and metrics
+
+    def __len__(self) -> int:
+        """Calls queued and not yet handed to the worker."""
+        return len(self._queue)
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        self._queue.append((fn, d))
+        if len(self._queue) >= self.max_batch and not self._in_flight:
+            self.flush()
+        elif self._timer is None and not self._in_flight:
+            self._timer = self._clock.callLater(self.flush_interval, self.flush)
+        return d
+
+    def flush(self) -> None:
+        """Hand the queued calls to the worker now (unless a batch is already in flight)."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if self._in_flight or not self._queue:
+            if not self._in_flight:
+                self._wake_idle()
+            return
+        batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        fns = [fn for fn, _ in batch]
+        self._in_flight = True
+        self.batches += 1
+
+        def work() -> list[tuple[bool, Any]]:
+            conn = self._connection()
+            if conn is None:
+                raise DatabaseError("the database is closed")
+            return commit_batch(conn, fns)
+
+        try:
+            d = self._worker(work)
+        except Exception as e:  # noqa: BLE001 - e.g. the thread pool is gone
+            d = fail(e)
+        d.addCallbacks(self._committed, self._failed,
+                       callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _committed(self, outcomes: list[tuple[bool, Any]],
+                   batch: list[tuple[Any, Deferred[Any]]]) -> None:
+        self._done()
+        for (ok, value), (_, d) in zip(outcomes, batch, strict=True):
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+
+    def _failed(self, failure: Any, batch: list[tuple[Any, Deferred[Any]]]) -> None:
+        self._done()
+        self.log.warn("a transaction of {count} writes failed and was rolled back: {error}",
+                      count=len(batch), error=failure.getErrorMessage())
+        for _, d in batch:
+            d.errback(failure)
+
+    def _done(self) -> None:
+        self._in_flight = False
+        if self._queue:  # these waited for the batch in flight: go at once
+            self.flush()
+        else:
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """Commit everything queued now; fires once nothing is queued or in flight."""
+        d: Deferred[None] = Deferred()
+        if not self._queue and not self._in_flight:
+            d.callback(None)
+            return d
+        self._idle_waiters.append(d)
+        self.flush()
+        return d
+
+
+class ThreadedSQLite:
+    """One connection used by one worker thread; the reactor thread never blocks on it.
+
+    Calls are group-committed (:class:`GroupCommit`): ``flush_interval`` is how
+    long the first write of a batch waits for others (0: those of the same
+    reactor turn only).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, path: str, *,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self._reactor: Any = reactor
         assert IReactorThreads.providedBy(reactor) and IReactorFromThreads.providedBy(reactor)
-        self._reactor = reactor
         self._path = path
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="aegis-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._started = False
+        self._group = GroupCommit(self._reactor, self._in_thread, lambda: self._conn,
+                                  flush_interval=flush_interval, max_batch=max_batch)
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed (or attempted) so far."""
+        return self._group.batches
+
+    def _in_thread(self, work: Callable[[], T]) -> Deferred[T]:
+        d: Deferred[T] = deferToThreadPool(self._reactor, self._pool, work)
+        return d
 
     def open(self) -> Deferred[None]:
         """Start the worker thread, open the file and migrate the schema."""
@@ -271,20 +458,12 @@ class ThreadedSQLite:
         def opener() -> None:
             self._conn = _connect(self._path)
 
-        d: Deferred[None] = deferToThreadPool(self._reactor, self._pool, opener)
-        return d
+        return self._in_thread(opener)
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         if not self._started:
             return fail(DatabaseError("the database is closed (or was never opened)"))
-
-        def work() -> T:
-            if self._conn is None:
-                raise DatabaseError("the database is closed")
-            return _transaction(self._conn, fn)
-
-        d: Deferred[T] = deferToThreadPool(self._reactor, self._pool, work)
-        return d
+        return self._group.run(fn)
 
     def close(self) -> Deferred[None]:
         if not self._started:
@@ -296,7 +475,8 @@ class ThreadedSQLite:
                 self._conn.close()
                 self._conn = None
 
-        d: Deferred[None] = deferToThreadPool(self._reactor, self._pool, closer)
+        d = self._group.drain()
+        d.addCallback(lambda _: self._in_thread(closer))
 
         def stop(result: None) -> None:
             self._pool.stop()

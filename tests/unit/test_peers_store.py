@@ -257,6 +257,22 @@ def test_examples_in_docs_reputation_md() -> None:
     assert round(score, 2) == 0.82
 
 
+class _QueuedCall:
+    def __init__(self, f: Any, args: tuple[Any, ...]) -> None:
+        self.f, self.args, self.live = f, args, True
+
+    def fire(self) -> None:
+        if self.live:
+            self.live = False
+            self.f(*self.args)
+
+    def active(self) -> bool:
+        return self.live
+
+    def cancel(self) -> None:
+        self.live = False
+
+
 class ThreadReactor:
     """Just enough of IReactorThreads/IReactorFromThreads, without the real reactor:
     calls from the worker thread are queued and run when the test drains them."""
@@ -268,6 +284,12 @@ class ThreadReactor:
 
     def callFromThread(self, f: Any, *args: Any) -> None:
         self.calls.put((f, args))
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
+        """The group commit's flush timer: due at once, run when drained."""
+        call = _QueuedCall(f, args)
+        self.calls.put((call.fire, ()))
+        return call
 
     def drain_until(self, d: Deferred[Any]) -> Any:
         box: list[Any] = []
@@ -314,3 +336,26 @@ def test_threaded_sqlite_runs_off_the_calling_thread(tmp_path: Path) -> None:
     reactor.drain_until(db.close())
     with pytest.raises(DatabaseError, match="closed"):
         result_of(db.run(work))
+
+
+def test_threaded_sqlite_group_commits_queued_writes(tmp_path: Path) -> None:
+    from zope.interface import directlyProvides
+
+    from aegis_hidden.peers import ThreadedSQLite
+
+    reactor = ThreadReactor()
+    directlyProvides(reactor, IReactorThreads, IReactorFromThreads)
+    db = ThreadedSQLite(reactor, str(tmp_path / "g.db"))
+    reactor.drain_until(db.open())
+    writes = [db.run(lambda c, i=i: c.execute(  # type: ignore[misc]
+        "INSERT INTO peers (peer_id, added) VALUES (?, 1)", (f"p{i}",)).rowcount)
+        for i in range(10)]
+    for d in writes:
+        assert reactor.drain_until(d) == 1
+    assert db.batches == 1  # ten writes, one transaction (one fsync)
+    pending = db.run(lambda c: c.execute("INSERT INTO peers (peer_id, added) VALUES ('z', 1)"))
+    closed = db.close()  # what is queued still commits before the connection closes
+    reactor.drain_until(closed)
+    assert pending.called
+    again = InlineSQLite(str(tmp_path / "g.db"))
+    assert result_of(again.run(lambda c: c.execute("SELECT COUNT(*) FROM peers").fetchone()[0])) == 11
