@@ -8,18 +8,21 @@ in the same slot look the same, and nonces are consumed in the order cells
 leave. Handshake cells and the final CLOSE are sealed at once with
 :meth:`RecordLayer.seal_now`, after everything sealed before them.
 
-Cell layouts are :mod:`aegis_hidden.wire`'s; this module only reads the type
-byte of an opened cell, to switch keys after a REKEY and stop after a CLOSE.
+Cell layouts are :mod:`aegis_hidden.wire`'s. On the receiving side wire's
+:class:`~aegis_hidden.wire.CellReader` opens each cell with this layer's key
+and reads it in the same loop, and stops after a REKEY cell (this switches
+keys, then lets it go on), after a CLOSE cell, or at a cell that does not open.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from ..wire import CLOSE_TYPE, REKEY_TYPE, CellType, encode_inner
+from ..wire import CLOSE_TYPE, REKEY_TYPE, CellReader, CellType, encode_inner
 from ._aead import IV_SIZE, Direction
 from ._errors import CloseReason, SessionError
 
@@ -102,12 +105,12 @@ class RecordLayer:
             run = min(reals, limit - n)
             if run:
                 if run == len(q):
-                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), plain, None)
+                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE), plain, None)
                                 for k, plain in enumerate(q, n)])
                     q.clear()
                 else:
                     popleft = q.popleft
-                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), popleft(), None)
+                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE), popleft(), None)
                                 for k in range(n, n + run)])
                 tx.count = n + run
                 reals -= run
@@ -115,7 +118,7 @@ class RecordLayer:
                 continue
             run = min(covers, limit - n)
             plain = self._cover_plain
-            out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE, "big"), plain, None)
+            out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE), plain, None)
                         for k in range(n, n + run)])
             tx.count = n + run
             covers -= run
@@ -128,59 +131,33 @@ class RecordLayer:
         return out
 
     # -- receiving ----------------------------------------------------------
-    def open_cells(self, buf: bytes, pos: int) -> tuple[list[bytes], int, SessionError | None]:
-        """Open the whole cells of ``buf`` from ``pos``, with the traffic key.
+    def open_cells(self, buf: bytes, pos: int, reader: CellReader, out: list[Any],
+                   wrap: Callable[[bytes], Any]) -> tuple[int, bytes | None, SessionError | None]:
+        """Open and read the whole cells of ``buf`` from ``pos`` with the traffic key.
 
-        Returns ``(plaintexts, end, error)``: the plaintexts in order, where
-        reading stopped, and the authentication failure that stopped it (to be
-        raised once the plaintexts before it are handled), if any. Stops after
-        a CLOSE cell; after a REKEY cell, the next cells are opened with the
-        next key. The per-cell loop keeps key, counter and nonce in locals.
+        ``reader`` (wire's framing) opens each cell with this key and reads it
+        in one loop, appending ``wrap(message)`` to ``out``; this switches keys
+        after a REKEY cell. Returns ``(end, close, error)``: where reading
+        stopped, the body of the CLOSE cell that stopped it, if any, and the
+        authentication failure that stopped it (to be raised once the messages
+        before it are handled), if any.
         """
-        n = self._n
         rx = self.rx
         assert rx is not None
-        decrypt, iv, count = rx.decrypt, rx.iv, rx.count
         view = memoryview(buf)  # cells are opened in place, not copied out first
-        stop = pos + (len(buf) - pos) // n * n
-        if stop > pos:
-            # Optimistic: every cell under the current key, without looking at
-            # types. A REKEY or a bad cell before the last makes a later cell
-            # fail; then the careful loop below starts again from the first cell.
-            try:
-                plains = [decrypt((iv ^ k).to_bytes(IV_SIZE, "big"), view[s:s + n], None)
-                          for k, s in enumerate(range(pos, stop, n), count)]
-            except InvalidTag:
-                pass
-            else:
-                rx.count = count + len(plains)
-                if plains[-1][0] == REKEY_TYPE:
-                    rx.rekey(self._clock())
-                # A CLOSE before the last cell: the reader stops there.
-                return plains, stop, None
-        plains = []
-        append = plains.append
-        rekey_type, close_type = REKEY_TYPE, CLOSE_TYPE
-        err: SessionError | None = None
-        for start in range(pos, len(buf) - n + 1, n):
-            pos = start + n
-            try:
-                plain = decrypt((iv ^ count).to_bytes(IV_SIZE, "big"), view[start:pos], None)
-            except InvalidTag:
-                err = SessionError(
+        stop = pos + (len(buf) - pos) // self._n * self._n
+        while pos < stop:
+            pos, count, stopped, close = reader.open_read(
+                rx.decrypt, InvalidTag, rx.iv, rx.count, IV_SIZE, view, pos, stop, out, wrap)
+            rx.count = count
+            if stopped == REKEY_TYPE:
+                rx.rekey(self._clock())
+            elif stopped == CLOSE_TYPE:
+                return pos, close, None
+            elif stopped:
+                rx.count = count + 1
+                return pos + self._n, None, SessionError(
                     CloseReason.TAMPERED,
                     f"cell {count} (key generation {rx.generation}) failed authentication: "
                     "tampered, replayed, reordered or dropped")
-                count += 1
-                break
-            count += 1
-            append(plain)
-            ctype = plain[0]
-            if ctype == rekey_type:
-                rx.count = count
-                rx.rekey(self._clock())
-                decrypt, iv, count = rx.decrypt, rx.iv, rx.count
-            elif ctype == close_type:
-                break
-        rx.count = count
-        return plains, pos, err
+        return pos, None, None

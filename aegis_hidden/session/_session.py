@@ -399,9 +399,10 @@ class Session:
 
     def _receive_established(self, buf: bytes, pos: int) -> int:
         """Open every whole cell of ``buf`` from ``pos`` and read them; returns where
-        it stopped. The record layer opens (and rekeys), wire's reader frames."""
-        plains, pos, err = self._record.open_cells(buf, pos)
-        close = self._reader.read(plains, self._events, MessageReceived)
+        it stopped. The record layer holds the keys (and rekeys), wire's reader
+        frames: one loop opens and reads each cell."""
+        pos, close, err = self._record.open_cells(buf, pos, self._reader, self._events,
+                                                  MessageReceived)
         if close is not None:
             self._on_close_cell(close)
         elif err is not None:

@@ -22,7 +22,7 @@ fit, or a non-zero padding byte raises :class:`CellError` and nothing else.
 
 This module is the one definition of the layouts. :func:`encode_inner`,
 :func:`fragment` and :class:`Reassembler` are the reference codec;
-:func:`data_cells` (sending) and :class:`CellReader` (receiving) are the fast
+:func:`data_cells` (sending) and :meth:`CellReader.open_read` (receiving) are the fast
 paths the session runs, built on the same constants, and a property test
 (tests/unit/test_cell_paths.py) checks that both agree byte for byte.
 """
@@ -335,18 +335,21 @@ def data_cells(cell_size: int, flags: int, payload: bytes) -> list[bytes]:
 
 
 class CellReader:
-    """Reads the opened cells of an established session: whole messages out (§3.3).
+    """Reads the sealed cells of an established session: whole messages out (§3.3).
 
-    Uncompressed DATA cells (single-cell messages and full-cell fragments) are
-    handled inline: the per-cell hot path of the receiving side. Anything else
-    goes through :func:`decode_inner` and a :class:`Reassembler`, with the same
-    checks. Switching keys on REKEY is the record layer's job; this only checks
-    that control cells carry no flags and (but CLOSE) no body.
+    :meth:`open_read` opens each cell with the caller's AEAD and reads it in
+    the same loop (the per-cell hot path of the receiving side): uncompressed
+    DATA cells (single-cell messages and full-cell fragments) are handled
+    inline; anything else goes through :func:`decode_inner` and a
+    :class:`Reassembler`, with the same checks. Keys are the caller's (the
+    record layer's): this only stops after a REKEY cell so it can switch, and
+    checks that control cells carry no flags and (but CLOSE) no body.
     """
 
     def __init__(self, cell_size: int, limit: int) -> None:
         _check_size(cell_size)
         self.limit = limit
+        self._n = cell_size
         self._cap = cell_size - TAG_SIZE
         self._data = Reassembler(limit, room=inner_body_capacity(cell_size))
         self._parts: list[bytes] = []  # fragments of an uncompressed message
@@ -354,12 +357,26 @@ class CellReader:
         #: COVER and PADDING cells read so far.
         self.cover_cells = 0
 
-    def read(self, plains: list[bytes], out: list[Any], wrap: Callable[[bytes], Any]) -> bytes | None:
-        """Read ``plains`` in order, appending ``wrap(message)`` to ``out`` for each
-        whole message. Returns the body of the first CLOSE cell (cells after it are
-        not read), else None. Raises :class:`CellError` (or its subclasses
-        :class:`MessageTooLarge` and :class:`UnexpectedCell`).
+    def open_read(self, decrypt: Callable[[bytes, memoryview, None], bytes],
+                  failure: type[Exception], iv: int, count: int, nonce_size: int,
+                  view: memoryview, pos: int, stop: int, out: list[Any],
+                  wrap: Callable[[bytes], Any]) -> tuple[int, int, int, bytes | None]:
+        """Open and read the whole cells of ``view[pos:stop]`` in order, appending
+        ``wrap(message)`` to ``out`` for each whole message.
+
+        Cell number ``k`` (from ``count``) is opened with
+        ``decrypt((iv ^ k).to_bytes(nonce_size), cell, None)``: the caller's key
+        and nonce rule (docs/protocol.md §4), passed in so that one loop both
+        opens and reads. Returns ``(pos, count, stopped, close)``: where reading
+        stopped, the next cell number, and why: ``0`` when every cell was read,
+        ``REKEY_TYPE`` after a REKEY cell (the caller switches keys and calls
+        again from ``pos``), ``CLOSE_TYPE`` after a CLOSE cell (``close`` is its
+        body; cells after it are not opened), or ``-1`` when the cell at ``pos``,
+        number ``count``, raised ``failure`` (it is not read). Raises
+        :class:`CellError` (or its subclasses :class:`MessageTooLarge` and
+        :class:`UnexpectedCell`) for a cell that opened but does not parse.
         """
+        n = self._n
         cap = self._cap
         unpack = _INNER.unpack_from
         emit = out.append
@@ -369,7 +386,12 @@ class CellReader:
         reassembling = self._data.pending
         data_type, more, h = DATA_TYPE, _MORE, INNER_HEADER_SIZE
         try:
-            for plain in plains:
+            for start in range(pos, stop, n):
+                try:
+                    plain = decrypt((iv ^ count).to_bytes(nonce_size), view[start:start + n], None)
+                except failure:
+                    return start, count, -1, None
+                count += 1
                 ctype, flags, length = unpack(plain)
                 end = length + h
                 if (ctype == data_type and flags | more == more and end <= cap and not reassembling
@@ -393,21 +415,22 @@ class CellReader:
                         parts.append(plain[h:end])
                         emit(wrap(b"".join(parts)))
                         parts.clear()
-                        size = 0
                     else:
                         emit(wrap(plain[h:end]))
-                        size = 0
+                    size = 0
                     continue
                 if parts and ctype == data_type:
                     decode_inner(plain)  # a malformed cell is reported as such first
                     raise CellError("compression flag changed in the middle of a message")
                 close = self._other(plain, out, wrap)
                 if close is not None:
-                    return close
+                    return start + n, count, CLOSE_TYPE, close
+                if ctype == REKEY_TYPE:
+                    return start + n, count, REKEY_TYPE, None
                 reassembling = self._data.pending
         finally:
             self._size = size
-        return None
+        return stop, count, 0, None
 
     def _other(self, plain: bytes, out: list[Any], wrap: Callable[[bytes], Any]) -> bytes | None:
         kind, flags, body = decode_inner(plain)

@@ -3,8 +3,9 @@
 The reference is wire's plain codec: :func:`fragment` + :func:`encode_inner`
 to build cells, :func:`decode_inner` + :class:`Reassembler` to read them, and
 :class:`Direction.seal` / :meth:`Direction.open` one cell at a time. The fast
-paths are what the session runs: :func:`data_cells`, :class:`CellReader` and
-the record layer's batched sealing and opening.
+paths are what the session runs: :func:`data_cells`, :meth:`CellReader.open_read`
+(opening and reading in one loop) and the record layer's batched sealing and
+key switching.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -146,14 +148,55 @@ def test_cell_reader_reads_what_the_reference_reads(data: st.DataObject, cell_si
 
     def fast() -> tuple[list[bytes], bytes | None]:
         out: list[bytes] = []
-        # In two calls, split anywhere: the reader keeps its state between them.
-        cut = min(split, len(plains))
-        close = reader.read(plains[:cut], out, bytes)
-        if close is None:
-            close = reader.read(plains[cut:], out, bytes)
+        # The cells "sealed" with an AEAD that only appends a 16-byte tag, read in
+        # two runs split anywhere (the reader keeps its state between them) and
+        # called again after each REKEY, as the record layer does.
+        view = memoryview(b"".join(p + bytes(16) for p in plains))
+        pos, count, close = 0, 0, None
+        for stop in (min(split, len(plains)) * cell_size, len(view)):
+            while pos < stop and close is None:
+                pos, count, stopped, close = reader.open_read(
+                    _FakeAEAD(7).decrypt, InvalidTag, 7, count, 12, view, pos, stop, out, bytes)
+                assert stopped in (0, CellType.REKEY, CellType.CLOSE)
+                assert count == pos // cell_size
         return out, close
 
     assert _outcome(fast) == expected
+
+
+class _FakeAEAD:
+    """Opens a cell by dropping its 16-byte tag; checks the nonce is ``iv ^ k`` for the
+    k-th cell; fails on the cell numbers in ``bad``."""
+
+    def __init__(self, iv: int, bad: frozenset[int] = frozenset()) -> None:
+        self.iv, self.bad = iv, bad
+
+    def decrypt(self, nonce: bytes, cell: memoryview, ad: None) -> bytes:
+        k = int.from_bytes(nonce, "big") ^ self.iv
+        assert len(nonce) == 12 and ad is None
+        if k in self.bad:
+            raise InvalidTag
+        return bytes(cell[:-16])
+
+
+@SETTINGS
+@given(data=st.data(), cell_size=CELL_SIZES)
+def test_open_read_stops_at_a_cell_that_does_not_open(data: st.DataObject, cell_size: int) -> None:
+    room = inner_body_capacity(cell_size)
+    messages = [data.draw(_message(room)) for _ in range(data.draw(st.integers(1, 4)))]
+    plains = [c for m in messages for c in data_cells(cell_size, 0, m)]
+    bad = data.draw(st.integers(0, len(plains) - 1))
+    view = memoryview(b"".join(p + bytes(16) for p in plains))
+    out: list[bytes] = []
+    reader = CellReader(cell_size, 1 << 20)
+    pos, count, stopped, close = reader.open_read(
+        _FakeAEAD(3, frozenset({bad + 5})).decrypt, InvalidTag, 3, 5, 12, view, 0, len(view),
+        out, bytes)
+    # Every message whose cells all came before the bad one is out; the bad cell is not read.
+    assert (pos, count, stopped, close) == (bad * cell_size, bad + 5, -1, None)
+    ends = [sum(len(data_cells(cell_size, 0, m)) for m in messages[:j + 1])
+            for j in range(len(messages))]
+    assert out == [m for m, end in zip(messages, ends, strict=True) if end <= bad]
 
 
 # -- sealing and opening through the session ----------------------------------------
