@@ -7,6 +7,13 @@ exponential backoff (``retry_base * 2**n``, capped at ``retry_max``), and at onc
 whenever a session with the peer comes up. After ``ttl`` seconds unacknowledged
 it expires. On restart every row left in the outbox is sent again.
 
+``send()`` answers only once the outbox insert has committed. The database
+group-commits (:class:`aegis_hidden.peers.ThreadedSQLite`): the writes of many
+messages (inserts, attempt notes, deletes, ``seen`` ids) share one
+transaction and one fsync, so durability costs a few milliseconds of latency,
+not a transaction per write. A message acknowledged before its attempt note
+was written gets no note (its row is already gone).
+
 Receiving: each message id is written to the ``seen`` table before the message
 is handed to the application (the ``message_received`` event) and before the
 ack goes out. A message whose id is already there is acknowledged again and
@@ -298,6 +305,8 @@ class Messenger:
             return
         self._metrics.inc("messages_sent")
         self._metrics.inc("bytes_out", len(pending.data))
+        if pending.acked or self._pending.get(msg_id) is not pending:
+            return  # settled while it was sent (a fast ack): its row is gone, nothing to note
         attempts, next_at = pending.attempts, self._clock.seconds() + self.ack_timeout
 
         def note(conn: sqlite3.Connection) -> None:

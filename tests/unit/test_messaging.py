@@ -536,3 +536,43 @@ def test_other_failures_map_to_reputation() -> None:
     assert classify_failure(DeferTimeout()).value == "timeout"  # type: ignore[union-attr]
     assert classify_failure(FakeHandshakeFailed()).value == "handshake_failed"  # type: ignore[union-attr]
     assert classify_failure(FakeUnreachable()) is None
+
+
+class CountingDB:
+    """An InlineSQLite that counts transactions and keeps the SQL they ran."""
+
+    def __init__(self, path: str) -> None:
+        self.inner = InlineSQLite(path)
+        self.transactions = 0
+        self.statements: list[str] = []
+
+    def run(self, fn: Any) -> Any:
+        def counted(conn: Any) -> Any:
+            self.transactions += 1
+            conn.set_trace_callback(self.statements.append)
+            try:
+                return fn(conn)
+            finally:
+                conn.set_trace_callback(None)
+
+        return self.inner.run(counted)
+
+    def close(self) -> Any:
+        return self.inner.close()
+
+
+def test_a_message_acknowledged_at_once_costs_no_attempts_update(
+        net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    counting = CountingDB(str(tmp_path / "a.db"))
+    a = Node(net, clock, str(tmp_path / "a.db"), db=counting)
+    result_of(a.core.when_ready())
+    b = Node(net, clock, str(tmp_path / "b.db"))
+    result_of(a.core.store.add(b.address))
+    result_of(a.core.send(b.address, {"type": "warm", "data": 0}))  # session up
+    before, counting.statements = counting.transactions, []
+    _, state = result_of(a.core.send(b.address, {"type": "chat", "data": 1}))
+    assert state is DeliveryState.ACKNOWLEDGED
+    # outbox insert, outbox delete on the ack, the peer's reputation: no UPDATE of a
+    # row the ack already deleted
+    assert counting.transactions - before == 3
+    assert not [s for s in counting.statements if s.startswith("UPDATE outbox")]
