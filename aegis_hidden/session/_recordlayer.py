@@ -1,8 +1,9 @@
 """The record layer (docs/protocol.md §4): seals cells at send time, opens them, rekeys.
 
-Pure code, and the one hot path. The session puts the plaintext of every
-cell it wants sent after the handshake into :attr:`RecordLayer.queue`; nothing
-is sealed until :meth:`RecordLayer.seal_queued` is called (by a cell scheduler,
+Pure code, and the one hot path. The session queues every message it wants
+sent after the handshake in :attr:`RecordLayer.cells` (wire's
+:class:`~aegis_hidden.wire.CellQueue`, which cuts a cell only as it is sealed);
+nothing is sealed until :meth:`RecordLayer.seal_queued` is called (by a cell scheduler,
 through the session), so a cover cell sealed in a slot and a data cell sealed
 in the same slot look the same, and nonces are consumed in the order cells
 leave. Handshake cells and the final CLOSE are sealed at once with
@@ -16,13 +17,13 @@ keys, then lets it go on), after a CLOSE cell, or at a cell that does not open.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
 from ..wire import CLOSE_TYPE, REKEY_TYPE, CellReader, CellType, encode_inner
+from ..wire._cells import CellQueue  # not yet exported by wire/__init__
 from ._aead import IV_SIZE, Direction
 from ._errors import CloseReason, SessionError
 
@@ -30,7 +31,7 @@ __all__ = ["RecordLayer"]
 
 
 class RecordLayer:
-    """Both directions of one session: a queue of plaintext cells out, sealed bytes out,
+    """Both directions of one session: a queue of cells out, sealed bytes out,
     opened plaintexts in.
 
     Rekeying (§4): before a cell is sealed under a key that has sealed
@@ -47,8 +48,8 @@ class RecordLayer:
         self._clock = clock
         self.tx: Direction | None = None
         self.rx: Direction | None = None
-        #: Plaintext cells (``cell_size - 16`` bytes each) waiting to be sealed, in order.
-        self.queue: deque[bytes] = deque()
+        #: The messages' cells waiting to be sealed, in order.
+        self.cells = CellQueue(cell_size)
         self._out: list[bytes] = []
         self._rekey_plain = encode_inner(cell_size, CellType.REKEY, 0, b"")
         self._cover_plain = encode_inner(cell_size, CellType.COVER, 0, b"")
@@ -59,7 +60,7 @@ class RecordLayer:
     def forget(self) -> None:
         """The session is over: drop the keys and whatever is still queued."""
         self.tx = self.rx = None
-        self.queue.clear()
+        self.cells.clear()
 
     # -- sending ------------------------------------------------------------
     def seal_now(self, plain: bytes) -> None:
@@ -77,8 +78,9 @@ class RecordLayer:
         slots (a cover slot if any, else a queued cell's, which then waits for
         the next call), so a call never seals more than ``count + cover`` cells.
         """
-        q = self.queue
-        reals = len(q) if count is None else max(0, min(count, len(q)))
+        cells = self.cells
+        queued = cells.queued
+        reals = queued if count is None else max(0, min(count, queued))
         covers = max(0, cover)
         if not reals and not covers:
             return 0
@@ -104,14 +106,7 @@ class RecordLayer:
             encrypt, iv = tx.encrypt, tx.iv
             run = min(reals, limit - n)
             if run:
-                if run == len(q):
-                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE), plain, None)
-                                for k, plain in enumerate(q, n)])
-                    q.clear()
-                else:
-                    popleft = q.popleft
-                    out.extend([encrypt((iv ^ k).to_bytes(IV_SIZE), popleft(), None)
-                                for k in range(n, n + run)])
+                cells.seal(run, encrypt, iv, n, IV_SIZE, out)
                 tx.count = n + run
                 reals -= run
                 sent += run

@@ -42,7 +42,6 @@ from ..wire import (
     Reassembler,
     UnexpectedCell,
     clear_body_capacity,
-    data_cells,
     decode_clear,
     decode_inner,
     encode_clear,
@@ -238,11 +237,11 @@ class Session:
             self._require_established()
         flags, payload = prepare_message(data, self.params.compression_threshold,
                                          self.params.max_message_size)
-        self._record.queue.extend(data_cells(self._n, flags, payload))
+        self._record.cells.push(flags, payload)
 
     def queued(self) -> int:
         """Plaintext cells waiting to be sealed."""
-        return len(self._record.queue)
+        return self._record.cells.queued
 
     def seal_queued(self, count: int, cover: int = 0) -> bytes:
         """Seal up to ``count`` queued cells, then ``cover`` COVER cells, and return
@@ -294,7 +293,7 @@ class Session:
 
     def data_to_send(self) -> bytes:
         """Everything to send now: the queued cells are sealed first (no scheduler)."""
-        if self._record.queue and self.state is State.ESTABLISHED:
+        if self._record.cells.queued and self.state is State.ESTABLISHED:
             self._record.seal_queued()
         return self._take()
 

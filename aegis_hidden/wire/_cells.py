@@ -22,7 +22,7 @@ fit, or a non-zero padding byte raises :class:`CellError` and nothing else.
 
 This module is the one definition of the layouts. :func:`encode_inner`,
 :func:`fragment` and :class:`Reassembler` are the reference codec;
-:func:`data_cells` (sending) and :meth:`CellReader.open_read` (receiving) are the fast
+:class:`CellQueue` (sending) and :meth:`CellReader.open_read` (receiving) are the fast
 paths the session runs, built on the same constants, and a property test
 (tests/unit/test_cell_paths.py) checks that both agree byte for byte.
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,8 +51,10 @@ __all__ = [
     "TAG_SIZE",
     "ZSTD_FLAG",
     "CellError",
+    "CellQueue",
     "CellReader",
     "CellType",
+    "Encrypt",
     "Flags",
     "MessageTooLarge",
     "Reassembler",
@@ -313,25 +316,129 @@ class Reassembler:
 
 
 def data_cells(cell_size: int, flags: int, payload: bytes) -> list[bytes]:
-    """The plaintexts of the DATA cells that carry one prepared message (§3.3).
-
-    ``flags`` is what :func:`prepare_message` returned (0 or ZSTD); MORE is set
-    on every cell but the last, and every cell but the last is full. The same
-    bytes as ``encode_inner`` over :func:`fragment`, without the generator and
-    the enum arithmetic: this runs once per message on the send path.
-    """
-    room = cell_size - TAG_SIZE - INNER_HEADER_SIZE
-    size = len(payload)
-    pack = _INNER.pack
-    if size <= room:
-        return [pack(DATA_TYPE, flags, size) + payload + bytes(room - size)]
-    view = memoryview(payload)
-    full = pack(DATA_TYPE, flags | _MORE, room)
-    last = ((size - 1) // room) * room
-    out = [full + view[start:start + room] for start in range(0, last, room)]
-    k = size - last
-    out.append(b"".join((pack(DATA_TYPE, flags, k), view[last:], bytes(room - k))))
+    """The plaintexts of the DATA cells that carry one prepared message (§3.3):
+    what a :class:`CellQueue` cuts, without sealing."""
+    queue = CellQueue(cell_size)
+    queue.push(flags, payload)
+    out: list[bytes] = []
+    queue.seal(queue.queued, _as_is, 0, 0, 8, out)
     return out
+
+
+def _as_is(nonce: bytes, plain: bytes, ad: None) -> bytes:
+    return plain
+
+
+#: Seals one cell's plaintext: ``encrypt(nonce, plaintext, None)`` (an AEAD's encrypt).
+Encrypt = Callable[[bytes, bytes, None], bytes]
+
+
+class CellQueue:
+    """DATA cells waiting to be sealed, in order, each cut from its message only
+    when it is sealed (§3.3): a long message never waits as a pile of plaintext
+    cells, and one loop builds and seals each cell.
+
+    Sealing is the caller's (the record layer's): :meth:`seal` takes its AEAD,
+    nonce base and counter. ``flags`` of :meth:`push` is what
+    :func:`prepare_message` returned (0 or ZSTD); MORE is set on every cell of
+    a message but the last, and every cell but the last is full. The same bytes
+    as ``encode_inner`` over :func:`fragment`, without the enum arithmetic.
+    """
+
+    def __init__(self, cell_size: int) -> None:
+        _check_size(cell_size)
+        self._room = inner_body_capacity(cell_size)
+        # Runs of one-cell messages (their plaintexts) and longer messages being cut.
+        self._q: deque[deque[bytes] | _Cutting] = deque()
+        #: How many cells are waiting.
+        self.queued = 0
+
+    def push(self, flags: int, payload: bytes) -> None:
+        """Queue the cells of one prepared message."""
+        room = self._room
+        size = len(payload)
+        q = self._q
+        if size <= room:
+            plain = _INNER.pack(DATA_TYPE, flags, size) + payload + bytes(room - size)
+            if q and isinstance(last := q[-1], deque):
+                last.append(plain)
+            else:
+                q.append(deque((plain,)))
+            self.queued += 1
+            return
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # cut later: a caller's buffer may change meanwhile
+        cutting = _Cutting(room, flags, payload)
+        q.append(cutting)
+        self.queued += cutting.left
+
+    def seal(self, k: int, encrypt: Encrypt, iv: int, count: int, nonce_size: int,
+             out: list[bytes]) -> None:
+        """Seal the next ``k`` cells (at most :attr:`queued`) in order, appending them
+        to ``out``: the j-th with ``encrypt((iv ^ (count + j)).to_bytes(nonce_size),
+        plaintext, None)``, the caller's key and nonce rule (docs/protocol.md §4)."""
+        if not 0 <= k <= self.queued:
+            raise ValueError(f"cannot seal {k} cells, {self.queued} queued")
+        q = self._q
+        self.queued -= k
+        while k:
+            run = q[0]
+            if isinstance(run, deque):
+                m = len(run)
+                if k >= m:
+                    out.extend([encrypt((iv ^ c).to_bytes(nonce_size), plain, None)
+                                for c, plain in enumerate(run, count)])
+                    q.popleft()
+                else:
+                    m = k
+                    popleft = run.popleft
+                    out.extend([encrypt((iv ^ c).to_bytes(nonce_size), popleft(), None)
+                                for c in range(count, count + m)])
+            else:
+                m = run.seal(k, encrypt, iv, count, nonce_size, out)
+                if not run.left:
+                    q.popleft()
+            count += m
+            k -= m
+
+    def clear(self) -> None:
+        self._q.clear()
+        self.queued = 0
+
+
+class _Cutting:
+    """One message of more than one cell, cut as it is sealed."""
+
+    __slots__ = ("_at", "_full", "_last", "_room", "_tail", "_view", "left")
+
+    def __init__(self, room: int, flags: int, payload: bytes) -> None:
+        size = len(payload)
+        view = memoryview(payload)
+        last = ((size - 1) // room) * room  # where the last cell's piece starts
+        k = size - last
+        self._view = view
+        self._room = room
+        self._full = _INNER.pack(DATA_TYPE, flags | _MORE, room)
+        self._last = last
+        self._tail = b"".join((_INNER.pack(DATA_TYPE, flags, k), view[last:], bytes(room - k)))
+        self._at = 0
+        #: Cells not sealed yet.
+        self.left = last // room + 1
+
+    def seal(self, k: int, encrypt: Encrypt, iv: int, count: int, nonce_size: int,
+             out: list[bytes]) -> int:
+        """Seal up to ``k`` more cells; returns how many."""
+        at, room, view, full = self._at, self._room, self._view, self._full
+        stop = min(self._last, at + k * room)
+        out.extend([encrypt((iv ^ c).to_bytes(nonce_size), full + view[s:s + room], None)
+                    for c, s in enumerate(range(at, stop, room), count)])
+        m = (stop - at) // room
+        if m < k and self.left == m + 1:
+            out.append(encrypt((iv ^ (count + m)).to_bytes(nonce_size), self._tail, None))
+            m += 1
+        self._at = stop
+        self.left -= m
+        return m
 
 
 class CellReader:
