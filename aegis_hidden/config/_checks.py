@@ -10,6 +10,8 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from ..addresses import HostPortError
+from ..addresses import split_host_port as _split_host_port
 from ._errors import ConfigError
 
 T = TypeVar("T")
@@ -96,23 +98,12 @@ def string_list(item: Check, *, max_items: int = 1000) -> Check:
 
 
 def split_host_port(path: str, value: Any, *, allow_unix: bool = True) -> tuple[str, int]:
-    """``"host:port"`` / ``"[v6]:port"`` / ``"unix:/path"`` (port 0 for unix)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, value, "expected \"HOST:PORT\"" +
-                          (" or \"unix:/path/to/socket\"" if allow_unix else ""))
-    if value.startswith("unix:"):
-        if not allow_unix or not value[5:].startswith("/"):
-            raise ConfigError(path, value, "a unix socket is given as \"unix:/absolute/path\"")
-        return value, 0
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not host or not port_s.isdigit():
-        raise ConfigError(path, value, "expected \"HOST:PORT\", e.g. \"127.0.0.1:7701\"")
-    port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ConfigError(path, value, "the port must be from 0 to 65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
+    """``"host:port"`` / ``"[v6]:port"`` / ``"unix:/path"`` (port 0 for unix): see
+    :func:`aegis_hidden.addresses.split_host_port`, with the error as a :class:`ConfigError`."""
+    try:
+        return _split_host_port(value, allow_unix=allow_unix)
+    except HostPortError as e:
+        raise ConfigError(path, value, str(e)) from None
 
 
 def is_loopback(host: str) -> bool:

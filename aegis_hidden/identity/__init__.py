@@ -3,6 +3,14 @@
 Pure code: no reactor, no sockets. Times are passed in as ``now`` (unix seconds).
 """
 
+from ..addresses import (
+    OnionAddressError,
+    canonical_address,
+    is_canonical_address,
+    is_onion_v3,
+    onion_address_from_public_key,
+    public_key_from_onion_address,
+)
 from ._files import atomic_write
 from ._i2p import I2PBinding, b32_address_of_destination, binding_commitment, verify_binding
 from ._keyfile import KeyFileError, PassphraseRequired, WrongPassphrase, is_encrypted
@@ -24,14 +32,6 @@ from ._node import (
     rotate,
     tor_public_key_file,
     tor_secret_key_file,
-)
-from ._onion import (
-    OnionAddressError,
-    canonical_address,
-    is_canonical_address,
-    is_onion_v3,
-    onion_address_from_public_key,
-    public_key_from_onion_address,
 )
 from ._record import (
     MAX_RECORD_LIFETIME,

@@ -17,6 +17,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
+from ..addresses import b32_i2p_address
 from ._record import I2P_COMMITMENT_SIZE, IdentityRecord, RecordError
 
 BINDING_DOMAIN = b"aegis-hidden i2p binding\x00"
@@ -45,9 +46,7 @@ def b32_address_of_destination(destination_b64: str) -> str:
     base32 (lowercase, no padding) of SHA-256 of the raw destination bytes;
     :class:`RecordError` when ``destination_b64`` is not a destination.
     """
-    raw = _destination_bytes(destination_b64)
-    digest = hashlib.sha256(raw).digest()
-    return base64.b32encode(digest).decode("ascii").lower().rstrip("=") + ".b32.i2p"
+    return b32_i2p_address(_destination_bytes(destination_b64))
 
 
 def binding_commitment(salt: bytes, destination: str) -> bytes:

@@ -27,11 +27,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
+from ..addresses import onion_address_from_public_key
 from ..crypto import xwing
 from ._files import atomic_rename, atomic_write
 from ._i2p import I2PBinding
 from ._keyfile import KeyFileError, is_encrypted, read_key_file, write_key_file
-from ._onion import onion_address_from_public_key
 from ._record import (
     MAX_RECORD_LIFETIME,
     IdentityRecord,

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import (
     MLDSA65PublicKey,
 )
 
-from ._onion import OnionAddressError, onion_address_from_public_key, public_key_from_onion_address
+from ..addresses import OnionAddressError, onion_address_from_public_key, public_key_from_onion_address
 
 MAGIC = b"AEGISREC"
 RECORD_VERSION = 1
