@@ -24,6 +24,7 @@ from ._endpoints import (
 from ._errors import (
     AlreadyAccepting,
     CantReachPeer,
+    ConnectTimeout,
     DestinationError,
     DuplicatedDest,
     DuplicatedId,
@@ -49,6 +50,7 @@ __all__ = [
     "SIGNATURE_TYPE_EDDSA_SHA512_ED25519",
     "AlreadyAccepting",
     "CantReachPeer",
+    "ConnectTimeout",
     "DatagramReceived",
     "Destination",
     "DestinationError",

@@ -21,13 +21,13 @@ from aegis_hidden.config import load_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.i2p import (
     CantReachPeer,
+    ConnectTimeout,
     InvalidId,
     SAMSession,
     SAMStreamClientEndpoint,
     SAMTimeout,
     create_session,
 )
-from aegis_hidden.i2p._errors import ConnectTimeout
 from aegis_hidden.i2p._health import HealthPolicy, StreamHealth, destination_key
 from aegis_hidden.i2p._provider import I2PProvider
 from aegis_hidden.identity import create, load
