@@ -4,6 +4,11 @@ Reads are served from an in-memory mirror loaded at start (the API lists peers
 without touching the disk); every change is written through to SQLite, and the
 mirror is updated only once the write has committed, so what the API shows is
 always on disk.
+
+Changes are computed from the newest value handed to the database, committed
+or not: with group commit several writes to one peer wait in the same
+transaction, and each must build on the one before it (two reputation updates
+in one batch are two steps, not one lost).
 """
 
 from __future__ import annotations
@@ -104,6 +109,10 @@ class PeerInfo:
         return tuple(getattr(self, c) for c in _COLUMNS)
 
 
+class _Removing:
+    """Marks a peer whose deletion is on its way to the disk."""
+
+
 class PeerStore:
     """Peers by id (their onion address, or .b32.i2p address for I2P-only peers)."""
 
@@ -113,6 +122,8 @@ class PeerStore:
         self._db = db
         self._now = now
         self._peers: dict[str, PeerInfo] = {}
+        # the newest value of each peer handed to the database and not yet committed
+        self._writing: dict[str, PeerInfo | _Removing] = {}
         self._listeners: list[Callable[[PeerInfo, str], None]] = []
 
     async def load(self) -> None:
@@ -140,6 +151,17 @@ class PeerStore:
         if peer is None and peer_id.isascii():  # never str.lower() a non-ASCII alias
             peer = self._peers.get(peer_id.lower())
         return peer
+
+    def _latest(self, peer_id: str) -> PeerInfo | None:
+        """The newest value of the peer, committed or on its way: what a change builds on."""
+        keys = (peer_id, peer_id.lower()) if peer_id.isascii() else (peer_id,)
+        for key in keys:
+            if key in self._writing:
+                latest = self._writing[key]
+                return None if isinstance(latest, _Removing) else latest
+            if key in self._peers:
+                return self._peers[key]
+        return None
 
     def require(self, peer_id: str) -> PeerInfo:
         peer = self.get(peer_id)
@@ -169,10 +191,25 @@ class PeerStore:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(_UPSERT, row)
 
-        await self._db.run(write)
+        await self._written(peer.peer_id, peer, write)
         self._peers[peer.peer_id] = peer
         self._notify(peer, what)
         return peer
+
+    async def _written(self, peer_id: str, latest: PeerInfo | _Removing,
+                       write: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``write``; until it has committed, ``latest`` is what changes build on.
+
+        If it fails, a later change already built on it still carries it (and
+        commits it with its own write); if none did, the peer is back to its
+        committed value.
+        """
+        self._writing[peer_id] = latest
+        try:
+            await self._db.run(write)
+        finally:
+            if self._writing.get(peer_id) is latest:
+                del self._writing[peer_id]
 
     def _notify(self, peer: PeerInfo, what: str) -> None:
         for callback in list(self._listeners):
@@ -192,7 +229,7 @@ class PeerStore:
         peer_id = check_peer_address(peer_id)
         if i2p_destination is not None:
             i2p_destination = check_peer_address(i2p_destination)
-        old = self._peers.get(peer_id)
+        old = self._latest(peer_id)
         if old is None:
             return await self._put(PeerInfo(peer_id, i2p_destination, record,
                                             added=self._now(), origin=origin), "added")
@@ -208,13 +245,15 @@ class PeerStore:
         return await self._put(dataclasses.replace(old, **changes), "updated")  # type: ignore[arg-type]
 
     async def remove(self, peer_id: str) -> PeerInfo:
-        peer = self.require(peer_id)
+        peer = self._latest(peer_id)
+        if peer is None:
+            raise UnknownPeer(peer_id)
 
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM peers WHERE peer_id = ?", (peer.peer_id,))
 
-        await self._db.run(delete)
-        del self._peers[peer.peer_id]
+        await self._written(peer.peer_id, _Removing(), delete)
+        self._peers.pop(peer.peer_id, None)
         self._notify(peer, "removed")
         return peer
 
@@ -222,19 +261,21 @@ class PeerStore:
                     ) -> PeerInfo:
         """Blacklist a peer (added if unknown) for ``duration`` seconds, or for ever."""
         peer_id = check_peer_address(peer_id)
-        peer = self._peers.get(peer_id) or PeerInfo(peer_id, added=self._now())
+        peer = self._latest(peer_id) or PeerInfo(peer_id, added=self._now())
         until = None if duration is None else self._now() + duration
         return await self._put(
             dataclasses.replace(peer, blocked_reason=reason or "blocked", blocked_until=until),
             "blocked")
 
     async def unblock(self, peer_id: str) -> PeerInfo:
-        peer = self.require(peer_id)
+        peer = self._latest(peer_id)
+        if peer is None:
+            raise UnknownPeer(peer_id)
         return await self._put(
             dataclasses.replace(peer, blocked_reason=None, blocked_until=None), "unblocked")
 
     async def set_status(self, peer_id: str, status: str) -> PeerInfo | None:
-        peer = self.get(peer_id)
+        peer = self._latest(peer_id)
         if peer is None:
             return None
         return await self._put(
@@ -242,7 +283,7 @@ class PeerStore:
 
     async def observe(self, peer_id: str, behaviour: Behaviour) -> PeerInfo | None:
         """Record one observation; may blacklist the peer (docs/reputation.md)."""
-        peer = self.get(peer_id)
+        peer = self._latest(peer_id)
         if peer is None:
             return None
         score = updated_reputation(peer.reputation, behaviour)

@@ -359,3 +359,59 @@ def test_threaded_sqlite_group_commits_queued_writes(tmp_path: Path) -> None:
     assert pending.called
     again = InlineSQLite(str(tmp_path / "g.db"))
     assert result_of(again.run(lambda c: c.execute("SELECT COUNT(*) FROM peers").fetchone()[0])) == 11
+
+
+class BatchedDB:
+    """Writes wait together until flushed, as in one group-committed transaction."""
+
+    def __init__(self, path: str) -> None:
+        self.inner = InlineSQLite(path)
+        self.queue: list[tuple[Any, Deferred[Any]]] = []
+
+    def run(self, fn: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queue.append((fn, d))
+        return d
+
+    def close(self) -> Deferred[None]:
+        return self.inner.close()
+
+    def flush(self) -> None:
+        batch, self.queue = self.queue, []
+        for fn, d in batch:
+            self.inner.run(fn).chainDeferred(d)
+
+
+def test_changes_waiting_in_one_batch_build_on_each_other(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.db")
+    db = BatchedDB(path)
+    clock = Clock()
+    store = PeerStore(db, clock.seconds)
+    loaded = Deferred.fromCoroutine(store.load())
+    db.flush()
+    result_of(loaded)
+    peer = onion()
+    added = Deferred.fromCoroutine(store.add(peer))
+    db.flush()
+    result_of(added)
+    acks = [Deferred.fromCoroutine(store.observe(peer, Behaviour.MESSAGE_ACKED))
+            for _ in range(3)]
+    ok = Deferred.fromCoroutine(store.observe(peer, Behaviour.SESSION_OK))
+    assert store.require(peer).reputation == 0.5  # reads show what is committed
+    db.flush()
+    for observed in [*acks, ok]:
+        result_of(observed)
+    expected = 0.5
+    for behaviour in [Behaviour.MESSAGE_ACKED] * 3 + [Behaviour.SESSION_OK]:
+        expected = updated_reputation(expected, behaviour)
+    assert store.require(peer).reputation == pytest.approx(expected)  # no update lost
+    assert store.require(peer).sessions_ok == 1
+    # a removal on its way is not undone by a change queued behind it
+    gone = Deferred.fromCoroutine(store.remove(peer))
+    late = Deferred.fromCoroutine(store.observe(peer, Behaviour.MESSAGE_ACKED))
+    db.flush()
+    result_of(gone)
+    assert result_of(late) is None
+    assert store.get(peer) is None
+    again, _ = make_store(path, clock)
+    assert again.get(peer) is None
