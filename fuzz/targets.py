@@ -15,10 +15,12 @@ mode and the rest is the payload (seeds carry the right first byte).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import math
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -393,7 +395,8 @@ def _api() -> _Api:
     from aegis_hidden.peers import InlineSQLite
     from aegis_hidden.testing import FakeNetwork, result_of
 
-    root = Path(tempfile.mkdtemp(prefix="aegis-fuzz-api-"))
+    root = _scratch() / "api"
+    root.mkdir()
     clock = Clock()
     bus = EventBus(now=clock.seconds)
     a, _ = _pair()
@@ -452,7 +455,9 @@ def _api_seeds() -> list[bytes]:
 # -------------------------------------------------------------------- config YAML
 @cache
 def _scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="aegis-fuzz-"))  # private (0700), one per process
+    path = Path(tempfile.mkdtemp(prefix="aegis-fuzz-"))  # private (0700), one per process
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def config_yaml(data: bytes) -> None:

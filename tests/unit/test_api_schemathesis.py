@@ -11,7 +11,7 @@ accepted, invalid data refused). Bounded: a few examples per operation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,28 +100,46 @@ def _check(api: MemoryApi, case: schemathesis.Case[Any]) -> None:
 #: serves exactly this one), one test each.
 LABELS = [cast(Any, r).ok().label for r in schemathesis.openapi.from_dict(
     json.loads(openapi_json())).get_all_operations()]
-#: Known failures, in files this test does not own (strict: fixing them turns the
-#: test green; then delete the entry).
+#: Known failures, in files this test does not own. Their owners fix them in
+#: parallel, so the operation is marked xfail only while it still fails (with the
+#: bug and schemathesis' first line), and passes as soon as the fix lands; then
+#: delete the entry.
 KNOWN_BUGS: dict[str, str] = {
     "POST /api/network/peers": (
-        "issue 16 item 7: {\"action\": \"add\"} (no peer_address / peer_id) is schema-valid "
-        "but refused with 400 (owner: aegis_hidden/api/_openapi.py / _web.py)"),
+        "issue 16 item 7: schema-valid bodies refused with 400 (seen: {\"action\": \"add\"} "
+        "with no address; a well-formed 56-character address whose version byte or "
+        "checksum is wrong) (owner: aegis_hidden/api/_openapi.py / _web.py)"),
     "POST /api/network/send": (
-        "issue 16 item 7: {\"target\": \"\", \"message\": {\"type\": \"0\"}} is "
-        "schema-valid but refused with 400 (empty address allowed by the schema)"),
+        "issue 16 item 7: schema-valid bodies refused with 400 (seen: an empty target; "
+        "a well-formed address with a wrong checksum) (owner: aegis_hidden/api/)"),
     "GET /network": (
-        "issue 16 item 7: GET /network without an upgrade answers 200 with autobahn's HTML "
-        "version page; the document says 101 or 401"),
+        "issue 16 item 7: GET /network without an upgrade answered 200 with autobahn's HTML "
+        "page; the document says 101 or 401 (owner: aegis_hidden/api/_events.py)"),
+}
+#: Operations the in-memory ring cannot drive (the integration test does).
+NOT_IN_MEMORY = {
+    "GET /network": "a WebSocket upgrade needs a real connection; StubTreq cannot hold one",
 }
 
 
-@pytest.mark.parametrize("label", [
-    pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[label]))
-    if label in KNOWN_BUGS else label for label in LABELS])
+def run_known(label: str, run: Callable[[], None]) -> None:
+    """``run()``; a failure of an operation in :data:`KNOWN_BUGS` is an xfail naming it."""
+    try:
+        run()
+    except (Exception, BaseExceptionGroup) as e:  # schemathesis' FailureGroup
+        if label not in KNOWN_BUGS:
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        pytest.xfail(f"known bug: {KNOWN_BUGS[label]} (schemathesis: {first[:200]})")
+
+
+@pytest.mark.parametrize("label", LABELS)
 def test_served_openapi_document_holds_in_memory(memory_schema: Any, memory_api: MemoryApi,
                                                  label: str) -> None:
     # One operation per test (schemathesis.pytest.from_fixture does not run under
     # pytest 9: it reads a private attribute of the test item).
+    if label in NOT_IN_MEMORY:
+        pytest.skip(NOT_IN_MEMORY[label])
     operation = memory_schema.find_operation_by_label(label)
     assert operation is not None, label
 
@@ -131,4 +149,4 @@ def test_served_openapi_document_holds_in_memory(memory_schema: Any, memory_api:
     def run(case: schemathesis.Case[Any]) -> None:
         _check(memory_api, case)
 
-    run()
+    run_known(label, run)
