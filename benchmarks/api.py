@@ -39,8 +39,7 @@ from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore
-from aegis_hidden.peers import ThreadedSQLite
-from aegis_hidden.peers._db import DEFAULT_FLUSH_INTERVAL
+from aegis_hidden.peers import DEFAULT_FLUSH_INTERVAL, ThreadedSQLite
 from aegis_hidden.testing import FakeNetwork
 
 reactor: Any = global_reactor

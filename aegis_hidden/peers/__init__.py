@@ -2,14 +2,17 @@
 
 from ._db import (
     DB_FILE_NAME,
+    DEFAULT_FLUSH_INTERVAL,
     RECOVERY_HINT,
     SCHEMA_VERSION,
     Database,
     DatabaseCorrupt,
     DatabaseError,
+    GroupCommit,
     InlineSQLite,
     ThreadedSQLite,
     check_database,
+    commit_batch,
     migrate,
 )
 from ._reputation import (
@@ -36,6 +39,7 @@ __all__ = [
     "AUTO_BLOCK_BELOW",
     "AUTO_BLOCK_SECONDS",
     "DB_FILE_NAME",
+    "DEFAULT_FLUSH_INTERVAL",
     "INITIAL_REPUTATION",
     "ORIGIN_OPERATOR",
     "ORIGIN_PEER",
@@ -46,6 +50,7 @@ __all__ = [
     "Database",
     "DatabaseCorrupt",
     "DatabaseError",
+    "GroupCommit",
     "InlineSQLite",
     "PeerAddressError",
     "PeerInfo",
@@ -56,6 +61,7 @@ __all__ = [
     "UnknownPeer",
     "check_database",
     "check_peer_address",
+    "commit_batch",
     "is_b32_i2p",
     "migrate",
     "updated_reputation",

@@ -21,8 +21,7 @@ from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import DeliveryState, NodeCore
-from aegis_hidden.peers import migrate
-from aegis_hidden.peers._db import GroupCommit, commit_batch
+from aegis_hidden.peers import GroupCommit, commit_batch, migrate
 from aegis_hidden.testing import FakeNetwork
 
 INTERVAL = 0.002
