@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .. import _json as strict_json
 from ._files import atomic_write
 
 FORMAT = "aegis-hidden-secret-keys"
@@ -89,7 +90,7 @@ def write_key_file(
 def is_encrypted(path: Path) -> bool:
     """True when the key file at ``path`` is passphrase-sealed."""
     try:
-        doc = json.loads(Path(path).read_bytes())
+        doc = strict_json.loads(Path(path).read_bytes())
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and doc.get("cipher") not in (None, "none")
@@ -105,7 +106,7 @@ def read_key_file(path: Path, passphrase: str | None = None) -> tuple[str, dict[
     except OSError as e:
         raise KeyFileError(f"{path}: cannot read key file: {e.strerror}") from None
     try:
-        doc = json.loads(raw)
+        doc = strict_json.loads(raw)
     except ValueError:
         raise KeyFileError(
             f"{path}: not a valid key file (truncated or corrupted; {len(raw)} bytes). "
@@ -154,7 +155,7 @@ def read_key_file(path: Path, passphrase: str | None = None) -> tuple[str, dict[
     else:
         raise KeyFileError(f"{path}: unknown cipher {cipher!r}")
     try:
-        secrets_doc = json.loads(payload)
+        secrets_doc = strict_json.loads(payload)
         if not isinstance(secrets_doc, dict):
             raise ValueError("not an object")
         secrets = {str(k): _unb64(path, f"secrets.{k}", v) for k, v in secrets_doc.items()}

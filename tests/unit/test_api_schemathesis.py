@@ -10,6 +10,7 @@ accepted, invalid data refused). Bounded: a few examples per operation.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import ignored_auth
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
@@ -33,6 +35,17 @@ from aegis_hidden.testing import FakeNetwork, result_of
 
 BASE = "http://127.0.0.1:8470"
 EXAMPLES = 10
+
+
+def _b32_i2p(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").lower().rstrip("=") + ".b32.i2p"
+
+
+#: The document's address format names what a pattern cannot say (the onion's
+#: checksum and version byte): schemathesis draws real addresses for it.
+schemathesis.openapi.format("aegis-peer-address", st.one_of(
+    st.builds(onion_address_from_public_key, st.binary(min_size=32, max_size=32)),
+    st.builds(_b32_i2p, st.binary(min_size=32, max_size=32))))
 
 
 class MemoryApi:
@@ -100,22 +113,6 @@ def _check(api: MemoryApi, case: schemathesis.Case[Any]) -> None:
 #: serves exactly this one), one test each.
 LABELS = [cast(Any, r).ok().label for r in schemathesis.openapi.from_dict(
     json.loads(openapi_json())).get_all_operations()]
-#: Known failures, in files this test does not own. Their owners fix them in
-#: parallel, so the operation is marked xfail only while it still fails (with the
-#: bug and schemathesis' first line), and passes as soon as the fix lands; then
-#: delete the entry.
-KNOWN_BUGS: dict[str, str] = {
-    "POST /api/network/peers": (
-        "issue 16 item 7: schema-valid bodies refused with 400 (seen: {\"action\": \"add\"} "
-        "with no address; a well-formed 56-character address whose version byte or "
-        "checksum is wrong) (owner: aegis_hidden/api/_openapi.py / _web.py)"),
-    "POST /api/network/send": (
-        "issue 16 item 7: schema-valid bodies refused with 400 (seen: an empty target; "
-        "a well-formed address with a wrong checksum) (owner: aegis_hidden/api/)"),
-    "GET /network": (
-        "issue 16 item 7: GET /network without an upgrade answered 200 with autobahn's HTML "
-        "page; the document says 101 or 401 (owner: aegis_hidden/api/_events.py)"),
-}
 #: Operations the in-memory ring cannot drive (the integration test does).
 NOT_IN_MEMORY = {
     "GET /network": "a WebSocket upgrade needs a real connection; StubTreq cannot hold one",
@@ -123,14 +120,8 @@ NOT_IN_MEMORY = {
 
 
 def run_known(label: str, run: Callable[[], None]) -> None:
-    """``run()``; a failure of an operation in :data:`KNOWN_BUGS` is an xfail naming it."""
-    try:
-        run()
-    except (Exception, BaseExceptionGroup) as e:  # schemathesis' FailureGroup
-        if label not in KNOWN_BUGS:
-            raise
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-        pytest.xfail(f"known bug: {KNOWN_BUGS[label]} (schemathesis: {first[:200]})")
+    """``run()`` for the operation ``label``: any schemathesis failure fails the test."""
+    run()
 
 
 @pytest.mark.parametrize("label", LABELS)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fuzz.targets import DEEP, TARGETS
+from fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,42 +33,20 @@ DEFAULT_EXAMPLES = 250
 #: crash a plain call) because hypothesis raises the recursion limit while it runs.
 #: Every reproducer stays here as an explicit example once fixed (a regression
 #: test); the bug text only matters while it still fails.
-KNOWN_BUGS: dict[str, tuple[str, bytes]] = {
+#: Crashes the first campaign found, fixed since; each stays as an explicit
+#: example of its target so the bug cannot come back unseen.
+REGRESSIONS: dict[str, tuple[str, bytes]] = {
     "tor_control": (
-        "identity.public_key_from_onion_address: 55 base32 characters and one '=' (56 "
-        "characters, valid base32 padding) decode to 34 bytes and raw[34] raises IndexError, "
-        "not OnionAddressError; reached through tor client auth parse_auth_private "
-        "(owner: aegis_hidden/identity/_onion.py, moving to aegis_hidden/addresses)",
+        "55 base32 characters and one '=' decoded to 34 bytes and raised IndexError, "
+        "not OnionAddressError (tor client auth parse_auth_private)",
         b"a" * 55 + b"=:descriptor:x25519:B"),
     "config_yaml": (
-        "config.load_config: deeply nested YAML raises RecursionError from PyYAML, not "
-        "ConfigError (owner: aegis_hidden/config/_schema.py)",
+        "deeply nested YAML raised RecursionError from PyYAML, not ConfigError",
         b"[" * 50_000),
     "key_files": (
-        "identity._keyfile.read_key_file: a key file of deeply nested JSON raises "
-        "RecursionError, not KeyFileError (owner: aegis_hidden/identity/_keyfile.py)",
+        "a key file of deeply nested JSON raised RecursionError, not KeyFileError",
         b"[" * 50_000),
 }
-
-
-def _still_fails(name: str) -> bool:
-    try:
-        TARGETS[name].run(KNOWN_BUGS[name][1])
-    except Exception:  # noqa: BLE001 - any escape is the bug
-        return True
-    return False
-
-
-def _known_bug(name: str) -> pytest.MarkDecorator:
-    """A strict xfail naming the bug, while its reproducer still fails.
-
-    Other helpers fix these files in parallel: the mark lifts itself when the fix
-    lands (then delete the entry's text, keep the reproducer), and stays strict
-    while the bug is there.
-    """
-    return pytest.mark.xfail(name in KNOWN_BUGS and _still_fails(name), strict=True,
-                             reason=f"known bug: {KNOWN_BUGS[name][0]}" if name in KNOWN_BUGS
-                             else "")
 
 
 def _mutations(seeds: list[bytes], max_len: int) -> st.SearchStrategy[bytes]:
@@ -109,9 +87,8 @@ def _fuzz_test(name: str) -> Callable[[], None]:
     def test(data: bytes) -> None:
         target.run(data)
 
-    if name in KNOWN_BUGS:
-        test = example(data=KNOWN_BUGS[name][1])(test)
-        test = _known_bug(name)(test)
+    if name in REGRESSIONS:
+        test = example(data=REGRESSIONS[name][1])(test)
     test.__name__ = f"test_{name}_returns_or_raises_only_its_typed_error"
     test.__doc__ = f"{name}: {target.contract}."
     return test
@@ -140,18 +117,15 @@ def test_every_target_has_a_test_here() -> None:
 
 
 def test_every_seed_is_accepted_or_refused_cleanly() -> None:
-    """The seeds themselves (valid samples, and the deep-nesting one) pass each target,
-    except the deep-nesting seed of a known bug still open."""
-    for name, target in TARGETS.items():
+    """The seeds themselves (valid samples, and the deep-nesting one) pass each target."""
+    for target in TARGETS.values():
         for seed in target.seeds():
-            if name in KNOWN_BUGS and seed == DEEP and _still_fails(name):
-                continue
             target.run(seed)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_known_bug(n)) for n in sorted(KNOWN_BUGS)])
-def test_known_bug_reproducer(name: str) -> None:
-    TARGETS[name].run(KNOWN_BUGS[name][1])
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression_reproducer(name: str) -> None:
+    TARGETS[name].run(REGRESSIONS[name][1])
 
 
 def test_the_campaign_driver_counts_inputs_and_prints_one_line_per_target(tmp_path: Path) -> None:
