@@ -12,7 +12,9 @@ group-commits (:class:`aegis_hidden.peers.ThreadedSQLite`): the writes of many
 messages (inserts, attempt notes, deletes, ``seen`` ids) share one
 transaction and one fsync, so durability costs a few milliseconds of latency,
 not a transaction per write. A message acknowledged before its attempt note
-was written gets no note (its row is already gone).
+was written gets no note (its row is already gone). A failed transaction fails
+all its writers and keeps nothing: a send that failed was never accepted, and
+a message whose delete failed (ack, expiry) stays queued and is tried again.
 
 Receiving: each message id is written to the ``seen`` table before the message
 is handed to the application (the ``message_received`` event) and before the
@@ -392,7 +394,12 @@ class Messenger:
 
     async def _expire(self, pending: _Pending) -> None:
         msg_id = pending.message.msg_id
-        await self._db.run(lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        try:
+            await self._db.run(
+                lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        except Exception as e:  # noqa: BLE001 - still in the outbox: expire it on the next try
+            self._retry_later(pending, f"removing the expired message failed: {e}")
+            return
         self._pending.pop(msg_id, None)
         self._set_state(msg_id, DeliveryState.EXPIRED, peer=pending.peer)
         self._events.emit("network_error", peer=pending.peer, error="message expired",
@@ -422,7 +429,17 @@ class Messenger:
             return  # a duplicate ack, or an ack for someone else's id: ignore
         pending.acked = True
         pending.cancel_timer()
-        await self._db.run(lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        try:
+            await self._db.run(
+                lambda c: c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)))
+        except Exception as e:  # noqa: BLE001 - the row is still there: lose nothing
+            # The delete's transaction failed (a failed group commit fails all its
+            # callers): the message stays queued and is sent again; the peer
+            # acknowledges the copy without delivering it twice, and the delete
+            # is tried again then.
+            pending.acked = False
+            self._retry_later(pending, f"removing it from the outbox failed: {e}")
+            return
         self._pending.pop(msg_id, None)
         self._metrics.inc("messages_acked")
         if pending.first_sent is not None:

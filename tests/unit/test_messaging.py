@@ -576,3 +576,63 @@ def test_a_message_acknowledged_at_once_costs_no_attempts_update(
     # row the ack already deleted
     assert counting.transactions - before == 3
     assert not [s for s in counting.statements if s.startswith("UPDATE outbox")]
+
+
+class FailingDeletes(CountingDB):
+    """Fails the transactions that delete from the outbox, ``failures`` times."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def run(self, fn: Any) -> Any:
+        def maybe_fail(conn: Any) -> Any:
+            result = fn(conn)
+            if self.failures and any(s.startswith("DELETE FROM outbox")
+                                     for s in self.statements):
+                self.failures -= 1
+                import sqlite3
+
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            return result
+
+        self.statements = []
+        return super().run(maybe_fail)
+
+
+def test_a_failed_outbox_delete_loses_nothing(net: FakeNetwork, clock: Clock,
+                                              tmp_path: Path) -> None:
+    db = FailingDeletes(str(tmp_path / "a.db"), failures=1)
+    a = Node(net, clock, str(tmp_path / "a.db"), db=db, retry_base=1.0)
+    result_of(a.core.when_ready())
+    b = Node(net, clock, str(tmp_path / "b.db"))
+    result_of(a.core.store.add(b.address))
+    msg_id, state = result_of(a.core.send(b.address, {"type": "chat", "data": 1}))
+    # the ack came, but its delete was rolled back: still queued, retried
+    assert state is DeliveryState.SENT
+    assert a.core.messenger.outbox_size() == 1
+    clock.advance(60)
+    assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
+    assert a.core.messenger.outbox_size() == 0
+    assert [e["message"]["data"] for e in b.received()] == [1]  # delivered once
+    assert b.core.metrics.counters["messages_duplicate"] == 1  # the copy was acked again
+    rows = result_of(db.inner.run(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()))
+    assert rows == (0,)
+
+
+def test_a_failed_expiry_is_tried_again(net: FakeNetwork, clock: Clock,
+                                        tmp_path: Path) -> None:
+    db = FailingDeletes(str(tmp_path / "a.db"), failures=1)
+    a = Node(net, clock, str(tmp_path / "a.db"), db=db, retry_base=1.0, ttl=10.0,
+             dedupe_window=20.0)
+    result_of(a.core.when_ready())
+    gone = onion()  # never joins the network: every dial fails
+    result_of(a.core.store.add(gone))
+    msg_id, _ = result_of(a.core.send(gone, {"type": "chat", "data": 1}))
+    for _ in range(120):
+        clock.advance(1)
+    assert db.failures == 0  # the first expiry's delete was refused...
+    assert a.core.messenger.state(msg_id) is DeliveryState.EXPIRED  # ...the next one did it
+    assert a.core.messenger.outbox_size() == 0
+    rows = result_of(db.inner.run(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()))
+    assert rows == (0,)
