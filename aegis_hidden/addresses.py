@@ -32,6 +32,7 @@ __all__ = [
     "is_canonical_address",
     "is_onion_v3",
     "onion_address_from_public_key",
+    "onion_service_id",
     "public_key_from_onion_address",
     "split_host_port",
     "split_optional_port",
@@ -91,6 +92,12 @@ def public_key_from_onion_address(address: str) -> bytes:
     if checksum != _checksum(public_key, version):
         raise OnionAddressError(f"{address!r}: checksum does not match (mistyped address?)")
     return public_key
+
+
+def onion_service_id(onion: str) -> str:
+    """The 56-character service id of ``xxx.onion`` (validated: :class:`OnionAddressError`)."""
+    public_key_from_onion_address(onion)
+    return onion.lower().removesuffix(SUFFIX)
 
 
 def is_onion_v3(address: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ..testing._tornet import (
+from ..testing import (
     NodeProcess,
     TorNetwork,
     TorNetworkError,

@@ -14,8 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..testing._i2pnet import I2PNetwork, I2PNetworkError, find_patched_i2pd
-from ..testing._tornet import STATE_FILE, TorNetwork, TorNetworkError
+from ..testing import STATE_FILE, I2PNetwork, I2PNetworkError, TorNetwork, TorNetworkError, find_patched_i2pd
 from ._common import CLIError
 
 I2P_SUBDIR = "i2p"

@@ -11,6 +11,13 @@ from ..addresses import (
     onion_address_from_public_key,
     public_key_from_onion_address,
 )
+from ._clientauth import (
+    ClientAuthError,
+    ClientAuthKey,
+    ClientAuthPublicKey,
+    parse_auth_private,
+    parse_public_key,
+)
 from ._files import atomic_write
 from ._i2p import I2PBinding, b32_address_of_destination, binding_commitment, verify_binding
 from ._keyfile import KeyFileError, PassphraseRequired, WrongPassphrase, is_encrypted
@@ -52,6 +59,9 @@ from ._record import (
 
 __all__ = [
     "MAX_RECORD_LIFETIME",
+    "ClientAuthError",
+    "ClientAuthKey",
+    "ClientAuthPublicKey",
     "I2PBinding",
     "IdentityError",
     "IdentityExists",
@@ -85,6 +95,8 @@ __all__ = [
     "load_or_create",
     "make_rotation_proof",
     "onion_address_from_public_key",
+    "parse_auth_private",
+    "parse_public_key",
     "parse_record",
     "public_key_from_onion_address",
     "refresh",

@@ -12,11 +12,13 @@ from ._fake_sessions import FakeUnreachable as FakeUnreachable
 from ._fake_sessions import result_of as result_of
 from ._i2pnet import I2PNetwork as I2PNetwork  # private I2P network harness
 from ._i2pnet import I2PNetworkError as I2PNetworkError
+from ._i2pnet import find_patched_i2pd as find_patched_i2pd
 from ._sam_fake import FakeI2PNetwork as FakeI2PNetwork  # in-memory SAM v3 bridge
 from ._sam_fake import FakeSAMBridge as FakeSAMBridge
 from ._sam_fake import fake_private_key as fake_private_key
 from ._sessions import MemoryTransportProvider as MemoryTransportProvider  # real sessions, in memory
 from ._sessions import memory_identity as memory_identity
+from ._tornet import STATE_FILE as STATE_FILE  # where a running private Tor network is described
 from ._tornet import FakeTorControl as FakeTorControl  # in-memory tor control port
 from ._tornet import FakeTorProcess as FakeTorProcess
 from ._tornet import NodeProcess as NodeProcess  # node processes on a private network

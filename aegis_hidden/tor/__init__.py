@@ -4,6 +4,14 @@ Everything here talks to tor through its control port (txtorcon) and its SOCKS
 port; nothing ever resolves or dials a clearnet address.
 """
 
+# The client-authorization keys are pure (identity): re-exported for the provider's users.
+from ..identity import (
+    ClientAuthError,
+    ClientAuthKey,
+    ClientAuthPublicKey,
+    parse_auth_private,
+    parse_public_key,
+)
 from ._backoff import Backoff
 from ._bridges import (
     TRANSPORT_BINARIES,
@@ -15,12 +23,6 @@ from ._bridges import (
     launch_bridge_lines,
     parse_bridge_line,
     plugin_binaries,
-)
-from ._clientauth import (
-    ClientAuthKey,
-    ClientAuthPublicKey,
-    parse_auth_private,
-    parse_public_key,
 )
 from ._control import (
     BootstrapStatus,
@@ -34,7 +36,6 @@ from ._dialer import OnionEndpoint, check_onion
 from ._errors import (
     SOCKS_REPLY_ERRORS,
     BootstrapTimeout,
-    ClientAuthError,
     ControlReplyError,
     DialTimeout,
     OnionClientAuthMissing,

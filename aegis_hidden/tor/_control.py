@@ -13,7 +13,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..identity import OnionAddressError, public_key_from_onion_address
+from ..addresses import (
+    HostPortError,
+    OnionAddressError,
+    onion_service_id,
+    public_key_from_onion_address,
+    split_host_port,
+)
+from ..identity import parse_public_key
 from ._errors import ControlReplyError
 
 #: The ADD_ONION keyword that turns on onion-service proof-of-work (tor's
@@ -94,9 +101,10 @@ def parse_listeners(value: str) -> list[str]:
 def _port_target(target: str) -> str:
     if target.startswith("unix:"):
         return target
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"onion target must be HOST:PORT or unix:/path, not {target!r}")
+    try:
+        split_host_port(target, allow_unix=False)
+    except HostPortError:
+        raise ValueError(f"onion target must be HOST:PORT or unix:/path, not {target!r}") from None
     return target
 
 
@@ -136,8 +144,6 @@ def add_onion_command(
     if pow_defenses:
         parts.append(f"{POW_KEYWORD}=1")
     parts.append(f"Port={virtual_port},{_port_target(target)}")
-    from ._clientauth import parse_public_key  # local: keeps the modules acyclic
-
     for entry in client_auth:
         parts.append("ClientAuthV3=" + parse_public_key(entry).base32())
     return " ".join(parts)
@@ -156,14 +162,8 @@ def parse_add_onion_reply(reply: str) -> str:
     raise ControlReplyError(f"ADD_ONION reply without a ServiceID: {reply!r}")
 
 
-def service_id(onion: str) -> str:
-    """The 56-character service id of ``xxx.onion`` (validated)."""
-    public_key_from_onion_address(onion)
-    return onion.lower().removesuffix(".onion")
-
-
 def del_onion_command(onion: str) -> str:
-    return f"DEL_ONION {service_id(onion)}"
+    return f"DEL_ONION {onion_service_id(onion)}"
 
 
 def progress_bar(bootstrap: dict[str, object] | BootstrapStatus | None, width: int = 24) -> str:

@@ -27,10 +27,6 @@ class OnionMismatch(TorError):
     """tor published a service whose address is not the identity's onion."""
 
 
-class ClientAuthError(TorError):
-    """A v3 client-authorization key or line is malformed."""
-
-
 class TorNotReady(TorError):
     """The provider is stopped or failed, so nothing can be dialed."""
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import txtorcon
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectError, ProcessDone, ProcessTerminated
@@ -27,6 +26,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..addresses import split_host_port
 from ._control import parse_getinfo_value, parse_listeners
 from ._errors import ControlReplyError, TorNotFound, TorStartError
 
@@ -69,8 +69,8 @@ def endpoint_for(reactor: Any, address: str) -> IStreamClientEndpoint:
     """``127.0.0.1:PORT`` or ``unix:/path`` -> a client endpoint (loopback only)."""
     if address.startswith("unix:"):
         return UNIXClientEndpoint(reactor, address[5:])
-    host, _, port = address.rpartition(":")
-    return TCP4ClientEndpoint(reactor, host.strip("[]"), int(port))
+    host, port = split_host_port(address, allow_unix=False)
+    return TCP4ClientEndpoint(reactor, host, port)
 
 
 class _TorProcessProtocol(ProcessProtocol):
@@ -164,6 +164,8 @@ def _log_tail(path: Path, lines: int = 8) -> str:
 
 async def _attach(reactor: Any, endpoint: IStreamClientEndpoint,
                   password: Callable[[], str | None] | None = None) -> ControlProtocol:
+    import txtorcon  # lazy: importing txtorcon installs the global reactor
+
     factory = txtorcon.TorProtocolFactory(password_function=password or (lambda: None))
     proto: Any = await endpoint.connect(factory)
     await proto.post_bootstrap

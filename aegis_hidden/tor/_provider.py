@@ -30,16 +30,14 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txtorcon import TorProtocolError
-from txtorcon.torcontrolprotocol import TorDisconnectError
 from zope.interface import implementer
 
+from ..addresses import strip_port
 from ..config import Config
-from ..identity import NodeIdentity
+from ..identity import ClientAuthKey, NodeIdentity
 from ..interfaces import IEventSink, ITransportProvider
 from ._backoff import Backoff
 from ._bridges import bridge_summary, launch_bridge_lines, parse_getconf
-from ._clientauth import ClientAuthKey
 from ._control import (
     BootstrapStatus,
     add_onion_command,
@@ -151,8 +149,7 @@ class TorProvider(MultiService):
 
     # -- ITransportProvider -------------------------------------------------------
     def handles(self, address: str) -> bool:
-        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-        return host.lower().endswith(".onion")
+        return strip_port(address).lower().endswith(".onion")
 
     def client_endpoint(self, address: str, port: int, *, isolation: str | None = None,
                         attempts: int = 6) -> IStreamClientEndpoint:
@@ -206,6 +203,8 @@ class TorProvider(MultiService):
         """Send one control command; a 5xx reply raises :class:`ControlReplyError`."""
         if self._session is None:
             raise TorNotReady("tor is not running")
+        from txtorcon import TorProtocolError  # lazy: importing txtorcon installs the reactor
+
         try:
             reply = await self._session.control.queue_command(line)
         except TorProtocolError as e:
@@ -406,6 +405,8 @@ class TorProvider(MultiService):
 
     async def _check_bridges(self, session: TorSession) -> None:
         """Connect mode: does the running tor use bridges? Warn if the config wants them."""
+        from txtorcon import TorProtocolError  # lazy: importing txtorcon installs the reactor
+
         try:
             use = parse_getconf(str(await session.control.queue_command("GETCONF UseBridges")),
                                 "UseBridges")
@@ -581,6 +582,9 @@ class TorProvider(MultiService):
         if self.published_service_id and not self.config.tor.persist_onion:
             removed = session.control.queue_command(del_onion_command(self.identity.onion))
             removed.addTimeout(5, self._clock)
+            from txtorcon import TorProtocolError  # lazy: importing txtorcon installs the reactor
+            from txtorcon.torcontrolprotocol import TorDisconnectError
+
             try:
                 await removed
                 self.log.info("onion service {onion} removed", onion=self.identity.onion)

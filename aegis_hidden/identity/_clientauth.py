@@ -1,5 +1,8 @@
 """v3 onion client authorization: x25519 keys and the formats tor uses.
 
+Pure code: the Tor provider hands these lines to tor, the API keeps the public
+halves of its operators' keys (so neither has to import the other).
+
 - service side: ``authorized_clients/<name>.auth`` holds ``descriptor:x25519:<pub>``;
   over the control port, ``ADD_ONION ... ClientAuthV3=<pub>``;
 - client side: ``<ClientOnionAuthDir>/<name>.auth_private`` holds
@@ -17,11 +20,21 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ..identity import OnionAddressError
-from ._control import service_id
-from ._errors import ClientAuthError
+from ..addresses import OnionAddressError, onion_service_id
+
+__all__ = [
+    "ClientAuthError",
+    "ClientAuthKey",
+    "ClientAuthPublicKey",
+    "parse_auth_private",
+    "parse_public_key",
+]
 
 _PREFIX = "descriptor:x25519:"
+
+
+class ClientAuthError(ValueError):
+    """A v3 client-authorization key or line is malformed."""
 
 
 def _b32(data: bytes) -> str:
@@ -92,7 +105,7 @@ class ClientAuthKey:
 def _checked_id(onion: str) -> str:
     name = onion if onion.lower().endswith(".onion") else onion + ".onion"
     try:
-        return service_id(name)
+        return onion_service_id(name)
     except OnionAddressError as e:
         raise ClientAuthError(f"not a v3 onion address: {e}") from None
 
