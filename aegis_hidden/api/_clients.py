@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..identity import atomic_write
-from ..tor import ClientAuthKey
+from ..identity import ClientAuthKey, atomic_write
 
 CLIENTS_FILE = "api_client_keys.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
