@@ -164,6 +164,20 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_works(tmp_path: Pa
     assert h.group.batches == 2
 
 
+def test_writes_queued_behind_a_failing_batch_are_not_lost(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.conn.fail_commits = 1
+    first = outcomes([h.insert(1), h.insert(2)])
+    h.clock.advance(INTERVAL)
+    behind = outcomes([h.insert(3), h.insert(4)])  # arrive while batch 1 is in flight
+    h.worker.run_next()  # batch 1: its COMMIT fails
+    assert all(isinstance(f, Failure) for f in first) and behind == []
+    assert len(h.worker.jobs) == 1  # the writes behind it went on, in their own batch
+    h.worker.run_next()
+    assert behind == [3, 4]
+    assert h.on_disk() == [3, 4]
+
+
 def test_a_failing_function_fails_only_its_caller(tmp_path: Path) -> None:
     h = Harness(tmp_path)
 
