@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..identity import OnionAddressError, canonical_address
+from ..addresses import OnionAddressError, canonical_address, split_optional_port, strip_port
 from . import _checks as c
 from ._bridges import BridgeLineError, parse_bridge_line, parse_transport
 from ._errors import ConfigError, PrivacyError
@@ -37,7 +37,7 @@ def _peer_address(path: str, value: Any) -> str:
     """
     if not isinstance(value, str) or not value:
         raise ConfigError(path, value, "expected an address such as \"<56 chars>.onion\"")
-    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    host, port = split_optional_port(value)
     if port and (not port.isdigit() or not 0 < int(port) < 65536):
         raise ConfigError(path, value, "the port after ':' must be from 1 to 65535")
     try:
@@ -326,7 +326,7 @@ def _check_privacy(cfg: Config) -> None:
             "through its onion service) or a \"unix:/path\" socket")
     ext = cfg.network.external_address
     if ext is not None:
-        bare = ext.rsplit(":", 1)[0] if ext.count(":") == 1 else ext
+        bare = strip_port(ext)
         if not bare.lower().endswith((".onion", ".i2p")):
             raise PrivacyError(
                 "network.external_address", ext,
