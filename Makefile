@@ -46,6 +46,7 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 
 lint:
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck:
 	$(BIN)/mypy aegis_hidden tests benchmarks twisted/plugins fuzz
