@@ -380,21 +380,24 @@ class GroupCommit:
         d.addCallbacks(self._committed, self._failed,
                        callbackArgs=(batch,), errbackArgs=(batch,))
 
+    # The callers of a batch are answered before the next batch starts: what their
+    # callbacks write joins the queue (a batch is still in flight, so no timer) and
+    # goes in the next batch, and answers never overtake each other.
     def _committed(self, outcomes: list[tuple[bool, Any]],
                    batch: list[tuple[Any, Deferred[Any]]]) -> None:
-        self._done()
         for (ok, value), (_, d) in zip(outcomes, batch, strict=True):
             if ok:
                 d.callback(value)
             else:
                 d.errback(value)
+        self._done()
 
     def _failed(self, failure: Any, batch: list[tuple[Any, Deferred[Any]]]) -> None:
-        self._done()
         self.log.warn("a transaction of {count} writes failed and was rolled back: {error}",
                       count=len(batch), error=failure.getErrorMessage())
         for _, d in batch:
             d.errback(failure)
+        self._done()
 
     def _done(self) -> None:
         self._in_flight = False

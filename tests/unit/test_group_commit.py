@@ -215,6 +215,31 @@ def test_writes_during_a_commit_go_together_in_the_next_one_in_order(tmp_path: P
     assert h.conn.commits == 2
 
 
+def test_answers_keep_their_order_with_a_synchronous_worker(tmp_path: Path) -> None:
+    """Callers' callbacks that write again go in the next batch, after every answer
+    of the first: nothing is answered out of order even when the worker is inline."""
+    conn = connect(tmp_path / "s.db")
+    clock = Clock()
+
+    def inline(work: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        d.callback(work())
+        return d
+
+    group = GroupCommit(clock, inline, lambda: conn, flush_interval=INTERVAL)
+    answered: list[str] = []
+
+    def write(tag: str) -> Deferred[Any]:
+        return group.run(lambda c: c.execute("INSERT INTO t (n) VALUES (1)")).addCallback(
+            lambda _: answered.append(tag))
+
+    write("a").addCallback(lambda _: write("a2"))  # a's caller writes again at once
+    write("b")
+    clock.advance(INTERVAL)
+    assert answered == ["a", "b", "a2"]
+    assert conn.commits == 2
+
+
 def test_batches_are_capped(tmp_path: Path) -> None:
     h = Harness(tmp_path, max_batch=4)
     ds = [h.insert(i) for i in range(10)]
