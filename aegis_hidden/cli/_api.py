@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ..addresses import split_host_port
 from ..api import (
     ClientKeyError,
     TokenFileError,
@@ -62,8 +63,8 @@ class ApiClient:
     def _connection(self) -> http.client.HTTPConnection:
         if self.listen_address.startswith("unix:"):
             return _UnixConnection(self.listen_address[5:], self.timeout)
-        host, _, port = self.listen_address.rpartition(":")
-        return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        host, port = split_host_port(self.listen_address, allow_unix=False)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         conn = self._connection()
