@@ -8,17 +8,23 @@ always on disk.
 Changes are computed from the newest value handed to the database, committed
 or not: with group commit several writes to one peer wait in the same
 transaction, and each must build on the one before it (two reputation updates
-in one batch are two steps, not one lost).
+in one batch are two steps, not one lost). A change to a peer whose row is still
+queued (the database worker has not taken it yet) rides on that write instead
+of adding one: the row is written once, with the newest value, and every caller
+is answered after that commit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..identity import OnionAddressError, canonical_address, is_canonical_address
 from ._db import Database
@@ -113,6 +119,59 @@ class _Removing:
     """Marks a peer whose deletion is on its way to the disk."""
 
 
+class _RowWrite:
+    """One peer's row on its way to the disk.
+
+    The database worker :meth:`take` s the value when the write runs (in its
+    thread); until then the reactor may :meth:`amend` it with a newer value, and
+    the amending caller waits for the same commit.
+    """
+
+    def __init__(self, peer_id: str, value: PeerInfo | _Removing) -> None:
+        self.peer_id = peer_id
+        self._value = value
+        self._taken = False
+        self._lock = threading.Lock()
+        self._waiters: list[Deferred[None]] = []
+
+    @property
+    def value(self) -> PeerInfo | _Removing:
+        return self._value
+
+    def amend(self, value: PeerInfo | _Removing) -> bool:
+        """Replace the value unless the worker has taken it; True if replaced."""
+        with self._lock:
+            if self._taken:
+                return False
+            self._value = value
+            return True
+
+    def take(self) -> PeerInfo | _Removing:
+        with self._lock:
+            self._taken = True
+            return self._value
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        value = self.take()
+        if isinstance(value, _Removing):
+            conn.execute("DELETE FROM peers WHERE peer_id = ?", (self.peer_id,))
+        else:
+            conn.execute(_UPSERT, value.to_row())
+
+    def wait(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def finished(self, result: object) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(None)
+
+
 class PeerStore:
     """Peers by id (their onion address, or .b32.i2p address for I2P-only peers)."""
 
@@ -123,7 +182,7 @@ class PeerStore:
         self._now = now
         self._peers: dict[str, PeerInfo] = {}
         # the newest value of each peer handed to the database and not yet committed
-        self._writing: dict[str, PeerInfo | _Removing] = {}
+        self._writing: dict[str, _RowWrite] = {}
         self._listeners: list[Callable[[PeerInfo, str], None]] = []
 
     async def load(self) -> None:
@@ -157,7 +216,7 @@ class PeerStore:
         keys = (peer_id, peer_id.lower()) if peer_id.isascii() else (peer_id,)
         for key in keys:
             if key in self._writing:
-                latest = self._writing[key]
+                latest = self._writing[key].value
                 return None if isinstance(latest, _Removing) else latest
             if key in self._peers:
                 return self._peers[key]
@@ -186,29 +245,30 @@ class PeerStore:
 
     # -- writes -------------------------------------------------------------
     async def _put(self, peer: PeerInfo, what: str) -> PeerInfo:
-        row = peer.to_row()
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_UPSERT, row)
-
-        await self._written(peer.peer_id, peer, write)
+        await self._written(peer.peer_id, peer)
         self._peers[peer.peer_id] = peer
         self._notify(peer, what)
         return peer
 
-    async def _written(self, peer_id: str, latest: PeerInfo | _Removing,
-                       write: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``write``; until it has committed, ``latest`` is what changes build on.
+    async def _written(self, peer_id: str, latest: PeerInfo | _Removing) -> None:
+        """Write ``latest`` (a row, or the peer's deletion); returns once committed.
 
-        If it fails, a later change already built on it still carries it (and
-        commits it with its own write); if none did, the peer is back to its
-        committed value.
+        Until then ``latest`` is what changes build on. If the write fails, a
+        later change already built on it still carries it (and commits it with
+        its own write); if none did, the peer is back to its committed value.
         """
-        self._writing[peer_id] = latest
+        queued = self._writing.get(peer_id)
+        if queued is not None and queued.amend(latest):
+            await queued.wait()  # rides on the queued write
+            return
+        row = _RowWrite(peer_id, latest)
+        self._writing[peer_id] = row
+        done = row.wait()
+        self._db.run(row.write).addBoth(row.finished)
         try:
-            await self._db.run(write)
+            await done
         finally:
-            if self._writing.get(peer_id) is latest:
+            if self._writing.get(peer_id) is row:
                 del self._writing[peer_id]
 
     def _notify(self, peer: PeerInfo, what: str) -> None:
@@ -249,10 +309,7 @@ class PeerStore:
         if peer is None:
             raise UnknownPeer(peer_id)
 
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM peers WHERE peer_id = ?", (peer.peer_id,))
-
-        await self._written(peer.peer_id, _Removing(), delete)
+        await self._written(peer.peer_id, _Removing())
         self._peers.pop(peer.peer_id, None)
         self._notify(peer, "removed")
         return peer

@@ -367,6 +367,8 @@ class BatchedDB:
     def __init__(self, path: str) -> None:
         self.inner = InlineSQLite(path)
         self.queue: list[tuple[Any, Deferred[Any]]] = []
+        self.ran: list[tuple[Deferred[Any], Deferred[Any]]] = []
+        self.statements: list[str] = []
 
     def run(self, fn: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -376,10 +378,30 @@ class BatchedDB:
     def close(self) -> Deferred[None]:
         return self.inner.close()
 
-    def flush(self) -> None:
+    def execute(self) -> None:
+        """The worker runs the queued functions; their callers are not answered yet."""
         batch, self.queue = self.queue, []
         for fn, d in batch:
-            self.inner.run(fn).chainDeferred(d)
+            def traced(conn: sqlite3.Connection, fn: Any = fn) -> Any:
+                conn.set_trace_callback(self.statements.append)
+                try:
+                    return fn(conn)
+                finally:
+                    conn.set_trace_callback(None)
+
+            self.ran.append((self.inner.run(traced), d))
+
+    def answer(self) -> None:
+        ran, self.ran = self.ran, []
+        for result, d in ran:
+            result.chainDeferred(d)
+
+    def flush(self) -> None:
+        self.execute()
+        self.answer()
+
+    def upserts(self) -> int:
+        return sum(1 for s in self.statements if s.startswith("INSERT OR REPLACE INTO peers"))
 
 
 def test_changes_waiting_in_one_batch_build_on_each_other(tmp_path: Path) -> None:
@@ -415,3 +437,37 @@ def test_changes_waiting_in_one_batch_build_on_each_other(tmp_path: Path) -> Non
     assert store.get(peer) is None
     again, _ = make_store(path, clock)
     assert again.get(peer) is None
+
+
+def test_changes_to_a_queued_row_ride_on_its_write(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.db")
+    db = BatchedDB(path)
+    clock = Clock()
+    store = PeerStore(db, clock.seconds)
+    loaded = Deferred.fromCoroutine(store.load())
+    db.flush()
+    result_of(loaded)
+    peer = onion()
+    changes: list[Deferred[Any]] = [Deferred.fromCoroutine(store.add(peer))]
+    changes += [Deferred.fromCoroutine(store.observe(peer, Behaviour.MESSAGE_ACKED))
+                for _ in range(3)]
+    changes.append(Deferred.fromCoroutine(store.set_status(peer, "connected")))
+    assert len(db.queue) == 1  # one row write, amended four times
+    db.execute()
+    assert db.upserts() == 1
+    assert not any(d.called for d in changes)  # nobody answered before the commit
+    # taken by the worker but not yet answered: a new change needs its own write
+    late = Deferred.fromCoroutine(store.observe(peer, Behaviour.MESSAGE_ACKED))
+    assert len(db.queue) == 1
+    db.answer()
+    assert all(d.called for d in changes) and not late.called
+    db.flush()
+    result_of(late)
+    assert db.upserts() == 2
+    expected = 0.5
+    for _ in range(4):
+        expected = updated_reputation(expected, Behaviour.MESSAGE_ACKED)
+    again, _ = make_store(path, clock)
+    stored = again.require(peer)
+    assert stored.reputation == pytest.approx(expected) == store.require(peer).reputation
+    assert stored.status == "connected"
