@@ -1,10 +1,10 @@
 """Node-to-node control messages, kept apart from application messages.
 
-Application messages are JSON envelopes (:mod:`._envelope`), which always
-start with ``{``. A control message starts with the byte ``0x00``, which no
-JSON text can start with, followed by a one-byte kind::
+Control messages travel on their own channel (``control``, 4: see
+:mod:`._channels`), so they never reach the messaging layer or the
+application. The payload of a control frame is a one-byte kind and its body::
 
-    0x00 ‖ kind u8 ‖ payload
+    kind u8 ‖ payload
 
 Kind 1, *record push*, carries this node's current signed record (identity or
 revocation) and, optionally, its I2P binding (salt ‖ destination)::
@@ -21,7 +21,6 @@ import enum
 import struct
 from dataclasses import dataclass
 
-CONTROL_PREFIX = b"\x00"
 MAX_RECORD = 64 * 1024
 MAX_BINDING = 4096
 
@@ -34,11 +33,6 @@ class ControlKind(enum.IntEnum):
     RECORD_PUSH = 1
 
 
-def is_control(data: bytes) -> bool:
-    """True for a control message (never for a JSON envelope)."""
-    return data[:1] == CONTROL_PREFIX
-
-
 @dataclass(frozen=True)
 class RecordPush:
     """A peer's own record (identity or revocation) and maybe its I2P binding."""
@@ -49,16 +43,16 @@ class RecordPush:
     def encode(self) -> bytes:
         if len(self.record) > MAX_RECORD or len(self.binding) > MAX_BINDING:
             raise ControlError("record push too large")
-        return (CONTROL_PREFIX + bytes([ControlKind.RECORD_PUSH])
+        return (bytes([ControlKind.RECORD_PUSH])
                 + struct.pack(">I", len(self.record)) + self.record
                 + struct.pack(">H", len(self.binding)) + self.binding)
 
 
 def decode_control(data: bytes) -> tuple[int, bytes]:
-    """``(kind, payload)`` of a control message; the kind may be unknown."""
-    if not is_control(data) or len(data) < 2:
-        raise ControlError("not a control message")
-    return data[1], data[2:]
+    """``(kind, payload)`` of a control frame's payload; the kind may be unknown."""
+    if not data:
+        raise ControlError("empty control message")
+    return data[0], data[1:]
 
 
 def parse_record_push(payload: bytes) -> RecordPush:

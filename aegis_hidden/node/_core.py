@@ -26,7 +26,7 @@ from ..events import EventBus
 from ..identity import NodeIdentity, RecordCache
 from ..interfaces import ISessionFactory, ITransportProvider
 from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
-from ._control import is_control
+from ._channels import Channel, ChannelRouter, PubSubChannel, RpcChannel
 from ._messaging import DeliveryState, Messenger
 from ._metrics import Metrics
 from ._pool import ConnectionPool
@@ -74,6 +74,9 @@ class NodeCore(Service):
             max_connections=config.network.max_connections, idle_timeout=idle_timeout,
             keep_idle=config.performance.connection_pool_size,
             dial_timeout=config.network.connection_timeout)
+        # Every message a session carries is a frame; the router hands each to its
+        # channel (messaging, rpc, pubsub, control) and ignores unknown channels.
+        self.channels = ChannelRouter(self.pool, self.store, events, self.metrics)
         self.messenger = Messenger(
             self.db, self.store, self.pool, events, self.metrics, reactor,
             max_message_size=config.performance.max_message_size,
@@ -83,6 +86,10 @@ class NodeCore(Service):
         self.records = RecordKeeper(
             self.db, self.store, self.pool, events, self.metrics, reactor, identity,
             on_identity=self._refreshed, check_interval=record_check_interval)
+        self.channels.register(Channel.MESSAGING, self.messenger.on_message)
+        self.channels.register(Channel.CONTROL, self.records.on_control)
+        self.rpc = RpcChannel(self.channels, reactor, self.metrics)
+        self.pubsub = PubSubChannel(self.channels, self.metrics)
         self._on_identity = on_identity
         self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
@@ -169,12 +176,9 @@ class NodeCore(Service):
         return self.records.mldsa_pin(onion)
 
     def _on_message(self, peer: str, data: bytes) -> None:
-        # Control messages (record push) start with 0x00, which no JSON envelope
-        # can: they never reach the messaging layer nor the application.
-        if is_control(data):
-            self.records.on_control(peer, data)
-        else:
-            self.messenger.on_message(peer, data)
+        # Each message is a frame: control frames (record push) never reach the
+        # messaging layer nor the application.
+        self.channels.receive(peer, data)
 
     # -- lifecycle ----------------------------------------------------------
     def startService(self) -> None:

@@ -66,6 +66,13 @@ class Metrics:
         "records_refused": "Record pushes refused (bad signature, rollback, wrong peer...).",
         "records_refreshed": "Times this node re-signed its record before half its lifetime.",
         "control_unknown": "Control messages of an unknown kind, ignored.",
+        "frames_unknown_channel": "Frames for a channel this node does not know, ignored "
+                                  "(a newer peer's; never a protocol violation).",
+        "rpc_requests_sent": "Requests sent on the rpc channel.",
+        "rpc_requests_received": "Requests received on the rpc channel.",
+        "rpc_timeouts": "Requests on the rpc channel that got no answer in time.",
+        "rpc_unmatched": "Answers on the rpc channel that no request waited for (late...).",
+        "pubsub_unhandled": "Frames on the pubsub channel dropped: no pub/sub layer runs.",
     }
 
     def __init__(self) -> None:

@@ -9,7 +9,9 @@ peers are refused at dial and at accept, and so are revoked identities
 (``is_revoked``). A link is adopted as peer P's only if its verified record is
 P's (failover to an I2P address must not bind another identity to P), and only
 if the ``gate`` (the node's pin and record checks) lets it in. Every link's
-messages go to one ``on_message(peer, data)`` callback.
+messages go to one ``on_message(peer, data)`` callback (the channel router).
+The pool hands out each session as a :class:`~._channels.ChannelLink`, whose
+``send_message`` sends on the messaging channel.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..peers import (
     check_peer_address,
 )
 from ..session import CloseReason, SessionError
+from ._channels import ChannelLink
 from ._metrics import Metrics
 
 
@@ -143,11 +146,12 @@ class ConnectionPool:
         self.keep_idle = keep_idle
         self.idle_grace = idle_grace
         self._factory: ISessionFactory | None = None
-        self._links: dict[str, IPeerLink] = {}
+        self._links: dict[str, ChannelLink] = {}
         self._extra: set[Any] = set()  # second links of a peer (crossed dials), kept for receiving
         self._last_used: dict[str, float] = {}
         self._dialing: dict[str, list[Deferred[IPeerLink]]] = {}
         self._connected_listeners: list[Callable[[str], None]] = []
+        self._disconnected_listeners: list[Callable[[str], None]] = []
         self._reaper = LoopingCall(self._reap_idle)
         self._reaper.clock = clock
         self.is_revoked: Callable[[str], bool] = lambda peer: False
@@ -164,6 +168,10 @@ class ConnectionPool:
     def on_connected(self, callback: Callable[[str], None]) -> None:
         """``callback(peer)`` each time a session with a peer becomes usable."""
         self._connected_listeners.append(callback)
+
+    def on_disconnected(self, callback: Callable[[str], None]) -> None:
+        """``callback(peer)`` each time a peer's session (the one in use) closes."""
+        self._disconnected_listeners.append(callback)
 
     def start(self) -> None:
         if not self._reaper.running:
@@ -256,12 +264,13 @@ class ConnectionPool:
                 reasons.append(f"{address}: {refused}")
                 link.close(refused)
                 continue
-            if not await self._adopt(link, peer, outgoing=True):
+            adopted = await self._adopt(link, peer, outgoing=True)
+            if adopted is None:
                 self._metrics.inc("connection_attempts_failed")
                 reasons.append(f"{address}: the session closed as it was set up")
                 continue
             self._metrics.inc("connection_attempts_ok")
-            return link
+            return adopted
         self._events.emit("network_error", peer=peer, error="dial failed",
                           detail="; ".join(reasons))
         raise DialFailed(f"could not reach {peer}: " + "; ".join(reasons))
@@ -324,10 +333,11 @@ class ConnectionPool:
         self._forget(lru)
         return True
 
-    async def _adopt(self, link: IPeerLink, peer: str, *, outgoing: bool) -> bool:
+    async def _adopt(self, link: IPeerLink, peer: str, *, outgoing: bool,
+                     ) -> ChannelLink | None:
         """Make ``link`` the session of ``peer`` (or keep it as a second, receiving link).
 
-        False if the link closed before it could be adopted.
+        None if the link closed before it could be adopted.
         """
 
         def receive(data: bytes) -> None:
@@ -338,14 +348,15 @@ class ConnectionPool:
         link.set_receiver(receive)
         closed = link.when_closed()
         if closed.called:  # closed while being set up (e.g. the peer sent its revocation)
-            return False
+            return None
         closed.addCallback(self._closed, peer, link)
+        adopted = ChannelLink(link)
         if peer in self._links:
             self._extra.add(link)  # crossed dials: both links carry messages; keep the first
-            return True
+            return adopted
         if outgoing:
             self._make_room()
-        self._links[peer] = link
+        self._links[peer] = adopted
         self._last_used[peer] = self._clock.seconds()
         self._metrics.inc("peer_churn")
         record: Any = getattr(link, "record", None)
@@ -361,17 +372,20 @@ class ConnectionPool:
                           direction="outgoing" if outgoing else "incoming")
         for callback in list(self._connected_listeners):
             callback(peer)
-        return True
+        return adopted
 
     def _closed(self, reason: str, peer: str, link: IPeerLink) -> None:
         if link in self._extra:
             self._extra.discard(link)
             return
-        if self._links.get(peer) is not link:
+        current = self._links.get(peer)
+        if current is None or current.raw is not link:
             return
         self._forget(peer)
         self._metrics.inc("peer_churn")
         self._events.emit("peer_disconnected", peer=peer, reason=str(reason))
+        for callback in list(self._disconnected_listeners):
+            callback(peer)
         Deferred.fromCoroutine(self._store.set_status(peer, "disconnected")).addErrback(
             lambda f: self.log.failure("status update for {peer} failed", f, peer=peer))
 

@@ -60,6 +60,7 @@ from ..interfaces import IPeerLink
 from ..peers import ORIGIN_PEER, Behaviour, Database, PeerStore, PinStore, RecordTable
 from ..session import SessionError
 from ..session._twisted import HandshakeRefusal, is_pin_refusal
+from ._channels import Channel, send_frame
 from ._control import ControlError, ControlKind, RecordPush, decode_control, parse_record_push
 from ._metrics import Metrics
 from ._pool import ConnectionPool, link_onion
@@ -230,7 +231,7 @@ class RecordKeeper:
 
     def _send(self, link: IPeerLink, push: RecordPush) -> None:
         try:
-            link.send_message(push.encode())
+            send_frame(link, Channel.CONTROL, push.encode())
         except Exception as e:  # noqa: BLE001 - a dead link: nothing to push to
             self.log.info("record push to {peer} not sent: {error}", peer=str(link.peer),
                           error=str(e))
@@ -327,7 +328,8 @@ class RecordKeeper:
 
     # -- receiving ------------------------------------------------------------
     def on_control(self, peer: str, data: bytes) -> None:
-        """A control message from ``peer``; unknown kinds are ignored and counted."""
+        """A control-channel frame's payload from ``peer``; unknown kinds are ignored
+        and counted."""
         try:
             kind, payload = decode_control(data)
             if kind != ControlKind.RECORD_PUSH:

@@ -1,10 +1,10 @@
 """Wire formats: protobuf handshake messages and the fixed-size cell codec (pure).
 
-The protobuf modules (``handshake_pb2``) are generated from ``handshake.proto``
-by ``make proto`` and committed.
+The protobuf modules (``handshake_pb2``, ``frame_pb2``) are generated from
+``handshake.proto`` and ``frame.proto`` by ``make proto`` and committed.
 """
 
-from . import handshake_pb2
+from . import frame_pb2, handshake_pb2
 from ._cells import (
     CLEAR_HEADER_SIZE,
     CLOSE_TYPE,
@@ -63,6 +63,7 @@ __all__ = [
     "encode_clear",
     "encode_inner",
     "fragment",
+    "frame_pb2",
     "handshake_pb2",
     "inner_body_capacity",
     "prepare_message",

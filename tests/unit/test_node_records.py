@@ -28,7 +28,8 @@ from aegis_hidden.identity import (
     sign_record,
 )
 from aegis_hidden.node import DialFailed, NodeCore
-from aegis_hidden.node._control import CONTROL_PREFIX, ControlKind, RecordPush
+from aegis_hidden.node._channels import Channel
+from aegis_hidden.node._control import ControlKind, RecordPush
 from aegis_hidden.node._pool import PeerRevoked
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.testing import FakeNetwork, memory_identity, result_of
@@ -87,6 +88,11 @@ def link_of(node: Node, peer: str) -> Any:
     link = node.core.pool.link(peer)
     assert link is not None
     return link
+
+
+def push(link: Any, message: RecordPush) -> None:
+    """Send ``message`` on the control channel of ``link`` (a record push, forged or not)."""
+    link.send_frame(Channel.CONTROL, message.encode())
 
 
 def cached(node: Node, peer: str) -> IdentityRecord:
@@ -211,7 +217,7 @@ def test_pushed_record_with_an_unproven_key_is_refused(net: FakeNetwork, clock: 
     result_of(a.core.store.add(b.address))
     result_of(a.core.pool.get(b.address))
     forged, _ = resign(b.identity, clock.seconds(), mldsa_seed=os.urandom(32))
-    link_of(b, a.address).send_message(RecordPush(forged.to_bytes()).encode())
+    push(link_of(b, a.address), RecordPush(forged.to_bytes()))
     assert a.counter("mldsa_pin_mismatches") == 1
     assert not a.core.pool.connected(b.address)
     assert cached(a, b.address).sequence == b.identity.record.sequence
@@ -256,8 +262,7 @@ def test_binding_that_does_not_open_the_commitment_is_refused(net: FakeNetwork, 
     result_of(a.core.pool.get(b.address))
     # a "binding" to another destination (say, an attacker's): the commitment says no
     other = ident.I2PBinding(destination(), os.urandom(32))
-    push = RecordPush(a.identity.record.to_bytes(), other.to_bytes())
-    link_of(a, b.address).send_message(push.encode())
+    push(link_of(a, b.address), RecordPush(a.identity.record.to_bytes(), other.to_bytes()))
     assert a.identity.i2p_binding is not None
     assert b.core.store.require(a.address).i2p_destination == a.identity.i2p_binding.b32
     assert b.errors("record refused")
@@ -269,12 +274,12 @@ def test_control_messages_are_never_user_messages(net: FakeNetwork, clock: Clock
     b = Node(net, clock, tmp_path / "b.db")
     result_of(a.core.store.add(b.address))
     link = result_of(a.core.pool.get(b.address))
-    link.send_message(CONTROL_PREFIX + b"\x7f" + b'{"k":"msg"}')  # an unknown kind
-    link.send_message(CONTROL_PREFIX + bytes([ControlKind.RECORD_PUSH]) + b"\x00")  # truncated
+    link.send_frame(Channel.CONTROL, b"\x7f" + b'{"k":"msg"}')  # an unknown kind
+    link.send_frame(Channel.CONTROL, bytes([ControlKind.RECORD_PUSH]) + b"\x00")  # truncated
     assert b.counter("control_unknown") == 1
     assert b.counter("protocol_errors") == 1
     assert not [e for e in b.events if e["type"] == "message_received"]
-    # the record push is its own kind: a user message is JSON, never 0x00-prefixed
+    # the record push has its own channel: a user message starting with 0x00 is a message
     result_of(a.core.send(b.address, {"type": "chat", "data": "\u0000hello"}))
     assert [e["message"]["data"] for e in b.events if e["type"] == "message_received"] == [
         "\u0000hello"]
@@ -288,12 +293,12 @@ def test_record_of_another_onion_or_an_older_one_is_refused(net: FakeNetwork, cl
     result_of(a.core.store.add(b.address))
     result_of(a.core.pool.get(b.address))
     link = link_of(b, a.address)
-    link.send_message(RecordPush(memory_identity(clock.seconds()).record.to_bytes()).encode())
+    push(link, RecordPush(memory_identity(clock.seconds()).record.to_bytes()))
     newer, _ = resign(b.identity, clock.seconds(), sequence=5)
-    link.send_message(RecordPush(newer.to_bytes()).encode())
+    push(link, RecordPush(newer.to_bytes()))
     assert cached(a, b.address).sequence == 5
     older, _ = resign(b.identity, clock.seconds(), sequence=4)
-    link.send_message(RecordPush(older.to_bytes()).encode())
+    push(link, RecordPush(older.to_bytes()))
     assert cached(a, b.address).sequence == 5
     assert a.counter("records_refused") == 2
     assert a.core.store.require(b.address).record == newer.to_bytes()
