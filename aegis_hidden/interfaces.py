@@ -143,3 +143,22 @@ class ITraceSink(Interface):
 
     def record(at: float, link: str, direction: str, size: int, kind: str) -> None:
         """One cell: ``direction`` is 'out' or 'in'; ``kind`` is 'real', 'cover' or 'loop'."""
+
+
+class IIdentityService(Interface):
+    """The one owner of this node's identity (keys and current signed record).
+
+    Layers hold the service, never a copy of the identity: they read
+    :attr:`identity` when they need it (a session signs with the current record),
+    or subscribe to hear of a new record. Transports ask it to bind their
+    addresses; nothing below the node core re-signs the record itself.
+    """
+
+    identity = Attribute("the current NodeIdentity (keys + signed record)")
+
+    def subscribe(callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``callback(identity)`` whenever the record changes; returns an unsubscribe."""
+
+    def bind_i2p_destination(destination: str) -> Any:
+        """A transport's binding request: commit the record to this I2P destination
+        (base64); returns the current NodeIdentity (unchanged if already bound)."""

@@ -31,7 +31,7 @@ from .api import ClientKeyError, TokenFileError, make_api_service
 from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
-from .node import NodeCore, NodeService
+from .node import IdentityService, NodeCore, NodeService
 from .node._peering import PeeringService
 from .peers import DB_FILE_NAME, DatabaseError, check_database
 from .session.twisted import SessionFactory
@@ -118,7 +118,10 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # the entry point may use the global reactor
 
     _quiet_libraries(options.config.log_level)
-    node = NodeService(options.config, options.identity, str(options.data_dir))
+    # The one owner of the identity (keys, record, refresh, bindings): every layer
+    # below gets this service, never a copy of the identity.
+    identity = IdentityService(options.identity, reactor)
+    node = NodeService(options.config, identity, str(options.data_dir))
     # twistd asks the application for an ILogObserver before using its own file
     # observer (0644, unbounded rotation, every level): the node offers one.
     node.log_observer = node_log_observer(options)
@@ -135,12 +138,11 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     until then messages wait in the outbox.
     """
     cfg = options.config
-    # on_identity: the core re-signs the record on the clock (issue 9, item 3); the
-    # node then hands the new identity to every layer (sessions sign with it).
+    # The core holds the identity service: its record keeper subscribes to it and
+    # pushes every new record (refresh, I2P bind) to connected peers.
     # on_fatal: a core that cannot load its state (damaged database...) stops the node
     # rather than run with no peers and a silently undelivered outbox (issue 16, item 2).
-    core = NodeCore(cfg, options.identity, str(options.data_dir), node.events, reactor,
-                    on_identity=node.set_identity,
+    core = NodeCore(cfg, node.identity_service, str(options.data_dir), node.events, reactor,
                     on_fatal=lambda failure: _fatal(reactor, failure))
     tor = node.namedServices.get("tor")
     for name in ("tor", "i2p"):  # transports added to the tree before us show in /status
@@ -161,7 +163,8 @@ def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
     """Issues 3 and 4: the Tor and I2P providers; both forward to network.listen_address."""
     cfg = options.config
     if cfg.security.enable_tor:
-        tor = TorProvider(reactor, cfg, options.identity, options.data_dir, node.events,
+        # tor uses the master key only (the onion), which never changes while the node runs
+        tor = TorProvider(reactor, cfg, node.identity, options.data_dir, node.events,
                           on_fatal=lambda failure: _fatal(reactor, failure))
         tor.setServiceParent(node)
     _add_i2p(node, options, reactor)
@@ -170,19 +173,15 @@ def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
 def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
     """Issue 4: the I2P provider when ``i2p.enabled``.
 
-    Its destination is bound into the identity record; incoming I2P streams are
-    forwarded to ``network.listen_address`` like onion-service connections.
+    It asks the identity service to bind its destination into the record; incoming
+    I2P streams are forwarded to ``network.listen_address`` like onion-service
+    connections.
     """
     cfg = options.config
     if not cfg.i2p.enabled:
         return None
-
-    def rebound(identity: NodeIdentity) -> None:
-        options.identity = identity
-        node.set_identity(identity)
-
-    i2p = I2PProvider(reactor, cfg, options.identity, options.data_dir, node.events,
-                      on_identity=rebound, forward_to=cfg.network.listen_address)
+    i2p = I2PProvider(reactor, cfg, node.identity_service, options.data_dir, node.events,
+                      forward_to=cfg.network.listen_address)
     i2p.setServiceParent(node)
     return i2p
 
@@ -197,16 +196,10 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     # The core's transports (tor, i2p). No events=: the core emits peer_connected /
     # peer_disconnected itself. Every session checks peers' records against the
     # core's one record cache and their ML-DSA keys against its pins (issue 9).
-    sessions = SessionFactory(options.identity, core.transports, cfg, reactor,
+    # Sessions read the identity service's current record (new sessions send it;
+    # connected peers get it in a record push from the core).
+    sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,
                               record_cache=core.record_cache, mldsa_pin=core.mldsa_pin)
-
-    def rebound(identity: NodeIdentity) -> None:
-        # a new record (I2P bind, refresh): new sessions send it, connected peers get
-        # it in a record push
-        sessions.identity = identity
-        core.set_identity(identity)
-
-    node.on_identity(rebound)
     core.attach_session_factory(sessions)
     sessions.server_service(reactor).setServiceParent(node)
     PeeringService(core, cfg.network.bootstrap_nodes, options.data_dir,

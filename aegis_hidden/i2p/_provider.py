@@ -50,7 +50,7 @@ from zope.interface import implementer
 from .._backoff import Backoff
 from ..config import Config, PrivacyError, split_host_port
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
-from ..interfaces import IEventSink, ITransportProvider
+from ..interfaces import IEventSink, IIdentityService, ITransportProvider
 from . import _sam
 from ._destination import PrivateKey, is_i2p_name
 from ._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint, check_i2p_target
@@ -103,7 +103,7 @@ class I2PProvider(MultiService):
         self,
         reactor: Any,
         config: Config,
-        identity: NodeIdentity,
+        identity: NodeIdentity | IIdentityService,
         data_dir: Path,
         events: IEventSink | None = None,
         *,
@@ -124,7 +124,9 @@ class I2PProvider(MultiService):
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
         self.config = config
-        self.identity = identity
+        # The node's identity service (the provider asks it to bind the destination),
+        # or a bare identity the provider re-signs itself (standalone use, tests).
+        self._identity = identity
         self.data_dir = Path(data_dir)
         self.events = events
         host, port = split_host_port("i2p.sam_address", config.i2p.sam_address)
@@ -403,12 +405,25 @@ class I2PProvider(MultiService):
             return inner
         return failure
 
+    @property
+    def identity(self) -> NodeIdentity:
+        """The node's current identity (the identity service's, when given one)."""
+        held = self._identity
+        return held if isinstance(held, NodeIdentity) else cast(NodeIdentity, held.identity)
+
     def _bind(self, key: PrivateKey) -> None:
         dest = key.destination.base64
-        bound = self.identity.i2p_binding
+        held = self._identity
+        if not isinstance(held, NodeIdentity):
+            # a binding request: the identity service re-signs and tells every layer
+            bound_now = cast(NodeIdentity, held.bind_i2p_destination(dest))
+            self.log.info("I2P destination {b32} bound into identity record {sequence}",
+                          b32=key.destination.b32, sequence=bound_now.record.sequence)
+            return
+        bound = held.i2p_binding
         if bound is not None and bound.destination == dest:
             return
-        self.identity = bind_i2p_destination(self.identity, dest, self._clock.seconds())
+        self._identity = bind_i2p_destination(held, dest, self._clock.seconds())
         self.log.info("I2P destination {b32} bound into identity record {sequence}",
                       b32=key.destination.b32, sequence=self.identity.record.sequence)
         if self._on_identity is not None:

@@ -2,6 +2,7 @@
 
 from ._core import NodeCore
 from ._envelope import EnvelopeError
+from ._identity_service import IdentityService
 from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
 from ._metrics import Metrics
 from ._pool import (
@@ -19,6 +20,7 @@ __all__ = [
     "DeliveryState",
     "DialFailed",
     "EnvelopeError",
+    "IdentityService",
     "MessageTooLarge",
     "Messenger",
     "Metrics",

@@ -27,6 +27,7 @@ from ..identity import NodeIdentity, RecordCache
 from ..interfaces import ISessionFactory, ITransportProvider
 from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
 from ._channels import Channel, ChannelRouter, PubSubChannel, RpcChannel
+from ._identity_service import IdentityService
 from ._messaging import DeliveryState, Messenger
 from ._metrics import Metrics
 from ._pool import ConnectionPool
@@ -44,7 +45,7 @@ class NodeCore(Service):
     def __init__(
         self,
         config: Config,
-        identity: NodeIdentity | None,
+        identity: NodeIdentity | IdentityService | None,
         data_dir: str,
         events: EventBus,
         reactor: Any,
@@ -59,7 +60,10 @@ class NodeCore(Service):
     ) -> None:
         self.config = config
         self._on_fatal = on_fatal
-        self.identity = identity
+        service = identity if isinstance(identity, IdentityService) else None
+        if isinstance(identity, IdentityService):
+            identity = identity.identity
+        self.identity = identity  # the last record the keeper pushed (see _refreshed)
         self.data_dir = data_dir
         self.events = events
         self.reactor = reactor
@@ -84,7 +88,7 @@ class NodeCore(Service):
         # Pins, the shared record cache, record pushes, refresh and revocation
         # (on_identity: told of each record this node re-signs).
         self.records = RecordKeeper(
-            self.db, self.store, self.pool, events, self.metrics, reactor, identity,
+            self.db, self.store, self.pool, events, self.metrics, reactor, service or identity,
             on_identity=self._refreshed, check_interval=record_check_interval)
         self.channels.register(Channel.MESSAGING, self.messenger.on_message)
         self.channels.register(Channel.CONTROL, self.records.on_control)

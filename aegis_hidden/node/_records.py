@@ -18,8 +18,9 @@
   commitment: that is the only way a peer learns this node's I2P address
   (:func:`~aegis_hidden.identity.verify_binding` gives the ``.b32.i2p``).
   Re-signed records and revocations travel the same way.
-* **Refresh** (item 3): on the injected clock, the record is re-signed once
-  half its lifetime has passed and pushed to every connected peer.
+* **Refresh**: the :class:`~aegis_hidden.node.IdentityService` re-signs the
+  record on its clock; the keeper subscribes to it and pushes every new record
+  (refresh, I2P binding) to every connected peer.
 * **Revocation** (item 2): when ``revocation.bin`` appears in the identity
   directory (``aegis-hidden identity revoke`` on the running node's data dir) or
   :meth:`revoke` is called, the revocation goes to every peer with a session,
@@ -40,7 +41,6 @@ from twisted.logger import Logger
 from ..events import EventBus
 from ..identity import (
     I2PBinding,
-    IdentityError,
     IdentityRecord,
     NodeIdentity,
     PinMismatch,
@@ -50,8 +50,6 @@ from ..identity import (
     RevokedIdentity,
     check_mldsa_change,
     parse_record,
-    refresh,
-    refresh_due,
     verify_binding,
     verify_record,
 )
@@ -62,6 +60,7 @@ from ..session import SessionError
 from ..session._twisted import HandshakeRefusal, is_pin_refusal
 from ._channels import Channel, send_frame
 from ._control import ControlError, ControlKind, RecordPush, decode_control, parse_record_push
+from ._identity_service import IdentityService
 from ._metrics import Metrics
 from ._pool import ConnectionPool, link_onion
 
@@ -79,7 +78,7 @@ class RecordKeeper:
         events: EventBus,
         metrics: Metrics,
         clock: IReactorTime,
-        identity: NodeIdentity | None,
+        identity: NodeIdentity | IdentityService | None,
         *,
         on_identity: Callable[[NodeIdentity], None] | None = None,
         check_interval: float = 10.0,
@@ -89,7 +88,15 @@ class RecordKeeper:
         self._events = events
         self._metrics = metrics
         self._clock = clock
-        self.identity = identity
+        # The identity service owns the record (and re-signs it); the keeper keeps the
+        # last record it pushed, told of each new one by its subscription.
+        self._owns_service = isinstance(identity, NodeIdentity)
+        if isinstance(identity, NodeIdentity):
+            identity = IdentityService(identity, clock, check_interval=check_interval)
+        self.identity_service = identity
+        self.identity = identity.identity if identity is not None else None
+        if identity is not None:
+            identity.subscribe(self._identity_changed)
         self._on_identity = on_identity
         self.cache = RecordCache()
         self.pins = PinStore(db, clock.seconds)
@@ -119,10 +126,15 @@ class RecordKeeper:
     def start(self) -> None:
         if not self._loop.running:
             self._loop.start(self.check_interval, now=True)
+        if self._owns_service and self.identity_service is not None:
+            self.identity_service.startService()
 
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+        if (self._owns_service and self.identity_service is not None
+                and self.identity_service.running):
+            self.identity_service.stopService()
 
     def _persist(self, record: IdentityRecord) -> None:
         self._table.save(record.onion, int(record.kind), record.sequence, record.to_bytes())
@@ -262,27 +274,19 @@ class RecordKeeper:
         if self.revocation is None:
             self.push_all()
 
-    # -- the timer: refresh and revocation ------------------------------------
+    def _identity_changed(self, identity: NodeIdentity) -> None:
+        """The identity service's news: a re-signed or newly bound record."""
+        if self.identity_service is not None and self.identity_service.last_reason == "refresh":
+            self._metrics.inc("records_refreshed")
+        self.set_identity(identity)
+        if self._on_identity is not None:
+            self._on_identity(identity)
+
+    # -- the timer: revocation -------------------------------------------------
     def _tick(self) -> None:
         if self.identity is None or self.revocation is not None:
             return
-        if self._check_revocation_file(self.identity):
-            return
-        now = self._clock.seconds()
-        if not refresh_due(self.identity, now):
-            return
-        try:
-            new = refresh(self.identity, now)
-        except (IdentityError, RecordError, OSError) as e:
-            self.log.error("cannot re-sign this node's record: {error}; trying again in "
-                           "{seconds:g}s", error=str(e), seconds=self.check_interval)
-            return
-        self._metrics.inc("records_refreshed")
-        self.log.info("re-signed this node's record: sequence {sequence}, expires {expires}",
-                      sequence=new.record.sequence, expires=new.record.expires)
-        self.set_identity(new)
-        if self._on_identity is not None:
-            self._on_identity(new)
+        self._check_revocation_file(self.identity)
 
     def _check_revocation_file(self, identity: NodeIdentity) -> bool:
         """Adopt ``revocation.bin`` once ``identity revoke`` wrote it; True if revoked."""

@@ -11,6 +11,7 @@ from twisted.logger import ILogObserver, Logger
 from ..config import Config
 from ..events import EventBus
 from ..identity import NodeIdentity
+from ._identity_service import IdentityService
 
 
 class NodeService(MultiService):
@@ -23,17 +24,19 @@ class NodeService(MultiService):
     def __init__(
         self,
         config: Config,
-        identity: NodeIdentity,
+        identity: IdentityService,
         data_dir: str,
         events: EventBus | None = None,
     ) -> None:
         super().__init__()
         self.setName("aegis-hidden")
         self.config = config
-        self.identity = identity
+        #: The one owner of the identity: a child of this service (its refresh timer
+        #: runs while the node runs); layers hold it, never a copy.
+        self.identity_service = identity
+        identity.setServiceParent(self)
         self.data_dir = data_dir
         self.events = events if events is not None else EventBus()
-        self._identity_listeners: list[Callable[[NodeIdentity], None]] = []
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         """Also give a twistd application the node's log observer (see tap.py)."""
@@ -41,17 +44,14 @@ class NodeService(MultiService):
             cast(Any, parent).setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
 
-    def on_identity(self, callback: Callable[[NodeIdentity], None]) -> None:
-        """Call ``callback`` whenever the identity record changes (e.g. an I2P bind)."""
-        self._identity_listeners.append(callback)
+    @property
+    def identity(self) -> NodeIdentity:
+        """The node's current identity (the identity service's)."""
+        return self.identity_service.identity
 
-    def set_identity(self, identity: NodeIdentity) -> None:
-        """Adopt a re-signed identity (same master key) and tell every layer."""
-        if identity.onion != self.identity.onion:
-            raise ValueError("the node's master key cannot change while it runs")
-        self.identity = identity
-        for callback in list(self._identity_listeners):
-            callback(identity)
+    def on_identity(self, callback: Callable[[NodeIdentity], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the identity record changes (refresh, I2P bind)."""
+        return self.identity_service.subscribe(callback)
 
     def startService(self) -> None:
         self.log.info(

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
@@ -31,6 +31,7 @@ from ..interfaces import (
     ICellLink,
     ICellScheduler,
     IEventSink,
+    IIdentityService,
     IPeerLink,
     ISessionFactory,
     ITraceSink,
@@ -374,7 +375,7 @@ class SessionFactory:
 
     def __init__(
         self,
-        identity: NodeIdentity,
+        identity: NodeIdentity | IIdentityService,
         providers: Sequence[ITransportProvider],
         config: Any,
         clock: IReactorTime,
@@ -388,7 +389,11 @@ class SessionFactory:
         scheduler: ICellScheduler | None = None,
         trace: ITraceSink | None = None,
     ) -> None:
-        self.identity = identity
+        # The node's identity service (read at every session: no stale copy), or a
+        # bare identity (tests, tools).
+        self._source: NodeIdentity | IIdentityService = identity
+        self._keyed: NodeIdentity | None = None
+        self._keys_of: IdentityKeys | None = None
         #: Decides when every session's cells are sealed and written; by default at
         #: once, ``performance.message_batch_size`` cells per write.
         self.scheduler: ICellScheduler = scheduler if scheduler is not None else \
@@ -444,14 +449,23 @@ class SessionFactory:
 
     @property
     def identity(self) -> NodeIdentity:
-        """The identity new sessions present; set it to a re-signed or rotated one."""
-        return self._identity
+        """The identity new sessions present: the identity service's current one
+        when the factory holds the service; setting one replaces what it holds."""
+        source = self._source
+        return source if isinstance(source, NodeIdentity) else cast(NodeIdentity,
+                                                                    source.identity)
 
     @identity.setter
     def identity(self, identity: NodeIdentity) -> None:
+        self._source = identity
+
+    @property
+    def _keys(self) -> IdentityKeys:
         # The signing keys go with the record: a rotated ML-DSA key must sign from now on.
-        self._identity = identity
-        self._keys = IdentityKeys.of(identity)
+        identity = self.identity
+        if self._keys_of is None or self._keyed is not identity:
+            self._keyed, self._keys_of = identity, IdentityKeys.of(identity)
+        return self._keys_of
 
     # -- ISessionFactory --------------------------------------------------
     def connect(self, address: str) -> Deferred[IPeerLink]:

@@ -36,11 +36,15 @@ def test_sessions_share_the_core_record_cache_and_pins(tmp_path: Path) -> None:
     sessions = core.session_factory
     assert sessions.record_cache is core.record_cache
     assert sessions.mldsa_pin == core.mldsa_pin
-    # a record the core re-signs reaches the node and the sessions
+    # a new record from the identity service (its one owner) reaches every layer:
+    # the sessions hold the service itself, the core is told by its subscription
+    ids = service.identity_service
+    assert sessions._source is ids and core.records.identity_service is ids
+    assert service.getServiceNamed("identity") is ids
     refreshed = replace(opts.identity, record=replace(opts.identity.record, sequence=9))
-    core._refreshed(refreshed)
+    ids.adopt(refreshed)
     assert service.identity is refreshed and sessions.identity is refreshed
-    assert core.identity is refreshed
+    assert core.identity is refreshed and core.records.identity is refreshed
 
 
 def test_overrides_are_applied(tmp_path: Path) -> None:
