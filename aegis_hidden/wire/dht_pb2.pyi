@@ -1,0 +1,97 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DhtContact(_message.Message):
+    __slots__ = ("ed25519_public", "i2p")
+    ED25519_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    I2P_FIELD_NUMBER: _ClassVar[int]
+    ed25519_public: bytes
+    i2p: str
+    def __init__(self, ed25519_public: _Optional[bytes] = ..., i2p: _Optional[str] = ...) -> None: ...
+
+class DhtRecord(_message.Message):
+    __slots__ = ("name", "value", "sequence", "expires", "publisher_record", "signature", "mldsa_signature")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_RECORD_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MLDSA_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    value: bytes
+    sequence: int
+    expires: int
+    publisher_record: bytes
+    signature: bytes
+    mldsa_signature: bytes
+    def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ..., sequence: _Optional[int] = ..., expires: _Optional[int] = ..., publisher_record: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., mldsa_signature: _Optional[bytes] = ...) -> None: ...
+
+class DhtPing(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DhtFindNode(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: bytes
+    def __init__(self, target: _Optional[bytes] = ...) -> None: ...
+
+class DhtFindValue(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class DhtStore(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: DhtRecord
+    def __init__(self, record: _Optional[_Union[DhtRecord, _Mapping]] = ...) -> None: ...
+
+class DhtPong(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DhtNodes(_message.Message):
+    __slots__ = ("contacts",)
+    CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    contacts: _containers.RepeatedCompositeFieldContainer[DhtContact]
+    def __init__(self, contacts: _Optional[_Iterable[_Union[DhtContact, _Mapping]]] = ...) -> None: ...
+
+class DhtValue(_message.Message):
+    __slots__ = ("record", "contacts")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    CONTACTS_FIELD_NUMBER: _ClassVar[int]
+    record: DhtRecord
+    contacts: _containers.RepeatedCompositeFieldContainer[DhtContact]
+    def __init__(self, record: _Optional[_Union[DhtRecord, _Mapping]] = ..., contacts: _Optional[_Iterable[_Union[DhtContact, _Mapping]]] = ...) -> None: ...
+
+class DhtStored(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DhtMessage(_message.Message):
+    __slots__ = ("ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored")
+    PING_FIELD_NUMBER: _ClassVar[int]
+    FIND_NODE_FIELD_NUMBER: _ClassVar[int]
+    FIND_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ping: DhtPing
+    find_node: DhtFindNode
+    find_value: DhtFindValue
+    store: DhtStore
+    pong: DhtPong
+    nodes: DhtNodes
+    value: DhtValue
+    stored: DhtStored
+    def __init__(self, ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ...) -> None: ...
