@@ -1,10 +1,10 @@
 """Wire formats: protobuf handshake messages and the fixed-size cell codec (pure).
 
-The protobuf modules (``handshake_pb2``, ``frame_pb2``) are generated from
-``handshake.proto`` and ``frame.proto`` by ``make proto`` and committed.
+The protobuf modules (``handshake_pb2``, ``frame_pb2``, ``dht_pb2``) are generated
+from ``handshake.proto``, ``frame.proto`` and ``dht.proto`` by ``make proto`` and committed.
 """
 
-from . import frame_pb2, handshake_pb2
+from . import dht_pb2, frame_pb2, handshake_pb2
 from ._cells import (
     CLEAR_HEADER_SIZE,
     CLOSE_TYPE,
@@ -60,6 +60,7 @@ __all__ = [
     "data_cells",
     "decode_clear",
     "decode_inner",
+    "dht_pb2",
     "encode_clear",
     "encode_inner",
     "fragment",
