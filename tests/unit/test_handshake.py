@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from aegis_hidden.crypto import xwing
 from aegis_hidden.identity import NodeIdentity
 from aegis_hidden.session import (
     Closed,
@@ -24,7 +25,6 @@ from aegis_hidden.session import (
     SessionParams,
     State,
     b32_address_of_destination,
-    xwing,
 )
 from aegis_hidden.session._handshake import Handshake
 from aegis_hidden.testing._sessions import memory_identity
