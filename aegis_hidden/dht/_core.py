@@ -1,0 +1,154 @@
+"""One node's DHT state and its answers to requests (sans-I/O; ``now`` is passed in).
+
+:class:`DhtCore` holds the routing table and the record store, answers the
+requests that arrive (bytes in, bytes out), starts lookups and turns answers
+into lookup events. Whoever drives it (the Twisted adapter over the ``rpc``
+channel, or the simulation) sends the bytes, runs the timeouts and feeds the
+results back; nothing here knows about sessions, reactors or sockets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._ids import Contact
+from ._lookup import Lookup
+from ._messages import (
+    DhtMessageError,
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Pong,
+    Request,
+    Response,
+    Stored,
+    Value,
+    decode_request,
+    decode_response,
+    encode,
+)
+from ._records import DhtRecordError, RecordStore, SignedRecord, verify
+from ._table import K, PingOldest, RoutingTable
+
+ALPHA = 3
+
+
+class DhtRequestRefused(Exception):
+    """A request this node will not answer; ``reason`` is short and safe to send back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Handled:
+    answer: bytes
+    ping: PingOldest | None  # the table wants the driver to ping this contact's oldest
+
+
+class DhtCore:
+    def __init__(self, own: Contact, *, k: int = K, alpha: int = ALPHA, paths: int = 1,
+                 store: RecordStore | None = None, table: RoutingTable | None = None,
+                 now: float = 0.0) -> None:
+        self.own = own
+        self.k = k
+        self.alpha = alpha
+        self.paths = paths
+        self.table = table if table is not None else RoutingTable(own, k=k, now=now)
+        self.store = store if store is not None else RecordStore()
+        self.refused: Counter[str] = Counter()
+
+    # -- answering ---------------------------------------------------------
+    def answer(self, request: Request, now: float) -> Response:
+        if isinstance(request, Ping):
+            return Pong()
+        if isinstance(request, FindNode):
+            return Nodes(tuple(self.table.closest(request.target, self.k)))
+        if isinstance(request, FindValue):
+            held = self.store.get(request.key, now)
+            if held is not None:
+                return Value(held)
+            return Value(None, tuple(self.table.closest(request.key, self.k)))
+        try:
+            self.store.put(request.record, now)
+        except DhtRecordError as e:
+            self.refused[type(e).__name__] += 1
+            raise DhtRequestRefused(f"record refused: {type(e).__name__}") from e
+        return Stored()
+
+    def handle(self, sender: Contact, data: bytes, now: float) -> Handled:
+        """Answer the request bytes ``data`` from ``sender`` (whom the session proved).
+
+        Raises :class:`DhtRequestRefused` for a malformed request or a refused record.
+        """
+        try:
+            request = decode_request(data)
+        except DhtMessageError as e:
+            self.refused["malformed"] += 1
+            raise DhtRequestRefused("malformed request") from e
+        answer = encode(self.answer(request, now))
+        return Handled(answer, self.table.observe(sender, now))
+
+    # -- asking --------------------------------------------------------------
+    def lookup(self, target: bytes, *, paths: int | None = None,
+               seeds: Iterable[Contact] | None = None) -> Lookup[SignedRecord]:
+        """A lookup of ``target`` from this node's closest contacts (or ``seeds``)."""
+        start = list(seeds) if seeds is not None else self.table.closest(target, self.k)
+        return Lookup(target, start, k=self.k, alpha=self.alpha,
+                      paths=self.paths if paths is None else paths, own_id=self.own.id)
+
+    @staticmethod
+    def find_node(target: bytes) -> bytes:
+        return encode(FindNode(target))
+
+    @staticmethod
+    def find_value(key: bytes) -> bytes:
+        return encode(FindValue(key))
+
+    def feed(self, lookup: Lookup[SignedRecord], contact: Contact, answer: bytes | None,
+             now: float) -> None:
+        """Feed ``contact``'s answer bytes (None: timeout or error) into ``lookup``.
+
+        An answer that does not decode, or a value that does not verify or is
+        not the key asked for, counts as a failure of that contact.
+        """
+        if answer is None:
+            lookup.on_failure(contact)
+            return
+        try:
+            response = decode_response(answer)
+        except DhtMessageError:
+            self.refused["malformed answer"] += 1
+            lookup.on_failure(contact)
+            return
+        if isinstance(response, Nodes):
+            lookup.on_response(contact, response.contacts)
+        elif isinstance(response, Value):
+            record = response.record
+            if record is not None:
+                try:
+                    if record.key != lookup.target:
+                        raise DhtRecordError("value for another key")
+                    verify(record, now)
+                except DhtRecordError as e:
+                    self.refused[type(e).__name__] += 1
+                    lookup.on_failure(contact)
+                    return
+            lookup.on_response(contact, response.contacts, record)
+        else:
+            lookup.on_failure(contact)
+
+    # -- maintenance ---------------------------------------------------------
+    def due_refresh(self, now: float, rng: random.Random) -> list[bytes]:
+        """Targets to look up now so that stale buckets are refreshed."""
+        return [self.table.refresh_target(i, rng) for i in self.table.due_refresh(now)]
+
+    def due_republish(self, now: float) -> list[SignedRecord]:
+        """Records to STORE again at the k closest nodes now (expired ones are dropped)."""
+        self.store.expire(now)
+        return self.store.due_republish(now)

@@ -1,0 +1,182 @@
+"""DHT requests and answers, and their protobuf codec (``wire/dht.proto``; pure).
+
+Decoders check everything a handler relies on and raise :class:`DhtMessageError`
+(one type, a message naming the field) for any bad input: not protobuf, the
+wrong kind for the direction, ids of the wrong size, too many contacts, a key
+that is no Ed25519 key length, an I2P name that is not a ``.b32.i2p`` address.
+Record signatures are not checked here (:func:`~._records.verify` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ..wire import dht_pb2
+from ._ids import ID_BYTES, Contact
+from ._records import MAX_NAME, MAX_VALUE, SignedRecord
+
+#: at most this many contacts in one answer (k)
+MAX_CONTACTS = 20
+#: a DHT message never needs more (a record with its publisher's record, ~15 KiB)
+MAX_MESSAGE = 32 * 1024
+
+
+class DhtMessageError(ValueError):
+    """Bytes that are not a valid DHT message for this direction."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class FindNode:
+    target: bytes
+
+
+@dataclass(frozen=True)
+class FindValue:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class Store:
+    record: SignedRecord
+
+
+@dataclass(frozen=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True)
+class Nodes:
+    contacts: tuple[Contact, ...]
+
+
+@dataclass(frozen=True)
+class Value:
+    record: SignedRecord | None
+    contacts: tuple[Contact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stored:
+    pass
+
+
+Request = Ping | FindNode | FindValue | Store
+Response = Pong | Nodes | Value | Stored
+
+
+def _contacts_pb(contacts: Sequence[Contact]) -> list[dht_pb2.DhtContact]:
+    return [dht_pb2.DhtContact(ed25519_public=c.ed25519_public, i2p=c.i2p) for c in contacts]
+
+
+def _record_pb(r: SignedRecord) -> dht_pb2.DhtRecord:
+    return dht_pb2.DhtRecord(name=r.name, value=r.value, sequence=r.sequence, expires=r.expires,
+                             publisher_record=r.publisher_record, signature=r.signature,
+                             mldsa_signature=r.mldsa_signature)
+
+
+def encode(message: Request | Response) -> bytes:
+    m = dht_pb2.DhtMessage()
+    if isinstance(message, Ping):
+        m.ping.SetInParent()
+    elif isinstance(message, FindNode):
+        m.find_node.target = message.target
+    elif isinstance(message, FindValue):
+        m.find_value.key = message.key
+    elif isinstance(message, Store):
+        m.store.record.CopyFrom(_record_pb(message.record))
+    elif isinstance(message, Pong):
+        m.pong.SetInParent()
+    elif isinstance(message, Nodes):
+        m.nodes.contacts.extend(_contacts_pb(message.contacts))
+    elif isinstance(message, Value):
+        if message.record is not None:
+            m.value.record.CopyFrom(_record_pb(message.record))
+        else:
+            m.value.SetInParent()
+        m.value.contacts.extend(_contacts_pb(message.contacts))
+    elif isinstance(message, Stored):
+        m.stored.SetInParent()
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"not a DHT message: {message!r}")
+    return m.SerializeToString()
+
+
+def _parse(data: bytes) -> tuple[str, dht_pb2.DhtMessage]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DhtMessageError("a DHT message is bytes")
+    if len(data) > MAX_MESSAGE:
+        raise DhtMessageError(f"message is {len(data)} bytes, at most {MAX_MESSAGE}")
+    m = dht_pb2.DhtMessage()
+    try:
+        m.ParseFromString(bytes(data))
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise DhtMessageError(f"not a DHT message: {e}") from None
+    kind = m.WhichOneof("body")
+    if kind is None:
+        raise DhtMessageError("message has no body")
+    return kind, m
+
+
+def _id(value: bytes, what: str) -> bytes:
+    if len(value) != ID_BYTES:
+        raise DhtMessageError(f"{what} is {len(value)} bytes, not {ID_BYTES}")
+    return bytes(value)
+
+
+def _contacts(items: Sequence[dht_pb2.DhtContact]) -> tuple[Contact, ...]:
+    if len(items) > MAX_CONTACTS:
+        raise DhtMessageError(f"{len(items)} contacts, at most {MAX_CONTACTS}")
+    out = []
+    for n, item in enumerate(items):
+        try:
+            out.append(Contact(bytes(item.ed25519_public), item.i2p))
+        except ValueError as e:
+            raise DhtMessageError(f"contact {n}: {e}") from None
+    return tuple(out)
+
+
+def _record(r: dht_pb2.DhtRecord) -> SignedRecord:
+    if len(r.name) > MAX_NAME:
+        raise DhtMessageError(f"record name is {len(r.name)} bytes, at most {MAX_NAME}")
+    if len(r.value) > MAX_VALUE:
+        raise DhtMessageError(f"record value is {len(r.value)} bytes, at most {MAX_VALUE}")
+    return SignedRecord(bytes(r.name), bytes(r.value), r.sequence, r.expires,
+                        bytes(r.publisher_record), bytes(r.signature), bytes(r.mldsa_signature))
+
+
+def decode_request(data: bytes) -> Request:
+    kind, m = _parse(data)
+    if kind == "ping":
+        return Ping()
+    if kind == "find_node":
+        return FindNode(_id(m.find_node.target, "target"))
+    if kind == "find_value":
+        return FindValue(_id(m.find_value.key, "key"))
+    if kind == "store":
+        if not m.store.HasField("record"):
+            raise DhtMessageError("STORE without a record")
+        return Store(_record(m.store.record))
+    raise DhtMessageError(f"{kind} is an answer, not a request")
+
+
+def decode_response(data: bytes) -> Response:
+    kind, m = _parse(data)
+    if kind == "pong":
+        return Pong()
+    if kind == "nodes":
+        return Nodes(_contacts(m.nodes.contacts))
+    if kind == "value":
+        record = _record(m.value.record) if m.value.HasField("record") else None
+        return Value(record, _contacts(m.value.contacts))
+    if kind == "stored":
+        return Stored()
+    raise DhtMessageError(f"{kind} is a request, not an answer")
