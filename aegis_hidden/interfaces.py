@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from zope.interface import Attribute, Interface
 
 
@@ -38,6 +39,19 @@ class ITransportProvider(Interface):
 
     def state() -> Mapping[str, Any]:
         """JSON-friendly state for the API and CLI (bootstrap progress, address...)."""
+
+    def serve(factory: IProtocolFactory) -> IService:
+        """Serve incoming streams of this network with ``factory``; returns the child
+        service that listens while the provider runs.
+
+        The provider owns its listening side (as Tahoe-LAFS's providers own
+        ``get_listener()``): Tor serves on the identity onion's target (a loopback
+        or unix listener at ``network.listen_address``), I2P on a loopback port of
+        its own that the router forwards (SAM ``STREAM FORWARD``) each stream to.
+        ``factory`` is the session layer's server factory made for this provider
+        (``server_factory(provider.name)``), so every accepted stream carries the
+        transport it came from; the session layer opens no socket of its own.
+        """
 
 
 class IEventSink(Interface):

@@ -160,7 +160,7 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
 
 
 def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
-    """Issues 3 and 4: the Tor and I2P providers; both forward to network.listen_address."""
+    """The Tor and I2P providers; each serves the sessions on its own listener."""
     cfg = options.config
     if cfg.security.enable_tor:
         # tor uses the master key only (the onion), which never changes while the node runs
@@ -173,15 +173,14 @@ def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
 def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
     """Issue 4: the I2P provider when ``i2p.enabled``.
 
-    It asks the identity service to bind its destination into the record; incoming
-    I2P streams are forwarded to ``network.listen_address`` like onion-service
-    connections.
+    It asks the identity service to bind its destination into the record; the
+    router forwards incoming I2P streams to a loopback listener of the provider's
+    own (see ``_add_sessions``).
     """
     cfg = options.config
     if not cfg.i2p.enabled:
         return None
-    i2p = I2PProvider(reactor, cfg, node.identity_service, options.data_dir, node.events,
-                      forward_to=cfg.network.listen_address)
+    i2p = I2PProvider(reactor, cfg, node.identity_service, options.data_dir, node.events)
     i2p.setServiceParent(node)
     return i2p
 
@@ -201,7 +200,11 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,
                               record_cache=core.record_cache, mldsa_pin=core.mldsa_pin)
     core.attach_session_factory(sessions)
-    sessions.server_service(reactor).setServiceParent(node)
+    # Transports own their listeners: each serves a server factory made for it, so
+    # every accepted session knows the transport it came through (tor: the onion's
+    # target at network.listen_address; i2p: a loopback port the router forwards to).
+    for provider in core.transports:
+        provider.serve(sessions.server_factory(str(provider.name)))
     PeeringService(core, cfg.network.bootstrap_nodes, options.data_dir,
                    reactor).setServiceParent(node)
 

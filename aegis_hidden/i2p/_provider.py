@@ -37,17 +37,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._backoff import Backoff
+from .._listen import LocalListener
 from ..config import Config, PrivacyError, split_host_port
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
 from ..interfaces import IEventSink, IIdentityService, ITransportProvider
@@ -148,6 +150,7 @@ class I2PProvider(MultiService):
         self._forward_to = (split_host_port("network.listen_address", forward_to)
                             if forward_to else None)
         self._forward: SAMSocketProtocol | None = None
+        self._listener: LocalListener | None = None  # serve(): our own forward target
         self._stream: SAMSession | None = None
         self._datagram: SAMSession | None = None
         self._waiters: list[Deferred[None]] = []
@@ -369,8 +372,12 @@ class I2PProvider(MultiService):
         ], consumeErrors=True).addErrback(self._first_error)
         self._stream, self._datagram = results
         self._datagram.on_datagram(self._deliver)
-        if self._forward_to is not None:
-            self._forward = await self._open_forward(self._stream, *self._forward_to)
+        forward_to = self._forward_to
+        if forward_to is None and self._listener is not None:
+            bound = cast(IPv4Address, (await self._listener.when_listening()).getHost())
+            forward_to = ("127.0.0.1", bound.port)  # the interface serve() listens on
+        if forward_to is not None:
+            self._forward = await self._open_forward(self._stream, *forward_to)
         if self._stopping():
             return
         self.sessions_created += 1
@@ -482,6 +489,22 @@ class I2PProvider(MultiService):
         Not together with ``forward_to``: a SAM 3.1 session has one acceptor.
         """
         return SAMStreamServerEndpoint(self._clock, self._sam, self.stream_session)
+
+    def serve(self, factory: IProtocolFactory) -> IService:
+        """Serve ``factory`` on a loopback port of our own that the router forwards
+        every incoming stream to (``STREAM FORWARD``, on every session it creates).
+
+        The listener (127.0.0.1, a port the system picks) is this provider's child:
+        it listens while the provider runs, and only I2P streams arrive there.
+        Not together with ``forward_to``.
+        """
+        if self._forward_to is not None or self._listener is not None:
+            raise ValueError("the I2P provider already forwards its streams elsewhere")
+        listener = LocalListener(TCP4ServerEndpoint(self._reactor, 0, interface="127.0.0.1"),
+                                 factory, name="listener")
+        listener.setServiceParent(self)
+        self._listener = listener
+        return listener
 
     async def send_datagram(self, destination: str, payload: bytes) -> None:
         """Send a repliable datagram to a ``.b32.i2p`` name or base64 destination."""

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -25,7 +24,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._listen import local_server_endpoint
 from ..identity import IdentityRecord, NodeIdentity, PinMismatch, RecordCache
 from ..interfaces import (
     ICellLink,
@@ -352,23 +350,25 @@ class _DialFactory(Factory):
 
 
 class ServerFactory(Factory):
-    """Incoming streams (from the onion service / I2P server tunnel): one responder each."""
+    """Incoming streams of one transport (its provider serves this factory on its own
+    listener): one responder each, whose link names ``transport_name``."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, transport_name: str | None = None) -> None:
         self._sessions = sessions
+        self.transport_name = transport_name
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         """A responder, or None (Twisted then closes the stream at once) at
         ``network.max_connections`` or over the handshake rate limit."""
-        return self._sessions._responder_protocol()
+        return self._sessions._responder_protocol(self.transport_name)
 
 
 @implementer(ISessionFactory)
 class SessionFactory:
     """Dials authenticated sessions through transport providers and accepts them.
 
-    ``SessionFactory(identity, providers, config, clock)``; serve
-    :meth:`server_factory` on ``network.listen_address`` for incoming sessions.
+    ``SessionFactory(identity, providers, config, clock)``; each provider serves
+    :meth:`server_factory` (made for it) on its own listener for incoming sessions.
     """
 
     log = Logger()
@@ -548,24 +548,13 @@ class SessionFactory:
         self._incoming.append(callback)
 
     # -- incoming ---------------------------------------------------------
-    def server_factory(self) -> ServerFactory:
-        """The Twisted factory to listen with on ``network.listen_address``."""
-        return ServerFactory(self)
+    def server_factory(self, transport_name: str | None = None) -> ServerFactory:
+        """The factory a transport provider serves incoming streams with
+        (``provider.serve(sessions.server_factory(provider.name))``): every session
+        accepted through it names that transport. The session layer opens no socket."""
+        return ServerFactory(self, transport_name)
 
-    def server_service(self, reactor: Any) -> StreamServerEndpointService:
-        """A service listening on ``network.listen_address`` with :meth:`server_factory`.
-
-        ``reactor`` must provide IReactorTCP / IReactorUNIX. The address is
-        loopback or a unix socket (the config refuses anything else): peers
-        arrive through the onion service or I2P server tunnel that forwards there.
-        """
-        service = StreamServerEndpointService(
-            local_server_endpoint(reactor, self.config.network.listen_address),
-            self.server_factory())
-        service.setName("sessions")
-        return service
-
-    def _responder_protocol(self) -> SessionProtocol | None:
+    def _responder_protocol(self, transport_name: str | None = None) -> SessionProtocol | None:
         """A responder for a new stream, or None to close it at once.
 
         Both checks come before anything is built: a refused stream costs no
@@ -607,7 +596,7 @@ class SessionFactory:
             self._refused(claimed[-1] if claimed else None, err, incoming=True)
             self.log.info("incoming handshake failed: {reason}", reason=str(err))
 
-        proto = SessionProtocol(session, self.clock, None, established, failed,
+        proto = SessionProtocol(session, self.clock, transport_name, established, failed,
                                 **self._protocol_extras())
         self.incoming_streams += 1
 

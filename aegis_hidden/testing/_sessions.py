@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.test.iosim import FakeTransport, connect
@@ -82,9 +83,13 @@ class _MemoryEndpoint:
 class MemoryTransportProvider:
     """Dials ``<address>:<port>`` to whatever server factory was registered there."""
 
-    def __init__(self, name: str = "tor", suffix: str = ".onion") -> None:
+    def __init__(self, name: str = "tor", suffix: str = ".onion", *,
+                 local_address: str | None = None, port: int = 7701) -> None:
         self.name = name
         self._suffix = suffix
+        #: Where :meth:`serve` listens (one memory network carries many nodes).
+        self.local_address = local_address
+        self.port = port
         self.servers: dict[tuple[str, int], IProtocolFactory] = {}
         self.pumps: list[Any] = []
         self.connections: list[tuple[FakeTransport, FakeTransport]] = []
@@ -107,6 +112,27 @@ class MemoryTransportProvider:
 
     def when_ready(self) -> Deferred[None]:
         return succeed(None)
+
+    def serve(self, factory: IProtocolFactory) -> IService:
+        """Listen at ``local_address:port`` (ITransportProvider: the provider's own
+        listener) while the returned service runs."""
+        if self.local_address is None:
+            raise ValueError("MemoryTransportProvider.serve needs local_address")
+        key = (self.local_address.lower(), self.port)
+        provider = self
+
+        class _Listener(Service):
+            def startService(self) -> None:
+                super().startService()
+                provider.servers[key] = factory
+
+            def stopService(self) -> None:
+                super().stopService()
+                provider.servers.pop(key, None)
+
+        listener = _Listener()
+        listener.setName("listener")
+        return listener
 
     def state(self) -> Mapping[str, Any]:
         return {"name": self.name, "listening": sorted(f"{a}:{p}" for a, p in self.servers)}

@@ -24,14 +24,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._listen import LocalListener, local_server_endpoint
 from ..addresses import strip_port
 from ..config import Config
 from ..identity import ClientAuthKey, NodeIdentity
@@ -187,6 +188,18 @@ class TorProvider(MultiService):
                     if self._session and self._session.process else None),
             "error": self.error,
         }
+
+    def serve(self, factory: IProtocolFactory) -> IService:
+        """Serve ``factory`` on the identity onion's target (``network.listen_address``).
+
+        The listener is this provider's child: it listens while the provider runs.
+        Every stream arriving there came through the onion service.
+        """
+        listener = LocalListener(
+            local_server_endpoint(self._reactor, self.config.network.listen_address),
+            factory, name="listener")
+        listener.setServiceParent(self)
+        return listener
 
     # -- DialContext -------------------------------------------------------------------
     def socks_endpoint(self) -> IStreamClientEndpoint:

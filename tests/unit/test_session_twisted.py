@@ -247,33 +247,6 @@ def test_receiver_exception_does_not_kill_the_session(
     assert got == [b"1", b"2"]
 
 
-@pytest.mark.parametrize(("listen", "kind", "where"), [
-    ("127.0.0.1:7701", "tcp", ("127.0.0.1", 7701)),
-    ("[::1]:7702", "tcp", ("::1", 7702)),
-    ("unix:/tmp/aegis-test.sock", "unix", ("/tmp/aegis-test.sock",)),
-])
-def test_server_service_listens_on_the_listen_address(
-        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity], listen: str, kind: str,
-        where: tuple[Any, ...]) -> None:
-    from twisted.internet.testing import MemoryReactorClock
-
-    from aegis_hidden.config import parse_config
-    from aegis_hidden.session.twisted import ServerFactory
-
-    reactor = MemoryReactorClock()
-    config = parse_config({"network": {"listen_address": listen}})
-    sf = SessionFactory(identities[0], [], config, clock)
-    service = sf.server_service(reactor)
-    service.startService()
-    if kind == "tcp":
-        ((port, factory, _backlog, interface),) = reactor.tcpServers
-        assert (interface, port) == where
-    else:
-        ((path, factory, *_rest),) = reactor.unixServers
-        assert (path,) == where
-    assert isinstance(factory, ServerFactory)
-
-
 def test_connect_gives_up_when_the_dial_hangs(clock: Clock,
                                               identities: tuple[NodeIdentity, NodeIdentity]) -> None:
     from twisted.internet.defer import CancelledError
