@@ -5,19 +5,37 @@ backup (safe while the node runs) to a new file, never over an existing one.
 ``restore`` needs the node stopped: it checks the backup, moves the current file
 (damaged or not) aside under a timestamped name, never deleting it, and puts a
 copy of the backup in its place.
+
+The database is SQLCipher (issue 17): each command opens its key file
+(``node.sqlite3.key`` beside it) with the passphrase that seals the identity
+(``--passphrase-file``, ``AEGIS_HIDDEN_PASSPHRASE``, asked on a terminal). A
+backup is encrypted with the same key, so it needs that key file to be
+restored or read: back up the key file too (it is sealed with the passphrase).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sqlite3
+import sys
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ..peers import DB_FILE_NAME, DatabaseError, check_database
+from .._secrets import PassphraseSourceError, read_passphrase
+from ..identity import is_encrypted
+from ..peers import (
+    DB_FILE_NAME,
+    DatabaseError,
+    check_database,
+    is_plain_sqlite,
+    key_file_path,
+    load_database_key,
+)
+from ..peers._cipher import CipherError, connect_encrypted
 from ._common import CLIError, add_node_args, node_config
 
 _SIDE_FILES = ("-wal", "-shm")
@@ -45,6 +63,42 @@ def register(sub: Any) -> None:
 def _target_args(p: argparse.ArgumentParser) -> None:
     add_node_args(p)
     p.add_argument("--file", help=f"the database file (default: DATA_DIR/{DB_FILE_NAME})")
+    p.add_argument("--key-file", help="its key file (default: the database file + .key)")
+    p.add_argument("--passphrase-file", help="file with the passphrase (or set "
+                   "AEGIS_HIDDEN_PASSPHRASE; asked on a terminal)")
+
+
+def database_key(args: argparse.Namespace, path: Path) -> bytes | None:
+    """The key of the database at ``path`` (``None``: a plain database, no key file)."""
+    key_path = Path(args.key_file) if getattr(args, "key_file", None) else key_file_path(path)
+    if not key_path.exists():
+        if path.exists() and not is_plain_sqlite(path):
+            raise CLIError(f"{path} is encrypted and its key file {key_path} is missing "
+                           "(give it with --key-file)")
+        return None
+    try:
+        passphrase = read_passphrase(getattr(args, "passphrase_file", None))
+    except PassphraseSourceError as e:
+        raise CLIError(str(e)) from None
+    if passphrase is None and is_encrypted(key_path):
+        if not sys.stdin.isatty():
+            raise CLIError("the database key is sealed: use --passphrase-file or "
+                           "AEGIS_HIDDEN_PASSPHRASE")
+        passphrase = getpass.getpass("passphrase: ")
+    # the key file beside the database, or the one named: read, never created or re-sealed
+    tmp_db = key_path.with_name(key_path.name.removesuffix(".key"))
+    if key_path != key_file_path(tmp_db):
+        raise CLIError(f"{key_path}: a key file's name ends in .key")
+    try:
+        return load_database_key(tmp_db, None if not is_encrypted(key_path) else passphrase)
+    except DatabaseError as e:
+        raise CLIError(str(e)) from None
+
+
+def _open(path: Path, key: bytes | None) -> sqlite3.Connection:
+    if key is not None and not is_plain_sqlite(path):
+        return connect_encrypted(str(path), key, read_only=True)
+    return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
 
 
 def database_path(args: argparse.Namespace) -> Path:
@@ -54,9 +108,9 @@ def database_path(args: argparse.Namespace) -> Path:
     return data_dir / DB_FILE_NAME
 
 
-def _checked(path: Path) -> int:
+def _checked(path: Path, key: bytes | None) -> int:
     try:
-        version = check_database(str(path))
+        version = check_database(str(path), key)
     except DatabaseError as e:
         raise CLIError(str(e)) from None
     if version is None:
@@ -64,32 +118,36 @@ def _checked(path: Path) -> int:
     return version
 
 
-def _summary(path: Path) -> str:
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
+def _summary(path: Path, key: bytes | None) -> str:
+    conn = _open(path, key)
     try:
         peers = conn.execute("SELECT count(*) FROM peers").fetchone()[0]
         queued = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
     finally:
         conn.close()
-    return f"{peers} peers, {queued} queued messages"
+    sealed = "encrypted (SQLCipher)" if not is_plain_sqlite(path) else "NOT encrypted"
+    return f"{peers} peers, {queued} queued messages, {sealed}"
 
 
 def _check(args: argparse.Namespace) -> int:
     path = database_path(args)
-    version = _checked(path)
-    print(f"ok: {path} (schema version {version}, {_summary(path)})")
+    key = database_key(args, path)
+    version = _checked(path, key)
+    print(f"ok: {path} (schema version {version}, {_summary(path, key)})")
     return 0
 
 
-def _copy(source: Path, dest: Path) -> None:
+def _copy(source: Path, dest: Path, key: bytes | None) -> None:
     """SQLite online backup of ``source`` into the new file ``dest`` (0600), checked."""
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
-        src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True)
+        src = _open(source, key)
         try:
-            out = sqlite3.connect(str(tmp))
+            # an encrypted source is copied into a file encrypted with the same key
+            out = (connect_encrypted(str(tmp), key) if key is not None
+                   and not is_plain_sqlite(source) else sqlite3.connect(str(tmp)))
             try:
                 src.backup(out)
                 out.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
@@ -97,7 +155,7 @@ def _copy(source: Path, dest: Path) -> None:
                 out.close()
         finally:
             src.close()
-        _checked(tmp)
+        _checked(tmp, key)
         if dest.exists():
             raise CLIError(f"{dest} already exists: choose a new name (nothing was overwritten)")
         os.replace(tmp, dest)
@@ -113,19 +171,24 @@ def _backup(args: argparse.Namespace) -> int:
     dest = Path(args.dest)
     if dest.exists():
         raise CLIError(f"{dest} already exists: choose a new name (nothing was overwritten)")
-    _checked(path)
+    key = database_key(args, path)
+    _checked(path, key)
     try:
-        _copy(path, dest)
-    except (OSError, sqlite3.Error) as e:
+        _copy(path, dest, key)
+    except (OSError, sqlite3.Error, CipherError) as e:
         raise CLIError(f"backup of {path} to {dest} failed: {e}") from None
-    print(f"backed up {path} to {dest} ({_summary(dest)})")
+    print(f"backed up {path} to {dest} ({_summary(dest, key)})")
+    if key is not None:
+        print(f"the backup is encrypted with the key in {key_file_path(path)}: keep a copy "
+              "of that file (sealed with the passphrase) with the backup")
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
     path = database_path(args)
     backup = Path(args.backup)
-    _checked(backup)
+    key = database_key(args, path)
+    _checked(backup, key)
     aside = None
     if path.exists():
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -139,11 +202,11 @@ def _restore(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CLIError(f"cannot move {path} aside: {e}") from None
     try:
-        _copy(backup, path)
-    except (OSError, sqlite3.Error) as e:
+        _copy(backup, path, key)
+    except (OSError, sqlite3.Error, CipherError) as e:
         raise CLIError(f"restore of {backup} to {path} failed: {e}"
                        + (f" (the previous file is at {aside})" if aside else "")) from None
-    print(f"restored {path} from {backup} ({_summary(path)})")
+    print(f"restored {path} from {backup} ({_summary(path, key)})")
     if aside is not None:
         print(f"the previous file was moved to {aside} (not deleted)")
     return 0

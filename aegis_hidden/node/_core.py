@@ -57,6 +57,7 @@ class NodeCore(Service):
         on_identity: Callable[[NodeIdentity], None] | None = None,
         record_check_interval: float = 10.0,
         on_fatal: Callable[[Failure], None] | None = None,
+        db_key: bytes | None = None,
     ) -> None:
         self.config = config
         self._on_fatal = on_fatal
@@ -70,7 +71,7 @@ class NodeCore(Service):
         self.local_address = local_address or (identity.onion if identity else "")
         self._own_db = db is None
         self.db: Database = db if db is not None else ThreadedSQLite(
-            reactor, os.path.join(data_dir, DB_FILE_NAME))
+            reactor, os.path.join(data_dir, DB_FILE_NAME), key=db_key)  # SQLCipher key
         self.metrics = Metrics()
         self.store = PeerStore(self.db, reactor.seconds)
         self.pool = ConnectionPool(

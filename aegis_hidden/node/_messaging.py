@@ -276,7 +276,7 @@ class Messenger:
             # wait, with no timer, until the peer is added again; never spin.
             if not pending.parked:
                 pending.parked = True
-                self.log.info("message {msg_id} kept for {peer}, not in the peer store: "
+                self.log.debug("message {msg_id} kept for {peer}, not in the peer store: "
                               "no retries until it is added again", msg_id=msg_id,
                               peer=pending.peer)
             return
@@ -324,7 +324,7 @@ class Messenger:
         pending.failures += 1
         pending.cancel_timer()
         pending.call = self._clock.callLater(delay, self._attempt, pending.message.msg_id)
-        self.log.info("message {msg_id} to {peer}: retry in {delay:g}s ({reason})",
+        self.log.debug("message {msg_id} to {peer}: retry in {delay:g}s ({reason})",
                       msg_id=pending.message.msg_id, peer=pending.peer, delay=delay,
                       reason=reason)
 
@@ -389,7 +389,7 @@ class Messenger:
                 continue  # acknowledged meanwhile
             self._pending.pop(msg_id)
             self._set_state(msg_id, DeliveryState.EXPIRED, peer=peer, reason="peer removed")
-        self.log.info("{count} queued messages to {peer} expired: peer removed",
+        self.log.debug("{count} queued messages to {peer} expired: peer removed",
                       count=len(settled), peer=peer)
 
     async def _expire(self, pending: _Pending) -> None:
@@ -455,7 +455,7 @@ class Messenger:
         try:
             link.send_message(Ack(msg_id).encode())
         except Exception as e:  # noqa: BLE001 - the sender retries; we ack the copy
-            self.log.info("ack to {peer} not sent: {error}", peer=peer, error=str(e))
+            self.log.debug("ack to {peer} not sent: {error}", peer=peer, error=str(e))
 
     async def _receive(self, peer: str, message: Message) -> None:
         key = (peer, message.msg_id)

@@ -3,8 +3,9 @@
 For every ``network.bootstrap_nodes`` entry the node keeps an authenticated
 post-quantum session open through the connection pool (dialing again with
 backoff when it drops), measures a ping round trip over it, and records each
-peer it reached (outbound or inbound) in ``<data dir>/status.json``, which the
-demo, the integration tests and operators read. A peer counts as *reachable*
+peer it reached (outbound or inbound); ``<data dir>/status.json`` holds counts
+of them, and the per-peer list only with ``logging.status_peers`` (the demo and
+the integration tests turn it on): a disk should not hold the contact graph. A peer counts as *reachable*
 only after the session handshake proved it holds its onion address's key.
 """
 
@@ -91,7 +92,7 @@ class PeeringService(Service):
         if link is not None:
             entry["transport"] = str(getattr(link, "transport_name", "?"))
             link.when_closed().addBoth(lambda _: self._disconnected(peer))
-        self.log.info("peer {peer} reachable: authenticated session up", peer=peer)
+        self.log.debug("peer {peer} reachable: authenticated session up", peer=peer)
         self.write_status()
 
     def _disconnected(self, peer: str) -> None:
@@ -104,9 +105,18 @@ class PeeringService(Service):
         # the core's transports: the same state /api/network/status shows
         transports: dict[str, Mapping[str, Any]] = {
             str(t.name): t.state() for t in self.core.transports}
-        return {"onion": self.own, "updated": self.wall(), "running": self.running,
-                "transports": transports, "peers": self.peers,
-                "bootstrap_nodes": self.bootstrap}
+        doc: dict[str, Any] = {
+            "onion": self.own, "updated": self.wall(), "running": self.running,
+            "transports": transports,
+            "peers_reachable": sum(1 for p in self.peers.values() if p["reachable"]),
+            "peers_connected": sum(1 for p in self.peers.values() if p["connected"]),
+            "bootstrap_nodes": len(self.bootstrap)}
+        # The per-peer list is the contact graph: on disk in the clear only when asked
+        # for (logging.status_peers, tests); the API serves it (issue 17, item 2).
+        if self.core.config.logging.status_peers:
+            doc["peers"] = self.peers
+            doc["bootstrap_nodes"] = self.bootstrap
+        return doc
 
     def write_status(self) -> None:
         data = json.dumps(self.status(), indent=2, sort_keys=True).encode() + b"\n"
@@ -153,7 +163,7 @@ class PeeringService(Service):
             rtt = self.clock.seconds() - started
             entry = self._entry(peer)
             entry.update(rtt=round(rtt, 4), last_direction="outbound", last_ping=self.wall())
-            self.log.info("peer {peer} answered a ping over the session in {rtt:.2f}s",
+            self.log.debug("peer {peer} answered a ping over the session in {rtt:.2f}s",
                           peer=peer, rtt=rtt)
             self.write_status()
             try:

@@ -1,13 +1,20 @@
 """Peers: the SQLite peer store, reputation and blacklist (docs/reputation.md)."""
 
+from ._cipher import (
+    RECOVERY_HINT,
+    DatabaseCorrupt,
+    DatabaseError,
+    DatabaseKeyError,
+    encrypt_plain_database,
+    is_plain_sqlite,
+    key_file_path,
+    load_database_key,
+)
 from ._db import (
     DB_FILE_NAME,
     DEFAULT_FLUSH_INTERVAL,
-    RECOVERY_HINT,
     SCHEMA_VERSION,
     Database,
-    DatabaseCorrupt,
-    DatabaseError,
     GroupCommit,
     InlineSQLite,
     ThreadedSQLite,
@@ -50,6 +57,7 @@ __all__ = [
     "Database",
     "DatabaseCorrupt",
     "DatabaseError",
+    "DatabaseKeyError",
     "GroupCommit",
     "InlineSQLite",
     "PeerAddressError",
@@ -62,7 +70,11 @@ __all__ = [
     "check_database",
     "check_peer_address",
     "commit_batch",
+    "encrypt_plain_database",
     "is_b32_i2p",
+    "is_plain_sqlite",
+    "key_file_path",
+    "load_database_key",
     "migrate",
     "updated_reputation",
 ]

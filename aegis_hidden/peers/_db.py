@@ -17,6 +17,10 @@ one queue, one batch in flight, functions in the order they were handed in.
 
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` is
 append-only, and each step runs in one transaction.
+
+Encrypted at rest: given a ``key`` (32 bytes, :func:`load_database_key`), the
+file is a SQLCipher database (:mod:`aegis_hidden.peers._cipher`); a plain file
+met with a key is migrated once, its plain copy kept as a backup.
 """
 
 from __future__ import annotations
@@ -37,6 +41,15 @@ from twisted.internet.interfaces import (
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from ._cipher import (
+    CipherError,
+    DatabaseCorrupt,
+    DatabaseError,
+    connect_encrypted,
+    encrypt_plain_database,
+    is_plain_sqlite,
+)
 
 T = TypeVar("T")
 
@@ -103,30 +116,6 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class DatabaseError(Exception):
-    """The state database cannot be used (newer schema, corrupt file...)."""
-
-
-RECOVERY_HINT = (
-    "the node refuses to start and has not changed the file. Keep it: stop the node, "
-    "copy it aside, run 'aegis-hidden db check', then either restore a backup with "
-    "'aegis-hidden db restore BACKUP' (the damaged file is moved aside, never deleted) "
-    "or follow docs/operations.md, 'Recovering the state database'")
-
-
-class DatabaseCorrupt(DatabaseError):
-    """The state database file exists but is damaged, empty or of an unknown schema.
-
-    ``path`` names the file and ``problem`` says what is wrong; the message adds
-    what to do. Nothing ever replaces or re-creates such a file.
-    """
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"the state database {path} {problem}; {RECOVERY_HINT}")
-
-
 def _expected_tables(version: int) -> set[str]:
     """Tables and indexes the schema has at ``version`` (migrations applied in memory)."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
@@ -140,12 +129,15 @@ def _expected_tables(version: int) -> set[str]:
         conn.close()
 
 
-def check_database(path: str) -> int | None:
+def check_database(path: str, key: bytes | None = None) -> int | None:
     """Check the state database at ``path`` without writing to it.
 
     Returns ``None`` when there is no file (a new node: it will be created), else
     the file's schema version after ``PRAGMA quick_check`` found it sound and its
-    tables match that version. Raises :class:`DatabaseCorrupt` for a 0-byte file
+    tables match that version. With ``key`` an encrypted file is opened with it
+    (a plain file is checked as it is: it will be migrated); a key that does not
+    open the file raises :class:`DatabaseKeyError`, an encrypted file checked
+    without one :class:`DatabaseCorrupt`. Raises :class:`DatabaseCorrupt` for a 0-byte file
     (that is a lost database, not a new one), a file that is not SQLite, a
     damaged or truncated one, and a schema version this program does not know.
     """
@@ -157,11 +149,17 @@ def check_database(path: str) -> int | None:
         raise DatabaseCorrupt(path, f"cannot be read ({e.strerror})") from None
     if size == 0:
         raise DatabaseCorrupt(path, "is empty (0 bytes): that is a lost database, not a new one")
-    try:
-        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True,
-                               isolation_level=None)
-    except sqlite3.Error as e:
-        raise DatabaseCorrupt(path, f"cannot be opened ({e})") from None
+    if key is not None and not is_plain_sqlite(path):
+        conn = connect_encrypted(path, key, read_only=True)
+    else:
+        if key is None and not is_plain_sqlite(path):
+            raise DatabaseCorrupt(path, "is not a plain SQLite file: encrypted (give the "
+                                  "passphrase that opens its key file) or not a database")
+        try:
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True,
+                                   isolation_level=None)
+        except sqlite3.Error as e:
+            raise DatabaseCorrupt(path, f"cannot be opened ({e})") from None
     try:
         try:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
@@ -169,7 +167,7 @@ def check_database(path: str) -> int | None:
             tables = {name for (name,) in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') "
                 "AND name NOT LIKE 'sqlite_%'")}
-        except sqlite3.Error as e:
+        except (sqlite3.Error, CipherError) as e:
             raise DatabaseCorrupt(path, f"is damaged ({e})") from None
     finally:
         conn.close()
@@ -204,24 +202,31 @@ def migrate(conn: sqlite3.Connection) -> int:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
+        except (sqlite3.Error, CipherError) as e:
             conn.execute("ROLLBACK")
             raise DatabaseError(f"schema migration {version} -> {version + 1} failed: {e}"
                                 ) from e
     return int(found)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, key: bytes | None = None) -> tuple[sqlite3.Connection, str | None]:
+    """The open, migrated connection, and the plain backup's path if one was made now."""
+    backup = None
     if path != ":memory:":
-        check_database(path)  # never open (and so never re-create) a damaged file
+        check_database(path, key)  # never open (and so never re-create) a damaged file
+        if key is not None and is_plain_sqlite(path):
+            backup = str(encrypt_plain_database(path, key))
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if key is not None:
+            conn = connect_encrypted(path, key)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-    except sqlite3.Error as e:
+    except (sqlite3.Error, CipherError) as e:
         raise DatabaseError(f"cannot open the state database {path}: {e}") from e
     migrate(conn)
-    return conn
+    return conn, backup
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -246,8 +251,9 @@ class Database(Protocol):
 class InlineSQLite:
     """Synchronous: for unit tests (``":memory:"``) and short CLI commands."""
 
-    def __init__(self, path: str = ":memory:") -> None:
-        self._conn: sqlite3.Connection | None = _connect(path)
+    def __init__(self, path: str = ":memory:", *, key: bytes | None = None) -> None:
+        self._conn: sqlite3.Connection | None
+        self._conn, self.plain_backup = _connect(path, key)
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         if self._conn is None:
@@ -432,12 +438,14 @@ class ThreadedSQLite:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, path: str, *,
+    def __init__(self, reactor: Any, path: str, *, key: bytes | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL,
                  max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._reactor: Any = reactor
         assert IReactorThreads.providedBy(reactor) and IReactorFromThreads.providedBy(reactor)
         self._path = path
+        self._key = key  # SQLCipher's key: dropped once the file is open
+        self.plain_backup: str | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="aegis-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._started = False
@@ -459,9 +467,20 @@ class ThreadedSQLite:
         self._started = True
 
         def opener() -> None:
-            self._conn = _connect(self._path)
+            self._conn, self.plain_backup = _connect(self._path, self._key)
+            self._key = None
 
-        return self._in_thread(opener)
+        d = self._in_thread(opener)
+
+        def migrated(result: None) -> None:
+            if self.plain_backup is not None:
+                self.log.warn(
+                    "the state database was encrypted (SQLCipher); its plain copy is at "
+                    "{backup}: check the node, then delete it (aegis-hidden wipe "
+                    "--plain-backups, docs/operations.md)", backup=self.plain_backup)
+
+        d.addCallback(migrated)
+        return d
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         if not self._started:

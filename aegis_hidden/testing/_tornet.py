@@ -706,6 +706,7 @@ def prepare_node(net: TorNetwork, name: str, data_dir: Path, *, listen_port: int
                     "connection_timeout": 60},
         "tor": {**net.node_tor_config(), "bootstrap_timeout": 240},
         "api": {"enabled": False},
+        "logging": {"status_peers": True},  # the per-peer list in status.json (issue 17)
     }
     for section, values in (extra or {}).items():
         config.setdefault(section, {}).update(values)

@@ -74,6 +74,7 @@ def _node(net: I2PNetwork, router: int, data_dir: Path, bootstrap: str = "") -> 
         f"  sam_address: \"{net.routers[router].sam_address}\"\n"
         "  tunnel_length: 1\n"
         "  tunnel_quantity: 5\n"
+        "logging:\n  status_peers: true\n"  # the per-peer list in status.json
         + (f"network:\n  bootstrap_nodes:\n    - \"{bootstrap}\"\n" if bootstrap else ""))
     opts = tap.Options()
     opts.parseOptions(["-c", str(config), "-d", str(data_dir), "--no-tor", "--i2p", "--no-api",

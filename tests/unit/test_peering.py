@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from aegis_hidden._backoff import Backoff
-from aegis_hidden.config import Config
+from aegis_hidden.config import Config, parse_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore
@@ -28,12 +28,14 @@ def onion() -> str:
 
 class Node:
     def __init__(self, net: FakeNetwork, clock: Clock, tmp: Path, name: str,
-                 bootstrap: list[str]) -> None:
+                 bootstrap: list[str], config: Config | None = None) -> None:
         self.address = onion()
         self.dir = tmp / name
         self.dir.mkdir()
         self.db = InlineSQLite(str(self.dir / "node.db"))
-        self.core = NodeCore(Config(), None, str(self.dir), EventBus(now=clock.seconds), clock,
+        config = config or parse_config({"logging": {"status_peers": True}})
+        self.core = NodeCore(config, None,
+                             str(self.dir), EventBus(now=clock.seconds), clock,
                              db=self.db, local_address=self.address)
         self.core.attach_session_factory(net.node(self.address))
         self.bootstrap = bootstrap
@@ -83,6 +85,25 @@ def test_both_sides_record_an_authenticated_session(tmp_path: Path) -> None:
     assert peer_b["reachable"] and peer_b["connected"] and peer_b["authenticated"]
     assert peer_b["last_direction"] == "outbound" and "rtt" in peer_b
     assert sb["peers"][a.address]["reachable"]  # inbound side
+    a.stop()
+    b.stop()
+
+
+def test_status_json_holds_no_peer_list_by_default(tmp_path: Path) -> None:
+    """Issue 17: the contact graph is not rewritten to disk every 2 s; counts only."""
+    clock, net = Clock(), FakeNetwork()
+    b = Node(net, clock, tmp_path, "b", [], Config())
+    a = Node(net, clock, tmp_path, "a", [b.address], Config())
+    b.start()
+    a.start()
+    run(clock, 10)
+    sa, sb = a.status(), b.status()
+    assert "peers" not in sa and sa["bootstrap_nodes"] == 1
+    assert sa["peers_reachable"] == sa["peers_connected"] == 1
+    assert sb["peers_reachable"] == 1
+    for side, other in ((a, b), (b, a)):
+        raw = (side.dir / "status.json").read_text()
+        assert other.address not in raw and other.address[:56] not in raw
     a.stop()
     b.stop()
 
