@@ -32,8 +32,9 @@ from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
 from .node import IdentityService, NodeCore, NodeService
+from .node._at_rest import PeerRedactingObserver, disable_core_dumps
 from .node._peering import PeeringService
-from .peers import DB_FILE_NAME, DatabaseError, check_database
+from .peers import DB_FILE_NAME, DatabaseError, check_database, load_database_key
 from .session.twisted import SessionFactory
 from .tor import TorProvider
 
@@ -66,6 +67,7 @@ class Options(usage.Options):
     identity: NodeIdentity
     data_dir: Path
     created: bool
+    db_key: bytes | None  # the state database's SQLCipher key, handed to the core once
 
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -97,19 +99,24 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self.data_dir = self.config.resolve_data_dir(self["data-dir"])
         try:
-            # A damaged, empty or foreign state database stops the node here, before
-            # anything starts; the file is only read (issue 16, item 2).
-            check_database(str(self.data_dir / DB_FILE_NAME))
-        except DatabaseError as e:
-            raise usage.UsageError(str(e)) from e
-        try:
             passphrase = read_passphrase(
                 self["passphrase-file"] or self.config.security.key_passphrase_file
             )
+            # The state database is SQLCipher; its key is sealed with the same
+            # passphrase (issue 17). A wrong passphrase, or a damaged, empty or
+            # foreign database stops the node here; the file is only read (issue 16).
+            db_path = self.data_dir / DB_FILE_NAME
+            self.db_key = load_database_key(db_path, passphrase)
+            check_database(str(db_path), self.db_key)
+        except DatabaseError as e:
+            raise usage.UsageError(str(e)) from e
+        except PassphraseSourceError as e:
+            raise usage.UsageError(f"identity: {e}") from None
+        try:
             self.identity, self.created = load_or_create(
                 self.config.identity_dir(self.data_dir), time.time(), passphrase=passphrase
             )
-        except (IdentityError, KeyFileError, PassphraseSourceError, OSError) as e:
+        except (IdentityError, KeyFileError, OSError) as e:
             raise usage.UsageError(f"identity: {e}") from None
 
 
@@ -118,6 +125,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # the entry point may use the global reactor
 
     _quiet_libraries(options.config.log_level)
+    disable_core_dumps(options.config.security.allow_core_dumps)  # issue 17, item 4
     # The one owner of the identity (keys, record, refresh, bindings): every layer
     # below gets this service, never a copy of the identity.
     identity = IdentityService(options.identity, reactor)
@@ -143,7 +151,8 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     # on_fatal: a core that cannot load its state (damaged database...) stops the node
     # rather than run with no peers and a silently undelivered outbox (issue 16, item 2).
     core = NodeCore(cfg, node.identity_service, str(options.data_dir), node.events, reactor,
-                    on_fatal=lambda failure: _fatal(reactor, failure))
+                    on_fatal=lambda failure: _fatal(reactor, failure), db_key=options.db_key)
+    options.db_key = None  # one holder of the key: the database, until it has opened
     tor = node.namedServices.get("tor")
     for name in ("tor", "i2p"):  # transports added to the tree before us show in /status
         provider = node.namedServices.get(name)
@@ -235,7 +244,9 @@ def node_log_observer(options: Options) -> ILogObserver | None:
             logfile or "twistd.log", rotateLength=cfg.max_bytes,
             maxRotatedFiles=cfg.max_files, defaultMode=0o600))
     level = LogLevel.levelWithName(options.config.log_level)
-    return FilteringLogObserver(textFileLogObserver(out),
+    # peers are named only at debug level (issue 17): above it, salted hashes
+    return FilteringLogObserver(PeerRedactingObserver(textFileLogObserver(out),
+                                                      [options.identity.onion]),
                                 [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
