@@ -95,7 +95,12 @@ class SecurityConfig:
     key_passphrase_file: str | None = _f(
         None, c.optional(c.text()),
         "File holding the passphrase that seals the key files (scrypt + "
-        "ChaCha20-Poly1305). The AEGIS_HIDDEN_PASSPHRASE environment variable also works.")
+        "ChaCha20-Poly1305). The AEGIS_HIDDEN_PASSPHRASE environment variable also works. "
+        "The same passphrase seals the state database's key (SQLCipher).")
+    allow_core_dumps: bool = _f(
+        False, c.boolean(),
+        "Let the node process write core dumps. Off: RLIMIT_CORE is set to 0 at start, "
+        "so a crash never puts keys or message plaintext in a core file.")
     handshake_rate: float = _f(
         10.0, c.number(0.1, 10000, unit="handshakes per second"),
         "Incoming handshakes accepted per second, on average, across all peers (a token "
@@ -260,6 +265,11 @@ class LoggingConfig:
         5, c.integer(1, 1000),
         "Rotated node log files kept (FILE.1 ... FILE.N); older ones are deleted, so the "
         "log never takes more than (max_files + 1) * max_bytes.")
+    status_peers: bool = _f(
+        False, c.boolean(),
+        "List each peer reached in DATA_DIR/status.json (for tests and debugging). Off, "
+        "status.json holds counts only: the peer list is the contact graph, and the API "
+        "has it.")
 
 
 @dataclass(frozen=True)
