@@ -46,8 +46,10 @@ class LookupResult(Generic[V]):
     failures: int  # queries that timed out or failed
     rounds: int  # depth of the deepest query sent (the length of the longest chain)
     value_depth: int | None  # depth of the query that returned the value
+    target_seen: bool = False  # some answer named the target's own contact
 
     def found(self, target: bytes) -> bool:
+        """``target`` itself answered (it is among the closest that answered)."""
         return any(c.id == target for c in self.closest)
 
 
@@ -207,5 +209,6 @@ class Lookup(Generic[V]):
         answered = {c.contact.id: c.contact for p in self._paths for c in p.candidates
                     if c.state == _ANSWERED}
         closest = sorted(answered.values(), key=self._dist)[: self.k]
+        seen = any((p.index, self.target) in self._candidate_of for p in self._paths)
         return LookupResult(closest, self._value, self._messages, self._failures, self._rounds,
-                            self._value_depth)
+                            self._value_depth, seen)

@@ -45,7 +45,9 @@ class RoutingTable:
         self.k = k
         self.refresh_interval = refresh_interval
         self.max_failures = max_failures
-        self.buckets = [Bucket(touched=now) for _ in range(ID_BITS)]
+        self._created = now
+        #: bucket index -> bucket, created when first used (most of 256 stay empty)
+        self.buckets: dict[int, Bucket] = {}
         self._failures: dict[bytes, int] = {}
         self._index: dict[bytes, Contact] = {}
 
@@ -56,14 +58,19 @@ class RoutingTable:
         return isinstance(contact, Contact) and contact.id in self._index
 
     def contacts(self) -> list[Contact]:
-        return [c for b in self.buckets for c in b.contacts]
+        return [c for _, b in sorted(self.buckets.items()) for c in b.contacts]
+
+    def bucket(self, index: int) -> Bucket:
+        found = self.buckets.get(index)
+        if found is None:
+            found = self.buckets[index] = Bucket(touched=self._created)
+        return found
 
     def observe(self, contact: Contact, now: float) -> PingOldest | None:
         """``contact`` answered or asked: keep it, or say whom to ping to make room."""
         if contact.id == self.own.id:
             return None
-        i = bucket_index(self.own.id, contact.id)
-        bucket = self.buckets[i]
+        bucket = self.bucket(bucket_index(self.own.id, contact.id))
         bucket.touched = now
         self._failures.pop(contact.id, None)
         if contact.id in self._index:
@@ -86,14 +93,14 @@ class RoutingTable:
 
     def ping_answered(self, oldest: Contact, now: float) -> None:
         """The oldest answered the ping: it stays, moved to the fresh end."""
-        bucket = self.buckets[bucket_index(self.own.id, oldest.id)]
+        bucket = self.bucket(bucket_index(self.own.id, oldest.id))
         bucket.pinging = None
         if oldest.id in self._index:
             self.observe(oldest, now)
 
     def ping_failed(self, oldest: Contact) -> Contact | None:
         """The oldest did not answer: dropped, the freshest replacement promoted (returned)."""
-        bucket = self.buckets[bucket_index(self.own.id, oldest.id)]
+        bucket = self.bucket(bucket_index(self.own.id, oldest.id))
         bucket.pinging = None
         return self.remove(oldest)
 
@@ -111,7 +118,7 @@ class RoutingTable:
         """Drop ``contact``; the replacement promoted in its place, if any."""
         if contact.id not in self._index:
             return None
-        bucket = self.buckets[bucket_index(self.own.id, contact.id)]
+        bucket = self.bucket(bucket_index(self.own.id, contact.id))
         bucket.contacts = [c for c in bucket.contacts if c.id != contact.id]
         del self._index[contact.id]
         self._failures.pop(contact.id, None)
@@ -137,7 +144,7 @@ class RoutingTable:
         """A lookup for ``target`` ran: its bucket counts as refreshed."""
         i = bucket_index(self.own.id, target)
         if i >= 0:
-            self.buckets[i].touched = now
+            self.bucket(i).touched = now
 
     def due_refresh(self, now: float) -> list[int]:
         """Bucket indices due for a refresh lookup at ``now``.
@@ -146,10 +153,15 @@ class RoutingTable:
         buckets up to one past the farthest-from-empty are considered (the
         deeper ones cover parts of the space too small to hold anybody yet).
         """
-        deepest = next((i for i, b in enumerate(self.buckets) if b.contacts), ID_BITS)
+        deepest = min((i for i, b in self.buckets.items() if b.contacts), default=ID_BITS)
         start = max(0, deepest - 1)
-        return [i for i in range(start, ID_BITS)
-                if self.buckets[i].touched + self.refresh_interval <= now]
+        due = []
+        for i in range(start, ID_BITS):
+            b = self.buckets.get(i)
+            touched = self._created if b is None else b.touched
+            if touched + self.refresh_interval <= now:
+                due.append(i)
+        return due
 
     def refresh_target(self, index: int, rng: random.Random) -> bytes:
         """A random id that falls in bucket ``index`` (to look up when refreshing it)."""
@@ -161,7 +173,7 @@ class RoutingTable:
         """Restore contacts (from disk): each observed, overflow kept as replacements."""
         for c in contacts:
             self.observe(c, now)
-        for b in self.buckets:
+        for b in self.buckets.values():
             b.pinging = None
 
 

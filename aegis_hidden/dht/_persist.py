@@ -1,0 +1,149 @@
+"""The routing table and the records, kept in the node's SQLite database.
+
+Takes the node's database object (anything with ``run(fn) -> Deferred``, the
+public API of :mod:`aegis_hidden.peers`; it may be encrypted underneath) and
+uses only that. Two tables of its own, created if missing: ``dht_contacts``
+(one row per contact: key, optional I2P name, whether it was in a bucket or
+only a replacement, its order) and ``dht_records`` (the signed record bytes and
+when it is next republished). Loading re-checks every record (signature, expiry)
+and drops what no longer verifies: a record on disk is trusted no more than one
+from the wire.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from ..wire import dht_pb2
+from ._ids import Contact
+from ._messages import DhtMessageError, _record, _record_pb
+from ._records import DhtRecordError, RecordStore, SignedRecord, verify
+from ._table import RoutingTable
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dht_contacts (
+    ed25519_public BLOB PRIMARY KEY,
+    i2p            TEXT NOT NULL,
+    replacement    INTEGER NOT NULL,
+    position       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dht_records (
+    record_key   BLOB PRIMARY KEY,
+    data         BLOB NOT NULL,
+    expires      INTEGER NOT NULL,
+    republish_at REAL NOT NULL
+);
+"""
+
+
+class Database(Protocol):
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]: ...
+
+
+def _encode_record(record: SignedRecord) -> bytes:
+    return _record_pb(record).SerializeToString()
+
+
+class DhtPersistence:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def open(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        await self._db.run(create)
+
+    async def save_table(self, table: RoutingTable) -> int:
+        """Replace the stored contacts with ``table``'s (buckets, then replacements)."""
+        rows: list[tuple[bytes, str, int, int]] = []
+        for _, bucket in sorted(table.buckets.items()):
+            rows += [(c.ed25519_public, c.i2p, 0, len(rows)) for c in bucket.contacts]
+            rows += [(c.ed25519_public, c.i2p, 1, len(rows)) for c in bucket.replacements]
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM dht_contacts")
+            conn.executemany("INSERT OR REPLACE INTO dht_contacts VALUES (?, ?, ?, ?)", rows)
+            return len(rows)
+
+        return await self._db.run(write)
+
+    async def load_table(self, table: RoutingTable, now: float) -> int:
+        """Put the stored contacts back into ``table``; how many rows were usable."""
+        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int]]:
+            return list(conn.execute(
+                "SELECT ed25519_public, i2p, replacement FROM dht_contacts ORDER BY position"))
+
+        rows = await self._db.run(read)
+        contacts: list[Contact] = []
+        replacements: list[Contact] = []
+        for key, i2p, replacement in rows:
+            try:
+                c = Contact(bytes(key), str(i2p))
+            except ValueError:
+                continue  # a damaged row: the next refresh finds better contacts
+            (replacements if replacement else contacts).append(c)
+        table.load(contacts, now)
+        table.load(replacements, now)  # buckets full by now: they queue as replacements
+        return len(contacts) + len(replacements)
+
+    async def save_record(self, store: RecordStore, key: bytes) -> None:
+        """Write (or delete, if no longer held) the record at ``key``."""
+        held = next((r for r in store.records() if r.key == key), None)
+        at = store.republish_at(key)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if held is None or at is None:
+                conn.execute("DELETE FROM dht_records WHERE record_key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO dht_records VALUES (?, ?, ?, ?)",
+                             (key, _encode_record(held), held.expires, at))
+
+        await self._db.run(write)
+
+    async def save_records(self, store: RecordStore) -> int:
+        """Replace the stored records with everything ``store`` holds."""
+        rows = [(r.key, _encode_record(r), r.expires, store.republish_at(r.key) or 0.0)
+                for r in store.records()]
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM dht_records")
+            conn.executemany("INSERT INTO dht_records VALUES (?, ?, ?, ?)", rows)
+            return len(rows)
+
+        return await self._db.run(write)
+
+    async def load_records(self, store: RecordStore, now: float) -> tuple[int, int]:
+        """Load the records still valid at ``now`` into ``store``; (loaded, dropped)."""
+        def read(conn: sqlite3.Connection) -> list[tuple[bytes, bytes, float]]:
+            return list(conn.execute("SELECT record_key, data, republish_at FROM dht_records"))
+
+        loaded, dropped = 0, []
+        for key, data, republish_at in await self._db.run(read):
+            try:
+                pb = dht_pb2.DhtRecord()
+                pb.ParseFromString(bytes(data))
+                record = verify(_record(pb), now)
+                if record.key != bytes(key):
+                    raise DhtRecordError("stored under another key")
+            except (DhtRecordError, DhtMessageError, ValueError, RuntimeError):
+                dropped.append(bytes(key))
+                continue
+            store.load(record, float(republish_at))
+            loaded += 1
+        if dropped:
+            def delete(conn: sqlite3.Connection) -> None:
+                conn.executemany("DELETE FROM dht_records WHERE record_key = ?",
+                                 [(k,) for k in dropped])
+
+            await self._db.run(delete)
+        return loaded, len(dropped)
