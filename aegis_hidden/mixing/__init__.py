@@ -10,12 +10,15 @@
 - :data:`PROFILES`, :func:`resolve_profile`, :func:`scheduler_from_config`,
   :func:`mix_pool_from_config`.
 - :class:`JsonLinesTraceSink`: per-cell traces with salted link ids.
+- :func:`metrics_snapshot`: profile, rates and counters (cover cells, queue
+  delay histogram, loops, pool) for /metrics and status.
 
 docs/mixing.md says what each profile costs, what it hides and what it does
 not, and which parts the running node uses yet.
 """
 
 from ._loops import LoopCover, LoopMonitor, LostLoop, PathStats
+from ._metrics import metrics_snapshot
 from ._pool import MixPool, PoolStats
 from ._profiles import (
     DEFAULT_PROFILE,
@@ -26,12 +29,18 @@ from ._profiles import (
     resolve_profile,
     scheduler_from_config,
 )
-from ._scheduler import ImmediateScheduler, PoissonScheduler, SchedulerStats
+from ._scheduler import (
+    QUEUE_DELAY_BUCKETS,
+    ImmediateScheduler,
+    PoissonScheduler,
+    SchedulerStats,
+)
 from ._trace import JsonLinesTraceSink, read_trace
 
 __all__ = [
     "DEFAULT_PROFILE",
     "PROFILES",
+    "QUEUE_DELAY_BUCKETS",
     "ImmediateScheduler",
     "JsonLinesTraceSink",
     "LoopCover",
@@ -43,6 +52,7 @@ __all__ = [
     "PoissonScheduler",
     "PoolStats",
     "SchedulerStats",
+    "metrics_snapshot",
     "mix_pool_from_config",
     "profile_from_config",
     "read_trace",

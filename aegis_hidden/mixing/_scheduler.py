@@ -19,10 +19,12 @@ Kolmogorov-Smirnov test that Poisson departures pass).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from random import Random
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -36,6 +38,10 @@ from ..interfaces import ICellLink, ICellScheduler, ITraceSink
 _EPSILON = 1e-9
 
 
+#: Upper bounds (seconds) of the queue-delay histogram buckets; the last bucket is +Inf.
+QUEUE_DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 @dataclass
 class SchedulerStats:
     """Counters since the scheduler was made (for /metrics and the benchmarks)."""
@@ -45,14 +51,54 @@ class SchedulerStats:
     cover_cells: int = 0
     burst_slots: int = 0  # slots that took more than one real cell
     late_slots: int = 0  # slots re-anchored because the reactor ran late
+    #: cells per queue-delay bucket (QUEUE_DELAY_BUCKETS, then +Inf), not cumulative
+    queue_delay_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(QUEUE_DELAY_BUCKETS) + 1))
+    queue_delay_sum: float = 0.0  # seconds, over every real cell sent
+
+    def observe_delay(self, delay: float, cells: int = 1) -> None:
+        self.queue_delay_counts[bisect.bisect_left(QUEUE_DELAY_BUCKETS, delay)] += cells
+        self.queue_delay_sum += delay * cells
 
 
 class _Entry:
-    __slots__ = ("link", "live")
+    """A registered link, and when its queued cells were first seen (for the delay histogram)."""
+
+    __slots__ = ("known", "link", "live", "seen")
 
     def __init__(self, link: ICellLink) -> None:
         self.link = link
         self.live = True
+        self.known = 0  # queued cells already accounted for in ``seen``
+        self.seen: deque[list[float]] = deque()  # [time first seen, cells], oldest first
+
+    def discover(self, queued: int, now: float) -> None:
+        if queued > self.known:
+            self.seen.append([now, float(queued - self.known)])
+        else:
+            # Fewer than accounted for, without a slot (the session dropped its
+            # queue): forget the oldest.
+            gone = self.known - queued
+            while gone and self.seen:
+                head = self.seen[0]
+                take = min(gone, int(head[1]))
+                gone -= take
+                head[1] -= take
+                if head[1] <= 0:
+                    self.seen.popleft()
+        self.known = queued
+
+    def sent(self, cells: int, now: float, stats: SchedulerStats) -> None:
+        self.known -= cells
+        seen = self.seen
+        while cells and seen:
+            head = seen[0]
+            take = min(cells, int(head[1]))
+            stats.observe_delay(now - head[0], take)
+            cells -= take
+            head[1] -= take
+            if head[1] <= 0:
+                seen.popleft()
 
 
 # A heap item: (due time, tie-breaking sequence number, entry). Plain tuples:
@@ -128,7 +174,10 @@ class PoissonScheduler:
             self._arm()
 
     def notify(self, link: ICellLink) -> None:
-        """Nothing to do: queued cells wait for the link's next slot."""
+        """Queued cells wait for the link's next slot; only note when they came."""
+        entry = self._entries.get(id(link))
+        if entry is not None:
+            entry.discover(link.queued(), self._clock.seconds())
 
     # -- public -----------------------------------------------------------
     @property
@@ -188,7 +237,7 @@ class PoissonScheduler:
                 entry.live = False
                 self._entries.pop(id(link), None)
                 continue
-            self._slot(link, now)
+            self._slot(entry, link, now)
             nxt = due + self._gap()
             if nxt < now - self.resolution - _EPSILON:
                 # The reactor ran late past this link's next slot: missed slots
@@ -199,12 +248,15 @@ class PoissonScheduler:
             self._push(entry, nxt)
         self._arm()
 
-    def _slot(self, link: ICellLink, now: float) -> None:
+    def _slot(self, entry: _Entry, link: ICellLink, now: float) -> None:
         stats = self.stats
         stats.slots += 1
         queued = link.queued()
+        if queued != entry.known:
+            entry.discover(queued, now)  # queued without a notify (e.g. a REKEY)
         if queued:
             sent = link.emit(min(queued, self.burst))
+            entry.sent(sent, now, stats)
             stats.real_cells += sent
             if sent > 1:
                 stats.burst_slots += 1

@@ -19,6 +19,7 @@ from aegis_hidden.config import ConfigError, parse_config
 from aegis_hidden.interfaces import ICellLink, ICellScheduler, ITraceSink
 from aegis_hidden.mixing import (
     PROFILES,
+    QUEUE_DELAY_BUCKETS,
     ImmediateScheduler,
     JsonLinesTraceSink,
     LoopCover,
@@ -26,6 +27,7 @@ from aegis_hidden.mixing import (
     LostLoop,
     MixPool,
     PoissonScheduler,
+    metrics_snapshot,
     mix_pool_from_config,
     profile_from_config,
     read_trace,
@@ -47,6 +49,7 @@ class FakeLink:
         self.closed = False
         self.cells: deque[int] = deque()
         self.writes: list[tuple[float, list[int], int]] = []
+        self.sent = 0  # real cells written
         self._next = 0
 
     def queue(self, n: int = 1) -> None:
@@ -60,6 +63,7 @@ class FakeLink:
     def emit(self, count: int, cover: int = 0) -> int:
         taken = [self.cells.popleft() for _ in range(min(count, len(self.cells)))]
         self.writes.append((self.clock.seconds(), taken, cover))
+        self.sent += len(taken)
         return len(taken)
 
     def real(self) -> list[int]:
@@ -151,7 +155,7 @@ def test_immediate_off_profile_fails_the_same_ks_test() -> None:
         sched.notify(link)
 
     poisson_arrivals(clock, random.Random(16), lam / 2 / 2.5, arrive)
-    step_until(clock, lambda: len(link.real()) > N_CELLS)
+    step_until(clock, lambda: link.sent > N_CELLS)
     assert link.real() == list(range(len(link.real())))
     assert ks_exp(link.gaps(), lam) < P_MIN
     # Idle, it sends nothing at all: an idle link and a busy one look different.
@@ -242,6 +246,52 @@ def test_timer_resolution_rounds_slots_up_never_early() -> None:
     for (t_exact, _, _), (t_coarse, _, _) in zip(a.writes, b.writes, strict=False):
         assert t_exact - 1e-9 <= t_coarse < t_exact + 0.01 + 1e-9
         assert abs(t_coarse / 0.01 - round(t_coarse / 0.01)) < 1e-6
+
+
+def test_queue_delay_histogram_and_metrics_snapshot() -> None:
+    clock = Clock()
+    link = FakeLink(clock)
+    sched = PoissonScheduler(clock, random.Random(29), 2.0, burst=1)
+    sched.register(link)
+    queued_at: deque[float] = deque()
+
+    def arrive() -> None:
+        link.queue()
+        queued_at.append(clock.seconds())
+        sched.notify(link)
+
+    poisson_arrivals(clock, random.Random(30), 1.0, arrive)
+    step_until(clock, lambda: link.sent >= 2000)
+    waits = [t - queued_at.popleft() for t, cells, _ in link.writes for _ in cells]
+    st = sched.stats
+    assert sum(st.queue_delay_counts) == len(waits) == st.real_cells
+    assert abs(st.queue_delay_sum - sum(waits)) < 1e-6
+    expected = [0] * (len(QUEUE_DELAY_BUCKETS) + 1)
+    for w in waits:
+        expected[sum(1 for b in QUEUE_DELAY_BUCKETS if w > b)] += 1
+    assert st.queue_delay_counts == expected
+
+    # Cells queued without a notify are counted from the slot that finds them.
+    quiet = FakeLink(clock, "quiet")
+    sched.register(quiet)
+    quiet.queue(3)
+    before = st.real_cells
+    step_until(clock, lambda: quiet.queued() == 0)
+    assert sum(st.queue_delay_counts) == st.real_cells >= before + 3
+
+    mon = LoopMonitor(clock, random.Random(31), timeout=5.0)
+    loop = mon.create("path-x")
+    clock.advance(1.0)
+    mon.returned(loop)
+    pool: MixPool[int] = MixPool(clock, random.Random(32), 1.0, lambda i: None)
+    pool.add(1)
+    snap = metrics_snapshot(PROFILES["balanced"], scheduler=sched, loops=mon, pool=pool)
+    assert snap["profile"] == "balanced" and snap["cover_rate"] == 2.0
+    assert snap["cover_cells_sent"] == st.cover_cells
+    assert snap["queue_delay_buckets"][-1] == (float("inf"), st.real_cells)
+    assert snap["loops_returned"] == 1 and snap["loop_rtt_mean"] == 1.0
+    assert snap["pool_waiting"] == 1 and snap["links"] == 2
+    assert "path-x" not in json.dumps(snap) and "quiet" not in json.dumps(snap)
 
 
 def test_scheduler_refuses_bad_parameters() -> None:
