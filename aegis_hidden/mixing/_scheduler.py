@@ -263,8 +263,10 @@ class PoissonScheduler:
             if self._trace is not None:
                 for _ in range(sent):
                     self._trace.record(now, str(link.link_id), "out", self._cell_size, "real")
-            if sent:
-                return
+            # The slot is used even when nothing queued went: the record layer
+            # spent it on a control cell (a REKEY takes a slot); no cover follows,
+            # so a slot is never two writes.
+            return
         link.emit(0, cover=1)
         stats.cover_cells += 1
         if self._trace is not None:

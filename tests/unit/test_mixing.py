@@ -191,6 +191,30 @@ def test_burst_is_bounded_per_slot() -> None:
     assert sched.stats.burst_slots == 3
 
 
+def test_a_slot_spent_on_a_control_cell_is_one_write() -> None:
+    """The record layer may spend a slot on a REKEY (emit returns 0): no cover follows it."""
+    clock = Clock()
+    link = FakeLink(clock)
+    rekey_due = [True]
+    real_emit = link.emit
+
+    def emit(count: int, cover: int = 0) -> int:
+        if rekey_due[0] and count:
+            rekey_due[0] = False
+            link.writes.append((clock.seconds(), [], 0))  # the REKEY cell
+            return 0
+        return real_emit(count, cover)
+
+    link.emit = emit  # type: ignore[method-assign]
+    sched = PoissonScheduler(clock, random.Random(26), 2.0)
+    sched.register(link)
+    link.queue(1)
+    step_until(clock, lambda: len(link.writes) >= 3)
+    times = [t for t, _, _ in link.writes]
+    assert len(set(times)) == len(times)  # one write per slot
+    assert link.writes[1][1] == [0]
+
+
 def test_one_timer_for_a_hundred_links() -> None:
     clock = Clock()
     sched = PoissonScheduler(clock, random.Random(23), 2.0)
