@@ -1,0 +1,193 @@
+"""The DHT core over the node's ``rpc`` channel (the Twisted side; the core stays sans-I/O).
+
+:class:`DhtNode` answers DHT requests that arrive on the rpc channel (the
+session already proved who asks: the contact is the session's onion) and runs
+lookups by sending the queries the :class:`~._lookup.Lookup` machine hands out,
+each with a timeout on the injected clock, and feeding back what comes (an
+answer, or any rpc failure: timeout, closed or unreachable session, remote
+error). Bucket refresh and record republish run from one ``LoopingCall`` on the
+same clock, asking the core what is due.
+
+Not wired into the node yet: nothing in ``tap.py`` or the configuration starts
+it (docs/dht.md says what exists).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._core import DhtCore, DhtRequestRefused
+from ._ids import Contact
+from ._lookup import Lookup, LookupResult
+from ._messages import Ping, Store, decode_response, encode
+from ._records import SignedRecord
+from ._table import PingOldest
+
+RpcHandler = Callable[[str, bytes], "bytes | Deferred[bytes] | Coroutine[Any, Any, bytes]"]
+
+DEFAULT_TIMEOUT = 10.0
+MAINTENANCE_INTERVAL = 60.0
+
+
+class RpcTransport(Protocol):
+    """What the node's ``RpcChannel`` offers (node/_channels.py)."""
+
+    def request(self, peer: str, payload: bytes, timeout: float) -> Deferred[bytes]: ...
+
+    def on_request(self, handler: RpcHandler) -> None: ...
+
+
+class DhtNode:
+    log = Logger()
+
+    def __init__(self, core: DhtCore, rpc: RpcTransport, clock: IReactorTime,
+                 rng: random.Random, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.core = core
+        self._rpc = rpc
+        self._clock = clock
+        self._rng = rng
+        self.timeout = timeout
+        self.stats: Counter[str] = Counter()
+        self._loop: LoopingCall | None = None
+        rpc.on_request(self._on_request)
+
+    # -- answering -------------------------------------------------------------
+    def _on_request(self, peer: str, body: bytes) -> bytes:
+        contact = Contact.of_onion(peer)
+        try:
+            handled = self.core.handle(contact, body, self._clock.seconds())
+        except DhtRequestRefused:
+            self.stats["requests_refused"] += 1
+            raise
+        self.stats["requests_answered"] += 1
+        if handled.ping is not None:
+            self._ping_oldest(handled.ping)
+        return handled.answer
+
+    def _ping_oldest(self, event: PingOldest) -> None:
+        def answered(ok: bool) -> None:
+            if ok:
+                self.core.table.ping_answered(event.oldest, self._clock.seconds())
+            else:
+                self.core.table.ping_failed(event.oldest)
+
+        self.ping(event.oldest).addCallback(answered)
+
+    # -- asking ------------------------------------------------------------------
+    def _ask(self, contact: Contact, payload: bytes) -> Deferred[bytes | None]:
+        """The answer's bytes, or None for any failure of the rpc (counted)."""
+        d = self._rpc.request(contact.onion, payload, self.timeout)
+
+        def failed(f: Failure) -> None:
+            self.stats["rpc_failures"] += 1
+            self.log.debug("dht request failed: {error}", error=f.type.__name__ if f.type else "?")
+            return None
+
+        return d.addErrback(failed)
+
+    def ping(self, contact: Contact) -> Deferred[bool]:
+        def check(answer: bytes | None) -> bool:
+            return answer is not None and decode_ok(answer)
+
+        return self._ask(contact, encode(Ping())).addCallback(check)
+
+    def lookup(self, target: bytes, *, value: bool = False,
+               paths: int | None = None) -> Deferred[LookupResult[SignedRecord]]:
+        """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end."""
+        lookup = self.core.lookup(target, paths=paths)
+        payload = self.core.find_value(target) if value else self.core.find_node(target)
+        self.core.table.touch(target, self._clock.seconds())
+        result: Deferred[LookupResult[SignedRecord]] = Deferred()
+
+        def pump() -> None:
+            if result.called:
+                return
+            if not lookup.done:
+                for q in lookup.next_queries():
+                    self._ask(q.contact, payload).addCallback(arrived, lookup, q.contact)
+            if lookup.done and not result.called:  # answers may come back synchronously
+                self.stats["lookups"] += 1
+                result.callback(lookup.result())
+
+        def arrived(answer: bytes | None, lk: Lookup[SignedRecord], contact: Contact) -> None:
+            if result.called:
+                return  # answers after the end (a value came first) are dropped
+            now = self._clock.seconds()
+            self.core.feed(lk, contact, answer, now)
+            if answer is None:
+                self.core.table.failed(contact)
+            else:
+                ping = self.core.table.observe(contact, now)
+                if ping is not None:
+                    self._ping_oldest(ping)
+            pump()
+
+        pump()
+        return result
+
+    def get(self, key: bytes) -> Deferred[SignedRecord | None]:
+        """The verified record at ``key``, or None."""
+        return self.lookup(key, value=True).addCallback(lambda r: r.value)
+
+    def put(self, record: SignedRecord) -> Deferred[int]:
+        """STORE ``record`` (this node holds it too) at the k closest; how many took it."""
+        self.core.store.put(record, self._clock.seconds())
+        return self._publish(record)
+
+    def _publish(self, record: SignedRecord) -> Deferred[int]:
+        def store(found: LookupResult[SignedRecord]) -> Deferred[int]:
+            return self._store_at(record, found.closest)
+
+        return self.lookup(record.key).addCallback(store)
+
+    def _store_at(self, record: SignedRecord, contacts: Iterable[Contact]) -> Deferred[int]:
+        payload = encode(Store(record))
+        asks = [self._ask(c, payload) for c in contacts]
+
+        def count(results: list[tuple[bool, bytes | None]]) -> int:
+            return sum(1 for ok, answer in results if ok and answer is not None and decode_ok(answer))
+
+        return DeferredList(asks, consumeErrors=True).addCallback(count)
+
+    def bootstrap(self, contacts: Iterable[Contact]) -> Deferred[LookupResult[SignedRecord]]:
+        """Learn ``contacts`` and fill the table by a lookup of one's own id."""
+        now = self._clock.seconds()
+        for c in contacts:
+            self.core.table.observe(c, now)
+        return self.lookup(self.core.own.id)
+
+    # -- maintenance -------------------------------------------------------------
+    def maintain(self) -> Deferred[None]:
+        """Refresh the buckets and republish the records due now."""
+        now = self._clock.seconds()
+        work: list[Deferred[Any]] = [self.lookup(t) for t in self.core.due_refresh(now, self._rng)]
+        work += [self._publish(record) for record in self.core.due_republish(now)]
+        return DeferredList(work, consumeErrors=True).addCallback(lambda _: None)
+
+    def start(self, interval: float = MAINTENANCE_INTERVAL) -> None:
+        loop = self._loop = LoopingCall(self.maintain)
+        loop.clock = self._clock
+        loop.start(interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+
+def decode_ok(answer: bytes) -> bool:
+    """The answer decodes as a DHT answer (a PONG or STORED is the only thing to check)."""
+    try:
+        decode_response(answer)
+    except ValueError:
+        return False
+    return True

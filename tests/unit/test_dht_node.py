@@ -1,0 +1,111 @@
+"""The DHT over the node's rpc channel: three nodes on fake sessions and a task.Clock."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from aegis_hidden import identity
+from aegis_hidden.config import Config
+from aegis_hidden.dht import Contact, DhtCore, node_id, sign_record
+from aegis_hidden.dht._node import DhtNode
+from aegis_hidden.events import EventBus
+from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.node import NodeCore
+from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.testing import FakeNetwork, result_of
+
+
+class Node:
+    def __init__(self, net: FakeNetwork, clock: Clock, path: Path, seed: int) -> None:
+        self.key = os.urandom(32)
+        self.address = onion_address_from_public_key(self.key)
+        bus = EventBus(now=clock.seconds)
+        self.core = NodeCore(Config(), None, str(path.parent), bus, clock,
+                             db=InlineSQLite(str(path)), local_address=self.address)
+        self.core.rpc._rng = random.Random(seed)
+        self.core.attach_session_factory(net.node(self.address))
+        self.core.startService()
+        result_of(self.core.when_ready())
+        self.contact = Contact(self.key)
+        self.dht = DhtNode(DhtCore(self.contact, now=clock.seconds()), self.core.rpc, clock,
+                           random.Random(seed), timeout=5.0)
+
+    def knows(self, *others: Node) -> None:
+        for other in others:
+            result_of(self.core.store.add(other.address))
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> tuple[Clock, Node, Node, Node]:
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    net = FakeNetwork()
+    a, b, c = (Node(net, clock, tmp_path / f"{n}.db", i) for i, n in enumerate("abc"))
+    a.knows(b, c)
+    b.knows(a, c)
+    c.knows(a, b)
+    return clock, a, b, c
+
+
+def test_bootstrap_finds_a_node_known_only_to_the_bootstrap_node(
+        three: tuple[Clock, Node, Node, Node]) -> None:
+    _, a, b, c = three
+    b.dht.core.table.observe(c.contact, 0.0)  # b knows c; a knows only b
+    found = result_of(a.dht.bootstrap([b.contact]))
+    assert {x.id for x in found.closest} == {b.contact.id, c.contact.id}
+    assert c.contact in a.dht.core.table
+    assert a.contact in b.dht.core.table  # b learnt the asker from its session
+    result = result_of(a.dht.lookup(c.contact.id))
+    assert result.found(c.contact.id)
+    assert node_id(c.key) == c.contact.id
+
+
+def test_put_and_get_a_signed_record(three: tuple[Clock, Node, Node, Node], tmp_path: Path) -> None:
+    clock, a, b, c = three
+    now = int(clock.seconds())
+    for x, y in ((a, b), (b, c), (c, a)):
+        x.dht.core.table.observe(y.contact, now)
+    ident = identity.create(tmp_path / "publisher", now - 10)
+    record = sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), b"topic", b"v1", 1,
+                         now + 3600)
+    stored = result_of(a.dht.put(record))
+    assert stored == 2  # b and c took it (a holds it itself)
+    assert b.dht.core.store.get(record.key, now) == record
+    assert result_of(c.dht.get(record.key)) == record
+
+
+def test_an_unanswered_request_is_a_timeout_on_the_clock(three: tuple[Clock, Node, Node, Node]) -> None:
+    clock, a, b, _ = three
+    b.core.rpc.on_request(lambda peer, body: _never())
+    a.dht.core.table.observe(b.contact, clock.seconds())
+    d = a.dht.lookup(os.urandom(32))
+    assert not d.called
+    clock.advance(5.1)
+    result = result_of(d)
+    assert result.failures == 1 and result.closest == []
+    assert a.dht.stats["rpc_failures"] == 1
+
+
+def test_maintenance_refreshes_buckets_on_one_looping_call(
+        three: tuple[Clock, Node, Node, Node]) -> None:
+    clock, a, b, _ = three
+    a.dht.core.table.observe(b.contact, clock.seconds())
+    a.dht.start(60.0)
+    clock.advance(3600 + 60)
+    assert a.dht.stats["lookups"] >= 1
+    a.dht.stop()
+    before = a.dht.stats["lookups"]
+    clock.advance(7200)
+    assert a.dht.stats["lookups"] == before
+
+
+def _never() -> Any:
+    from twisted.internet.defer import Deferred
+
+    return Deferred()
