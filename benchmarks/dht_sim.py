@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aegis_hidden.sim._dht import DhtNetwork, DhtResult, DhtScenario, fingerprint, simulate
+from aegis_hidden.sim import DhtNetwork, DhtResult, DhtScenario, dht_fingerprint, simulate_lookups
 
 HEADER = (f"   {'scenario':<28} {'success':>8} {'rounds':>7} {'r p95':>6} {'msgs':>7} "
           f"{'m p95':>6} {'timeouts':>8} {'sec med':>8} {'sec p95':>8}")
@@ -55,11 +55,11 @@ def main() -> int:
                                                (0.3, "lie"), (0.5, "lie")]):
         for paths in (1, 4):
             scenario = DhtScenario(fraction, behaviour, paths, lookups=args.lookups)
-            r = simulate(network, scenario, args.seed * 1000 + n)
+            r = simulate_lookups(network, scenario, args.seed * 1000 + n)
             results.append(r)
             print(row(r), flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fingerprint {fingerprint(results)}; wall {time.perf_counter() - started:.0f}s, "
+    print(f"fingerprint {dht_fingerprint(results)}; wall {time.perf_counter() - started:.0f}s, "
           f"peak memory {peak:.0f} MiB")
     return 0
 

@@ -126,7 +126,7 @@ class DhtNetwork:
                     break
 
 
-def simulate(network: DhtNetwork, scenario: DhtScenario, seed: int) -> DhtResult:
+def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> DhtResult:
     rng = random.Random(seed)
     ids = [c.id for c in network.contacts]
     bad = set(rng.sample(ids, round(scenario.adversaries * len(ids))))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from aegis_hidden.sim._dht import DhtNetwork, DhtScenario, fingerprint, simulate
+from aegis_hidden.sim import DhtNetwork, DhtScenario, dht_fingerprint, simulate_lookups
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_tables_are_filled_through_the_real_routing_table(network: DhtNetwork) -
 
 
 def test_every_lookup_succeeds_without_adversaries(network: DhtNetwork) -> None:
-    r = simulate(network, DhtScenario(lookups=40, loss=0.0), seed=1)
+    r = simulate_lookups(network, DhtScenario(lookups=40, loss=0.0), seed=1)
     assert r.lookups == 40 and r.success == 1.0
     assert 1 <= r.rounds_median <= 4
     assert r.messages_mean >= 20  # the k closest must all answer
@@ -32,17 +32,17 @@ def test_every_lookup_succeeds_without_adversaries(network: DhtNetwork) -> None:
 
 def test_same_seed_same_figures(network: DhtNetwork) -> None:
     scenario = DhtScenario(0.2, "lie", 2, lookups=20)
-    a = simulate(network, scenario, seed=5)
-    b = simulate(DhtNetwork(200, seed=3), scenario, seed=5)
-    assert a == b and fingerprint([a]) == fingerprint([b])
-    assert simulate(network, scenario, seed=6) != a
+    a = simulate_lookups(network, scenario, seed=5)
+    b = simulate_lookups(DhtNetwork(200, seed=3), scenario, seed=5)
+    assert a == b and dht_fingerprint([a]) == dht_fingerprint([b])
+    assert simulate_lookups(network, scenario, seed=6) != a
 
 
 def test_dropping_adversaries_cost_timeouts_and_disjoint_paths_cost_messages(
         network: DhtNetwork) -> None:
-    drop = simulate(network, DhtScenario(0.3, "drop", 1, lookups=30), seed=2)
+    drop = simulate_lookups(network, DhtScenario(0.3, "drop", 1, lookups=30), seed=2)
     assert drop.timeouts_mean > 0 and drop.seconds_median >= 10.0
-    plain = simulate(network, DhtScenario(0.2, "lie", 1, lookups=30), seed=2)
-    disjoint = simulate(network, DhtScenario(0.2, "lie", 4, lookups=30), seed=2)
+    plain = simulate_lookups(network, DhtScenario(0.2, "lie", 1, lookups=30), seed=2)
+    disjoint = simulate_lookups(network, DhtScenario(0.2, "lie", 4, lookups=30), seed=2)
     assert disjoint.messages_mean > plain.messages_mean
     assert disjoint.success >= 0.9
