@@ -1,7 +1,7 @@
 """Hybrid post-quantum sessions between nodes (X-Wing handshake, AEAD cells).
 
-Pure code: no Twisted import here (the identity package imports
-:mod:`aegis_hidden.session.xwing`). The Twisted protocol, the
+Pure code: no Twisted reactor here (X-Wing, the AEADs and HKDF are in
+:mod:`aegis_hidden.crypto`). The Twisted protocol, the
 :class:`~aegis_hidden.interfaces.IPeerLink` and the
 :class:`~aegis_hidden.interfaces.ISessionFactory` live in
 :mod:`aegis_hidden.session.twisted`. docs/protocol.md is the specification.

@@ -1,7 +1,6 @@
 """The AEAD record layer: one sealing state per direction, counter nonces, rekey.
 
-The ciphers and HKDF live in :mod:`aegis_hidden.crypto`; the names re-exported
-from there go once session/ imports them from crypto directly.
+The ciphers and HKDF live in :mod:`aegis_hidden.crypto`.
 
 Pure code. docs/protocol.md §4 is the specification.
 """
@@ -11,10 +10,10 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from ..crypto import AEAD_CLASSES as _AEAD_CLASSES
-from ..crypto import AEADS, IV_SIZE, KEY_SIZE, hkdf_expand, hkdf_extract
+from ..crypto import IV_SIZE, KEY_SIZE, hkdf_expand
 from ._errors import CloseReason, SessionError
 
-__all__ = ["AEADS", "IV_SIZE", "KEY_SIZE", "Direction", "hkdf_expand", "hkdf_extract"]
+__all__ = ["Direction"]
 
 _MAX_COUNTER = 2**64 - 1
 

@@ -10,12 +10,10 @@ sealing and the record layer are not its business.
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import hmac
 import os
-import re
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,10 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PublicKey
 from google.protobuf.message import DecodeError
 
-# Submodules, not the package: aegis_hidden.identity imports session.xwing, so the
-# package may be half-initialised when this module loads.
+from ..addresses import is_canonical_address
+from ..crypto import AEADS, hkdf_expand, hkdf_extract, xwing
 from ..identity._i2p import I2PBinding, verify_binding
-from ..identity._onion import is_onion_v3
 from ..identity._record import (
     IdentityRecord,
     PinMismatch,
@@ -43,8 +40,7 @@ from ..identity._record import (
     verify_record,
 )
 from ..wire import handshake_pb2
-from . import xwing
-from ._aead import AEADS, Direction, hkdf_expand, hkdf_extract
+from ._aead import Direction
 from ._errors import CloseReason, HandshakeError
 from ._params import SessionParams
 
@@ -143,33 +139,6 @@ class IdentityKeys:
     def of(cls, identity: NodeIdentity) -> IdentityKeys:
         return cls(identity.master, identity.mldsa)
 
-
-
-_ONION_FORM = re.compile(r"[a-z2-7]{56}\.onion")
-_B32_I2P_FORM = re.compile(r"[a-z2-7]{52}\.b32\.i2p")
-
-
-def is_canonical_address(address: str) -> bool:
-    """True for an address in the one form the protocol accepts (§2.1).
-
-    That is exactly ``<56 base32>.onion`` (a valid v3 address: version and
-    checksum) or ``<52 base32>.b32.i2p`` (32 bytes, unused trailing bits zero),
-    in lower-case ASCII: no port, no ``www.`` or other label in front, no ``=``
-    padding, no upper case and nothing that only *folds* to ASCII (U+212A
-    KELVIN SIGN lower-cases to ``k``, U+017F LONG S upper-cases to ``S``).
-    """
-    if not isinstance(address, str) or not address.isascii():
-        return False
-    if _ONION_FORM.fullmatch(address):
-        return is_onion_v3(address)
-    if _B32_I2P_FORM.fullmatch(address):
-        label = address[:52].upper()
-        try:
-            raw = base64.b32decode(label + "====")
-        except ValueError:  # pragma: no cover - the pattern admits only base32
-            return False
-        return base64.b32encode(raw).decode("ascii").rstrip("=") == label
-    return False
 
 
 def dialed_hint(nonce: bytes, address: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._aead import AEADS
+from ..crypto import AEADS
 
 __all__ = ["PROTOCOL_VERSIONS", "SessionParams"]
 

@@ -22,9 +22,10 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
+from ..crypto import IV_SIZE
 from ..wire import CLOSE_TYPE, REKEY_TYPE, CellReader, CellType, encode_inner
 from ..wire._cells import CellQueue  # not yet exported by wire/__init__
-from ._aead import IV_SIZE, Direction
+from ._aead import Direction
 from ._errors import CloseReason, SessionError
 
 __all__ = ["RecordLayer"]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from twisted.logger import Logger
 
+from ..crypto import xwing
 from ..identity._i2p import I2PBinding, b32_address_of_destination
 from ..identity._record import IdentityRecord, RecordCache
 from ..wire import (
@@ -51,7 +52,6 @@ from ..wire import (
     inner_body_capacity,
     prepare_message,
 )
-from . import xwing
 from ._aead import Direction
 from ._errors import CloseReason, HandshakeError, SessionError
 from ._handshake import (

@@ -10,8 +10,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aegis_hidden.crypto import AEADS
 from aegis_hidden.session import CloseReason, SessionError
-from aegis_hidden.session._aead import AEADS, Direction
+from aegis_hidden.session._aead import Direction
 from aegis_hidden.wire import (
     CellError,
     CellType,

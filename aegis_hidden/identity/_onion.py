@@ -1,3 +1,0 @@
-"""Moved to :mod:`aegis_hidden.addresses`; this re-export goes once session/ imports it from there."""
-
-from ..addresses import *  # noqa: F403
