@@ -11,15 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aegis_hidden import addresses as a
-from aegis_hidden import identity
+from aegis_hidden import identity, session
 
 ONION = a.onion_address_from_public_key(bytes(range(32)))
 B32 = a.b32_i2p_address(b"a destination")
 
 
 def test_the_old_homes_re_export_the_same_objects() -> None:
+    """One parser: the packages that export address helpers hand out the leaf's."""
     assert identity.canonical_address is a.canonical_address
+    assert identity.is_canonical_address is a.is_canonical_address
     assert identity.OnionAddressError is a.OnionAddressError
+    assert session.is_canonical_address is a.is_canonical_address
     assert identity.b32_address_of_destination("A" * 516).endswith(a.B32_I2P_SUFFIX)
 
 
