@@ -7,8 +7,10 @@ the lookup state machine, the protobuf codec) over an in-memory network on a
 virtual clock (aegis_hidden.sim._dht): one-way delay log-normal with median
 0.6 s (an onion-service hop; not yet measured on the private Tor network),
 1 % loss per message, 10 s timeout, k = 20, α = 3 per path. Adversaries are a
-random share of the nodes that drop every request or lie (answer with the k
-adversaries closest to the target). Success: the target's contact was learnt.
+random share of the nodes that drop every request, lie (answer with the k
+adversaries closest to the target) or eclipse (answer with k Sybils whose
+keys were ground to sit closer to the target than the k-th honest node, and
+which answer with one another). Success: the target's contact was learnt.
 Rounds: the longest chain of queries; messages: requests sent per lookup;
 seconds: virtual time per lookup. Same seed, same figures (the fingerprint
 line shows it at a glance).
@@ -26,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aegis_hidden.sim import DhtNetwork, DhtResult, DhtScenario, dht_fingerprint, simulate_lookups
 
-HEADER = (f"   {'scenario':<28} {'success':>8} {'rounds':>7} {'r p95':>6} {'msgs':>7} "
+HEADER = (f"   {'scenario':<32} {'success':>8} {'rounds':>7} {'r p95':>6} {'msgs':>7} "
           f"{'m p95':>6} {'timeouts':>8} {'sec med':>8} {'sec p95':>8}")
 
 
 def row(r: DhtResult) -> str:
-    return (f"   {r.scenario.label():<28} {r.success * 100:7.1f}% {r.rounds_median:7.1f} "
+    return (f"   {r.scenario.label():<32} {r.success * 100:7.1f}% {r.rounds_median:7.1f} "
             f"{r.rounds_p95:6.0f} {r.messages_mean:7.1f} {r.messages_p95:6.0f} "
             f"{r.timeouts_mean:8.1f} {r.seconds_median:8.1f} {r.seconds_p95:8.1f}")
 
@@ -52,7 +54,8 @@ def main() -> int:
     results = []
     for n, (fraction, behaviour) in enumerate([(0.0, "drop"), (0.1, "drop"), (0.2, "drop"),
                                                (0.3, "drop"), (0.1, "lie"), (0.2, "lie"),
-                                               (0.3, "lie"), (0.5, "lie")]):
+                                               (0.3, "lie"), (0.5, "lie"), (0.1, "eclipse"),
+                                               (0.2, "eclipse"), (0.3, "eclipse")]):
         for paths in (1, 4):
             scenario = DhtScenario(fraction, behaviour, paths, lookups=args.lookups)
             r = simulate_lookups(network, scenario, args.seed * 1000 + n)

@@ -18,9 +18,12 @@ of random 32-byte strings standing for onion keys.
 
 Adversaries are a random fraction of the nodes (ids are hashes of keys, so
 they cannot choose their place without a puzzle, see docs/dht.md). They either
-``drop`` every request (a timeout for the asker) or ``lie``: they answer at
-once with the k adversaries closest to the target, the strongest eclipse a
-colluding group can mount on a lookup without choosing its ids. A lookup for
+``drop`` every request (a timeout for the asker), ``lie`` (answer at once with
+the k adversaries closest to the target: collusion without choosing ids), or
+``eclipse``: answer with k Sybil contacts whose keys were ground until their
+ids lie closer to the target than the k-th closest honest node (cheap without
+S/Kademlia's puzzle: about 2^bits hashes each, see :meth:`DhtNetwork.sybils`);
+the Sybils answer every query with one another. A lookup for
 an honest node's id succeeds when an answer named that node's contact (what
 the asker needs to dial it; a contact is the node's key, so nobody else can
 pass for it).
@@ -41,13 +44,13 @@ from dataclasses import dataclass
 
 from ..dht import Contact, DhtCore, Lookup, Nodes, SignedRecord, decode_request, encode
 
-BEHAVIOURS = ("drop", "lie")
+BEHAVIOURS = ("drop", "lie", "eclipse")
 
 
 @dataclass(frozen=True)
 class DhtScenario:
     adversaries: float = 0.0  # fraction of all nodes
-    behaviour: str = "drop"  # "drop" or "lie"
+    behaviour: str = "drop"  # "drop", "lie" or "eclipse"
     paths: int = 1  # d: 1 is plain Kademlia, more is S/Kademlia's disjoint lookup
     alpha: int = 3  # parallel queries per path
     lookups: int = 200
@@ -58,7 +61,7 @@ class DhtScenario:
 
     def label(self) -> str:
         adv = f"{self.adversaries * 100:.0f}% {self.behaviour}" if self.adversaries else "none"
-        return f"adversaries {adv:<9} d={self.paths}"
+        return f"adversaries {adv:<12} d={self.paths}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class DhtNetwork:
     def __init__(self, size: int, seed: int, *, k: int = 20) -> None:
         rng = random.Random(seed)
         self.k = k
+        #: leading bits a Sybil shares with its target: 2 more than the k-th honest node's
+        self.sybil_bits = max(1, round(math.log2(max(2, size) / k)) + 2)
+        self._sybils: dict[bytes, list[Contact]] = {}
         contacts = sorted((Contact(rng.randbytes(32)) for _ in range(size)),
                           key=lambda c: c.id)
         self.contacts = contacts
@@ -126,6 +132,31 @@ class DhtNetwork:
                     break
 
 
+    def sybils(self, target: bytes) -> list[Contact]:
+        """k keys ground until their ids share ``sybil_bits`` leading bits with ``target``.
+
+        What an adversary without a puzzle to solve does to eclipse a target:
+        about 2^bits SHA-256 per Sybil (the bits are set so the Sybils are
+        closer to the target than the k-th closest honest node). Cached per
+        target, so paired scenarios grind once.
+        """
+        found = self._sybils.get(target)
+        if found is not None:
+            return found
+        bits = self.sybil_bits
+        want = int.from_bytes(target, "big") >> (256 - bits)
+        base = hashlib.sha256(b"sybil" + target).digest()[:24]
+        out: list[Contact] = []
+        counter = 0
+        while len(out) < self.k:
+            counter += 1
+            key = base + counter.to_bytes(8, "big")
+            if int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> (64 - bits) == want:
+                out.append(Contact(key))
+        self._sybils[target] = out
+        return out
+
+
 def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> DhtResult:
     rng = random.Random(seed)
     ids = [c.id for c in network.contacts]
@@ -146,6 +177,8 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
         lookup.alpha = scenario.alpha
         request = start.find_node(target)
         liars: list[Contact] | None = None
+        sybils = network.sybils(target) if scenario.behaviour == "eclipse" else []
+        sybil_ids = {c.id for c in sybils}
         finished = False
 
         def lie() -> bytes:
@@ -157,6 +190,8 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
             return encode(Nodes(tuple(liars)))
 
         def answer_of(contact: Contact) -> bytes | None:
+            if scenario.behaviour == "eclipse" and (contact.id in bad or contact.id in sybil_ids):
+                return encode(Nodes(tuple(sybils)))
             if contact.id in bad:
                 return lie() if scenario.behaviour == "lie" else None
             core = network.cores[contact.id]

@@ -46,3 +46,16 @@ def test_dropping_adversaries_cost_timeouts_and_disjoint_paths_cost_messages(
     disjoint = simulate_lookups(network, DhtScenario(0.2, "lie", 4, lookups=30), seed=2)
     assert disjoint.messages_mean > plain.messages_mean
     assert disjoint.success >= 0.9
+
+
+def test_eclipse_sybils_are_ground_near_the_target_and_disjoint_paths_resist_them(
+        network: DhtNetwork) -> None:
+    target = network.contacts[0].id
+    sybils = network.sybils(target)
+    assert len(sybils) == network.k and network.sybils(target) is sybils  # cached
+    bits = network.sybil_bits
+    assert all(c.id[0] >> (8 - min(bits, 8)) == target[0] >> (8 - min(bits, 8)) for c in sybils)
+    plain = simulate_lookups(network, DhtScenario(0.3, "eclipse", 1, lookups=40), seed=4)
+    disjoint = simulate_lookups(network, DhtScenario(0.3, "eclipse", 4, lookups=40), seed=4)
+    assert disjoint.success >= plain.success
+    assert disjoint.success >= 0.95
