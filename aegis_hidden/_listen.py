@@ -26,16 +26,17 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .addresses import split_host_port
+
 
 def local_server_endpoint(reactor: Any, listen_address: str) -> IStreamServerEndpoint:
     """``127.0.0.1:PORT``, ``[::1]:PORT`` or ``unix:/path`` as a server endpoint."""
     if listen_address.startswith("unix:"):
         return UNIXServerEndpoint(reactor, listen_address[5:], mode=0o600)
-    host, _, port = listen_address.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_host_port(listen_address, allow_unix=False)
     if ":" in host:
-        return TCP6ServerEndpoint(reactor, int(port), interface=host)
-    return TCP4ServerEndpoint(reactor, int(port), interface=host)
+        return TCP6ServerEndpoint(reactor, port, interface=host)
+    return TCP4ServerEndpoint(reactor, port, interface=host)
 
 
 class LocalListener(Service):

@@ -11,6 +11,7 @@ import sys
 import urllib.parse
 from typing import Any
 
+from ..addresses import split_host_port
 from ..peers import PeerAddressError, check_peer_address
 from ._api import ApiClient
 from ._common import add_node_args
@@ -160,8 +161,7 @@ def _events(args: argparse.Namespace) -> int:
     address = client.listen_address
     host, port = ("localhost", 80)
     if not address.startswith("unix:"):
-        h, _, p = address.rpartition(":")
-        host, port = h.strip("[]"), int(p)
+        host, port = split_host_port(address, allow_unix=False)
     factory = FollowerFactory(f"ws://{host}:{port}/network",
                                      headers={"Authorization": f"Bearer {client.token}"},
                                      reactor=reactor)
