@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from dataclasses import dataclass
 
+from ..addresses import b32_i2p_address, is_b32_i2p_name
 from ._errors import DestinationError
 
 SIGNATURE_TYPE_EDDSA_SHA512_ED25519 = 7
@@ -74,16 +74,12 @@ def b64decode(text: str) -> bytes:
 
 def b32_address(destination: bytes) -> str:
     """The ``.b32.i2p`` address of a destination given as bytes."""
-    digest = hashlib.sha256(destination).digest()
-    return base64.b32encode(digest).decode("ascii").rstrip("=").lower() + ".b32.i2p"
+    return b32_i2p_address(destination)
 
 
 def is_b32_address(name: str) -> bool:
     """A standard (52-character) or extended (56+) ``.b32.i2p`` name."""
-    if not name.lower().endswith(".b32.i2p"):
-        return False
-    label = name[: -len(".b32.i2p")].lower()
-    return len(label) >= 52 and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in label)
+    return is_b32_i2p_name(name)
 
 
 def is_i2p_name(name: str) -> bool:

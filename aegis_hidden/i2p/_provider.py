@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from .._backoff import Backoff
 from .._listen import LocalListener
+from ..addresses import strip_port
 from ..config import Config, PrivacyError, split_host_port
 from ..identity import NodeIdentity, atomic_write, bind_i2p_destination
 from ..interfaces import IEventSink, IIdentityService, ITransportProvider
@@ -453,8 +454,7 @@ class I2PProvider(MultiService):
     # ---------------------------------------------------------------- ITransportProvider
 
     def handles(self, address: str) -> bool:
-        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-        return is_i2p_name(host)
+        return is_i2p_name(strip_port(address))
 
     def when_ready(self) -> Deferred[None]:
         if self._state == "ready":
