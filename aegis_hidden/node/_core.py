@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..addresses import strip_port
 from ..config import Config
 from ..events import EventBus
 from ..identity import NodeIdentity, RecordCache
@@ -224,7 +225,7 @@ class NodeCore(Service):
         await self.store.load()
         await self.records.load()
         for address in self.config.network.bootstrap_nodes:
-            host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+            host = strip_port(address)
             if self.store.get(host) is None:
                 await self.store.add(host)
         resend = await self.messenger.load()
