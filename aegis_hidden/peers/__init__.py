@@ -1,5 +1,6 @@
 """Peers: the SQLite peer store, reputation and blacklist (docs/reputation.md)."""
 
+from ..addresses import is_b32_i2p
 from ._cipher import (
     RECOVERY_HINT,
     DatabaseCorrupt,
@@ -38,7 +39,6 @@ from ._store import (
     PeerStore,
     UnknownPeer,
     check_peer_address,
-    is_b32_i2p,
 )
 from ._trust import PinStore, RecordTable
 

@@ -61,11 +61,6 @@ class UnknownPeer(KeyError):
         return f"unknown peer {self.args[0]}"
 
 
-def is_b32_i2p(address: str) -> bool:
-    """True for a canonical ``<52 base32>.b32.i2p`` address."""
-    return address.endswith(".b32.i2p") and is_canonical_address(address)
-
-
 def check_peer_address(address: object) -> str:
     """``address`` in its one canonical form, or :class:`PeerAddressError` saying why.
 
