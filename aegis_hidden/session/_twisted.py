@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..addresses import split_optional_port
 from ..identity import IdentityRecord, NodeIdentity, PinMismatch, RecordCache
 from ..interfaces import (
     ICellLink,
@@ -667,7 +668,7 @@ class SessionFactory:
             link.when_closed().addCallback(gone)
 
     def _split(self, address: str) -> tuple[str, int]:
-        host, sep, port = address.rpartition(":")
-        if sep and port.isdigit():
+        host, port = split_optional_port(address)
+        if port.isdigit():
             return host.lower(), int(port)
         return address.lower(), self.default_port
