@@ -24,6 +24,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from .._backoff import Backoff
+from ..addresses import split_optional_port
 from ..identity import atomic_write
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ STATUS_FILE = "status.json"
 
 def bootstrap_peer(entry: str) -> str:
     """The peer id (address without port) of a ``network.bootstrap_nodes`` entry."""
-    host, sep, port = entry.rpartition(":")
-    return (host if sep and port.isdigit() else entry).lower()
+    host, port = split_optional_port(entry)
+    return (host if port.isdigit() else entry).lower()
 
 
 class PeeringService(Service):
