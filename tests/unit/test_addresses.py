@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aegis_hidden import addresses as a
-from aegis_hidden import identity, session
+from aegis_hidden import i2p, identity, peers, session
 
 ONION = a.onion_address_from_public_key(bytes(range(32)))
 B32 = a.b32_i2p_address(b"a destination")
@@ -23,6 +23,9 @@ def test_the_old_homes_re_export_the_same_objects() -> None:
     assert identity.is_canonical_address is a.is_canonical_address
     assert identity.OnionAddressError is a.OnionAddressError
     assert session.is_canonical_address is a.is_canonical_address
+    assert peers.is_b32_i2p is a.is_b32_i2p
+    assert i2p.b32_address(b"a destination") == B32
+    assert i2p.is_b32_address(B32.upper()) and not i2p.is_b32_address(ONION)
     assert identity.b32_address_of_destination("A" * 516).endswith(a.B32_I2P_SUFFIX)
 
 
