@@ -16,7 +16,8 @@ was written gets no note (its row is already gone). A failed transaction fails
 all its writers and keeps nothing: a send that failed was never accepted, and
 a message whose delete failed (ack, expiry) stays queued and is tried again.
 
-Receiving: each message id is written to the ``seen`` table before the message
+Receiving: each message id is written to the ``seen`` table (as a keyed hash of
+peer and id, with the time rounded to the minute: issue 17) before the message
 is handed to the application (the ``message_received`` event) and before the
 ack goes out. A message whose id is already there is acknowledged again and
 dropped, so a retry after a lost ack, or after either node restarted, is never
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
+import os
 import sqlite3
 import uuid
 from collections import OrderedDict
@@ -51,6 +54,9 @@ from ..peers import Behaviour, Database, PeerInfo, PeerStore
 from ._envelope import Ack, EnvelopeError, Message, check_body, decode
 from ._metrics import Metrics
 from ._pool import ConnectionPool, PeerBlocked, PeerRevoked
+
+SEEN_TIME_GRANULARITY = 60.0
+"""Seconds: the de-duplication window keeps receive times rounded down to this."""
 
 
 class DeliveryState(enum.StrEnum):
@@ -133,8 +139,10 @@ class Messenger:
         self._new_id = new_id
         self._pending: dict[str, _Pending] = {}
         self._states: OrderedDict[str, DeliveryState] = OrderedDict()
-        self._seen: dict[tuple[str, str], float] = {}
-        self._receiving: set[tuple[str, str]] = set()
+        # de-duplication window: keyed hash of (peer, id) -> received, to the minute
+        self._seen: dict[bytes, float] = {}
+        self._seen_key = os.urandom(32)  # replaced by the database's key in load()
+        self._receiving: set[bytes] = set()
         self._requests: dict[str, Deferred[dict[str, Any]]] = {}
         self._handlers: dict[str, RequestHandler] = {"ping": self._pong}
         self._pruner = LoopingCall(self._prune)
@@ -150,13 +158,15 @@ class Messenger:
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             conn.execute("DELETE FROM seen WHERE received < ?", (horizon,))
-            seen = conn.execute("SELECT peer_id, msg_id, received FROM seen").fetchall()
+            seen = conn.execute("SELECT digest, received FROM seen").fetchall()
+            (key,) = conn.execute(
+                "SELECT value FROM node_secrets WHERE name = 'seen_key'").fetchone()
             rows = conn.execute("SELECT msg_id, peer_id, body, attempts, created FROM outbox "
                                 "ORDER BY created").fetchall()
-            return seen, rows
+            return [key, *seen], rows
 
-        seen, rows = await self._db.run(read)
-        self._seen = {(p, m): t for p, m, t in seen}
+        (self._seen_key, *seen), rows = await self._db.run(read)
+        self._seen = {bytes(d): t for d, t in seen}
         for msg_id, peer, body, attempts, created in rows:
             decoded = decode(body.encode(), max(self.max_message_size, len(body)) + 1)
             assert isinstance(decoded, Message)
@@ -457,8 +467,13 @@ class Messenger:
         except Exception as e:  # noqa: BLE001 - the sender retries; we ack the copy
             self.log.debug("ack to {peer} not sent: {error}", peer=peer, error=str(e))
 
+    def _seen_digest(self, peer: str, msg_id: str) -> bytes:
+        """What the window keeps of (peer, id): a hash under a key of this database."""
+        return hashlib.blake2b(f"{peer}\x00{msg_id}".encode(), key=self._seen_key,
+                               digest_size=16).digest()
+
     async def _receive(self, peer: str, message: Message) -> None:
-        key = (peer, message.msg_id)
+        key = self._seen_digest(peer, message.msg_id)
         if key in self._seen:
             self._metrics.inc("messages_duplicate")
             self._send_ack(peer, message.msg_id)
@@ -473,11 +488,11 @@ class Messenger:
             self._send_ack(peer, message.msg_id)
             return
         self._receiving.add(key)
+        coarse = now - now % SEEN_TIME_GRANULARITY
         try:
             await self._db.run(lambda c: c.execute(
-                "INSERT OR IGNORE INTO seen (peer_id, msg_id, received) VALUES (?, ?, ?)",
-                (peer, message.msg_id, now)))
-            self._seen[key] = now
+                "INSERT OR IGNORE INTO seen (digest, received) VALUES (?, ?)", (key, coarse)))
+            self._seen[key] = coarse
         finally:
             self._receiving.discard(key)
         self._metrics.inc("messages_received")

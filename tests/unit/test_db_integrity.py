@@ -148,7 +148,7 @@ def test_a_sound_database_and_a_missing_one_pass(tmp_path: Path) -> None:
     assert check_database(str(path)) is None
     make_database(path)
     before = path.read_bytes()
-    assert check_database(str(path)) == 3
+    assert check_database(str(path)) == 4
     assert path.read_bytes() == before
     tap.Options().parseOptions(["--data-dir", str(tmp_path), "--no-api"])
 
@@ -171,7 +171,7 @@ def test_backup_then_restore_over_a_damaged_file(tmp_path: Path,
                 and not p.name.endswith(("-wal", "-shm"))]
     assert str(aside) in out
     assert aside.read_bytes() == before  # moved aside, not deleted
-    assert check_database(str(path)) == 3
+    assert check_database(str(path)) == 4
     assert main(["db", "check", "--file", str(path)]) == 0
     assert "7 peers, 24 queued messages" in capsys.readouterr().out
 
