@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from ._common import CLIError
 
 # Each name is a module of this package with a register(subparsers) function.
-COMMAND_MODULES = ["_identity", "_config", "_devnet", "_demo", "_api", "_peers", "_status", "_db"]
+COMMAND_MODULES = ["_identity", "_config", "_devnet", "_demo", "_api", "_peers", "_status", "_db",
+                   "_wipe"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""The emergency wipe (issue 17, item 3): after it, nothing in the data dir opens."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from aegis_hidden.cli import main
+from aegis_hidden.identity import create, load
+from aegis_hidden.node._at_rest import disable_core_dumps
+from aegis_hidden.peers import (
+    DB_FILE_NAME,
+    InlineSQLite,
+    key_file_path,
+    load_database_key,
+)
+from aegis_hidden.testing import result_of
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def test_the_wipe_leaves_nothing_that_opens(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "node"
+    ident_dir = data / "identity"
+    create(ident_dir, time.time(), passphrase=PASSPHRASE)
+    db_path = data / DB_FILE_NAME
+    key = load_database_key(db_path, PASSPHRASE)
+    db = InlineSQLite(str(db_path), key=key)
+    result_of(db.run(lambda c: c.execute("INSERT INTO peers (peer_id, added) VALUES ('p', 1)")))
+    result_of(db.close())
+    (data / "node.log").write_text("peer-1234 connected\n" * 100)
+    (data / "api_token").write_text("secret-token\n")
+    assert main(["wipe", "--data-dir", str(data), "--yes"]) == 0
+    assert "overwritten" in capsys.readouterr().out
+    assert not key_file_path(db_path).exists() and not db_path.exists()
+    assert not (data / "node.log").exists() and not (data / "api_token").exists()
+    assert not [p for p in ident_dir.rglob("*") if p.is_file()]
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal: nothing to open
+        load(ident_dir, time.time(), passphrase=PASSPHRASE)
+    left = [p for p in data.rglob("*") if p.is_file()]
+    assert not [p for p in left if p.name.startswith(DB_FILE_NAME)], left
+
+
+def test_the_log_names_peers_only_at_debug() -> None:
+    from twisted.logger import ILogObserver, LogLevel, formatEvent
+
+    from aegis_hidden.identity import onion_address_from_public_key
+    from aegis_hidden.node._at_rest import PeerRedactingObserver
+
+    own, peer = (onion_address_from_public_key(os.urandom(32)) for _ in range(2))
+    out: list[str] = []
+    observer = PeerRedactingObserver(
+        cast(ILogObserver, lambda e: out.append(formatEvent(e))), [own])
+    for level in (LogLevel.info, LogLevel.warn, LogLevel.debug):
+        observer({"log_level": level, "log_format": "{a} reached {b}", "a": own, "b": peer})
+    assert out[0] == out[1] and peer not in out[0] and own in out[0] and "peer-" in out[0]
+    assert peer in out[2]  # debug keeps the address
+
+
+def test_the_wipe_refuses_a_running_node_and_needs_confirmation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "twistd.pid").write_text("1\n")
+    assert main(["wipe", "--data-dir", str(tmp_path), "--yes"]) == 1
+    assert "stop the node first" in capsys.readouterr().err
+    (tmp_path / "twistd.pid").unlink()
+    assert main(["wipe", "--data-dir", str(tmp_path)]) == 1  # stdin is not a terminal
+    assert "without --yes" in capsys.readouterr().err
+
+
+def test_core_dumps_are_disabled_unless_allowed() -> None:
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    assert disable_core_dumps(allow=True) is False
+    assert resource.getrlimit(resource.RLIMIT_CORE) == before
+    pid = os.fork()
+    if pid == 0:  # the child sets its own limit; the test process keeps its own
+        ok = disable_core_dumps() and resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
