@@ -14,6 +14,11 @@ per second and p50/p99 latency for ``GET /api/network/peers`` and
 ``POST /api/network/send``, and for the WebSocket: the latency from an event's
 emission to its arrival at each of 100 clients (p50/p99) and deliveries per
 second. Options: ``--seconds N`` per HTTP phase, ``--concurrency N``.
+
+The durable send rate is measured twice in the same run: on plain SQLite files
+and on SQLCipher files (the state database encrypted at rest, issue 17; key
+from ``load_database_key``), and their ratio printed (``--no-sqlcipher`` skips
+the second).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore
-from aegis_hidden.peers import DEFAULT_FLUSH_INTERVAL, ThreadedSQLite
+from aegis_hidden.peers import DB_FILE_NAME, DEFAULT_FLUSH_INTERVAL, ThreadedSQLite, load_database_key
 from aegis_hidden.testing import FakeNetwork
 
 reactor: Any = global_reactor
@@ -162,21 +167,47 @@ async def websocket_phase(port: int, token: str, bus: EventBus, clients: int,
             "elapsed": elapsed, "lat": latencies}
 
 
+async def pair(root: Path, encrypted: bool) -> list[NodeCore]:
+    """Two node cores on the fake network, each on its own (SQLCipher if asked) file."""
+    net = FakeNetwork()
+    cores = []
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        address = onion()
+        key = load_database_key(root / name / DB_FILE_NAME, None) if encrypted else None
+        core = NodeCore(Config(), None, str(root / name), EventBus(), reactor,
+                        local_address=address, db_key=key)
+        core.attach_session_factory(net.node(address))
+        core.startService()
+        await core.when_ready()
+        cores.append(core)
+    return cores
+
+
+async def sqlcipher_send_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """The send phase again, both nodes on SQLCipher databases."""
+    with tempfile.TemporaryDirectory(prefix="aegis-bench-api-enc-") as tmp:
+        root = Path(tmp)
+        a, b = await pair(root, encrypted=True)
+        await a.store.add(b.local_address)
+        token, _ = load_or_create_token(root / "a" / "api_token")
+        site = build_site(a, TokenChecker(root / "a" / "api_token"), 1 << 20, reactor)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        body = json.dumps({"target": b.local_address,
+                           "message": {"type": "bench", "data": "x" * 100}}).encode()
+        res = await http_phase(port.getHost().port, token, "POST", "/api/network/send", body,
+                               args.seconds, args.concurrency)
+        res["acked"] = a.metrics.counters["messages_acked"]
+        await port.stopListening()
+        for core in (a, b):
+            await core.stopService()
+        return res
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="aegis-bench-api-") as tmp:
         root = Path(tmp)
-        net = FakeNetwork()
-        cores = []
-        for name in ("a", "b"):
-            (root / name).mkdir()
-            bus = EventBus()
-            address = onion()
-            core = NodeCore(Config(), None, str(root / name), bus, reactor,
-                            local_address=address)
-            core.attach_session_factory(net.node(address))
-            core.startService()
-            await core.when_ready()
-            cores.append(core)
+        cores = await pair(root, encrypted=False)
         a, b = cores
         await a.store.add(b.local_address)
         for _ in range(49):
@@ -224,6 +255,15 @@ async def run(args: argparse.Namespace) -> None:
         await port.stopListening()
         for core in cores:
             await core.stopService()
+    if args.sqlcipher:
+        enc = await sqlcipher_send_phase(args)
+        enc_rate = enc["n"] / enc["elapsed"]
+        lat = enc["lat"]
+        print(f"  {'POST /api/network/send, SQLCipher database':42s} {enc_rate:8.0f} req/s   "
+              f"p50 {pct(lat, 50) * 1e3:6.2f} ms   p99 {pct(lat, 99) * 1e3:6.2f} ms   "
+              f"codes {enc['codes']}   acked {enc['acked']}")
+        print(f"  durable send rate, SQLCipher / plain SQLite: {enc_rate / send_rate:.2f} "
+              f"({enc_rate:.0f} vs {send_rate:.0f} req/s, same run)")
 
 
 def main() -> None:
@@ -232,6 +272,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--no-sqlcipher", dest="sqlcipher", action="store_false",
+                        help="skip the send phase on an encrypted (SQLCipher) database")
     args = parser.parse_args()
     failures: list[Any] = []
 
