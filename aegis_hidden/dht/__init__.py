@@ -12,7 +12,7 @@
 docs/dht.md describes what runs and what is not wired into the node yet.
 """
 
-from ._core import ALPHA, DhtCore, DhtRequestRefused, Handled
+from ._core import ALPHA, DhtCore, DhtRequestRefused, Handled, StoreLimiter
 from ._ids import ID_BITS, ID_BYTES, Contact, bucket_index, distance, node_id, node_id_of_onion
 from ._lookup import Lookup, LookupMisuse, LookupResult, Query
 from ._messages import (
@@ -87,6 +87,7 @@ __all__ = [
     "SignedRecord",
     "StaleRecord",
     "Store",
+    "StoreLimiter",
     "Stored",
     "UnsignedRecord",
     "Value",

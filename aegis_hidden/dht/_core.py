@@ -35,6 +35,39 @@ from ._records import DhtRecordError, RecordStore, SignedRecord, verify
 from ._table import K, PingOldest, RoutingTable
 
 ALPHA = 3
+#: STOREs a peer may make: this many per second on average, ``STORE_BURST`` at once
+STORE_RATE = 0.2
+STORE_BURST = 10
+_MAX_LIMITED_PEERS = 4096
+
+
+class StoreLimiter:
+    """Per-peer token buckets for STORE (pure: ``now`` is passed in).
+
+    Holds at most ``max_peers`` buckets; the least recently used is forgotten
+    (it comes back full, which costs an attacker nothing it could not get from
+    a fresh identity anyway: identities are what the puzzle will make costly).
+    """
+
+    def __init__(self, rate: float = STORE_RATE, burst: int = STORE_BURST,
+                 max_peers: int = _MAX_LIMITED_PEERS) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a STORE rate is positive and its burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_peers = max_peers
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # id -> (tokens, stamp)
+
+    def take(self, peer: bytes, now: float) -> bool:
+        tokens, stamp = self._buckets.pop(peer, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(0.0, now - stamp) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[peer] = (tokens, max(stamp, now))  # most recent last
+        if len(self._buckets) > self.max_peers:
+            del self._buckets[next(iter(self._buckets))]
+        return allowed
 
 
 class DhtRequestRefused(Exception):
@@ -54,17 +87,26 @@ class Handled:
 class DhtCore:
     def __init__(self, own: Contact, *, k: int = K, alpha: int = ALPHA, paths: int = 1,
                  store: RecordStore | None = None, table: RoutingTable | None = None,
-                 now: float = 0.0) -> None:
+                 limiter: StoreLimiter | None = None, now: float = 0.0) -> None:
         self.own = own
         self.k = k
         self.alpha = alpha
         self.paths = paths
         self.table = table if table is not None else RoutingTable(own, k=k, now=now)
         self.store = store if store is not None else RecordStore()
+        self.limiter = limiter if limiter is not None else StoreLimiter()
         self.refused: Counter[str] = Counter()
 
     # -- answering ---------------------------------------------------------
-    def answer(self, request: Request, now: float) -> Response:
+    def responsible_for(self, key: bytes) -> bool:
+        """True unless this node knows k contacts closer to ``key`` than itself."""
+        own = int.from_bytes(self.own.id, "big") ^ int.from_bytes(key, "big")
+        closer = self.table.closest(key, self.k)
+        return len(closer) < self.k or any(
+            (int.from_bytes(c.id, "big") ^ int.from_bytes(key, "big")) > own for c in closer)
+
+    def answer(self, request: Request, now: float, sender: Contact | None = None) -> Response:
+        """The answer to ``request``; a STORE is checked (rate per ``sender``, place, record)."""
         if isinstance(request, Ping):
             return Pong()
         if isinstance(request, FindNode):
@@ -74,6 +116,12 @@ class DhtCore:
             if held is not None:
                 return Value(held)
             return Value(None, tuple(self.table.closest(request.key, self.k)))
+        if sender is not None and not self.limiter.take(sender.id, now):
+            self.refused["store rate"] += 1
+            raise DhtRequestRefused("store rate exceeded")
+        if not self.responsible_for(request.record.key):
+            self.refused["not responsible"] += 1
+            raise DhtRequestRefused("not among the k closest to that key")
         try:
             self.store.put(request.record, now)
         except DhtRecordError as e:
@@ -91,7 +139,7 @@ class DhtCore:
         except DhtMessageError as e:
             self.refused["malformed"] += 1
             raise DhtRequestRefused("malformed request") from e
-        answer = encode(self.answer(request, now))
+        answer = encode(self.answer(request, now, sender))
         return Handled(answer, self.table.observe(sender, now))
 
     # -- asking --------------------------------------------------------------

@@ -176,3 +176,42 @@ def test_a_lookup_verifies_the_value_it_is_given(alice: identity.NodeIdentity,
     result = lookup.result()
     assert result.value == rec and result.failures == 1
     assert asker.refused["DhtRecordError"] == 1
+
+
+def test_store_is_rate_limited_per_peer_on_the_clock(alice: identity.NodeIdentity) -> None:
+    from aegis_hidden.dht import StoreLimiter
+
+    core = DhtCore(Contact(bytes(32)), limiter=StoreLimiter(rate=1.0, burst=2))
+    asker, other = Contact(bytes(range(32))), Contact(bytes(range(1, 33)))
+    records = [make(alice, seq, expires=NOW + 7200) for seq in range(1, 6)]
+    core.handle(asker, encode(Store(records[0])), NOW)
+    core.handle(asker, encode(Store(records[1])), NOW)
+    with pytest.raises(DhtRequestRefused, match="rate"):
+        core.handle(asker, encode(Store(records[2])), NOW)
+    core.handle(other, encode(Store(records[2])), NOW)  # another peer has its own bucket
+    core.handle(asker, encode(Store(records[3])), NOW + 1.0)  # one token back a second later
+    assert core.refused["store rate"] == 1
+    limiter = StoreLimiter(rate=1.0, burst=1, max_peers=2)
+    assert limiter.take(b"a", 0) and limiter.take(b"b", 0) and limiter.take(b"c", 0)
+    assert limiter.take(b"a", 0)  # forgotten (least recently used), so full again
+    assert not limiter.take(b"c", 0)
+
+
+def test_store_is_refused_by_a_node_that_knows_k_closer_ones(alice: identity.NodeIdentity) -> None:
+    import random
+
+    from aegis_hidden.dht import distance
+
+    rec = make(alice, expires=NOW + 7200)
+    rng = random.Random(3)
+    own = Contact(rng.randbytes(32))
+    core = DhtCore(own, k=2)
+    assert core.responsible_for(rec.key)
+    while len(core.table) < 2:
+        c = Contact(rng.randbytes(32))
+        if distance(c.id, rec.key) < distance(own.id, rec.key):
+            core.table.observe(c, NOW)
+    assert not core.responsible_for(rec.key)
+    with pytest.raises(DhtRequestRefused, match="k closest"):
+        core.handle(Contact(bytes(range(32))), encode(Store(rec)), NOW)
+    assert core.refused["not responsible"] == 1
