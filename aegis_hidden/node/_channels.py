@@ -122,6 +122,8 @@ class ChannelLink:
         return self.raw.when_closed()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "raw":  # not set yet (copy, unpickling): no endless recursion
+            raise AttributeError(name)
         return getattr(self.raw, name)
 
 

@@ -6,6 +6,7 @@ fake link carries is what a real session would carry, i.e. one Frame.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from pathlib import Path
@@ -154,6 +155,17 @@ def test_unknown_channel_is_ignored_without_penalty(net: FakeNetwork, clock: Clo
     assert a.core.messenger.state(msg_id) is DeliveryState.ACKNOWLEDGED
 
 
+def test_a_newer_peers_frame_with_unknown_fields_is_still_routed(
+        net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    """A later version may add fields to Frame: this one reads the fields it knows."""
+    _, b, link = pair(net, clock, tmp_path)
+    got: list[bytes] = []
+    b.core.pubsub.on_message(lambda peer, data: got.append(data))
+    frame = encode_frame(Channel.PUBSUB, b"topic") + b"\x1a\x03new"  # field 3, bytes
+    link.raw.send_message(frame)
+    assert got == [b"topic"] and b.counter("protocol_errors") == 0
+
+
 def test_bytes_that_are_not_a_frame_are_a_protocol_violation(net: FakeNetwork, clock: Clock,
                                                              tmp_path: Path) -> None:
     a, b, link = pair(net, clock, tmp_path)
@@ -194,6 +206,7 @@ def test_channel_link_is_the_pools_view_of_a_session(net: FakeNetwork, clock: Cl
     assert link.transport_name == "memory" and not link.closed
     with pytest.raises(RuntimeError, match="channel router"):
         link.set_receiver(lambda data: None)
+    assert copy.copy(link).raw is link.raw
     link.close("done")
     assert link.closed and result_of(link.when_closed()) == "done"
 
