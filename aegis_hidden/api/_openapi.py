@@ -142,6 +142,31 @@ DOCUMENT: dict[str, Any] = {
                               **_errors()},
             },
         },
+        "/api/node/wipe": {
+            "post": {
+                "summary": "Emergency wipe: destroy keys, logs and database, stop the node",
+                "description": (
+                    "Overwrites and deletes the database key, the identity's key files, "
+                    "the API token and the logs in the data dir, deletes the encrypted "
+                    "database, then stops the node. Cannot be undone. `confirm` must be "
+                    "`wipe` followed by a space and this node's onion address."),
+                "operationId": "wipe",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["confirm"],
+                               "additionalProperties": False,
+                               "properties": {"confirm": {
+                                   "type": "string",
+                                   "pattern": "^wipe [a-z2-7]{56}\\.onion$"}}}}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["ok"], "properties": {
+                        "ok": {"const": True}, "overwritten": {"type": "integer"},
+                        "deleted": {"type": "integer"}, "failed": {"type": "integer"}}},
+                        "Wiped; the node stops a moment later."),
+                    "409": _json(_ref("Error"), "`confirm` names another node: nothing "
+                                 "was changed."),
+                    **_errors("400", "413")},
+            },
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

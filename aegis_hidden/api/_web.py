@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -22,6 +23,7 @@ from zope.interface import provider
 
 from .. import _json as strict_json
 from ..node import DeliveryState, EnvelopeError, MessageTooLarge, NodeCore, PeerBlocked
+from ..node._at_rest import WIPE_CONFIRMATION, wipe
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
 from ._deliveries import DeliveryLog
 from ._openapi import openapi_json
@@ -303,6 +305,7 @@ class ApiResource(Resource):
             ("network", "peers"): {"GET": self.list_peers, "POST": self.change_peer},
             ("network", "send"): {"POST": self.send},
             ("network", "status"): {"GET": self.status},
+            ("node", "wipe"): {"POST": self.wipe},
             ("openapi.json",): {"GET": self.openapi},
         }
         key = tuple(path)
@@ -458,6 +461,34 @@ class ApiResource(Resource):
 
     async def status(self, request: Request) -> tuple[int, JSON]:
         return 200, self.core.status()
+
+    async def wipe(self, request: Request) -> tuple[int, JSON]:
+        """The emergency wipe (issue 17): keys, logs and database destroyed, node stopped.
+
+        ``confirm`` must read ``wipe <this node's onion>``: a typo, or a token used
+        against the wrong node, changes nothing. Key files go first; the open
+        database is unlinked (ciphertext whose key is gone); the process stops
+        shortly after the answer is written.
+        """
+        body = read_json_body(request, self.max_body_size)
+        _unknown_fields(body, {"confirm"})
+        confirm = body.get("confirm")
+        word, _, address = confirm.partition(" ") if isinstance(confirm, str) else ("", "", "")
+        if word != WIPE_CONFIRMATION or not address:
+            raise ApiError(400, "\"confirm\" must be \"wipe\", a space and this node's "
+                           "onion address; nothing was changed", "confirm")
+        if address != self.core.local_address:
+            raise ApiError(409, "\"confirm\" names another node's address: nothing was "
+                           "changed", "confirm")
+        data = Path(self.core.data_dir)
+        report = wipe(data, self.core.config.identity_dir(data))
+        self.log.warn("emergency wipe through the API: {count} files destroyed; stopping",
+                      count=len(report.deleted))
+        stop = getattr(self.core.reactor, "stop", None)
+        if callable(stop):  # the real reactor: twistd exits (a test clock has no stop)
+            self.core.reactor.callLater(0.2, stop)
+        return 200, {"ok": True, "overwritten": len(report.overwritten),
+                     "deleted": len(report.deleted), "failed": len(report.failed)}
 
     async def openapi(self, request: Request) -> tuple[int, JSON]:
         doc: JSON = json.loads(openapi_json())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -84,3 +84,52 @@ def test_core_dumps_are_disabled_unless_allowed() -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_api_wipe_needs_the_token_and_the_exact_confirmation(tmp_path: Path) -> None:
+    import json
+
+    from treq.testing import StubTreq
+    from twisted.internet.task import Clock
+
+    from aegis_hidden.api import TokenChecker, build_root, load_or_create_token
+    from aegis_hidden.config import Config
+    from aegis_hidden.events import EventBus
+    from aegis_hidden.node import NodeCore
+
+    data = tmp_path / "node"
+    ident = create(data / "identity", time.time(), passphrase=PASSPHRASE)
+    db_path = data / DB_FILE_NAME
+    db = InlineSQLite(str(db_path), key=load_database_key(db_path, PASSPHRASE))
+    clock = Clock()
+    core = NodeCore(Config(), None, str(data), EventBus(now=clock.seconds), clock, db=db,
+                    local_address=ident.onion)
+    core.startService()
+    result_of(core.when_ready())
+    token, _ = load_or_create_token(data / "api_token")
+    stub = StubTreq(build_root(core, TokenChecker(data / "api_token"), 4096))
+
+    def post(body: object, auth: str = token) -> tuple[int, Any]:
+        d = stub.post(  # type: ignore[attr-defined]
+            "http://127.0.0.1:8470/api/node/wipe", data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {auth}"})
+        stub.flush()
+        response = result_of(d)
+        content = response.content()
+        stub.flush()
+        return response.code, json.loads(result_of(content))
+
+    assert post({"confirm": f"wipe {ident.onion}"}, auth="wrong-token-0123456789")[0] == 401
+    code, body = post({"confirm": "wipe"})
+    assert code == 400 and "nothing was changed" in str(body)
+    code, body = post({"confirm": f"wipe {'a' * 56}.onion"})
+    assert code == 409 and "another node" in body["error"]
+    assert key_file_path(db_path).exists() and (data / "identity" / "master_key.json").exists()
+    code, body = post({"confirm": f"wipe {ident.onion}"})
+    assert code == 200 and body["ok"] is True and body["failed"] == 0
+    assert body["overwritten"] >= 4 and body["deleted"] > body["overwritten"]
+    assert not key_file_path(db_path).exists() and not db_path.exists()
+    assert not [p for p in (data / "identity").rglob("*") if p.is_file()]
+    assert not (data / "api_token").exists()
+    core.stopService()
+    result_of(db.close())
