@@ -144,11 +144,17 @@ class DhtCore:
 
     # -- asking --------------------------------------------------------------
     def lookup(self, target: bytes, *, paths: int | None = None,
-               seeds: Iterable[Contact] | None = None) -> Lookup[SignedRecord]:
+               seeds: Iterable[Contact] | None = None, quorum: int = 1) -> Lookup[SignedRecord]:
         """A lookup of ``target`` from this node's closest contacts (or ``seeds``)."""
         start = list(seeds) if seeds is not None else self.table.closest(target, self.k)
         return Lookup(target, start, k=self.k, alpha=self.alpha,
-                      paths=self.paths if paths is None else paths, own_id=self.own.id)
+                      paths=self.paths if paths is None else paths, own_id=self.own.id,
+                      quorum=quorum)
+
+    @staticmethod
+    def newest(values: Iterable[SignedRecord]) -> SignedRecord | None:
+        """The highest-sequence record among verified ``values`` (a replayed old one loses)."""
+        return max(values, key=lambda r: r.sequence, default=None)
 
     @staticmethod
     def find_node(target: bytes) -> bytes:

@@ -15,7 +15,11 @@ The driver loop::
     on a timeout or an error: lookup.on_failure(contact)
     ... until lookup.done; then lookup.result()
 
-A value is fed only after the driver verified it (a bad one is a failure).
+A value is fed only after the driver verified it (a bad one is a failure). A
+value lookup ends at the first value, or with ``quorum = q`` once q contacts
+gave one: a holder that replays an old (validly signed) record is then
+outvoted by the newest sequence among the q (the driver picks, see
+:meth:`~._core.DhtCore.newest`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class LookupResult(Generic[V]):
     rounds: int  # depth of the deepest query sent (the length of the longest chain)
     value_depth: int | None  # depth of the query that returned the value
     target_seen: bool = False  # some answer named the target's own contact
+    values: tuple[V, ...] = ()  # every value fed, in arrival order (``value`` is the first)
 
     def found(self, target: bytes) -> bool:
         """``target`` itself answered (it is among the closest that answered)."""
@@ -75,11 +80,14 @@ class LookupMisuse(Exception):
 
 class Lookup(Generic[V]):
     def __init__(self, target: bytes, seeds: Iterable[Contact], *, k: int = 20, alpha: int = 3,
-                 paths: int = 1, own_id: bytes | None = None) -> None:
+                 paths: int = 1, own_id: bytes | None = None, quorum: int = 1) -> None:
         if len(target) != 32:
             raise ValueError("a lookup target is 32 bytes")
-        if k < 1 or alpha < 1 or paths < 1:
-            raise ValueError("k, alpha and paths are at least 1")
+        if k < 1 or alpha < 1 or paths < 1 or quorum < 1:
+            raise ValueError("k, alpha, paths and quorum are at least 1")
+        #: a value lookup ends once this many values came (from distinct contacts)
+        self.quorum = quorum
+        self._values: list[V] = []
         self.target = target
         self.k = k
         self.alpha = alpha
@@ -132,11 +140,11 @@ class Lookup(Generic[V]):
 
     @property
     def done(self) -> bool:
-        return self._value is not None or all(p.done for p in self._paths)
+        return len(self._values) >= self.quorum or all(p.done for p in self._paths)
 
     def next_queries(self) -> list[Query]:
         """The queries to send now (each contact is handed out once)."""
-        if self._value is not None:
+        if len(self._values) >= self.quorum:
             return []
         out: list[Query] = []
         for path in self._paths:
@@ -191,9 +199,11 @@ class Lookup(Generic[V]):
         """``contact`` answered with ``contacts`` (closer ones) and maybe a verified value."""
         path, cand = self._take(contact)
         cand.state = _ANSWERED
-        if value is not None and self._value is None:
-            self._value = value
-            self._value_depth = cand.depth
+        if value is not None:
+            self._values.append(value)
+            if self._value is None:
+                self._value = value
+                self._value_depth = cand.depth
         for c in contacts[: self.k]:
             self._add(path, c, cand.depth + 1)
         self._check_done(path)
@@ -211,4 +221,4 @@ class Lookup(Generic[V]):
         closest = sorted(answered.values(), key=self._dist)[: self.k]
         seen = any((p.index, self.target) in self._candidate_of for p in self._paths)
         return LookupResult(closest, self._value, self._messages, self._failures, self._rounds,
-                            self._value_depth, seen)
+                            self._value_depth, seen, tuple(self._values))

@@ -100,10 +100,10 @@ class DhtNode:
 
         return self._ask(contact, encode(Ping())).addCallback(check)
 
-    def lookup(self, target: bytes, *, value: bool = False,
-               paths: int | None = None) -> Deferred[LookupResult[SignedRecord]]:
+    def lookup(self, target: bytes, *, value: bool = False, paths: int | None = None,
+               quorum: int = 1) -> Deferred[LookupResult[SignedRecord]]:
         """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end."""
-        lookup = self.core.lookup(target, paths=paths)
+        lookup = self.core.lookup(target, paths=paths, quorum=quorum)
         payload = self.core.find_value(target) if value else self.core.find_node(target)
         self.core.table.touch(target, self._clock.seconds())
         result: Deferred[LookupResult[SignedRecord]] = Deferred()
@@ -134,9 +134,10 @@ class DhtNode:
         pump()
         return result
 
-    def get(self, key: bytes) -> Deferred[SignedRecord | None]:
-        """The verified record at ``key``, or None."""
-        return self.lookup(key, value=True).addCallback(lambda r: r.value)
+    def get(self, key: bytes, *, quorum: int = 1) -> Deferred[SignedRecord | None]:
+        """The newest verified record at ``key`` among ``quorum`` holders' answers, or None."""
+        return self.lookup(key, value=True, quorum=quorum).addCallback(
+            lambda r: self.core.newest(r.values))
 
     def put(self, record: SignedRecord) -> Deferred[int]:
         """STORE ``record`` (this node holds it too) at the k closest; how many took it."""

@@ -78,6 +78,7 @@ def test_put_and_get_a_signed_record(three: tuple[Clock, Node, Node, Node], tmp_
     assert stored == 2  # b and c took it (a holds it itself)
     assert b.dht.core.store.get(record.key, now) == record
     assert result_of(c.dht.get(record.key)) == record
+    assert result_of(c.dht.get(record.key, quorum=2)) == record
 
 
 def test_an_unanswered_request_is_a_timeout_on_the_clock(three: tuple[Clock, Node, Node, Node]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,3 +216,26 @@ def test_store_is_refused_by_a_node_that_knows_k_closer_ones(alice: identity.Nod
     with pytest.raises(DhtRequestRefused, match="k closest"):
         core.handle(Contact(bytes(range(32))), encode(Store(rec)), NOW)
     assert core.refused["not responsible"] == 1
+
+
+def test_a_quorum_outvotes_a_holder_that_replays_an_old_record(alice: identity.NodeIdentity) -> None:
+    old, new = make(alice, 1, b"old", NOW + 7200), make(alice, 2, b"new", NOW + 7200)
+    asker = DhtCore(Contact(bytes(32)))
+    holders = [Contact(bytes([i]) * 32) for i in range(1, 4)]
+    replayer = holders[0]
+
+    def run(quorum: int) -> Any:
+        lookup = asker.lookup(new.key, seeds=holders, quorum=quorum)
+        while not lookup.done:
+            queries = lookup.next_queries()
+            # the replayer answers first
+            for q in sorted(queries, key=lambda q: q.contact != replayer):
+                asker.feed(lookup, q.contact, encode(Value(old if q.contact == replayer else new)),
+                           NOW)
+        return lookup.result()
+
+    first = run(1)
+    assert first.value == old  # one answer cannot tell a replay from the newest
+    assert asker.newest(first.values) == new  # answers already in flight still count
+    assert asker.newest(run(2).values) == new
+    assert asker.newest(run(3).values) == new
