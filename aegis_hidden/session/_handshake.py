@@ -27,8 +27,8 @@ from google.protobuf.message import DecodeError
 
 from ..addresses import is_canonical_address
 from ..crypto import AEADS, hkdf_expand, hkdf_extract, xwing
-from ..identity._i2p import I2PBinding, verify_binding
-from ..identity._record import (
+from ..identity import (
+    I2PBinding,
     IdentityRecord,
     PinMismatch,
     RecordCache,
@@ -37,6 +37,7 @@ from ..identity._record import (
     RevokedIdentity,
     check_mldsa_change,
     parse_record,
+    verify_binding,
     verify_record,
 )
 from ..wire import handshake_pb2

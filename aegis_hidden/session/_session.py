@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, ClassVar
 from twisted.logger import Logger
 
 from ..crypto import xwing
-from ..identity._i2p import I2PBinding, b32_address_of_destination
-from ..identity._record import IdentityRecord, RecordCache
+from ..identity import I2PBinding, IdentityRecord, RecordCache, b32_address_of_destination
 from ..wire import (
     CellError,
     CellReader,
