@@ -1,5 +1,13 @@
 """Configuration: YAML schema, defaults, validation and refusal of leaky settings."""
 
+from ._bridges import (
+    TRANSPORT_BINARIES,
+    BridgeLine,
+    BridgeLineError,
+    bridge_torrc_lines,
+    parse_bridge_line,
+    transport_plugins,
+)
 from ._checks import is_loopback, split_host_port
 from ._errors import ConfigError, PrivacyError
 from ._schema import (
@@ -17,7 +25,10 @@ from ._schema import (
 )
 
 __all__ = [
+    "TRANSPORT_BINARIES",
     "ApiConfig",
+    "BridgeLine",
+    "BridgeLineError",
     "Config",
     "ConfigError",
     "I2PConfig",
@@ -27,9 +38,12 @@ __all__ = [
     "PrivacyError",
     "SecurityConfig",
     "TorConfig",
+    "bridge_torrc_lines",
     "describe",
     "is_loopback",
     "load_config",
+    "parse_bridge_line",
     "parse_config",
     "split_host_port",
+    "transport_plugins",
 ]

@@ -17,11 +17,11 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..config import Config
-from ..config._bridges import (
+from ..config import (
     TRANSPORT_BINARIES,
     BridgeLine,
     BridgeLineError,
+    Config,
     bridge_torrc_lines,
     parse_bridge_line,
     transport_plugins,
