@@ -4,7 +4,9 @@
 an address registered on the network gives both ends a connected
 :class:`FakePeerLink`; messages are delivered synchronously, or after
 ``latency`` seconds on an injected clock. Tests can make addresses unreachable,
-make handshakes fail, cut links, and count what was sent.
+make handshakes fail, cut links, and count what was sent. A node core sends
+frames (``Frame{channel, payload}``, docs/protocol.md §9) over its links;
+:meth:`FakePeerLink.sent_frames` reads them back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..interfaces import IPeerLink, ISessionFactory
+from ..wire import frame_pb2
 
 
 class FakeUnreachable(ConnectionError):
@@ -71,6 +74,15 @@ class FakePeerLink:
     @property
     def closed(self) -> bool:
         return self.closed_reason is not None
+
+    def sent_frames(self) -> list[tuple[int, bytes]]:
+        """``(channel, payload)`` of every message sent on this end, as frames."""
+        out = []
+        for data in self.sent:
+            frame = frame_pb2.Frame()
+            frame.ParseFromString(data)  # DecodeError: not a frame
+            out.append((int(frame.channel), bytes(frame.payload)))
+        return out
 
     def send_message(self, data: bytes) -> None:
         if self.closed or self.other is None:

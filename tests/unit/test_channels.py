@@ -190,11 +190,12 @@ def test_messaging_travels_in_messaging_frames(net: FakeNetwork, clock: Clock,
     # on the wire: every message is a frame; the envelope and its ack on channel 1,
     # the record pushes (none here: fake nodes without identity) on channel 4
     raw_a: Any = link.raw
-    sent = [decode_frame(data) for data in raw_a.sent]
+    sent = raw_a.sent_frames()
     assert [c for c, _ in sent] == [Channel.MESSAGING]
     assert sent[0][1].startswith(b"{")
-    acks = [decode_frame(data) for data in raw_a.other.sent]
+    acks = raw_a.other.sent_frames()
     assert [c for c, _ in acks] == [Channel.MESSAGING]
+    assert acks[0][1].startswith(b"{")
 
 
 def test_channel_link_is_the_pools_view_of_a_session(net: FakeNetwork, clock: Clock,
