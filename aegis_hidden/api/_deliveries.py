@@ -9,6 +9,10 @@ database, ``api_delivery_states``; rows older than ``keep`` seconds (default
 served. The table is created on first use (``CREATE TABLE IF NOT EXISTS``): it
 is not part of the peer store's versioned schema, and dropping it loses only
 this history.
+
+Kept: the id, the state and the time rounded down to the minute; never the
+message, and not the peer (the ``peer_id`` column stays empty; rows written
+before issue 17 are emptied on first use), so the table is no contact log.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ _SCHEMA = (
     "peer_id TEXT, state TEXT NOT NULL, updated REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS api_delivery_states_updated "
     "ON api_delivery_states (updated)",
+    "UPDATE api_delivery_states SET peer_id = NULL WHERE peer_id IS NOT NULL",
 )
+GRANULARITY = 60.0
+"""Seconds: stored times are rounded down to this."""
 
 
 class DeliveryLog:
@@ -61,10 +68,9 @@ class DeliveryLog:
         msg_id = event.get("id")
         if not isinstance(msg_id, str) or not _ID.match(msg_id):
             return
-        peer = event.get("peer")
-        row = (msg_id, peer if isinstance(peer, str) else None, str(event["state"]),
-               self._now())
-        cutoff = row[3] - self.keep
+        now = self._now()
+        row = (msg_id, None, str(event["state"]), now - now % GRANULARITY)
+        cutoff = now - self.keep
 
         def write(conn: sqlite3.Connection) -> None:
             self._ensure(conn)

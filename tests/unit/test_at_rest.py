@@ -274,3 +274,21 @@ def test_the_dedup_window_keeps_keyed_hashes_and_minutes_not_who_sent_what(
     b2.startService()
     result_of(b2.when_ready())
     assert b2.messenger._seen_digest(a.local_address, msg_id) in b2.messenger._seen
+
+
+def test_delivery_states_keep_no_peer_no_body_and_minutes_only(tmp_path: Path) -> None:
+    from aegis_hidden.api._deliveries import DeliveryLog
+
+    clock = Clock()
+    clock.advance(1_000_037.5)
+    db = InlineSQLite(str(tmp_path / "d.db"))
+    bus = EventBus(now=clock.seconds)
+    log = DeliveryLog(db, bus, clock.seconds)
+    peer = onion_address_from_public_key(os.urandom(32))
+    msg_id = os.urandom(16).hex()
+    bus.emit("delivery_state", id=msg_id, peer=peer, state="acknowledged")
+    for d in log.writes:
+        result_of(d)
+    rows = result_of(db.run(lambda c: c.execute("SELECT * FROM api_delivery_states").fetchall()))
+    assert rows == [(msg_id, None, "acknowledged", 1_000_020.0)]
+    assert result_of(Deferred.fromCoroutine(log.state(msg_id))) == "acknowledged"
