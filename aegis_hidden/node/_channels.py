@@ -261,19 +261,23 @@ class RpcChannel:
     :class:`RpcTimeout`, :class:`RpcLinkClosed`, :class:`RpcUnreachable` or
     :class:`RpcRemoteError`. Request ids are 64-bit random numbers from the
     injected ``rng``; an answer counts only from the peer that was asked. Answers
-    nobody waits for (late, after a timeout) are counted and dropped.
+    nobody waits for (late, after a timeout) are counted and dropped. A peer has at
+    most ``max_inbound`` requests being answered at once; more are answered
+    ``busy`` at once (``rpc_busy``).
     """
 
     log = Logger()
 
     def __init__(self, router: ChannelRouter, clock: IReactorTime, metrics: Metrics, *,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, max_inbound: int = 64) -> None:
         self._router = router
         self._clock = clock
         self._metrics = metrics
         self._rng = rng if rng is not None else secrets.SystemRandom()
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._handler: RpcHandler | None = None
+        self.max_inbound = max_inbound
+        self._inbound: dict[str, int] = {}  # per peer: requests being answered
         router.register(Channel.RPC, self._receive)
         router.on_disconnected(self._disconnected)
 
@@ -370,6 +374,11 @@ class RpcChannel:
         if self._handler is None:
             self._reply(peer, _Kind(id=request_id, kind=_Kind.ERROR, error="no rpc handler"))
             return
+        if self._inbound.get(peer, 0) >= self.max_inbound:
+            self._metrics.inc("rpc_busy")
+            self._reply(peer, _Kind(id=request_id, kind=_Kind.ERROR, error="busy"))
+            return
+        self._inbound[peer] = self._inbound.get(peer, 0) + 1
         try:
             result = self._handler(peer, body)
         except Exception as e:  # noqa: BLE001 - the requester gets an error answer
@@ -382,10 +391,19 @@ class RpcChannel:
         d.addCallbacks(self._respond, self._handler_failed,
                        callbackArgs=(peer, request_id), errbackArgs=(peer, request_id))
 
+    def _answered(self, peer: str) -> None:
+        left = self._inbound.get(peer, 0) - 1
+        if left > 0:
+            self._inbound[peer] = left
+        else:
+            self._inbound.pop(peer, None)
+
     def _respond(self, body: bytes, peer: str, request_id: int) -> None:
+        self._answered(peer)
         self._reply(peer, _Kind(id=request_id, kind=_Kind.RESPONSE, body=body))
 
     def _handler_failed(self, failure: Failure, peer: str, request_id: int) -> None:
+        self._answered(peer)
         self.log.failure("rpc handler failed for a request from {peer}", failure, peer=peer)
         name = failure.type.__name__ if failure.type is not None else "error"
         self._reply(peer, _Kind(id=request_id, kind=_Kind.ERROR, error=f"handler failed: {name}"))

@@ -341,6 +341,31 @@ def test_rpc_remote_errors(net: FakeNetwork, clock: Clock, tmp_path: Path) -> No
     assert "secret detail" not in str(error)
 
 
+def test_rpc_requests_being_answered_are_bounded_per_peer(net: FakeNetwork, clock: Clock,
+                                                          tmp_path: Path) -> None:
+    a, b, _ = pair(net, clock, tmp_path)
+    b.core.rpc.max_inbound = 2
+    waiting: list[Deferred[bytes]] = []
+
+    def slow(peer: str, body: bytes) -> Deferred[bytes]:
+        waiting.append(Deferred())
+        return waiting[-1]
+
+    b.core.rpc.on_request(slow)
+    first, second = (a.core.rpc.request(b.address, b"x", 30.0) for _ in range(2))
+    error = failure_of(a.core.rpc.request(b.address, b"x", 30.0))
+    assert isinstance(error, RpcRemoteError) and "busy" in str(error)
+    assert b.counter("rpc_busy") == 1
+    waiting[0].callback(b"one")
+    assert result_of(first) == b"one"
+    third = a.core.rpc.request(b.address, b"x", 30.0)  # a slot is free again
+    waiting[1].errback(ValueError("x"))
+    waiting[2].callback(b"three")
+    assert isinstance(failure_of(second), RpcRemoteError)
+    assert result_of(third) == b"three"
+    assert b.core.rpc._inbound == {}
+
+
 def test_rpc_cancel(net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
     a, b, _ = pair(net, clock, tmp_path)
     b.core.rpc.on_request(lambda peer, body: Deferred())
