@@ -492,8 +492,8 @@ class ThreadedSQLite:
             if self.plain_backup is not None:
                 self.log.warn(
                     "the state database was encrypted (SQLCipher); its plain copy is at "
-                    "{backup}: check the node, then destroy it (shred -u, or 'aegis-hidden "
-                    "wipe' which overwrites it; docs/operations.md)", backup=self.plain_backup)
+                    "{backup}: check the node, then destroy it (shred -u; "
+                    "docs/operations.md)", backup=self.plain_backup)
 
         d.addCallback(migrated)
         return d
