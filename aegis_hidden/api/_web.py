@@ -22,8 +22,15 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import provider
 
 from .. import _json as strict_json
-from ..node import DeliveryState, EnvelopeError, MessageTooLarge, NodeCore, PeerBlocked
-from ..node._at_rest import WIPE_CONFIRMATION, wipe
+from ..node import (
+    WIPE_CONFIRMATION,
+    DeliveryState,
+    EnvelopeError,
+    MessageTooLarge,
+    NodeCore,
+    PeerBlocked,
+    wipe,
+)
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
 from ._deliveries import DeliveryLog
 from ._openapi import openapi_json

@@ -29,13 +29,14 @@ from .._secrets import PassphraseSourceError, read_passphrase
 from ..identity import is_encrypted
 from ..peers import (
     DB_FILE_NAME,
+    CipherError,
     DatabaseError,
     check_database,
+    connect_encrypted,
     is_plain_sqlite,
     key_file_path,
     load_database_key,
 )
-from ..peers._cipher import CipherError, connect_encrypted
 from ._common import CLIError, add_node_args, node_config
 
 _SIDE_FILES = ("-wal", "-shm")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..node._at_rest import wipe
+from ..node import wipe
 from ._common import CLIError, add_node_args, node_config
 
 

@@ -1,5 +1,12 @@
 """The node core: the service that owns the identity and wires the layers together."""
 
+from ._at_rest import (
+    WIPE_CONFIRMATION,
+    PeerRedactingObserver,
+    WipeReport,
+    disable_core_dumps,
+    wipe,
+)
 from ._core import NodeCore
 from ._envelope import EnvelopeError
 from ._identity_service import IdentityService
@@ -16,6 +23,7 @@ from ._pool import (
 from ._service import NodeService
 
 __all__ = [
+    "WIPE_CONFIRMATION",
     "ConnectionPool",
     "DeliveryState",
     "DialFailed",
@@ -28,7 +36,11 @@ __all__ = [
     "NodeCore",
     "NodeService",
     "PeerBlocked",
+    "PeerRedactingObserver",
     "PeerRevoked",
     "RequestTimeout",
+    "WipeReport",
     "classify_failure",
+    "disable_core_dumps",
+    "wipe",
 ]

@@ -3,9 +3,11 @@
 from ..addresses import is_b32_i2p
 from ._cipher import (
     RECOVERY_HINT,
+    CipherError,
     DatabaseCorrupt,
     DatabaseError,
     DatabaseKeyError,
+    connect_encrypted,
     encrypt_plain_database,
     is_plain_sqlite,
     key_file_path,
@@ -54,6 +56,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "WEIGHTS",
     "Behaviour",
+    "CipherError",
     "Database",
     "DatabaseCorrupt",
     "DatabaseError",
@@ -70,6 +73,7 @@ __all__ = [
     "check_database",
     "check_peer_address",
     "commit_batch",
+    "connect_encrypted",
     "encrypt_plain_database",
     "is_b32_i2p",
     "is_plain_sqlite",

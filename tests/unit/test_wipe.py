@@ -11,7 +11,7 @@ import pytest
 
 from aegis_hidden.cli import main
 from aegis_hidden.identity import create, load
-from aegis_hidden.node._at_rest import disable_core_dumps
+from aegis_hidden.node import disable_core_dumps
 from aegis_hidden.peers import (
     DB_FILE_NAME,
     InlineSQLite,
@@ -50,7 +50,7 @@ def test_the_log_names_peers_only_at_debug() -> None:
     from twisted.logger import ILogObserver, LogLevel, formatEvent
 
     from aegis_hidden.identity import onion_address_from_public_key
-    from aegis_hidden.node._at_rest import PeerRedactingObserver
+    from aegis_hidden.node import PeerRedactingObserver
 
     own, peer = (onion_address_from_public_key(os.urandom(32)) for _ in range(2))
     out: list[str] = []
