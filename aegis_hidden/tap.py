@@ -31,8 +31,13 @@ from .api import ClientKeyError, TokenFileError, make_api_service
 from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
-from .node import IdentityService, NodeCore, NodeService
-from .node._at_rest import PeerRedactingObserver, disable_core_dumps
+from .node import (
+    IdentityService,
+    NodeCore,
+    NodeService,
+    PeerRedactingObserver,
+    disable_core_dumps,
+)
 from .node._peering import PeeringService
 from .peers import DB_FILE_NAME, DatabaseError, check_database, load_database_key
 from .session.twisted import SessionFactory
