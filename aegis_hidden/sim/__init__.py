@@ -4,12 +4,13 @@
   nodes with the real Poisson link schedulers and mix pools; sender anonymity
   (entropy, effective anonymity set) of forwarded messages as a global
   passive adversary sees it (``benchmarks/mixsim.py`` prints it per profile).
-- :func:`simulate_lookups` / :class:`DhtNetwork` / :class:`DhtScenario`: Kademlia
-  lookups over a network of real DHT cores with onion-like delays, loss and
-  adversaries that drop or lie (``benchmarks/dht_sim.py``, docs/dht.md).
+- :func:`simulate_lookups` / :func:`simulate_values` / :class:`DhtNetwork` /
+  :class:`DhtScenario`: Kademlia node and value lookups over a network of real
+  DHT cores with onion-like delays, loss and adversaries that drop, lie,
+  eclipse, forge or replay (``benchmarks/dht_sim.py``, docs/dht.md).
 """
 
-from ._dht import DhtNetwork, DhtResult, DhtScenario, simulate_lookups
+from ._dht import DhtNetwork, DhtResult, DhtScenario, ValueResult, simulate_lookups, simulate_values
 from ._dht import fingerprint as dht_fingerprint
 from ._mixnet import MixnetResult, MixnetScenario, describe, simulate
 
@@ -19,8 +20,10 @@ __all__ = [
     "DhtScenario",
     "MixnetResult",
     "MixnetScenario",
+    "ValueResult",
     "describe",
     "dht_fingerprint",
     "simulate",
     "simulate_lookups",
+    "simulate_values",
 ]

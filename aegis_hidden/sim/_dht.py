@@ -34,15 +34,36 @@ Deterministic: all randomness flows from ``random.Random(seed)``, time is virtua
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import heapq
 import math
 import random
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..dht import Contact, DhtCore, Lookup, Nodes, SignedRecord, decode_request, encode
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+
+from ..dht import (
+    Contact,
+    DhtCore,
+    DhtRequestRefused,
+    Lookup,
+    LookupResult,
+    Nodes,
+    RecordStore,
+    SignedRecord,
+    Store,
+    StoreLimiter,
+    Value,
+    decode_request,
+    encode,
+    sign_record,
+)
+from ..identity import MAX_RECORD_LIFETIME, IdentityRecord, RecordKind
+from ..identity import sign_record as sign_identity_record
 
 BEHAVIOURS = ("drop", "lie", "eclipse")
 
@@ -157,29 +178,77 @@ class DhtNetwork:
         return out
 
 
+class _Links:
+    """Requests and answers crossing simulated onion links, on the virtual clock.
+
+    Each request: lost with probability ``loss`` each way, else answered after
+    two log-normal one-way delays; no answer within ``timeout`` is a failure
+    fed to the lookup at the timeout.
+    """
+
+    def __init__(self, clock: VirtualClock, rng: random.Random, scenario: DhtScenario) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.scenario = scenario
+        self.mu = math.log(scenario.latency_median)
+
+    def _delay(self) -> float:
+        return self.rng.lognormvariate(self.mu, self.scenario.latency_sigma)
+
+    def run(self, asker: DhtCore, lookup: Lookup[SignedRecord],
+            answer_of: Callable[[Contact], bytes | None], epoch: float,
+            done: Callable[[LookupResult[SignedRecord], float], None]) -> None:
+        """Drive ``lookup`` from ``asker`` to its end; ``done(result, seconds)``."""
+        clock, scenario = self.clock, self.scenario
+        began = clock.now
+        finished = False
+
+        def step() -> None:
+            nonlocal finished
+            if finished:
+                return
+            if not lookup.done:
+                for q in lookup.next_queries():
+                    send(q.contact)
+            if lookup.done:
+                finished = True
+                done(lookup.result(), clock.now - began)
+
+        def send(contact: Contact) -> None:
+            lost = self.rng.random() < scenario.loss or self.rng.random() < scenario.loss
+            rtt = self._delay() + self._delay()
+            answer = None if lost else answer_of(contact)
+            if answer is None or rtt >= scenario.timeout:
+                clock.call_later(scenario.timeout, lambda: deliver(contact, None))
+            else:
+                clock.call_later(rtt, lambda: deliver(contact, answer))
+
+        def deliver(contact: Contact, answer: bytes | None) -> None:
+            if not finished:
+                asker.feed(lookup, contact, answer, epoch + clock.now)
+                step()
+
+        step()
+
+
 def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> DhtResult:
+    """Node lookups (FIND_NODE for an honest node's id) under ``scenario``."""
     rng = random.Random(seed)
     ids = [c.id for c in network.contacts]
     bad = set(rng.sample(ids, round(scenario.adversaries * len(ids))))
     honest = [i for i in ids if i not in bad]
     bad_contacts = [network.cores[i].own for i in sorted(bad)]
     clock = VirtualClock()
-    links = random.Random(rng.getrandbits(64))  # delays and losses
-    mu = math.log(scenario.latency_median)
+    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario)
     outcomes: list[tuple[bool, int, int, int, float]] = []
 
-    def delay() -> float:
-        return links.lognormvariate(mu, scenario.latency_sigma)
-
     def one_lookup(start: DhtCore, target: bytes) -> None:
-        began = clock.now
         lookup: Lookup[SignedRecord] = start.lookup(target, paths=scenario.paths)
         lookup.alpha = scenario.alpha
         request = start.find_node(target)
         liars: list[Contact] | None = None
         sybils = network.sybils(target) if scenario.behaviour == "eclipse" else []
         sybil_ids = {c.id for c in sybils}
-        finished = False
 
         def lie() -> bytes:
             nonlocal liars
@@ -197,33 +266,10 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
             core = network.cores[contact.id]
             return encode(core.answer(decode_request(request), clock.now))
 
-        def step() -> None:
-            nonlocal finished
-            if finished:
-                return
-            if not lookup.done:
-                for q in lookup.next_queries():
-                    send(q.contact)
-            if lookup.done:
-                finished = True
-                r = lookup.result()
-                outcomes.append((r.target_seen, r.rounds, r.messages, r.failures,
-                                 clock.now - began))
+        def done(r: LookupResult[SignedRecord], seconds: float) -> None:
+            outcomes.append((r.target_seen, r.rounds, r.messages, r.failures, seconds))
 
-        def send(contact: Contact) -> None:
-            lost = links.random() < scenario.loss or links.random() < scenario.loss
-            rtt = delay() + delay()
-            answer = None if lost else answer_of(contact)
-            if answer is None or rtt >= scenario.timeout:
-                clock.call_later(scenario.timeout, lambda: deliver(contact, None))
-            else:
-                clock.call_later(rtt, lambda: deliver(contact, answer))
-
-        def deliver(contact: Contact, answer: bytes | None) -> None:
-            start.feed(lookup, contact, answer, clock.now)
-            step()
-
-        step()
+        links.run(start, lookup, answer_of, 0.0, done)
 
     # the same adversaries and the same lookups for every d: the comparison is paired
     pairs = [rng.sample(honest, 2) for _ in range(scenario.lookups)]
@@ -249,7 +295,135 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
     )
 
 
-def fingerprint(results: list[DhtResult]) -> str:
+#: unix time the value simulation's virtual clock starts at (records carry real times)
+EPOCH = 1_800_000_000
+XWING_PUBLIC_SIZE = 1216  # an identity record's X-Wing key length
+
+
+@dataclass(frozen=True)
+class ValueResult:
+    scenario: DhtScenario
+    quorum: int
+    lookups: int
+    current: float  # share of lookups that returned the newest record
+    stale: float  # share that returned an older (replayed) one
+    missing: float  # share that returned none
+    forged_seen: int  # forged records that reached an asker
+    forged_refused: int  # of those, refused by the asker's verification
+    replays_refused: int  # STOREs of the old record offered after the new one, refused
+    replays_accepted: int  # ... accepted (must be 0)
+    stores_refused: int  # first STOREs refused (rate, not among the k closest)
+    messages_mean: float
+    rounds_median: float
+
+
+def _publisher(rng: random.Random, now: int) -> tuple[Ed25519PrivateKey, MLDSA65PrivateKey, bytes]:
+    """A signing identity made from ``rng`` (its X-Wing key is random bytes: never used here)."""
+    master = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    mldsa = MLDSA65PrivateKey.from_seed_bytes(rng.randbytes(32))
+    record = IdentityRecord(RecordKind.IDENTITY, master.public_key().public_bytes_raw(), 1,
+                            now - 60, now + MAX_RECORD_LIFETIME - 60,
+                            xwing_public=rng.randbytes(XWING_PUBLIC_SIZE),
+                            mldsa_public=mldsa.public_key().public_bytes_raw())
+    return master, mldsa, sign_identity_record(record, master, mldsa).to_bytes()
+
+
+def simulate_values(network: DhtNetwork, scenario: DhtScenario, seed: int, *,
+                    quorum: int = 1, publishers: int = 10) -> ValueResult:
+    """Value lookups of signed records under ``scenario`` (behaviour "forge" or "replay").
+
+    Each publisher signs sequence 1, then sequence 2 of one record and STOREs
+    both, in that order, at the k nodes closest to its key (through the real
+    ``DhtCore.answer``: verification, limits, the k-closest check). Honest
+    holders serve what they hold; adversaries among them serve a forgery
+    ("forge": sequence 2 with its value changed after signing) or the old
+    record ("replay": validly signed, sequence 1). Askers verify every value
+    (``DhtCore.feed``) and take the newest of ``quorum`` answers.
+    """
+    rng = random.Random(seed)
+    ids = [c.id for c in network.contacts]
+    bad = set(rng.sample(ids, round(scenario.adversaries * len(ids))))
+    honest = [i for i in ids if i not in bad]
+    clock = VirtualClock()
+    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario)
+    records: list[tuple[SignedRecord, SignedRecord]] = []
+    touched: list[DhtCore] = []
+    stores_refused = replays_refused = replays_accepted = 0
+    for _ in range(publishers):
+        master, mldsa, ident = _publisher(rng, EPOCH)
+        old = sign_record(master, mldsa, ident, b"record", b"first", 1, EPOCH + 86_400)
+        new = sign_record(master, mldsa, ident, b"record", b"second", 2, EPOCH + 86_400)
+        records.append((old, new))
+        publisher = Contact(master.public_key().public_bytes_raw())
+        t = int.from_bytes(new.key, "big")
+        holders = sorted(ids, key=lambda i: int.from_bytes(i, "big") ^ t)[: network.k]
+        for holder in holders:
+            touched.append(network.cores[holder])
+            for n, rec in enumerate((old, new, old)):  # the last: the old record replayed
+                try:
+                    # answer(), not handle(): the publisher is not a node of this network,
+                    # so the holders' tables must not learn it
+                    network.cores[holder].answer(decode_request(encode(Store(rec))), EPOCH,
+                                                 publisher)
+                except DhtRequestRefused:
+                    if n == 2:
+                        replays_refused += 1
+                    else:
+                        stores_refused += 1
+                else:
+                    if n == 2:
+                        replays_accepted += 1
+    forged_seen = 0
+    forged_refused = 0
+    outcomes: list[tuple[str, int, int]] = []
+
+    def one_lookup(start: DhtCore, old: SignedRecord, new: SignedRecord) -> None:
+        lookup = start.lookup(new.key, paths=scenario.paths, quorum=quorum)
+        lookup.alpha = scenario.alpha
+        request = start.find_value(new.key)
+        forged = dataclasses.replace(new, value=b"forged")
+        refused_before = start.refused["BadRecordSignature"]
+
+        def answer_of(contact: Contact) -> bytes | None:
+            core = network.cores[contact.id]
+            answer = core.answer(decode_request(request), EPOCH + clock.now)
+            if contact.id in bad and isinstance(answer, Value) and answer.record is not None:
+                return encode(Value(forged if scenario.behaviour == "forge" else old))
+            return encode(answer)
+
+        def done(r: LookupResult[SignedRecord], seconds: float) -> None:
+            nonlocal forged_seen, forged_refused
+            got = start.newest(r.values)
+            kind = "none" if got is None else "current" if got.sequence == 2 else "stale"
+            outcomes.append((kind, r.messages, r.rounds))
+            refused = start.refused["BadRecordSignature"] - refused_before
+            forged_refused += refused
+            forged_seen += refused + sum(1 for v in r.values if v.value == b"forged")
+
+        links.run(start, lookup, answer_of, EPOCH, done)
+
+    plan = [(rng.choice(honest), rng.randrange(publishers)) for _ in range(scenario.lookups)]
+    for asker, which in plan:
+        one_lookup(network.cores[asker], *records[which])
+        clock.run()
+    for core in touched:  # leave the network as it was: scenarios stay independent
+        core.store = RecordStore()
+        core.limiter = StoreLimiter()
+    n = len(outcomes)
+    return ValueResult(
+        scenario=scenario, quorum=quorum, lookups=n,
+        current=sum(1 for o in outcomes if o[0] == "current") / n,
+        stale=sum(1 for o in outcomes if o[0] == "stale") / n,
+        missing=sum(1 for o in outcomes if o[0] == "none") / n,
+        forged_seen=forged_seen, forged_refused=forged_refused,
+        replays_refused=replays_refused, replays_accepted=replays_accepted,
+        stores_refused=stores_refused,
+        messages_mean=statistics.fmean(float(o[1]) for o in outcomes),
+        rounds_median=statistics.median(float(o[2]) for o in outcomes),
+    )
+
+
+def fingerprint(results: Sequence[DhtResult | ValueResult]) -> str:
     """A short hash of the figures (two runs with one seed print the same)."""
-    text = repr([(r.success, r.rounds_median, r.messages_mean, r.seconds_median) for r in results])
+    text = repr([dataclasses.astuple(r) for r in results])
     return hashlib.sha256(text.encode()).hexdigest()[:16]

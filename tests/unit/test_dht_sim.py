@@ -59,3 +59,21 @@ def test_eclipse_sybils_are_ground_near_the_target_and_disjoint_paths_resist_the
     disjoint = simulate_lookups(network, DhtScenario(0.3, "eclipse", 4, lookups=40), seed=4)
     assert disjoint.success >= plain.success
     assert disjoint.success >= 0.95
+
+
+def test_signed_values_forgeries_and_replays_are_refused(network: DhtNetwork) -> None:
+    from aegis_hidden.sim import simulate_values
+
+    forge = simulate_values(network, DhtScenario(0.3, "forge", 1, lookups=20), seed=8,
+                            publishers=2)
+    assert forge.current == 1.0
+    assert forge.forged_seen > 0 and forge.forged_refused == forge.forged_seen
+    assert forge.replays_refused == 2 * network.k and forge.replays_accepted == 0
+    replay1 = simulate_values(network, DhtScenario(0.3, "replay", 1, lookups=20), seed=8,
+                              publishers=2, quorum=1)
+    replay3 = simulate_values(network, DhtScenario(0.3, "replay", 1, lookups=20), seed=8,
+                              publishers=2, quorum=3)
+    assert replay3.current >= replay1.current and replay3.stale <= replay1.stale
+    # the network is left as it was: the same run again gives the same figures
+    assert simulate_values(network, DhtScenario(0.3, "replay", 1, lookups=20), seed=8,
+                           publishers=2, quorum=1) == replay1
