@@ -7,7 +7,8 @@
   ``peer-<8 hex>``, a hash salted per run (the same peer reads the same within
   one run, nothing links two runs or lets a reader confirm a guessed address).
 - :func:`wipe`: the emergency wipe. Small secret files (the database key, the
-  identity's key files, the API token) and the logs are overwritten with random
+  identity's key files, the I2P destination keys, the API token and API onion
+  key) and the logs (the node's, tor's, i2pd's) are overwritten with random
   bytes, flushed, then deleted; the encrypted database is deleted (without its
   key it is noise); plain database backups are overwritten in full.
 """
@@ -87,8 +88,14 @@ class PeerRedactingObserver:
 WIPE_CONFIRMATION = "wipe"
 """The API's confirmation field must be this word followed by the node's onion."""
 
-LOG_PATTERNS = ("node.log*", "twistd.log*", "*.log", "*.log.[0-9]*")
-SECRET_NAMES = ("api_token", "api-token", "token")
+LOG_PATTERNS = ("node.log*", "twistd.log*", "*.log", "*.log.[0-9]*",
+                "tor/*.log", "i2pd/*.log", "i2pd/*.log.[0-9]*")
+SECRET_NAMES = ("api_token", "api_onion_key", "api_client_keys.json")
+KEY_DIRS = ("i2p",)
+"""Directories of the data dir that hold only secrets (the I2P destination keys)."""
+TOR_STATE = ("tor/state", "tor/cached-microdescs", "tor/cached-microdescs.new",
+             "tor/cached-microdesc-consensus", "tor/control_port")
+"""Files of the node's own tor that show its guards and when it last ran."""
 
 
 @dataclass
@@ -148,6 +155,11 @@ def wipe(data_dir: Path, identity_dir: Path, extra: Iterable[Path] = ()) -> Wipe
     for name in SECRET_NAMES:
         if (data_dir / name).is_file():
             _overwrite(data_dir / name, report)
+    for name in KEY_DIRS:
+        if (data_dir / name).is_dir():
+            for path in sorted((data_dir / name).rglob("*")):
+                if path.is_file():
+                    _overwrite(path, report)
     for path in [*extra, *(p for pattern in LOG_PATTERNS for p in data_dir.glob(pattern))]:
         if path.is_file():
             _overwrite(path, report)
@@ -157,7 +169,7 @@ def wipe(data_dir: Path, identity_dir: Path, extra: Iterable[Path] = ()) -> Wipe
         path = Path(f"{db}{suffix}")
         if path.exists():
             _delete(path, report)  # ciphertext whose key is gone
-    status = data_dir / "status.json"
-    if status.exists():
-        _overwrite(status, report)
+    for name in ("status.json", *TOR_STATE):
+        if (data_dir / name).is_file():
+            _overwrite(data_dir / name, report)
     return report

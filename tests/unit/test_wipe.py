@@ -35,11 +35,20 @@ def test_the_wipe_leaves_nothing_that_opens(tmp_path: Path,
     result_of(db.close())
     (data / "node.log").write_text("peer-1234 connected\n" * 100)
     (data / "api_token").write_text("secret-token\n")
+    (data / "i2p").mkdir()
+    (data / "i2p" / "destination.key").write_bytes(os.urandom(600))
+    (data / "tor").mkdir()
+    (data / "tor" / "notice.log").write_text("bootstrapped\n")
+    (data / "tor" / "state").write_text("EntryGuard x\n")
+    (data / "unrelated.txt").write_text("left alone\n")
     assert main(["wipe", "--data-dir", str(data), "--yes"]) == 0
     assert "overwritten" in capsys.readouterr().out
     assert not key_file_path(db_path).exists() and not db_path.exists()
     assert not (data / "node.log").exists() and not (data / "api_token").exists()
     assert not [p for p in ident_dir.rglob("*") if p.is_file()]
+    assert not [p for p in (data / "i2p").rglob("*") if p.is_file()]
+    assert not (data / "tor" / "notice.log").exists() and not (data / "tor" / "state").exists()
+    assert (data / "unrelated.txt").exists()  # only what the node writes
     with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal: nothing to open
         load(ident_dir, time.time(), passphrase=PASSPHRASE)
     left = [p for p in data.rglob("*") if p.is_file()]
