@@ -22,8 +22,9 @@ from aegis_hidden.testing import FakeNetwork, result_of
 
 
 class Node:
-    def __init__(self, net: FakeNetwork, clock: Clock, path: Path, seed: int) -> None:
-        self.key = os.urandom(32)
+    def __init__(self, net: FakeNetwork, clock: Clock, path: Path, seed: int,
+                 key: bytes | None = None, k: int = 20) -> None:
+        self.key = key if key is not None else os.urandom(32)
         self.address = onion_address_from_public_key(self.key)
         bus = EventBus(now=clock.seconds)
         self.core = NodeCore(Config(), None, str(path.parent), bus, clock,
@@ -33,7 +34,7 @@ class Node:
         self.core.startService()
         result_of(self.core.when_ready())
         self.contact = Contact(self.key)
-        self.dht = DhtNode(DhtCore(self.contact, now=clock.seconds()), self.core.rpc, clock,
+        self.dht = DhtNode(DhtCore(self.contact, k=k, now=clock.seconds()), self.core.rpc, clock,
                            random.Random(seed), timeout=5.0)
 
     def knows(self, *others: Node) -> None:
@@ -110,3 +111,40 @@ def _never() -> Any:
     from twisted.internet.defer import Deferred
 
     return Deferred()
+
+
+def test_a_full_bucket_pings_its_oldest_over_rpc(tmp_path: Path) -> None:
+    from aegis_hidden.dht import bucket_index
+
+    clock = Clock()
+    net = FakeNetwork()
+    a = Node(net, clock, tmp_path / "a.db", 1, k=1)
+    b = Node(net, clock, tmp_path / "b.db", 2)
+    c = Node(net, clock, tmp_path / "c.db", 3, key=_same_bucket(a, b))  # b's bucket in a
+    a.knows(b, c)
+    b.knows(a)
+    c.knows(a)
+    a.dht.core.table.observe(b.contact, clock.seconds())
+    result_of(c.dht.ping(a.contact))  # c asks a: a's bucket is full, a pings b, b answers
+    assert b.dht.stats["requests_answered"] == 1
+    assert a.dht.core.table.contacts() == [b.contact]  # the oldest answered: it stays
+    bucket = a.dht.core.table.bucket(bucket_index(a.contact.id, b.contact.id))
+    assert bucket.replacements == [c.contact] and bucket.pinging is None
+    # b goes silent: the next newcomer's ping times out and c takes b's place
+    b.core.rpc.on_request(lambda peer, body: _never())
+    d = Node(net, clock, tmp_path / "d.db", 4, key=_same_bucket(a, b))
+    a.knows(d)
+    d.knows(a)
+    result_of(d.dht.ping(a.contact))
+    clock.advance(5.1)
+    assert b.contact not in a.dht.core.table
+    assert a.dht.core.table.contacts()[0] in (c.contact, d.contact)
+
+
+def _same_bucket(a: Node, b: Node) -> bytes:
+    from aegis_hidden.dht import bucket_index
+
+    while True:
+        key = os.urandom(32)
+        if bucket_index(a.contact.id, Contact(key).id) == bucket_index(a.contact.id, b.contact.id):
+            return key
