@@ -5,6 +5,8 @@ from ._at_rest import (
     PeerRedactingObserver,
     WipeReport,
     disable_core_dumps,
+    is_duress_passphrase,
+    set_duress_passphrase,
     wipe,
 )
 from ._core import NodeCore
@@ -42,5 +44,7 @@ __all__ = [
     "WipeReport",
     "classify_failure",
     "disable_core_dumps",
+    "is_duress_passphrase",
+    "set_duress_passphrase",
     "wipe",
 ]

@@ -15,7 +15,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import os
 import re
 import resource
@@ -27,6 +30,8 @@ from typing import Any
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
+from .. import _json as strict_json
+from ..identity import atomic_write
 from ..peers import DB_FILE_NAME, key_file_path
 
 _ADDRESS = re.compile(r"\b([a-z2-7]{56}\.onion|[a-z2-7]{52,56}\.b32\.i2p)\b", re.IGNORECASE)
@@ -90,7 +95,8 @@ WIPE_CONFIRMATION = "wipe"
 
 LOG_PATTERNS = ("node.log*", "twistd.log*", "*.log", "*.log.[0-9]*",
                 "tor/*.log", "i2pd/*.log", "i2pd/*.log.[0-9]*")
-SECRET_NAMES = ("api_token", "api_onion_key", "api_client_keys.json")
+DURESS_FILE = "duress.json"
+SECRET_NAMES = ("api_token", "api_onion_key", "api_client_keys.json", DURESS_FILE)
 KEY_DIRS = ("i2p",)
 """Directories of the data dir that hold only secrets (the I2P destination keys)."""
 TOR_STATE = ("tor/state", "tor/cached-microdescs", "tor/cached-microdescs.new",
@@ -173,3 +179,46 @@ def wipe(data_dir: Path, identity_dir: Path, extra: Iterable[Path] = ()) -> Wipe
         if (data_dir / name).is_file():
             _overwrite(data_dir / name, report)
     return report
+
+
+# -- the duress passphrase -------------------------------------------------------------------
+# Only a salted scrypt hash is stored (DATA_DIR/duress.json, 0600); the node compares the
+# passphrase it is given with it before opening anything, and wipes on a match.
+
+_DURESS_N, _DURESS_R, _DURESS_P = 2**15, 8, 1
+
+
+def _duress_hash(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(passphrase.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                          maxmem=256 * 1024 * 1024, dklen=32)
+
+
+def set_duress_passphrase(data_dir: Path, passphrase: str) -> Path:
+    """Store the duress passphrase's hash; it must not be empty."""
+    if not passphrase:
+        raise ValueError("an empty duress passphrase would wipe on an empty answer")
+    salt = os.urandom(16)
+    doc = {"format": "aegis-hidden-duress", "n": _DURESS_N, "r": _DURESS_R, "p": _DURESS_P,
+           "salt": base64.b64encode(salt).decode(),
+           "hash": base64.b64encode(_duress_hash(passphrase, salt, _DURESS_N, _DURESS_R,
+                                                 _DURESS_P)).decode()}
+    path = Path(data_dir) / DURESS_FILE
+    atomic_write(path, json.dumps(doc).encode(), mode=0o600)
+    return path
+
+
+def is_duress_passphrase(data_dir: Path, passphrase: str | None) -> bool:
+    """True when ``passphrase`` is the stored duress passphrase (False if none is set)."""
+    path = Path(data_dir) / DURESS_FILE
+    if passphrase is None or not path.is_file():
+        return False
+    try:
+        doc = strict_json.loads(path.read_bytes())
+        n, r, p = int(doc["n"]), int(doc["r"]), int(doc["p"])
+        if not (0 < n <= 2**20 and 0 < r * p <= 64):
+            return False
+        salt = base64.b64decode(doc["salt"], validate=True)
+        stored = base64.b64decode(doc["hash"], validate=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # a damaged duress file never wipes
+    return hmac.compare_digest(_duress_hash(passphrase, salt, n, r, p), stored)

@@ -142,3 +142,40 @@ def test_the_api_wipe_needs_the_token_and_the_exact_confirmation(tmp_path: Path)
     assert not (data / "api_token").exists()
     core.stopService()
     result_of(db.close())
+
+
+def test_a_duress_passphrase_wipes_instead_of_unlocking(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from twisted.python import usage
+
+    from aegis_hidden import tap
+    from aegis_hidden.node import is_duress_passphrase
+
+    data = tmp_path / "node"
+    real = tmp_path / "real"
+    real.write_text(PASSPHRASE + "\n")
+    duress = tmp_path / "duress"
+    duress.write_text("open sesame\n")
+    first = tap.Options()
+    first.parseOptions(["--data-dir", str(data), "--no-api", "--passphrase-file", str(real)])
+    onion = first.identity.onion
+    assert main(["wipe", "--data-dir", str(data), "--set-duress",
+                 "--duress-passphrase-file", str(real)]) == 1  # the real one: refused
+    assert "real passphrase" in capsys.readouterr().err
+    assert main(["wipe", "--data-dir", str(data), "--set-duress",
+                 "--duress-passphrase-file", str(duress)]) == 0
+    assert b"open sesame" not in (data / "duress.json").read_bytes()
+    assert not is_duress_passphrase(data, PASSPHRASE)
+    again = tap.Options()  # the real passphrase still opens the node
+    again.parseOptions(["--data-dir", str(data), "--no-api", "--passphrase-file", str(real)])
+    assert again.identity.onion == onion
+    coerced = tap.Options()
+    coerced.parseOptions(["--data-dir", str(data), "--no-api", "--passphrase-file",
+                          str(duress)])
+    assert coerced.identity.onion != onion  # wiped: a new, empty node
+    assert not (data / "duress.json").exists()
+    after = tap.Options()
+    with pytest.raises(usage.UsageError, match="passphrase"):
+        after.parseOptions(["--data-dir", str(data), "--no-api", "--passphrase-file",
+                            str(real)])
