@@ -37,6 +37,8 @@ from .node import (
     NodeService,
     PeerRedactingObserver,
     disable_core_dumps,
+    is_duress_passphrase,
+    wipe,
 )
 from .node._peering import PeeringService
 from .peers import DB_FILE_NAME, DatabaseError, check_database, load_database_key
@@ -111,6 +113,8 @@ class Options(usage.Options):
             # passphrase (issue 17). A wrong passphrase, or a damaged, empty or
             # foreign database stops the node here; the file is only read (issue 16).
             db_path = self.data_dir / DB_FILE_NAME
+            if is_duress_passphrase(self.data_dir, passphrase):  # wipe, start as new
+                wipe(self.data_dir, self.config.identity_dir(self.data_dir))
             self.db_key = load_database_key(db_path, passphrase)
             check_database(str(db_path), self.db_key)
         except DatabaseError as e:
