@@ -115,9 +115,10 @@ class Lookup(Generic[V]):
     def _add(self, path: _Path, contact: Contact, depth: int) -> None:
         if contact.id == self._own or (path.index, contact.id) in self._candidate_of:
             return
-        asked_by = self._asked.get(contact.id)
-        if asked_by is not None and asked_by != path.index:
-            return  # another path owns it: the paths stay disjoint
+        if contact.id in self._asked:
+            # asked already: by another path (the paths stay disjoint), or by this one
+            # and pruned from its list since (it must not be asked twice)
+            return
         cand = _Candidate(contact, self._dist(contact), depth)
         self._candidate_of[(path.index, contact.id)] = cand
         cands = path.candidates

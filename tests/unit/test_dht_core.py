@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aegis_hidden.addresses import onion_address_from_public_key
 from aegis_hidden.dht import (
@@ -250,3 +252,37 @@ def test_core_answers_ping_and_find_node_and_learns_the_asker() -> None:
     with pytest.raises(DhtRequestRefused):
         a.handle(b.own, encode(Pong()), 0.0)  # an answer is not a request
     assert a.refused["malformed"] == 2
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 6), st.integers(1, 4), st.floats(0.0, 0.9))
+def test_any_lookup_terminates_asking_each_contact_once(seed: int, alpha: int, paths: int,
+                                                        fail: float) -> None:
+    """Whatever fails, a lookup ends, never asks anyone twice, keeps α per path."""
+    rng = random.Random(seed)
+    universe = [contact(rng) for _ in range(60)]
+    target = rng.randbytes(32)
+    lookup: Lookup[object] = Lookup(target, rng.sample(universe, 10), k=8, alpha=alpha,
+                                    paths=paths)
+    asked: set[bytes] = set()
+    in_flight: list[Contact] = []
+    for _ in range(1000):
+        if lookup.done:
+            break
+        for q in lookup.next_queries():
+            assert q.contact.id not in asked
+            asked.add(q.contact.id)
+            in_flight.append(q.contact)
+        per_path = len(in_flight)
+        assert per_path <= alpha * paths
+        if not in_flight:
+            break
+        c = in_flight.pop(rng.randrange(len(in_flight)))
+        if rng.random() < fail:
+            lookup.on_failure(c)
+        else:
+            lookup.on_response(c, rng.sample(universe, 8))
+    assert lookup.done
+    r = lookup.result()
+    assert r.messages == len(asked) and len(r.closest) <= 8
+    assert r.closest == sorted(r.closest, key=lambda c: distance(c.id, target))
