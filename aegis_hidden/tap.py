@@ -8,9 +8,11 @@ one-line usage error before anything starts. ``makeService`` builds the tree.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
+from random import Random
 from typing import IO, Any, cast
 
 import txaio
@@ -31,6 +33,7 @@ from .api import ClientKeyError, TokenFileError, make_api_service
 from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
+from .mixing import MixingLayer, MixingService, unapplied_settings
 from .node import (
     IdentityService,
     NodeCore,
@@ -104,6 +107,12 @@ class Options(usage.Options):
             self.config = load_config(path, self.overrides())
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        unapplied = unapplied_settings(self.config)
+        if unapplied:  # no setting that promises what the node does not do
+            raise usage.UsageError(
+                f"{', '.join(unapplied)}: not applied by the running node yet (loop cover "
+                "and mix delays wait for the forwarding channels; docs/mixing.md): "
+                "remove the setting")
         self.data_dir = self.config.resolve_data_dir(self["data-dir"])
         try:
             passphrase = read_passphrase(
@@ -215,9 +224,15 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     # core's one record cache and their ML-DSA keys against its pins (issue 9).
     # Sessions read the identity service's current record (new sessions send it;
     # connected peers get it in a record push from the core).
+    # mixing.profile: one cell scheduler for every session (Poisson slots with cover
+    # cells, or at once for ``off``), cell counters and the optional trace.
+    mixing = build_mixing(cfg, options.data_dir, reactor)
+    MixingService(mixing).setServiceParent(node)
     sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,
-                              record_cache=core.record_cache, mldsa_pin=core.mldsa_pin)
+                              record_cache=core.record_cache, mldsa_pin=core.mldsa_pin,
+                              scheduler=mixing.scheduler, trace=mixing.trace)
     core.attach_session_factory(sessions)
+    core.attach_mixing(mixing)
     # Transports own their listeners: each serves a server factory made for it, so
     # every accepted session knows the transport it came through (tor: the onion's
     # target at network.listen_address; i2p: a loopback port the router forwards to).
@@ -225,6 +240,28 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
         provider.serve(sessions.server_factory(str(provider.name)))
     PeeringService(core, cfg.network.bootstrap_nodes, options.data_dir,
                    reactor).setServiceParent(node)
+
+
+def build_mixing(cfg: Config, data_dir: Path, clock: Any,
+                 random: Random | None = None) -> MixingLayer:
+    """The mixing layer ``cfg`` asks for, on ``clock``, drawing from ``random``
+    (the system's CSPRNG unless a test passes a seeded one).
+
+    ``mixing.trace_file`` (relative to the data dir) is created 0600 and
+    line-buffered, so a test or audit can read it while the node runs.
+    """
+    stream: IO[str] | None = None
+    if cfg.mixing.trace_file:
+        path = data_dir / cfg.mixing.trace_file
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            stream = open(fd, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - the layer closes it
+        except OSError as e:
+            raise SystemExit(f"aegis-hidden: mixing.trace_file: cannot write {path}: {e}") \
+                from None
+    return MixingLayer.from_config(cfg, clock, random if random is not None else
+                                   secrets.SystemRandom(), trace_stream=stream)
 
 
 def node_log_observer(options: Options) -> ILogObserver | None:

@@ -70,6 +70,9 @@ def render(source: str, state: dict[str, Any]) -> list[str]:
                          + (f"  ({t['error']})" if t.get("error") else ""))
         else:
             lines.append(f"{name}: {json.dumps(t)}")
+    mixing = state.get("mixing")
+    if isinstance(mixing, dict):
+        lines.append(f"mix:   {mixing_text(mixing)}")
     counts = state.get("counts")
     if isinstance(counts, dict):
         lines.append("peers: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -78,6 +81,23 @@ def render(source: str, state: dict[str, Any]) -> list[str]:
         reached = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("reachable"))
         lines.append(f"peers: {len(peers)} known, {reached} reached")
     return lines
+
+
+def mixing_text(mixing: dict[str, Any]) -> str:
+    """``balanced: cover 2 cells/s per link (~2.0 kB/s each way), burst 4; ...``."""
+    profile = mixing.get("profile", "?")
+    if not mixing.get("cover_traffic"):
+        text = f"{profile}: no cover traffic, cells leave at once"
+    else:
+        kind = "constant" if mixing.get("constant_rate") else "Poisson"
+        text = (f"{profile}: {kind} cover {mixing.get('cover_rate', 0):g} cells/s per link "
+                f"(~{mixing.get('bytes_per_second_per_link', 0) / 1000:.1f} kB/s each way), "
+                f"burst {mixing.get('burst')}")
+    if not mixing.get("loop_cover") and not mixing.get("mix_pool"):
+        text += "; loop cover and mix delays not running yet"
+    if mixing.get("trace"):
+        text += "; cell trace ON"
+    return text
 
 
 def bridge_text(bridges: dict[str, Any]) -> str:

@@ -214,7 +214,8 @@ class MixingConfig:
         "balanced", c.choice("off", "low-data", "balanced", "paranoid"),
         "Mixing profile (docs/mixing.md): off (no cover, no delays: tests and trusted links), "
         "low-data (~0.5 kB/s per link), balanced (~2 kB/s per link), paranoid (constant "
-        "~10 kB/s per link). Not yet applied by the running node: see docs/mixing.md.")
+        "~10 kB/s per link). The node applies the link schedule and cover (λ, burst); "
+        "loop cover and mix delays not yet: see docs/mixing.md.")
     cover_rate: float | None = _f(
         None, c.optional(c.number(0, 1000, unit="cells per second")),
         "λ: Poisson slots per second on each link, each one cell (real or cover); 0: no "
@@ -222,11 +223,11 @@ class MixingConfig:
     loop_rate: float | None = _f(
         None, c.optional(c.number(0, 100, unit="loops per second")),
         "λ_L: loop messages per second, node-wide, to detect peers that drop. Null: the "
-        "profile's.")
+        "profile's. Not run by the node yet: a node refuses to start with it set.")
     mix_rate: float | None = _f(
         None, c.optional(c.number(0, 1000, unit="per second")),
         "μ: forwarded traffic waits Exp(μ), mean 1/μ seconds; 0: no delay. Null: the "
-        "profile's.")
+        "profile's. Not run by the node yet: a node refuses to start with it set.")
     burst: int | None = _f(
         None, c.optional(c.integer(1, 1024)),
         "Most real cells one slot may carry (1: strictly one; more leaks queue depth in "
@@ -234,10 +235,16 @@ class MixingConfig:
     batch_interval: float = _f(
         0.0, c.number(0, 60, unit="seconds"),
         "Timed batches for forwarded traffic: items whose mix delay ended leave together "
-        "at the next multiple of this. 0: no batches (each leaves when its delay ends).")
+        "at the next multiple of this. 0: no batches (each leaves when its delay ends). Not "
+        "run by the node yet: a node refuses to start with it above 0.")
     batch_size: int = _f(
         8, c.integer(1, 10000),
         "With batch_interval > 0: a batch also leaves as soon as this many items wait.")
+    trace_file: str | None = _f(
+        None, c.optional(c.text()),
+        "Write one JSON line per cell sent or received (time, salted link hash, direction, "
+        "size, real/cover) to this file, relative to the data dir (created 0600). For tests "
+        "and the privacy audit: the trace is as sensitive as the node. Null: no trace.")
 
 
 @dataclass(frozen=True)

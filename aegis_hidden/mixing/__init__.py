@@ -10,6 +10,8 @@
 - :data:`PROFILES`, :func:`resolve_profile`, :func:`scheduler_from_config`,
   :func:`mix_pool_from_config`.
 - :class:`JsonLinesTraceSink`: per-cell traces with salted link ids.
+- :class:`MixingLayer` / :class:`MixingService`: what the running node holds
+  (the scheduler every session uses, cell counters, the optional trace file).
 - :func:`metrics_snapshot`: profile, rates and counters (cover cells, queue
   delay histogram, loops, pool) for /metrics and status.
 
@@ -19,6 +21,7 @@ not, and which parts the running node uses yet.
 
 from ._loops import LoopCover, LoopMonitor, LostLoop, PathStats
 from ._metrics import metrics_snapshot
+from ._node import CellCounter, MixingLayer, MixingService, unapplied_settings
 from ._pool import MixPool, PoolStats
 from ._profiles import (
     DEFAULT_PROFILE,
@@ -41,13 +44,16 @@ __all__ = [
     "DEFAULT_PROFILE",
     "PROFILES",
     "QUEUE_DELAY_BUCKETS",
+    "CellCounter",
     "ImmediateScheduler",
     "JsonLinesTraceSink",
     "LoopCover",
     "LoopMonitor",
     "LostLoop",
     "MixPool",
+    "MixingLayer",
     "MixingProfile",
+    "MixingService",
     "PathStats",
     "PoissonScheduler",
     "PoolStats",
@@ -58,4 +64,5 @@ __all__ = [
     "read_trace",
     "resolve_profile",
     "scheduler_from_config",
+    "unapplied_settings",
 ]

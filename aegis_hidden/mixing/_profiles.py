@@ -99,13 +99,19 @@ def scheduler_from_config(config: Any, clock: IReactorTime, random: Random, *,
     """The cell scheduler the config asks for.
 
     A profile (or override) with λ = 0 gets the :class:`ImmediateScheduler`
-    (``off``); any other gets a :class:`PoissonScheduler` at λ. Production code
-    passes ``secrets.SystemRandom()``; tests and simulations a seeded Random.
+    (``off``: ``performance.message_batch_size`` cells per write); any other
+    gets a :class:`PoissonScheduler` at λ. Production code passes
+    ``secrets.SystemRandom()``; tests and simulations a seeded Random.
     """
     profile = profile_from_config(config)
     m = _mixing(config)
     if profile.cover_rate <= 0:
-        return ImmediateScheduler(batch_size=profile.burst, trace=trace, clock=clock,
+        # No schedule: cells per write is performance.message_batch_size (given a
+        # whole Config) unless mixing.burst says otherwise.
+        performance = getattr(config, "performance", None)
+        batch = profile.burst if m.burst is not None or performance is None else \
+            int(performance.message_batch_size)
+        return ImmediateScheduler(batch_size=batch, trace=trace, clock=clock,
                                   cell_size=m.cell_size)
     return PoissonScheduler(clock, random, profile.cover_rate, burst=profile.burst,
                             constant=profile.constant, trace=trace, cell_size=m.cell_size,

@@ -100,6 +100,7 @@ class NodeCore(Service):
         self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
         self.session_factory: ISessionFactory | None = None
+        self.mixing: Any = None  # the MixingLayer (tap.py), for /status and /metrics
         self._outcome: object = _PENDING
         self._waiters: list[Deferred[None]] = []
         self.metrics.gauge("active_connections", "Live peer sessions.", lambda: len(self.pool))
@@ -131,6 +132,12 @@ class NodeCore(Service):
                  "Handshakes the session layer refused: the peer's identity is revoked.")):
             if isinstance(getattr(factory, attribute, None), int):
                 self.metrics.gauge(name, doc, self._factory_counter(attribute))
+
+    def attach_mixing(self, mixing: Any) -> None:
+        """Show the mixing layer's profile and rates in ``status()`` and its counters
+        in ``/metrics`` (``mixing``: an :class:`aegis_hidden.mixing.MixingLayer`)."""
+        self.mixing = mixing
+        self.metrics.mixing = mixing.snapshot
 
     def _factory_counter(self, attribute: str) -> Callable[[], float]:
         return lambda: float(getattr(self.session_factory, attribute, 0))
@@ -274,7 +281,7 @@ class NodeCore(Service):
                 transports[str(provider.name)] = dict(provider.state())
             except Exception as e:  # noqa: BLE001 - one provider's bug must not break /status
                 transports[str(provider.name)] = {"error": f"{e.__class__.__name__}: {e}"}
-        return {
+        out: dict[str, Any] = {
             "identity": self._identity_json(),
             "transports": transports,
             "session_layer": self.session_factory is not None,
@@ -286,6 +293,9 @@ class NodeCore(Service):
                 "outbox": self.messenger.outbox_size(),
             },
         }
+        if self.mixing is not None:  # the profile and the rates the node applies
+            out["mixing"] = self.mixing.status()
+        return out
 
     def _identity_json(self) -> dict[str, Any]:
         if self.identity is None:

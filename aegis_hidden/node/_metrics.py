@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -81,6 +82,8 @@ class Metrics:
         self.counters: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
         self.latency = Histogram()
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        #: Read at render time: the mixing layer's snapshot (see :func:`mixing_lines`).
+        self.mixing: Callable[[], dict[str, Any]] | None = None
 
     def inc(self, name: str, amount: int = 1) -> None:
         if name not in self.counters:
@@ -102,4 +105,47 @@ class Metrics:
         name = "aegis_message_ack_latency_seconds"
         out += [f"# HELP {name} Time from first send to the peer's acknowledgement.",
                 f"# TYPE {name} histogram", *self.latency.lines(name)]
+        if self.mixing is not None:
+            out += mixing_lines(self.mixing())
         return "\n".join(out) + "\n"
+
+
+#: (snapshot key, metric name, help) of the mixing layer's counters.
+MIXING_COUNTERS = (
+    ("cover_cells_sent", "mixing_cover_cells_sent",
+     "Cover cells this node sent in empty slots of its link schedule."),
+    ("cover_cells_received", "mixing_cover_cells_received",
+     "Cover cells received from peers (opened and dropped)."),
+    ("cells_sent", "mixing_cells_sent", "Cells sent on established sessions, real and cover."),
+    ("cells_received", "mixing_cells_received",
+     "Cells received on established sessions, real and cover."),
+    ("slots", "mixing_slots", "Scheduler slots (writes) on all links."),
+    ("late_slots", "mixing_late_slots",
+     "Slots skipped because the reactor ran late past them (not sent in a clump)."),
+)
+
+
+def mixing_lines(snap: dict[str, Any]) -> list[str]:
+    """The mixing layer's profile, rates, counters and queue-delay histogram, as
+    Prometheus text (``snap``: :meth:`aegis_hidden.mixing.MixingLayer.snapshot`)."""
+    out: list[str] = []
+    name = "aegis_mixing_profile_info"
+    out += [f"# HELP {name} The mixing profile the node runs (label), always 1.",
+            f"# TYPE {name} gauge", f'{name}{{profile="{snap["profile"]}"}} 1']
+    name = "aegis_mixing_cover_rate"
+    out += [f"# HELP {name} Slots per second on each link (lambda; 0: no schedule, no cover).",
+            f"# TYPE {name} gauge", f"{name} {snap['cover_rate']:g}"]
+    for key, metric, doc in MIXING_COUNTERS:
+        if key in snap:
+            full = f"aegis_{metric}_total"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} counter", f"{full} {snap[key]}"]
+    if "queue_delay_buckets" in snap:
+        name = "aegis_mixing_queue_delay_seconds"
+        out += [f"# HELP {name} How long real cells waited for their slot.",
+                f"# TYPE {name} histogram"]
+        for bound, count in snap["queue_delay_buckets"]:
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            out.append(f'{name}_bucket{{le="{le}"}} {count}')
+        out += [f"{name}_sum {snap['queue_delay_sum']:.6f}",
+                f"{name}_count {snap['queue_delay_count']}"]
+    return out
