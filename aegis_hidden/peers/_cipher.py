@@ -18,6 +18,7 @@ re-created; a plain database (from before encryption) is migrated once, with
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -159,16 +160,16 @@ def encrypt_plain_database(path: str, key: bytes, *, now: float | None = None) -
 
     The encrypted copy is written beside it with ``sqlcipher_export``, every
     table's row count compared, then the plain file (with its WAL folded in) is
-    renamed to ``<path>.plain-backup-<time>`` and the copy renamed into place.
-    Returns the backup's path. A crash before the last rename leaves the plain
-    file where it was (the next start migrates again).
+    linked (or copied) to ``<path>.plain-backup-<time>`` and the copy renamed
+    over ``path``. Returns the backup's path. At every moment ``path`` holds the
+    plain or the encrypted database: a crash before the last rename leaves the
+    plain file where it was (the next start migrates again).
     """
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     backup = Path(f"{path}.plain-backup-{stamp}")
     tmp = Path(f"{path}.encrypting-{os.getpid()}")
-    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-        if leftover.exists():
-            leftover.unlink()
+    for leftover in Path(path).parent.glob(f"{Path(path).name}.encrypting-*"):
+        leftover.unlink()  # an earlier, interrupted migration's (encrypted) copy
     if backup.exists():
         raise DatabaseKeyError(f"{backup} already exists: try again in a second")
     plain: Any = sqlcipher.connect(path, isolation_level=None)
@@ -198,7 +199,13 @@ def encrypt_plain_database(path: str, key: bytes, *, now: float | None = None) -
         raise DatabaseKeyError(f"encrypting {path} lost rows ({counts} became {copied}); "
                                "the plain file was left as it was")
     os.chmod(path, 0o600)
-    os.rename(path, backup)
+    try:
+        os.link(path, backup)
+    except OSError:  # no hard links here: a copy, on disk before the swap
+        shutil.copyfile(path, backup)
+        os.chmod(backup, 0o600)
+        with open(backup, "rb") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:

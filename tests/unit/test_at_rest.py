@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from zope.interface import directlyProvides
 
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
-from aegis_hidden.identity import onion_address_from_public_key
+from aegis_hidden.identity import create, onion_address_from_public_key
 from aegis_hidden.node import NodeCore
 from aegis_hidden.node._peering import PeeringService
 from aegis_hidden.peers import (
@@ -97,10 +98,10 @@ def test_a_passphrase_set_data_dir_shows_no_peer_message_or_id(tmp_path: Path) -
     for name in ("a", "b"):
         data = tmp_path / name
         data.mkdir()
+        address = create(data / "identity", time.time(), passphrase=PASSPHRASE).onion
         path = str(data / DB_FILE_NAME)
         db = ThreadedSQLite(threads, path, key=load_database_key(path, PASSPHRASE))
         threads.drain_until(db.open())
-        address = onion_address_from_public_key(os.urandom(32))
         core = NodeCore(Config(), None, str(data), EventBus(now=clock.seconds), clock,
                         db=db, local_address=address)
         core.attach_session_factory(net.node(address))
@@ -197,6 +198,8 @@ def test_a_plain_database_is_migrated_once_with_every_row_and_a_backup(tmp_path:
 
     result_of(plain.run(fill))
     result_of(plain.close())
+    leftover = tmp_path / f"{DB_FILE_NAME}.encrypting-1"  # an interrupted migration's copy
+    leftover.write_bytes(os.urandom(4096))
 
     def dump(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall())  # noqa: S608
@@ -213,6 +216,7 @@ def test_a_plain_database_is_migrated_once_with_every_row_and_a_backup(tmp_path:
     assert result_of(db.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])) == version
     result_of(db.close())
     assert not is_plain_sqlite(path) and b"body 1" not in path.read_bytes()
+    assert not leftover.exists()
     backups = list(tmp_path.glob(f"{DB_FILE_NAME}.plain-backup-*"))
     assert [str(p) for p in backups] == [db.plain_backup]
     old = sqlite3.connect(str(backups[0]))
@@ -239,6 +243,12 @@ def test_db_check_and_backup_open_the_encrypted_database(
     assert "1 peers, 0 queued messages, encrypted (SQLCipher)" in capsys.readouterr().out
     assert main(["db", "backup", "--data-dir", str(tmp_path), str(tmp_path / "b.db")]) == 0
     assert not is_plain_sqlite(tmp_path / "b.db")
+    assert main(["db", "restore", "--data-dir", str(tmp_path), str(tmp_path / "b.db")]) == 0
+    assert "restored" in capsys.readouterr().out
+    again = InlineSQLite(str(path), key=load_database_key(path, PASSPHRASE))
+    assert result_of(again.run(lambda c: c.execute("SELECT peer_id FROM peers").fetchall())
+                     ) == [("p",)]
+    result_of(again.close())
     monkeypatch.setenv("AEGIS_HIDDEN_PASSPHRASE", "wrong")
     assert main(["db", "check", "--data-dir", str(tmp_path)]) != 0
     assert "wrong passphrase" in capsys.readouterr().err
