@@ -165,24 +165,27 @@ class DhtCore:
         return encode(FindValue(key))
 
     def feed(self, lookup: Lookup[SignedRecord], contact: Contact, answer: bytes | None,
-             now: float) -> None:
+             now: float) -> bool:
         """Feed ``contact``'s answer bytes (None: timeout or error) into ``lookup``.
 
-        An answer that does not decode, or a value that does not verify or is
-        not the key asked for, counts as a failure of that contact.
+        An answer that does not decode, is not an answer to a lookup, or holds
+        a value that does not verify or is not for the key asked, counts as a
+        failure of that contact. Returns whether the answer was good (the
+        driver holds a bad one against the contact, as it does a timeout).
         """
         if answer is None:
             lookup.on_failure(contact)
-            return
+            return False
         try:
             response = decode_response(answer)
         except DhtMessageError:
             self.refused["malformed answer"] += 1
             lookup.on_failure(contact)
-            return
+            return False
         if isinstance(response, Nodes):
             lookup.on_response(contact, response.contacts)
-        elif isinstance(response, Value):
+            return True
+        if isinstance(response, Value):
             record = response.record
             if record is not None:
                 try:
@@ -192,10 +195,12 @@ class DhtCore:
                 except DhtRecordError as e:
                     self.refused[type(e).__name__] += 1
                     lookup.on_failure(contact)
-                    return
+                    return False
             lookup.on_response(contact, response.contacts, record)
-        else:
-            lookup.on_failure(contact)
+            return True
+        self.refused["wrong answer"] += 1
+        lookup.on_failure(contact)
+        return False
 
     # -- maintenance ---------------------------------------------------------
     def due_refresh(self, now: float, rng: random.Random) -> list[bytes]:

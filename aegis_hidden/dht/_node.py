@@ -122,8 +122,7 @@ class DhtNode:
             if result.called:
                 return  # answers after the end (a value came first) are dropped
             now = self._clock.seconds()
-            self.core.feed(lk, contact, answer, now)
-            if answer is None:
+            if not self.core.feed(lk, contact, answer, now):  # no answer, or a bad one
                 self.core.table.failed(contact)
             else:
                 ping = self.core.table.observe(contact, now)

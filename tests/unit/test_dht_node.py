@@ -148,3 +148,17 @@ def _same_bucket(a: Node, b: Node) -> bytes:
         key = os.urandom(32)
         if bucket_index(a.contact.id, Contact(key).id) == bucket_index(a.contact.id, b.contact.id):
             return key
+
+
+def test_a_contact_that_answers_wrongly_loses_its_place(three: tuple[Clock, Node, Node, Node]) -> None:
+    from aegis_hidden.dht import Pong, encode
+
+    clock, a, b, _ = three
+    a.dht.core.table.max_failures = 2
+    b.core.rpc.on_request(lambda peer, body: encode(Pong()))  # a PONG to every FIND_NODE
+    a.dht.core.table.observe(b.contact, clock.seconds())
+    for _ in range(2):
+        result = result_of(a.dht.lookup(os.urandom(32)))
+        assert result.failures == 1
+    assert b.contact not in a.dht.core.table
+    assert a.dht.core.refused["wrong answer"] == 2
