@@ -10,10 +10,11 @@ answer crosses a link with a log-normal one-way delay (an onion-service round
 trip is seconds, not milliseconds) and an independent loss probability; an
 answer that has not arrived after ``timeout`` is a timeout for the lookup.
 
-Routing tables are filled before the lookups from the whole population, each
-bucket with up to k contacts drawn at random from the part of the id space it
-covers, through :meth:`RoutingTable.observe` (what a converged network's tables
-look like; joining, churn and refresh are not simulated yet). Ids are SHA-256
+Routing tables are filled before the lookups, either from the whole
+population, each bucket with up to k contacts drawn at random from the part of
+the id space it covers (what a converged network's tables look like), or by
+joining: nodes arrive one by one knowing one node and fill their tables with
+real lookups (:class:`DhtNetwork`). Churn is not simulated yet. Ids are SHA-256
 of random 32-byte strings standing for onion keys.
 
 Adversaries are a random fraction of the nodes (ids are hashes of keys, so
@@ -123,9 +124,18 @@ class VirtualClock:
 
 
 class DhtNetwork:
-    """``size`` nodes with converged routing tables (see the module docstring)."""
+    """``size`` nodes, their routing tables converged or built by joining.
 
-    def __init__(self, size: int, seed: int, *, k: int = 20) -> None:
+    ``join=False``: every bucket holds up to k contacts drawn from the part of
+    the id space it covers (a converged network). ``join=True``: the nodes
+    join one by one in a random order, each knowing only one node already in:
+    it looks up its own id and then ``refresh`` random ids, through the real
+    lookup machine and the real request handler (answering nodes learn the
+    newcomer, full buckets ping their oldest, who answers: nobody has left).
+    """
+
+    def __init__(self, size: int, seed: int, *, k: int = 20, join: bool = False,
+                 refresh: int = 2) -> None:
         rng = random.Random(seed)
         self.k = k
         #: leading bits a Sybil shares with its target: 2 more than the k-th honest node's
@@ -135,6 +145,10 @@ class DhtNetwork:
                           key=lambda c: c.id)
         self.contacts = contacts
         self.cores = {c.id: DhtCore(c, k=k) for c in contacts}
+        self.join_messages = 0
+        if join:
+            self._join_all(rng, refresh)
+            return
         ints = [int.from_bytes(c.id, "big") for c in contacts]
         for n, c in enumerate(contacts):
             table = self.cores[c.id].table
@@ -152,6 +166,36 @@ class DhtNetwork:
                 if bisect.bisect_left(ints, sub + (1 << i)) - bisect.bisect_left(ints, sub) <= 1:
                     break
 
+    def _join_all(self, rng: random.Random, refresh: int) -> None:
+        order = list(self.contacts)
+        rng.shuffle(order)
+        joined: list[Contact] = [order[0]]
+        for newcomer in order[1:]:
+            core = self.cores[newcomer.id]
+            core.table.observe(rng.choice(joined), 0.0)
+            targets = [newcomer.id] + [rng.randbytes(32) for _ in range(refresh)]
+            for target in targets:
+                self._lookup_now(core, target)
+            joined.append(newcomer)
+
+    def _lookup_now(self, asker: DhtCore, target: bytes) -> None:
+        """A lookup with instant, lossless answers (joining is not what is measured)."""
+        lookup = asker.lookup(target)
+        request = asker.find_node(target)
+        while not lookup.done:
+            queries = lookup.next_queries()
+            if not queries:
+                break
+            for q in queries:
+                self.join_messages += 1
+                peer = self.cores[q.contact.id]
+                handled = peer.handle(asker.own, request, 0.0)
+                if handled.ping is not None:  # the oldest is online: it answers
+                    peer.table.ping_answered(handled.ping.oldest, 0.0)
+                if asker.feed(lookup, q.contact, handled.answer, 0.0):
+                    ping = asker.table.observe(q.contact, 0.0)
+                    if ping is not None:
+                        asker.table.ping_answered(ping.oldest, 0.0)
 
     def sybils(self, target: bytes) -> list[Contact]:
         """k keys ground until their ids share ``sybil_bits`` leading bits with ``target``.

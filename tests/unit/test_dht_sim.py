@@ -77,3 +77,12 @@ def test_signed_values_forgeries_and_replays_are_refused(network: DhtNetwork) ->
     # the network is left as it was: the same run again gives the same figures
     assert simulate_values(network, DhtScenario(0.3, "replay", 1, lookups=20), seed=8,
                            publishers=2, quorum=1) == replay1
+
+
+def test_a_network_built_by_joining_finds_its_nodes() -> None:
+    joined = DhtNetwork(150, seed=9, join=True)
+    assert joined.join_messages > 0
+    assert min(len(core.table) for core in joined.cores.values()) >= 10
+    r = simulate_lookups(joined, DhtScenario(lookups=30, loss=0.0), seed=1)
+    assert r.success == 1.0
+    assert DhtNetwork(150, seed=9, join=True).join_messages == joined.join_messages
