@@ -115,7 +115,8 @@ class SecurityConfig:
 @dataclass(frozen=True)
 class PerformanceConfig:
     message_batch_size: int = _f(10, c.integer(1, 1000),
-                                 "Messages a peer connection sends per flush.")
+                                 "Cells a session seals and writes per transport write "
+                                 "(the default scheduler).")
     # Off by default: compression before padding makes the cell count reveal the
     # compressed size, which leaks content (CRIME-style) when a message mixes data an
     # attacker chooses with a secret. 64 MiB is the largest max_message_size: never.
@@ -421,6 +422,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             raise ConfigError("(file)", str(path), f"cannot read it: {e}") from None
         try:
             raw = yaml.safe_load(text)
+        except RecursionError:
+            raise ConfigError("(file)", str(path), "it is nested too deeply to be a "
+                              "configuration file") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
