@@ -29,7 +29,13 @@ from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
 from ._secrets import PassphraseSourceError, read_passphrase
-from .api import ClientKeyError, TokenFileError, make_api_service
+from .api import (
+    ClientKeyError,
+    TokenFileError,
+    api_onion_address,
+    load_or_create_api_onion_key,
+    make_api_service,
+)
 from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
@@ -290,9 +296,12 @@ def node_log_observer(options: Options) -> ILogObserver | None:
             logfile or "twistd.log", rotateLength=cfg.max_bytes,
             maxRotatedFiles=cfg.max_files, defaultMode=0o600))
     level = LogLevel.levelWithName(options.config.log_level)
-    # peers are named only at debug level (issue 17): above it, salted hashes
-    return FilteringLogObserver(PeerRedactingObserver(textFileLogObserver(out),
-                                                      [options.identity.onion]),
+    # Peers are named only at debug level: above it, salted hashes. The node's own
+    # addresses stay readable (the operator needs the API onion to reach the API).
+    own = [options.identity.onion]
+    if options.config.api.enabled and options.config.api.onion:
+        own.append(api_onion_address(load_or_create_api_onion_key(options.data_dir)))
+    return FilteringLogObserver(PeerRedactingObserver(textFileLogObserver(out), own),
                                 [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 

@@ -127,3 +127,25 @@ def test_logging_keys_are_checked(raw: dict[str, Any], path: str) -> None:
 def test_logging_defaults() -> None:
     cfg = parse_config({})
     assert (cfg.logging.max_bytes, cfg.logging.max_files) == (1024 * 1024, 5)
+
+
+def test_the_nodes_own_addresses_stay_readable_peers_are_hashed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator reads the API onion in the log; a peer's onion is a salted hash."""
+    from aegis_hidden.api import api_onion_address, load_or_create_api_onion_key
+    from aegis_hidden.identity import onion_address_from_public_key
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("api:\n  onion: true\n")
+    opts = tap.Options()
+    opts.parseOptions(["-d", str(tmp_path / "data"), "-c", str(cfg)])
+    opts.parent = twistd(None)
+    observer = tap.node_log_observer(opts)
+    assert observer is not None
+    api_onion = api_onion_address(load_or_create_api_onion_key(opts.data_dir))
+    peer = onion_address_from_public_key(bytes(32))
+    Logger(observer=observer).info("API onion {a}, node {n}, peer {p}",
+                                   a=api_onion, n=opts.identity.onion, p=peer)
+    out = capsys.readouterr().out
+    assert api_onion in out and opts.identity.onion in out
+    assert peer not in out and "peer-" in out
