@@ -23,6 +23,7 @@ from ._messages import (
     Nodes,
     Ping,
     Pong,
+    Refused,
     Request,
     Response,
     Stored,
@@ -132,14 +133,19 @@ class DhtCore:
     def handle(self, sender: Contact, data: bytes, now: float) -> Handled:
         """Answer the request bytes ``data`` from ``sender`` (whom the session proved).
 
-        Raises :class:`DhtRequestRefused` for a malformed request or a refused record.
+        A malformed request or a refused STORE is answered with a REFUSED
+        naming the reason (counted in :attr:`refused`); a malformed request
+        teaches the table nothing about its sender.
         """
         try:
             request = decode_request(data)
-        except DhtMessageError as e:
+        except DhtMessageError:
             self.refused["malformed"] += 1
-            raise DhtRequestRefused("malformed request") from e
-        answer = encode(self.answer(request, now, sender))
+            return Handled(encode(Refused("malformed request")), None)
+        try:
+            answer = encode(self.answer(request, now, sender))
+        except DhtRequestRefused as e:
+            answer = encode(Refused(e.reason))
         return Handled(answer, self.table.observe(sender, now))
 
     # -- asking --------------------------------------------------------------

@@ -69,8 +69,17 @@ class Stored:
     pass
 
 
+@dataclass(frozen=True)
+class Refused:
+    """The request was refused; ``reason`` is short and names no secret."""
+
+    reason: str
+
+
+MAX_REASON = 100
+
 Request = Ping | FindNode | FindValue | Store
-Response = Pong | Nodes | Value | Stored
+Response = Pong | Nodes | Value | Stored | Refused
 
 
 def _contacts_pb(contacts: Sequence[Contact]) -> list[dht_pb2.DhtContact]:
@@ -105,6 +114,8 @@ def encode(message: Request | Response) -> bytes:
         m.value.contacts.extend(_contacts_pb(message.contacts))
     elif isinstance(message, Stored):
         m.stored.SetInParent()
+    elif isinstance(message, Refused):
+        m.refused.reason = message.reason[:MAX_REASON]
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"not a DHT message: {message!r}")
     return m.SerializeToString()
@@ -179,4 +190,8 @@ def decode_response(data: bytes) -> Response:
         return Value(record, _contacts(m.value.contacts))
     if kind == "stored":
         return Stored()
+    if kind == "refused":
+        if len(m.refused.reason) > MAX_REASON:
+            raise DhtMessageError(f"refusal reason longer than {MAX_REASON} characters")
+        return Refused(m.refused.reason)
     raise DhtMessageError(f"{kind} is a request, not an answer")

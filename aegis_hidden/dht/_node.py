@@ -25,10 +25,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._core import DhtCore, DhtRequestRefused
+from ._core import DhtCore
 from ._ids import Contact
 from ._lookup import Lookup, LookupResult
-from ._messages import Ping, Store, decode_response, encode
+from ._messages import DhtMessageError, Ping, Pong, Response, Store, Stored, decode_response, encode
 from ._records import SignedRecord
 from ._table import PingOldest
 
@@ -63,11 +63,7 @@ class DhtNode:
     # -- answering -------------------------------------------------------------
     def _on_request(self, peer: str, body: bytes) -> bytes:
         contact = Contact.of_onion(peer)
-        try:
-            handled = self.core.handle(contact, body, self._clock.seconds())
-        except DhtRequestRefused:
-            self.stats["requests_refused"] += 1
-            raise
+        handled = self.core.handle(contact, body, self._clock.seconds())
         self.stats["requests_answered"] += 1
         if handled.ping is not None:
             self._ping_oldest(handled.ping)
@@ -96,7 +92,7 @@ class DhtNode:
 
     def ping(self, contact: Contact) -> Deferred[bool]:
         def check(answer: bytes | None) -> bool:
-            return answer is not None and decode_ok(answer)
+            return answer is not None and isinstance(decoded(answer), Pong)
 
         return self._ask(contact, encode(Ping())).addCallback(check)
 
@@ -154,7 +150,8 @@ class DhtNode:
         asks = [self._ask(c, payload) for c in contacts]
 
         def count(results: list[tuple[bool, bytes | None]]) -> int:
-            return sum(1 for ok, answer in results if ok and answer is not None and decode_ok(answer))
+            return sum(1 for ok, answer in results
+                       if ok and answer is not None and isinstance(decoded(answer), Stored))
 
         return DeferredList(asks, consumeErrors=True).addCallback(count)
 
@@ -184,10 +181,9 @@ class DhtNode:
         self._loop = None
 
 
-def decode_ok(answer: bytes) -> bool:
-    """The answer decodes as a DHT answer (a PONG or STORED is the only thing to check)."""
+def decoded(answer: bytes) -> Response | None:
+    """The answer decoded, or None if it is not a DHT answer."""
     try:
-        decode_response(answer)
-    except ValueError:
-        return False
-    return True
+        return decode_response(answer)
+    except DhtMessageError:
+        return None

@@ -76,8 +76,14 @@ class DhtStored(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DhtRefused(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
 class DhtMessage(_message.Message):
-    __slots__ = ("ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored")
+    __slots__ = ("ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored", "refused")
     PING_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
     FIND_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +92,7 @@ class DhtMessage(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     ping: DhtPing
     find_node: DhtFindNode
     find_value: DhtFindValue
@@ -94,4 +101,5 @@ class DhtMessage(_message.Message):
     nodes: DhtNodes
     value: DhtValue
     stored: DhtStored
-    def __init__(self, ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ...) -> None: ...
+    refused: DhtRefused
+    def __init__(self, ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ...) -> None: ...

@@ -12,13 +12,13 @@ from aegis_hidden.addresses import onion_address_from_public_key
 from aegis_hidden.dht import (
     Contact,
     DhtCore,
-    DhtRequestRefused,
     FindNode,
     Lookup,
     LookupMisuse,
     Nodes,
     Ping,
     Pong,
+    Refused,
     RoutingTable,
     SignedRecord,
     bucket_index,
@@ -247,11 +247,14 @@ def test_core_answers_ping_and_find_node_and_learns_the_asker() -> None:
     assert stranger in a.table
     nodes = decode_response(a.handle(b.own, encode(FindNode(b.own.id)), 0.0).answer)
     assert isinstance(nodes, Nodes) and len(nodes.contacts) <= 20
-    with pytest.raises(DhtRequestRefused):
-        a.handle(b.own, b"\x00garbage", 0.0)
-    with pytest.raises(DhtRequestRefused):
-        a.handle(b.own, encode(Pong()), 0.0)  # an answer is not a request
+    # refusals are answers (REFUSED with a reason), not rpc errors
+    newcomer = Contact(bytes(range(2, 34)))
+    garbage = a.handle(newcomer, b"\x00garbage", 0.0)
+    assert decode_response(garbage.answer) == Refused("malformed request")
+    assert decode_response(a.handle(newcomer, encode(Pong()), 0.0).answer) == Refused(
+        "malformed request")  # an answer is not a request
     assert a.refused["malformed"] == 2
+    assert newcomer not in a.table  # a malformed request teaches the table nothing
 
 
 @settings(max_examples=60, derandomize=True, deadline=None)

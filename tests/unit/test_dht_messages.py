@@ -17,6 +17,7 @@ from aegis_hidden.dht import (
     Nodes,
     Ping,
     Pong,
+    Refused,
     SignedRecord,
     Store,
     Stored,
@@ -35,7 +36,7 @@ ids = st.binary(min_size=32, max_size=32)
 requests = st.one_of(st.just(Ping()), st.builds(FindNode, ids), st.builds(FindValue, ids),
                      st.builds(Store, records))
 responses = st.one_of(
-    st.just(Pong()), st.just(Stored()),
+    st.just(Pong()), st.just(Stored()), st.builds(Refused, st.text(max_size=100)),
     st.builds(Nodes, st.lists(contacts, max_size=MAX_CONTACTS).map(tuple)),
     st.builds(Value, st.one_of(st.none(), records),
               st.lists(contacts, max_size=MAX_CONTACTS).map(tuple)),
@@ -110,5 +111,10 @@ def test_each_refusal_names_the_problem() -> None:
         decode_response(big.SerializeToString())
     with pytest.raises(DhtMessageError, match="at most"):
         decode_response(bytes(40_000))
+    long_reason = dht_pb2.DhtMessage(refused=dht_pb2.DhtRefused(reason="x" * 101))
+    with pytest.raises(DhtMessageError, match="refusal reason"):
+        decode_response(long_reason.SerializeToString())
+    with pytest.raises(DhtMessageError, match="is an answer"):
+        decode_request(encode(Refused("no")))
     with pytest.raises(DhtMessageError):
         decode_request("text")  # type: ignore[arg-type]
