@@ -23,8 +23,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from ..crypto import IV_SIZE
-from ..wire import CLOSE_TYPE, REKEY_TYPE, CellReader, CellType, encode_inner
-from ..wire._cells import CellQueue  # not yet exported by wire/__init__
+from ..wire import CLOSE_TYPE, REKEY_TYPE, CellQueue, CellReader, CellType, encode_inner
 from ._aead import Direction
 from ._errors import CloseReason, SessionError
 

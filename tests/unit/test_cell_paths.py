@@ -24,6 +24,7 @@ from aegis_hidden.session._aead import Direction
 from aegis_hidden.testing._sessions import memory_identity
 from aegis_hidden.wire import (
     CellError,
+    CellQueue,
     CellReader,
     CellType,
     Flags,
@@ -36,7 +37,6 @@ from aegis_hidden.wire import (
     inner_body_capacity,
     prepare_message,
 )
-from aegis_hidden.wire._cells import CellQueue  # not yet exported by aegis_hidden.wire
 
 NOW = 1_800_000_000.0
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
