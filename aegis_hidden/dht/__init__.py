@@ -9,7 +9,10 @@
 - the message codec (``wire/dht.proto``) and :class:`DhtCore`, which answers
   requests and feeds answers into lookups.
 
-docs/dht.md describes what runs and what is not wired into the node yet.
+The Twisted side: :class:`DhtNode` runs the core over the node's ``rpc``
+channel on an injected clock; :class:`DhtPersistence` keeps the routing table
+and records in the node's database. docs/dht.md describes what runs and what
+is not wired into the node yet.
 """
 
 from ._core import ALPHA, DhtCore, DhtRequestRefused, Handled, StoreLimiter
@@ -33,6 +36,8 @@ from ._messages import (
     decode_response,
     encode,
 )
+from ._node import DhtNode, RpcTransport
+from ._persist import DhtPersistence
 from ._records import (
     MAX_LIFETIME,
     MAX_NAME,
@@ -64,6 +69,8 @@ __all__ = [
     "Contact",
     "DhtCore",
     "DhtMessageError",
+    "DhtNode",
+    "DhtPersistence",
     "DhtRecordError",
     "DhtRequestRefused",
     "ExpiredRecord",
@@ -86,6 +93,7 @@ __all__ = [
     "Request",
     "Response",
     "RoutingTable",
+    "RpcTransport",
     "SignedRecord",
     "StaleRecord",
     "Store",

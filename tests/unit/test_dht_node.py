@@ -12,8 +12,7 @@ from twisted.internet.task import Clock
 
 from aegis_hidden import identity
 from aegis_hidden.config import Config
-from aegis_hidden.dht import Contact, DhtCore, node_id, sign_record
-from aegis_hidden.dht._node import DhtNode
+from aegis_hidden.dht import Contact, DhtCore, DhtNode, node_id, sign_record
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore

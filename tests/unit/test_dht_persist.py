@@ -12,8 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from aegis_hidden import identity
-from aegis_hidden.dht import Contact, RecordStore, RoutingTable, sign_record
-from aegis_hidden.dht._persist import DhtPersistence
+from aegis_hidden.dht import Contact, DhtPersistence, RecordStore, RoutingTable, sign_record
 from aegis_hidden.peers import InlineSQLite
 
 T = TypeVar("T")
