@@ -61,8 +61,9 @@ class NetworkConfig:
         "connections arrive. Loopback or unix socket only.")
     external_address: str | None = _f(
         None, c.optional(c.text(max_len=600)),
-        "Address peers should use for this node; must be .onion or .i2p. Null: derived "
-        "from the identity.")
+        "Kept for configurations written from the seed spec; must stay null. Peers reach "
+        "the node at its onion (and I2P) address, derived from its identity; a node "
+        "refuses to start with any other value rather than advertise something it ignores.")
     bootstrap_nodes: tuple[str, ...] = _f(
         [], c.string_list(_peer_address),
         "Peers to contact first, by v3 .onion or .b32.i2p address (optional :port).")
@@ -350,6 +351,11 @@ def _check_privacy(cfg: Config) -> None:
                 "network.external_address", ext,
                 "is not an anonymous address: advertising it would tell peers where the "
                 "node is", "set it to the node's .onion or .i2p address, or leave it null")
+        raise ConfigError(
+            "network.external_address", ext,
+            "does nothing: peers reach this node at the onion (and I2P) address derived "
+            "from its identity, which it proves in every handshake; remove the key or set "
+            "it to null")
     if not cfg.security.enable_tor and not cfg.i2p.enabled:
         raise PrivacyError(
             "security.enable_tor", False,

@@ -57,7 +57,7 @@ def test_configuration_doc_lists_every_key() -> None:
 
 def test_seed_spec_names_are_kept() -> None:
     cfg = parse_config({
-        "network": {"listen_address": "127.0.0.1:9000", "external_address": ONION,
+        "network": {"listen_address": "127.0.0.1:9000", "external_address": None,
                     "bootstrap_nodes": [ONION, f"{ONION}:7701", B32],
                     "max_connections": 10, "connection_timeout": 5},
         "security": {"encryption": "ChaCha20-Poly1305", "key_exchange": "X-Wing",
@@ -162,8 +162,7 @@ def test_leaky_configurations_are_refused(raw: Any, path: str, fix: str) -> None
 
 def test_safe_alternatives_are_accepted() -> None:
     parse_config({"network": {"listen_address": "unix:/run/aegis/peer.sock"}})
-    parse_config({"network": {"listen_address": "[::1]:7701", "external_address": ONION}})
-    parse_config({"network": {"external_address": B32}})
+    parse_config({"network": {"listen_address": "[::1]:7701", "external_address": None}})
     parse_config({"security": {"enable_tor": False}, "i2p": {"enabled": True}})
     parse_config({"api": {"listen_address": "localhost:8470", "onion": True}})
     parse_config({"tor": {"mode": "connect", "control_port": "unix:/run/tor/control"}})
@@ -202,3 +201,14 @@ def test_i2p_needs_a_tcp_listen_address() -> None:
         parse_config({"network": {"listen_address": "unix:/run/aegis/peer.sock"},
                       "i2p": {"enabled": True}})
     parse_config({"network": {"listen_address": "127.0.0.1:7701"}, "i2p": {"enabled": True}})
+
+
+@pytest.mark.parametrize("value", [ONION, B32, f"{ONION}:7701"])
+def test_external_address_does_nothing_so_any_value_is_refused(value: str) -> None:
+    """The node's address is its identity's onion: a set external_address would be
+    a promise the node does not keep (it advertises nothing else)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"network": {"external_address": value}}, "node.yaml")
+    assert not isinstance(info.value, PrivacyError)
+    assert info.value.path == "network.external_address" and "does nothing" in str(info.value)
+    assert parse_config({"network": {"external_address": None}}).network.external_address is None
