@@ -294,7 +294,18 @@ DOCUMENT: dict[str, Any] = {
                 "session_layer": {"type": "boolean"},
                 "counts": {"type": "object", "properties": {
                     "peers": {"type": "integer"}, "connected": {"type": "integer"},
-                    "blacklisted": {"type": "integer"}, "outbox": {"type": "integer"}}}}},
+                    "blacklisted": {"type": "integer"}, "outbox": {"type": "integer"}}},
+                # the link schedule the node runs (docs/mixing.md); loops and mix
+                # delays are not run yet (loop_cover / mix_pool false, rates 0)
+                "mixing": {"type": "object", "properties": {
+                    "profile": {"enum": ["off", "low-data", "balanced", "paranoid"]},
+                    "cover_traffic": {"type": "boolean"}, "cover_rate": {"type": "number"},
+                    "constant_rate": {"type": "boolean"},
+                    "burst": {"type": ["integer", "null"]},
+                    "bytes_per_second_per_link": {"type": "number"},
+                    "loop_cover": {"type": "boolean"}, "loop_rate": {"type": "number"},
+                    "mix_pool": {"type": "boolean"}, "mix_rate": {"type": "number"},
+                    "trace": {"type": "boolean"}}}}},
         },
     },
 }
