@@ -158,8 +158,13 @@ def makeService(options: Options) -> IService:
     # observer (0644, unbounded rotation, every level): the node offers one.
     node.log_observer = node_log_observer(options)
     _add_tor(node, options, reactor)
+    # mixing.profile: one cell scheduler for every session (Poisson slots with cover
+    # cells, or at once for ``off``), cell counters and the optional trace. In the
+    # tree before the core, so it stops after the core has closed the sessions.
+    mixing = build_mixing(options.config, options.data_dir, reactor)
+    MixingService(mixing).setServiceParent(node)
     core = _add_core_and_api(node, options, reactor)
-    _add_sessions(node, core, options, reactor)
+    _add_sessions(node, core, options, reactor, mixing)
     return node
 
 
@@ -218,7 +223,8 @@ def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
     return i2p
 
 
-def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: Any) -> None:
+def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: Any,
+                  mixing: MixingLayer) -> None:
     """Issue 5: post-quantum sessions on network.listen_address, used by the core.
 
     Every peer connection, in or out, is an authenticated X-Wing session; the
@@ -230,10 +236,6 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     # core's one record cache and their ML-DSA keys against its pins (issue 9).
     # Sessions read the identity service's current record (new sessions send it;
     # connected peers get it in a record push from the core).
-    # mixing.profile: one cell scheduler for every session (Poisson slots with cover
-    # cells, or at once for ``off``), cell counters and the optional trace.
-    mixing = build_mixing(cfg, options.data_dir, reactor)
-    MixingService(mixing).setServiceParent(node)
     sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,
                               record_cache=core.record_cache, mldsa_pin=core.mldsa_pin,
                               scheduler=mixing.scheduler, trace=mixing.trace)

@@ -266,3 +266,33 @@ def test_cell_counter_refuses_an_unknown_kind() -> None:
     counter = CellCounter()
     with pytest.raises(ValueError, match="direction/kind"):
         counter.record(0.0, "l", "out", CELL, "bogus")
+
+
+def test_the_layer_stops_after_the_core_and_takes_its_timer_and_trace_with_it(
+        tmp_path: Path, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    service = tap.makeService(_options(tmp_path))
+    assert isinstance(service, NodeService)
+    names = [child.name for child in service]
+    # children stop in reverse order: the core closes the sessions before the
+    # scheduler goes
+    assert names.index("mixing") < names.index("core")
+
+    cfg = parse_config({"mixing": {"trace_file": "t.jsonl"}})
+    clock = Clock()
+    clock.advance(NOW)
+    layer = tap.build_mixing(cfg, tmp_path, clock, random.Random(5))
+    provider = MemoryTransportProvider()
+    alice = SessionFactory(identities[0], [provider], cfg, clock,
+                           scheduler=layer.scheduler, trace=layer.trace)
+    bob = SessionFactory(identities[1], [provider], cfg, clock)
+    provider.listen(identities[1].onion, PORT, bob.server_factory())
+    outcome(alice.connect(identities[1].onion))
+    provider.flush()
+    assert clock.getDelayedCalls()  # the scheduler's one timer (and the session's)
+    mixing = MixingService(layer)
+    mixing.startService()
+    mixing.stopService()
+    scheduler: Any = layer.scheduler
+    assert scheduler.links == 0 and scheduler._call is None  # its timer is cancelled
+    assert layer.trace.inner is None  # the trace file is flushed and closed
+    assert (tmp_path / "t.jsonl").read_text().count("\n") > 0
