@@ -1,4 +1,4 @@
-"""The seams between layers (STYLE.md #3): one zope Interface per boundary.
+"""The seams between layers: one zope Interface per boundary.
 
 Fakes of each live in :mod:`aegis_hidden.testing`.
 """

@@ -16,7 +16,7 @@ emission to its arrival at each of 100 clients (p50/p99) and deliveries per
 second. Options: ``--seconds N`` per HTTP phase, ``--concurrency N``.
 
 The durable send rate is measured twice in the same run: on plain SQLite files
-and on SQLCipher files (the state database encrypted at rest, issue 17; key
+and on SQLCipher files (the state database encrypted at rest; key
 from ``load_database_key``), and their ratio printed (``--no-sqlcipher`` skips
 the second).
 """

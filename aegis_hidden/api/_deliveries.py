@@ -12,7 +12,7 @@ this history.
 
 Kept: the id, the state and the time rounded down to the minute; never the
 message, and not the peer (the ``peer_id`` column stays empty; rows written
-before issue 17 are emptied on first use), so the table is no contact log.
+by older versions are emptied on first use), so the table is no contact log.
 """
 
 from __future__ import annotations

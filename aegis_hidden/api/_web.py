@@ -470,7 +470,7 @@ class ApiResource(Resource):
         return 200, self.core.status()
 
     async def wipe(self, request: Request) -> tuple[int, JSON]:
-        """The emergency wipe (issue 17): keys, logs and database destroyed, node stopped.
+        """The emergency wipe: keys, logs and database destroyed, node stopped.
 
         ``confirm`` must read ``wipe <this node's onion>``: a typo, or a token used
         against the wrong node, changes nothing. Key files go first; the open

@@ -6,7 +6,7 @@ backup (safe while the node runs) to a new file, never over an existing one.
 (damaged or not) aside under a timestamped name, never deleting it, and puts a
 copy of the backup in its place.
 
-The database is SQLCipher (issue 17): each command opens its key file
+The database is SQLCipher (encrypted at rest): each command opens its key file
 (``node.sqlite3.key`` beside it) with the passphrase that seals the identity
 (``--passphrase-file``, ``AEGIS_HIDDEN_PASSPHRASE``, asked on a terminal). A
 backup is encrypted with the same key, so it needs that key file to be

@@ -1,4 +1,4 @@
-"""``aegis-hidden wipe``: the emergency wipe of a stopped node's data dir (issue 17).
+"""``aegis-hidden wipe``: the emergency wipe of a stopped node's data dir.
 
 It destroys, in this order, the database key, the identity's key files, the API
 token, the logs and any plain database backup (overwritten with random bytes,

@@ -1,4 +1,4 @@
-"""What the node leaves on a disk and in a crash (issue 17; docs/threat-model.md).
+"""What the node leaves on a disk and in a crash (docs/threat-model.md).
 
 - :func:`disable_core_dumps`: ``RLIMIT_CORE`` 0 for the node process, so a crash
   never writes keys, the database key or message plaintext to a core file.

@@ -17,7 +17,7 @@ all its writers and keeps nothing: a send that failed was never accepted, and
 a message whose delete failed (ack, expiry) stays queued and is tried again.
 
 Receiving: each message id is written to the ``seen`` table (as a keyed hash of
-peer and id, with the time rounded to the minute: issue 17) before the message
+peer and id, with the time rounded to the minute: no contact log) before the message
 is handed to the application (the ``message_received`` event) and before the
 ack goes out. A message whose id is already there is acknowledged again and
 dropped, so a retry after a lost ack, or after either node restarted, is never

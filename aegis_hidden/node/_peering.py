@@ -113,7 +113,7 @@ class PeeringService(Service):
             "peers_connected": sum(1 for p in self.peers.values() if p["connected"]),
             "bootstrap_nodes": len(self.bootstrap)}
         # The per-peer list is the contact graph: on disk in the clear only when asked
-        # for (logging.status_peers, tests); the API serves it (issue 17, item 2).
+        # for (logging.status_peers, tests); the API serves it.
         if self.core.config.logging.status_peers:
             doc["peers"] = self.peers
             doc["bootstrap_nodes"] = self.bootstrap

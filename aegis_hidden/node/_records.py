@@ -1,17 +1,17 @@
 """The identity side of a running node: pins, the shared record cache, record pushes.
 
-* **ML-DSA pinning** (issue 9, item 1). The first verified session with a peer
+* **ML-DSA pinning**. The first verified session with a peer
   pins its ML-DSA-65 public key (:class:`~aegis_hidden.peers.PinStore`). A record
   with another key is accepted only when its rotation proof is signed by the
   pinned key (:func:`~aegis_hidden.identity.check_mldsa_change`), and then
   re-pinned; otherwise the session or record is refused, a ``network_error``
   event is emitted and ``mldsa_pin_mismatches`` counts it. :meth:`mldsa_pin` is
   the lookup the session layer calls during the handshake.
-* **One record cache** (item 2): the :class:`~aegis_hidden.identity.RecordCache`
+* **One record cache**: the :class:`~aegis_hidden.identity.RecordCache`
   every session checks peers' records against, persisted in the ``records``
   table (highest record per onion; revocations for ever) and loaded at start.
   The pool refuses revoked onions at dial and accept (:meth:`is_revoked`).
-* **Record push** (items 2, 3, 7): right after a session is established, each
+* **Record push**: right after a session is established, each
   side sends a control message (:mod:`._control`) with its current record.
   Only peers the operator added, or that this node dialled, also get the
   :class:`~aegis_hidden.identity.I2PBinding` that opens the record's I2P
@@ -21,7 +21,7 @@
 * **Refresh**: the :class:`~aegis_hidden.node.IdentityService` re-signs the
   record on its clock; the keeper subscribes to it and pushes every new record
   (refresh, I2P binding) to every connected peer.
-* **Revocation** (item 2): when ``revocation.bin`` appears in the identity
+* **Revocation**: when ``revocation.bin`` appears in the identity
   directory (``aegis-hidden identity revoke`` on the running node's data dir) or
   :meth:`revoke` is called, the revocation goes to every peer with a session,
   and to everyone who opens one while the node still runs; the node dials no

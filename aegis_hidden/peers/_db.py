@@ -112,7 +112,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 4: the de-duplication window keeps a keyed hash of (peer, message id) and a time
-    # rounded to the minute, not who sent what when (issue 17); the hash key is made
+    # rounded to the minute, not who sent what when (no contact log); the hash key is made
     # here, once, and never leaves the database. Ids seen before are forgotten.
     """
     DROP TABLE seen;

@@ -4,11 +4,12 @@ Every node is a :class:`~aegis_hidden.dht.DhtCore` with its real
 :class:`~aegis_hidden.dht.RoutingTable`; every lookup is the real
 :class:`~aegis_hidden.dht.Lookup` state machine, fed through
 :meth:`DhtCore.feed` with answers encoded and decoded by the real codec
-(``wire/dht.proto``). Nothing of the protocol is written a second time here
-(STYLE.md #15). What the simulation adds is the network: each request and each
-answer crosses a link with a log-normal one-way delay (an onion-service round
-trip is seconds, not milliseconds) and an independent loss probability; an
-answer that has not arrived after ``timeout`` is a timeout for the lookup.
+(``wire/dht.proto``). Nothing of the protocol is written a second time here:
+the simulation measures the code that runs. What it adds is the network: each
+request and each answer crosses a link with a log-normal one-way delay (an
+onion-service round trip is seconds, not milliseconds) and an independent loss
+probability; an answer that has not arrived after ``timeout`` is a timeout for
+the lookup.
 
 Routing tables are filled before the lookups, either from the whole
 population, each bucket with up to k contacts drawn at random from the part of

@@ -7,7 +7,7 @@ per layer. Here every hop is a link run by the real
 :class:`~aegis_hidden.mixing.PoissonScheduler` (or the ``off`` profile's
 :class:`~aegis_hidden.mixing.ImmediateScheduler`), and every forwarding node
 holds what it relays in the real :class:`~aegis_hidden.mixing.MixPool`. Nothing
-of the mixing is written a second time here (STYLE.md #15).
+of the mixing is written a second time here.
 
 The adversary is Loopix's conservative one: it watches every link, is told
 which cells are real (cover never helps it or hurts it here), and follows

@@ -4,7 +4,7 @@ Used by the integration tests (a session fixture), ``aegis-hidden devnet`` and
 ``aegis-hidden demo``. It is a synchronous harness (``subprocess``): it runs
 outside the node's reactor, like any other daemon the node talks to.
 
-The shape and options follow /work/shared/TESTNETS.md: every instance runs with
+The shape and options, as measured with Debian 12's tor 0.4.9.11: every instance runs with
 ``TestingTorNetwork 1``; authorities vote every 10 s; relays and authorities
 refuse exits (onion services need none); clients open a SOCKS and a control
 port with cookie authentication. Keys are made with ``tor-gencert`` and
@@ -706,7 +706,7 @@ def prepare_node(net: TorNetwork, name: str, data_dir: Path, *, listen_port: int
                     "connection_timeout": 60},
         "tor": {**net.node_tor_config(), "bootstrap_timeout": 240},
         "api": {"enabled": False},
-        "logging": {"status_peers": True},  # the per-peer list in status.json (issue 17)
+        "logging": {"status_peers": True},  # the per-peer list in status.json (off by default)
     }
     for section, values in (extra or {}).items():
         config.setdefault(section, {}).update(values)
