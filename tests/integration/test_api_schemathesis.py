@@ -28,7 +28,7 @@ from .test_api_tor import _api_port, api_up
 
 pytestmark = pytest.mark.integration
 
-#: generated requests per operation (the issue asks for a bounded number)
+#: generated requests per operation (bounded, so the run's time is too)
 EXAMPLES = 25
 
 

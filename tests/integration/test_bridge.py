@@ -1,4 +1,4 @@
-"""A node that reaches Tor only through a private obfs4 bridge (issue 18, items 3 and 4).
+"""A node that reaches Tor only through a private obfs4 bridge.
 
 An obfs4 bridge joins the session's private network (no restart: no authority
 needs to know a bridge). Node B's own tor gets ``UseBridges 1`` and the bridge's

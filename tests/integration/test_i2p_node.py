@@ -214,7 +214,7 @@ async def test_i2p_only_node_publishes_its_destination_and_is_reached(
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_a_peer_whose_router_restarted_is_reached_again_by_a_new_session(
         i2p_network: I2PNetwork, tmp_path: Path) -> None:
-    """Issue 16, item 10: A cached B's LeaseSet; B's router restarts (new leases).
+    """A cached B's LeaseSet; B's router restarts (new leases).
 
     B's provider sees its control sockets close and creates its sessions again
     on the restarted router (same keys, as a real node does), which publishes B's

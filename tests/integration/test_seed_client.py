@@ -5,7 +5,7 @@ Node.js with the ``ws`` package that ``make setup`` installs from the npm regist
 against B's WebSocket, the token in the query as in the seed's URL shape. A adds B
 and sends it a message through A's REST API. The client prints
 ``notification.peer_id`` on ``peer_connected`` (A's onion, not ``undefined``) and the
-received message (issue 16, item 7).
+received message.
 """
 
 from __future__ import annotations

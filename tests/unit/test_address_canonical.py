@@ -1,4 +1,4 @@
-"""One peer, one name: every entry point takes only the canonical address form (issue 16, item 4)."""
+"""One peer, one name: every entry point takes only the canonical address form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 16, items 1 and 3: hostile bodies and headers get a 400 naming the field, never a 500.
+"""Hostile bodies and headers get a 400 naming the field, never a 500.
 
 Non-finite numbers (NaN, Infinity, 1e400), nesting 1,000+ deep, lone surrogates,
 invalid UTF-8 in ``Authorization``; and nothing the API writes is invalid JSON.

@@ -97,7 +97,7 @@ def test_peers_and_send_commands(api: Api, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     assert main(["peers", "remove", b]) == 1
     assert "API said 404" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # refused before the API is asked (issue 16, item 4)
+    with pytest.raises(SystemExit):  # refused before the API is asked (not a canonical address)
         main(["peers", "add", "example.com"])
     assert "clearnet hosts are refused" in capsys.readouterr().err
 

@@ -1,5 +1,5 @@
 """GET /api/network/messages/{id} after a restart: settled states are kept, bounded
-by age (issue 16, item 8)."""
+by age."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""/network under a burst: readers are never cut off, ``seq`` and ``?since=`` replay
-(issue 16, item 6), and the seed spec's field names (item 7)."""
+"""/network under a burst: readers are never cut off, ``seq`` and ``?since=`` replay,
+and the seed spec's field names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the API decides from the request line and headers alone (issue 16, items 7, 9):
+"""What the API decides from the request line and headers alone:
 a body without the token or over the limit is refused before it is read, plain
 GET /network is not autobahn's page, unsupported methods get 405 with Allow."""
 
@@ -94,7 +94,7 @@ def test_unauthenticated_get_is_a_plain_401(tmp_path: Path) -> None:
     assert out.startswith(b"HTTP/1.1 401 ")
 
 
-# -- item 7: methods, the WebSocket path without an upgrade, the document ----------
+# -- methods, the WebSocket path without an upgrade, the document -------------------
 
 @pytest.mark.parametrize(("path", "allow"), [
     ("/network", b"GET"), ("/metrics", b"GET, HEAD"), ("/api/network/status", b"GET"),

@@ -1,4 +1,4 @@
-"""No API token and no peer address in the node's log (issue 9, item 9).
+"""No API token and no peer address in the node's log.
 
 A real WebSocket upgrade: autobahn's client against the node's real ``Site``
 (the web tree ``make_api_service`` serves), joined in memory by iosim. Every log

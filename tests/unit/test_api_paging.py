@@ -1,4 +1,4 @@
-"""GET /api/network/peers in pages, with filters (issue 16, item 8)."""
+"""GET /api/network/peers in pages, with filters."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The seed spec's JavaScript client (tests/integration/js/seed_client.js), run by the
 real ``node`` with the ``ws`` package against an API on 127.0.0.1 over a fake
-network (no tor): it prints a real ``peer_id`` and the received message
-(issue 16, item 7). The same client runs against real nodes in
+network (no tor): it prints a real ``peer_id`` and the received message.
+The same client runs against real nodes in
 tests/integration/test_seed_client.py.
 
 The API runs in a child process (``python -m tests.unit.test_api_seed_client DIR``)

@@ -1,4 +1,4 @@
-"""What a seized, powered-off disk reveals (issue 17): the state database is a
+"""What a seized, powered-off disk reveals: the state database is a
 SQLCipher file whose key is sealed with the passphrase; a wrong passphrase is a
 clear error; a plain database is migrated once, every row kept, with a backup.
 

@@ -1,4 +1,4 @@
-"""Compression is off by default (issue 9, item 9): padding must hide sizes, not compressed sizes."""
+"""Compression is off by default: padding must hide sizes, not compressed sizes."""
 
 from __future__ import annotations
 

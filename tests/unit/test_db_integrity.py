@@ -1,4 +1,4 @@
-"""A damaged state database stops the node loudly and is never replaced (issue 16, item 2)."""
+"""A damaged state database stops the node loudly and is never replaced."""
 
 from __future__ import annotations
 

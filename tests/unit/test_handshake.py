@@ -286,7 +286,7 @@ def test_i2p_address_is_proven_through_the_binding(ids: dict[str, NodeIdentity])
 
 
 def test_i2p_binding_is_never_sent_to_an_onion_dialer(ids: dict[str, NodeIdentity]) -> None:
-    # Whoever knows only the onion must not learn the I2P destination (item 7).
+    # Whoever knows only the onion must not learn the I2P destination.
     clock = Clock()
     i = Session(ids["alice"], PARAMS, initiator=True, clock=clock, peer_address=ids["ivy"].onion)
     r = _RecordsAuth(ids["ivy"], PARAMS, initiator=False, clock=clock)
@@ -894,7 +894,7 @@ def test_revocation_record_is_not_an_identity(ids: dict[str, NodeIdentity]) -> N
     assert err.reason is CloseReason.REVOKED and "revocation" in err.detail
 
 
-# -- issue 9 item 4: canonical addresses, no exception escapes ---------------------------
+# -- canonical addresses, no exception escapes -------------------------------------------
 
 @pytest.mark.parametrize("address", [
     "\u212a" * 56 + ".onion",                       # KELVIN SIGN lower-cases to "k"
@@ -1010,7 +1010,7 @@ def test_unexpected_exception_after_the_handshake_is_reported_sealed(
     assert failure(i).reason is CloseReason.PROTOCOL_ERROR and i.events()[-1].by_peer  # type: ignore[union-attr]
 
 
-# -- issue 9 item 5: fragment limits ---------------------------------------------------
+# -- fragment limits -------------------------------------------------------------------
 
 @pytest.mark.parametrize("size", [100, 5000])
 def test_message_of_max_plus_one_bytes_is_refused(ids: dict[str, NodeIdentity], size: int) -> None:
@@ -1053,7 +1053,7 @@ def test_empty_non_final_handshake_fragment_is_refused(ids: dict[str, NodeIdenti
     assert err.reason is CloseReason.BAD_CELL and "empty fragment" in err.detail
 
 
-# -- issue 9 items 1, 2: ML-DSA pinning and the shared record cache ----------------------
+# -- ML-DSA pinning and the shared record cache ------------------------------------------
 
 def _rotated(ident: NodeIdentity, sequence: int = 2, proof_by: bytes | None = None) -> NodeIdentity:
     """``ident`` after an ML-DSA-65 rotation, the proof signed by ``proof_by`` (seed;
@@ -1193,7 +1193,7 @@ def test_unknown_close_reason_maps_to_protocol_error(ids: dict[str, NodeIdentity
     assert r.events() == [Closed(CloseReason.PROTOCOL_ERROR, "peer closed: ?", True)]
 
 
-# -- issue 9 item 11: rules the specification states, enforced ------------------------
+# -- rules the specification states, enforced --------------------------------------------
 
 def test_non_final_fragments_must_fill_their_cell(ids: dict[str, NodeIdentity]) -> None:
     from aegis_hidden.wire import CellType, Flags, encode_inner

@@ -1,4 +1,4 @@
-"""Silent streams to a peer whose router restarted re-create the SAM session (issue 16, item 10).
+"""Silent streams to a peer whose router restarted re-create the SAM session.
 
 i2pd keeps a peer's LeaseSet per session until its leases expire (10 minutes);
 the fake bridge does the same with ``lease_cache=True``, so these tests fail on

@@ -1,4 +1,4 @@
-"""Issue 9 item 7: the record commits to the I2P destination without revealing it."""
+"""The record commits to the I2P destination without revealing it."""
 
 from __future__ import annotations
 

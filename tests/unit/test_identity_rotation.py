@@ -1,4 +1,4 @@
-"""Issue 9 items 3 and 10: crash-safe rotation, subkeys checked at load, re-signing in time."""
+"""Crash-safe rotation, subkeys checked at load, re-signing in time."""
 
 from __future__ import annotations
 

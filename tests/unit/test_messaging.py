@@ -299,7 +299,7 @@ def test_protocol_violation_lowers_reputation(net: FakeNetwork, clock: Clock,
 ])
 def test_peer_sending_non_strict_json_is_a_protocol_violation(
         net: FakeNetwork, clock: Clock, tmp_path: Path, data: str, path: str) -> None:
-    """Issue 16, items 1 and 3: NaN from a peer never reaches the application or the WebSocket."""
+    """NaN from a peer never reaches the application or the WebSocket."""
     a, b = pair(net, clock, tmp_path)
     link = result_of(a.core.pool.get(b.address))
     link.send_message(('{"k": "msg", "id": "' + "a" * 32 + '", "t": 0, "body": {"type": "x", '

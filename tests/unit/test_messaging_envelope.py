@@ -33,7 +33,7 @@ def test_message_round_trip(msg_id: str, created: float, body: dict[str, Any], r
 
 @given(st.floats(0, 4e9))
 def test_the_wire_carries_the_hour_never_the_exact_clock(created: float) -> None:
-    """Issue 9, item 9: an exact sender clock in every envelope is a skew fingerprint."""
+    """An exact sender clock in every envelope is a skew fingerprint."""
     wire = json.loads(Message("a" * 32, created, {"type": "x"}).encode())
     assert isinstance(wire["t"], int) and wire["t"] % CLOCK_GRANULARITY == 0
     assert 0 <= created - wire["t"] < CLOCK_GRANULARITY

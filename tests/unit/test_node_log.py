@@ -1,4 +1,4 @@
-"""The node log: 0600, bounded rotation, nothing below log_level (issue 16, item 9)."""
+"""The node log: 0600, bounded rotation, nothing below log_level."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The node's identity checks (issue 9): ML-DSA pins, record cache, record push, refresh.
+"""The node's identity checks: ML-DSA pins, record cache, record push, refresh.
 
 Nodes are NodeCores on the fake session network whose links carry real signed
 records (the records the handshake would have verified).
@@ -136,7 +136,7 @@ def resign(node: NodeIdentity, now: float, *, mldsa_seed: bytes | None = None,
     return rec, seed
 
 
-# -- item 1: ML-DSA pinning -----------------------------------------------------------
+# -- ML-DSA pinning -------------------------------------------------------------------
 
 
 def test_first_contact_pins_and_a_changed_key_is_refused_and_reported(
@@ -223,7 +223,7 @@ def test_pushed_record_with_an_unproven_key_is_refused(net: FakeNetwork, clock: 
     assert cached(a, b.address).sequence == b.identity.record.sequence
 
 
-# -- item 7: the record push and the I2P binding ----------------------------------------
+# -- the record push and the I2P binding ------------------------------------------------
 
 
 def test_binding_goes_only_to_peers_the_operator_added_or_the_node_dialled(
@@ -304,7 +304,7 @@ def test_record_of_another_onion_or_an_older_one_is_refused(net: FakeNetwork, cl
     assert a.core.store.require(b.address).record == newer.to_bytes()
 
 
-# -- item 2: revocation ------------------------------------------------------------------
+# -- revocation --------------------------------------------------------------------------
 
 
 def test_revocation_reaches_connected_peers_and_whoever_dials_and_is_kept_for_ever(
@@ -347,7 +347,7 @@ def test_revocation_reaches_connected_peers_and_whoever_dials_and_is_kept_for_ev
     assert not a.core.pool.connected(b.address)
 
 
-# -- item 3: the record never lapses -------------------------------------------------------
+# -- the record never lapses ---------------------------------------------------------------
 
 
 def test_record_is_resigned_and_pushed_and_never_lapses_over_60_days(

@@ -1,5 +1,4 @@
-"""Removing a peer settles its queued messages; retries never spin on an unknown peer
-(issue 16, item 5)."""
+"""Removing a peer settles its queued messages; retries never spin on an unknown peer."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def test_both_sides_record_an_authenticated_session(tmp_path: Path) -> None:
 
 
 def test_status_json_holds_no_peer_list_by_default(tmp_path: Path) -> None:
-    """Issue 17: the contact graph is not rewritten to disk every 2 s; counts only."""
+    """The contact graph is not rewritten to disk every 2 s; counts only."""
     clock, net = Clock(), FakeNetwork()
     b = Node(net, clock, tmp_path, "b", [], Config())
     a = Node(net, clock, tmp_path, "a", [b.address], Config())

@@ -1,4 +1,4 @@
-"""Issue 9 item 11: the code against docs/vectors/record.json (docs/identity.md).
+"""The code against the published vectors, docs/vectors/record.json (docs/identity.md).
 
 The body is rebuilt byte for byte from the fixed inputs by hand, following the
 specification (not the code's encoder), and compared with the vector and with

@@ -333,7 +333,7 @@ def test_a_session_established_after_the_caller_gave_up_is_closed(
     assert not [e for e in announced if e["type"] == "peer_connected"]
 
 
-# -- record cache, ML-DSA pins and revocations through the factory (issue 9) ----------
+# -- record cache, ML-DSA pins and revocations through the factory --------------------
 class RecordingSessions:
     """Wraps ``Session`` in the factory module and records the keywords each got."""
 

@@ -27,7 +27,7 @@ def test_options_create_identity_and_service(tmp_path: Path) -> None:
 
 
 def test_sessions_share_the_core_record_cache_and_pins(tmp_path: Path) -> None:
-    """Issue 9 items 1-3: every session checks records against the node's one cache."""
+    """Every session checks records against the node's one cache."""
     opts = tap.Options()
     opts.parseOptions(["--data-dir", str(tmp_path), "--no-api"])
     service = tap.makeService(opts)

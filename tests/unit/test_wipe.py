@@ -1,4 +1,4 @@
-"""The emergency wipe (issue 17, item 3): after it, nothing in the data dir opens."""
+"""The emergency wipe: after it, nothing in the data dir opens."""
 
 from __future__ import annotations
 
