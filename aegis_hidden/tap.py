@@ -125,8 +125,8 @@ class Options(usage.Options):
                 self["passphrase-file"] or self.config.security.key_passphrase_file
             )
             # The state database is SQLCipher; its key is sealed with the same
-            # passphrase (issue 17). A wrong passphrase, or a damaged, empty or
-            # foreign database stops the node here; the file is only read (issue 16).
+            # passphrase. A wrong passphrase, or a damaged, empty or
+            # foreign database stops the node here; the file is only read.
             db_path = self.data_dir / DB_FILE_NAME
             if is_duress_passphrase(self.data_dir, passphrase):  # wipe, start as new
                 wipe(self.data_dir, self.config.identity_dir(self.data_dir))
@@ -149,7 +149,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor  # the entry point may use the global reactor
 
     _quiet_libraries(options.config.log_level)
-    disable_core_dumps(options.config.security.allow_core_dumps)  # issue 17, item 4
+    disable_core_dumps(options.config.security.allow_core_dumps)  # no keys in core files
     # The one owner of the identity (keys, record, refresh, bindings): every layer
     # below gets this service, never a copy of the identity.
     identity = IdentityService(options.identity, reactor)
@@ -169,7 +169,7 @@ def makeService(options: Options) -> IService:
 
 
 def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> NodeCore:
-    """Issue 6: the node core (peers, outbox, messaging) and the management API.
+    """The node core (peers, outbox, messaging) and the management API.
 
     The session layer plugs in with ``core.attach_session_factory(factory)``;
     until then messages wait in the outbox.
@@ -178,7 +178,7 @@ def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> Node
     # The core holds the identity service: its record keeper subscribes to it and
     # pushes every new record (refresh, I2P bind) to connected peers.
     # on_fatal: a core that cannot load its state (damaged database...) stops the node
-    # rather than run with no peers and a silently undelivered outbox (issue 16, item 2).
+    # rather than run with no peers and a silently undelivered outbox.
     core = NodeCore(cfg, node.identity_service, str(options.data_dir), node.events, reactor,
                     on_fatal=lambda failure: _fatal(reactor, failure), db_key=options.db_key)
     options.db_key = None  # one holder of the key: the database, until it has opened
@@ -209,7 +209,7 @@ def _add_tor(node: NodeService, options: Options, reactor: Any) -> None:
 
 
 def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
-    """Issue 4: the I2P provider when ``i2p.enabled``.
+    """The I2P provider when ``i2p.enabled``.
 
     It asks the identity service to bind its destination into the record; the
     router forwards incoming I2P streams to a loopback listener of the provider's
@@ -225,7 +225,7 @@ def _add_i2p(node: NodeService, options: Options, reactor: Any) -> Any:
 
 def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: Any,
                   mixing: MixingLayer) -> None:
-    """Issue 5: post-quantum sessions on network.listen_address, used by the core.
+    """Post-quantum sessions on network.listen_address, used by the core.
 
     Every peer connection, in or out, is an authenticated X-Wing session; the
     peering service keeps sessions with the bootstrap peers and writes status.json.
@@ -233,7 +233,7 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     cfg = options.config
     # The core's transports (tor, i2p). No events=: the core emits peer_connected /
     # peer_disconnected itself. Every session checks peers' records against the
-    # core's one record cache and their ML-DSA keys against its pins (issue 9).
+    # core's one record cache and their ML-DSA keys against its pins.
     # Sessions read the identity service's current record (new sessions send it;
     # connected peers get it in a record push from the core).
     sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,

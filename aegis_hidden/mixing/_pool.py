@@ -13,7 +13,7 @@ Optionally, released items are held for timed batches: with
 next multiple of ``batch_interval`` (counted from the pool's creation), or
 at once when ``batch_size`` of them are waiting, in a random order.
 
-One timer for the whole pool (STYLE.md #17); it is only armed while items wait.
+One timer for the whole pool; it is only armed while items wait.
 """
 
 from __future__ import annotations

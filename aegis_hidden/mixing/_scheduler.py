@@ -9,7 +9,7 @@ tell an observer nothing about when real data was sent; what real traffic
 costs is queueing delay, never an earlier write.
 
 All links share ONE timer: slots wait in a heap and a single ``DelayedCall``
-is armed for the earliest (STYLE.md #17), so 100 idle links cost 100 heap
+is armed for the earliest, so 100 idle links cost 100 heap
 operations per mean gap, not 100 timers.
 
 :class:`ImmediateScheduler` writes as soon as cells are queued (the ``off``
