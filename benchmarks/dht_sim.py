@@ -1,6 +1,6 @@
 """DHT simulation: lookups over 10,000 nodes with and without adversaries, d=1 and d=4.
 
-    .venv/bin/python benchmarks/dht_sim.py [--seed N] [--nodes N] [--lookups N] [--join]
+    .venv/bin/python benchmarks/dht_sim.py [--seed N] [--nodes N] [--lookups N] [--join [--refresh N]]
 
 Drives the real sans-I/O Kademlia core (aegis_hidden.dht: routing tables,
 the lookup state machine, the protobuf codec) over an in-memory network on a
@@ -68,12 +68,15 @@ def main() -> int:
     ap.add_argument("--lookups", type=int, default=300, help="lookups per scenario")
     ap.add_argument("--join", action="store_true",
                     help="build the tables by joining (each node knows one, looks up its own "
-                         "id and 2 random ids) instead of drawing converged tables")
+                         "id and --refresh random ids) instead of drawing converged tables")
+    ap.add_argument("--refresh", type=int, default=2,
+                    help="random lookups each node makes when it joins (with --join)")
     args = ap.parse_args()
     started = time.perf_counter()
-    network = DhtNetwork(args.nodes, args.seed, join=args.join)
+    network = DhtNetwork(args.nodes, args.seed, join=args.join, refresh=args.refresh)
     built = time.perf_counter() - started
-    how = (f"joined one by one, {network.join_messages / args.nodes:.0f} requests per join"
+    how = (f"joined one by one, {args.refresh} refresh lookups, "
+           f"{network.join_messages / args.nodes:.0f} requests per join"
            if args.join else "converged tables")
     print(f"DHT simulation: {args.nodes} nodes ({how}), {args.lookups} lookups per scenario, "
           f"seed {args.seed} (tables built in {built:.1f}s)")
