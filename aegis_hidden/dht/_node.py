@@ -29,6 +29,7 @@ from ._core import DhtCore
 from ._ids import Contact
 from ._lookup import Lookup, LookupResult
 from ._messages import DhtMessageError, Ping, Pong, Response, Store, Stored, decode_response, encode
+from ._persist import DhtPersistence
 from ._records import SignedRecord
 from ._table import PingOldest
 
@@ -50,8 +51,10 @@ class DhtNode:
     log = Logger()
 
     def __init__(self, core: DhtCore, rpc: RpcTransport, clock: IReactorTime,
-                 rng: random.Random, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+                 rng: random.Random, *, timeout: float = DEFAULT_TIMEOUT,
+                 persistence: DhtPersistence | None = None) -> None:
         self.core = core
+        self.persistence = persistence
         self._rpc = rpc
         self._clock = clock
         self._rng = rng
@@ -164,11 +167,35 @@ class DhtNode:
 
     # -- maintenance -------------------------------------------------------------
     def maintain(self) -> Deferred[None]:
-        """Refresh the buckets and republish the records due now."""
+        """Refresh the buckets and republish the records due now, then save (if persisting)."""
         now = self._clock.seconds()
         work: list[Deferred[Any]] = [self.lookup(t) for t in self.core.due_refresh(now, self._rng)]
         work += [self._publish(record) for record in self.core.due_republish(now)]
-        return DeferredList(work, consumeErrors=True).addCallback(lambda _: None)
+        done = DeferredList(work, consumeErrors=True)
+        return done.addCallback(lambda _: self.save())
+
+    def load(self) -> Deferred[tuple[int, int, int]]:
+        """Restore the table and the records from the database: (contacts, records, dropped)."""
+        return Deferred.fromCoroutine(self._load())
+
+    async def _load(self) -> tuple[int, int, int]:
+        if self.persistence is None:
+            return (0, 0, 0)
+        now = self._clock.seconds()
+        await self.persistence.open()
+        contacts = await self.persistence.load_table(self.core.table, now)
+        records, dropped = await self.persistence.load_records(self.core.store, now)
+        return contacts, records, dropped
+
+    def save(self) -> Deferred[None]:
+        """Write the table and the records to the database (nothing without persistence)."""
+        return Deferred.fromCoroutine(self._save())
+
+    async def _save(self) -> None:
+        if self.persistence is not None:
+            await self.persistence.open()
+            await self.persistence.save_table(self.core.table)
+            await self.persistence.save_records(self.core.store)
 
     def start(self, interval: float = MAINTENANCE_INTERVAL) -> None:
         loop = self._loop = LoopingCall(self.maintain)

@@ -161,3 +161,32 @@ def test_a_contact_that_answers_wrongly_loses_its_place(three: tuple[Clock, Node
         assert result.failures == 1
     assert b.contact not in a.dht.core.table
     assert a.dht.core.refused["wrong answer"] == 2
+
+
+def test_the_table_and_records_survive_a_restart(three: tuple[Clock, Node, Node, Node],
+                                                 tmp_path: Path) -> None:
+    from aegis_hidden.dht import DhtPersistence
+    from aegis_hidden.peers import InlineSQLite
+
+    clock, a, b, c = three
+    db = InlineSQLite(str(tmp_path / "dht.db"))
+    a.dht.persistence = DhtPersistence(db)
+    assert result_of(a.dht.load()) == (0, 0, 0)
+    a.dht.core.table.observe(b.contact, clock.seconds())
+    b.dht.core.table.observe(c.contact, clock.seconds())
+    now = int(clock.seconds())
+    ident = identity.create(tmp_path / "publisher", now - 10)
+    record = sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), b"n", b"v", 1, now + 600)
+    result_of(a.dht.put(record))
+    a.dht.start(60.0)
+    clock.advance(60)  # the maintenance tick saves
+    a.dht.stop()
+    again = DhtNode(DhtCore(a.contact, now=clock.seconds()), a.core.rpc, clock, random.Random(1),
+                    persistence=DhtPersistence(db))
+    contacts, records, dropped = result_of(again.load())
+    assert contacts == 2 and records == 1 and dropped == 0
+    assert {x.id for x in again.core.table.contacts()} == {b.contact.id, c.contact.id}
+    assert again.core.store.get(record.key, clock.seconds()) == record
+    clock.advance(600)  # the record expires: dropped at the next load
+    assert result_of(DhtNode(DhtCore(a.contact), a.core.rpc, clock, random.Random(1),
+                             persistence=DhtPersistence(db)).load()) == (2, 0, 1)
