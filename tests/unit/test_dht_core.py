@@ -1,4 +1,4 @@
-"""The Kademlia core (aegis_hidden.dht): ids, k-buckets, lookups, answers (issue 12)."""
+"""The Kademlia core (aegis_hidden.dht): ids, k-buckets, lookups, answers."""
 
 from __future__ import annotations
 

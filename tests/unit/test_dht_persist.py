@@ -1,4 +1,4 @@
-"""The DHT routing table and records kept in the node's SQLite database (issue 12 item 1)."""
+"""The DHT routing table and records kept in the node's SQLite database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed DHT records and the record store: every refusal is typed (issue 12)."""
+"""Signed DHT records and the record store: every refusal is typed."""
 
 from __future__ import annotations
 
