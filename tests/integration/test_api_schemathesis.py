@@ -30,6 +30,8 @@ pytestmark = pytest.mark.integration
 
 #: generated requests per operation (bounded, so the run's time is too)
 EXAMPLES = 25
+#: the WebSocket event stream: a valid request upgrades the connection
+WEBSOCKET = "GET /network"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,19 @@ def test_served_openapi_document_holds(served_schema: Any, api_node: NodeProcess
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def run(case: schemathesis.Case[Any]) -> None:
-        case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node),
-                               timeout=30)
+        if label != WEBSOCKET:
+            case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node),
+                                   timeout=30)
+            return
+        # A valid upgrade is answered 101 Switching Protocols, which schemathesis'
+        # checks read as neither success nor refusal: check the handshake itself, and
+        # every other answer (401, 400, 426...) with the document as usual.
+        response = case.call(base_url=_base_url(api_node), headers=_auth(api_node), timeout=30)
+        if response.status_code == 101:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            assert headers["upgrade"][0].lower() == "websocket"
+            assert headers.get("sec-websocket-accept"), headers
+            return
+        case.validate_response(response)
 
     run_known(label, run)
