@@ -28,10 +28,10 @@ from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from ._timer import EPSILON as _EPSILON
+from ._timer import rearm
+
 T = TypeVar("T")
-
-_EPSILON = 1e-9
-
 
 @dataclass
 class PoolStats:
@@ -121,22 +121,10 @@ class MixPool(Generic[T]):
         return self._origin + k * self.batch_interval
 
     def _arm(self) -> None:
-        now = self._clock.seconds()
         when = self._heap[0][0] if self._heap else math.inf
         if self._tick is not None:
             when = min(when, self._tick)
-        call = self._call
-        if when == math.inf:
-            if call is not None and call.active():
-                call.cancel()
-            self._call = None
-            return
-        delay = max(0.0, when - now)
-        if call is not None and call.active():
-            if abs(call.getTime() - when) > _EPSILON:
-                call.reset(delay)
-            return
-        self._call = self._clock.callLater(delay, self._fire)
+        self._call = rearm(self._clock, self._call, when, self._fire)
 
     def _fire(self) -> None:
         self._call = None

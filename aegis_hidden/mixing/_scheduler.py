@@ -33,10 +33,10 @@ from zope.interface import implementer
 
 from ..interfaces import ICellLink, ICellScheduler, ITraceSink
 
-# Slots due within this of "now" are taken now: a DelayedCall armed for
+# Slots due within EPSILON of "now" are taken now: a DelayedCall armed for
 # ``due - now`` seconds may fire a rounding error early.
-_EPSILON = 1e-9
-
+from ._timer import EPSILON as _EPSILON
+from ._timer import rearm
 
 #: Upper bounds (seconds) of the queue-delay histogram buckets; the last bucket is +Inf.
 QUEUE_DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -207,21 +207,10 @@ class PoissonScheduler:
         heap = self._heap
         while heap and not heap[0][2].live:
             heapq.heappop(heap)
-        call = self._call
-        if not heap:
-            if call is not None and call.active():
-                call.cancel()
-            self._call = None
-            return
-        due = heap[0][0]
-        if self.resolution:
+        due = heap[0][0] if heap else math.inf
+        if heap and self.resolution:
             due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
-        delay = max(0.0, due - self._clock.seconds())
-        if call is not None and call.active():
-            if abs(call.getTime() - due) > _EPSILON:
-                call.reset(delay)
-            return
-        self._call = self._clock.callLater(delay, self._fire)
+        self._call = rearm(self._clock, self._call, due, self._fire)
 
     def _fire(self) -> None:
         self._call = None
