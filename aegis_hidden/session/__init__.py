@@ -7,7 +7,7 @@ Pure code: no Twisted reactor here (X-Wing, the AEADs and HKDF are in
 :mod:`aegis_hidden.session.twisted`. docs/protocol.md is the specification.
 """
 
-from ._errors import CloseReason, HandshakeError, SessionError
+from ._errors import CloseReason, HandshakeError, PinRefused, SessionError
 from ._session import (
     PROTOCOL_VERSIONS,
     Closed,
@@ -32,6 +32,7 @@ __all__ = [
     "HandshakeError",
     "IdentityKeys",
     "MessageReceived",
+    "PinRefused",
     "ReplayCache",
     "Session",
     "SessionError",

@@ -37,3 +37,8 @@ class SessionError(Exception):
 
 class HandshakeError(SessionError):
     """The handshake failed; no session exists and nothing was sent in the clear about why."""
+
+
+class PinRefused(HandshakeError):
+    """The peer's ML-DSA-65 key is not the one pinned for it, and no rotation signed
+    by the pinned key vouches for the new one (closes with WRONG_IDENTITY)."""

@@ -42,7 +42,7 @@ from ..identity import (
 )
 from ..wire import handshake_pb2
 from ._aead import Direction
-from ._errors import CloseReason, HandshakeError
+from ._errors import CloseReason, HandshakeError, PinRefused
 from ._params import SessionParams
 
 if TYPE_CHECKING:
@@ -508,7 +508,7 @@ class Handshake:
         except RevokedIdentity as e:
             raise HandshakeError(CloseReason.REVOKED, f"{who} is revoked: {e}") from None
         except PinMismatch as e:
-            raise HandshakeError(CloseReason.WRONG_IDENTITY,
+            raise PinRefused(CloseReason.WRONG_IDENTITY,
                                  f"{who}'s ML-DSA-65 key is not the pinned one: {e}") from None
         except RecordError as e:
             raise HandshakeError(CloseReason.WRONG_IDENTITY, f"{who} record refused: {e}") from None

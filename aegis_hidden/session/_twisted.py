@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..addresses import split_optional_port
-from ..identity import IdentityRecord, NodeIdentity, PinMismatch, RecordCache
+from ..identity import IdentityRecord, NodeIdentity, RecordCache
 from ..interfaces import (
     ICellLink,
     ICellScheduler,
@@ -36,7 +36,7 @@ from ..interfaces import (
     ITraceSink,
     ITransportProvider,
 )
-from ._errors import CloseReason, HandshakeError, SessionError
+from ._errors import CloseReason, HandshakeError, PinRefused, SessionError
 from ._ratelimit import TokenBucket
 from ._scheduler import ImmediateScheduler
 from ._session import (
@@ -67,20 +67,8 @@ MldsaPin = Callable[[str], bytes | None]
 
 def is_pin_refusal(err: BaseException) -> bool:
     """True when a handshake failed because the peer's ML-DSA-65 key is not the one
-    pinned for it and no rotation signed by the pinned key vouches for the new one.
-
-    Typed, not by message text: the handshake raises its ``HandshakeError`` while
-    handling the :class:`~aegis_hidden.identity.PinMismatch`, which stays in the
-    error's ``__context__`` (or ``__cause__``).
-    """
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, PinMismatch):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    pinned for it and no rotation signed by the pinned key vouches for the new one."""
+    return isinstance(err, PinRefused)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from aegis_hidden.config import Config
-from aegis_hidden.identity import NodeIdentity, PinMismatch
+from aegis_hidden.identity import NodeIdentity
 from aegis_hidden.node import DialFailed
-from aegis_hidden.session import CloseReason, HandshakeError, SessionError
+from aegis_hidden.session import CloseReason, HandshakeError, PinRefused, SessionError
 from aegis_hidden.session._twisted import HandshakeRefusal, is_pin_refusal
 from aegis_hidden.session.twisted import SessionFactory
 from aegis_hidden.testing import result_of
@@ -26,10 +26,7 @@ def identities() -> tuple[NodeIdentity, NodeIdentity]:
 
 def test_is_pin_refusal_is_typed_not_textual() -> None:
     def handshake() -> None:
-        try:
-            raise PinMismatch("key changed")
-        except PinMismatch:
-            raise HandshakeError(CloseReason.WRONG_IDENTITY, "anything") from None
+        raise PinRefused(CloseReason.WRONG_IDENTITY, "anything")
 
     with pytest.raises(HandshakeError) as info:
         handshake()
