@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -119,11 +119,6 @@ NOT_IN_MEMORY = {
 }
 
 
-def run_known(label: str, run: Callable[[], None]) -> None:
-    """``run()`` for the operation ``label``: any schemathesis failure fails the test."""
-    run()
-
-
 @pytest.mark.parametrize("label", LABELS)
 def test_served_openapi_document_holds_in_memory(memory_schema: Any, memory_api: MemoryApi,
                                                  label: str) -> None:
@@ -140,4 +135,4 @@ def test_served_openapi_document_holds_in_memory(memory_schema: Any, memory_api:
     def run(case: schemathesis.Case[Any]) -> None:
         _check(memory_api, case)
 
-    run_known(label, run)
+    run()
