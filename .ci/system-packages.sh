@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the system packages aegis-hidden needs are present: tor (with
 # tor-gencert, for the private test network), i2pd, obfs4proxy (the obfs4 bridge
-# of the private network and bridge users) and tcpdump (the capture check of
-# tests/integration/test_bridge.py), nodejs and npm (the seed's JavaScript client).
+# of the private network and bridge users) tcpdump (the capture check of
+# tests/integration/test_bridge.py and the audit), nodejs and npm (the seed's JavaScript
+# client), chromium, chromium-driver and prometheus (promtool) for the operator tests.
 # Installs them with apt
 # when missing and running as root; otherwise names what is missing.
 set -euo pipefail
@@ -17,6 +18,11 @@ command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || missing+=(tcpdu
 # installs its `ws` package with npm ci into tests/integration/js).
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# Headless Chromium and its WebDriver: the dashboard's browser test and the audit's
+# HTML report check. promtool (Debian's prometheus): the alert rules' test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # de-duplicate
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 
