@@ -13,6 +13,7 @@ from ._errors import ConfigError, PrivacyError
 from ._schema import (
     ApiConfig,
     Config,
+    DhtConfig,
     I2PConfig,
     MixingConfig,
     NetworkConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "BridgeLineError",
     "Config",
     "ConfigError",
+    "DhtConfig",
     "I2PConfig",
     "MixingConfig",
     "NetworkConfig",
