@@ -176,3 +176,27 @@ class IIdentityService(Interface):
     def bind_i2p_destination(destination: str) -> Any:
         """A transport's binding request: commit the record to this I2P destination
         (base64); returns the current NodeIdentity (unchanged if already bound)."""
+
+
+class IDHT(Interface):
+    """The node's DHT as the API and the messaging layer use it (``node.DhtService``;
+    a fake in ``aegis_hidden.testing``). Keys are 32 bytes; records are
+    ``aegis_hidden.dht.SignedRecord``."""
+
+    def stats() -> dict[str, Any]:
+        """Routing table, records held, lookups ok/failed, refusals, contacts (JSON)."""
+
+    def contacts() -> list[str]:
+        """The onion addresses in the routing table."""
+
+    def get(key: bytes) -> Deferred[Any]:
+        """The newest verified record at ``key`` (held here, else looked up), or None."""
+
+    def put(name: bytes, value: bytes, lifetime: float) -> Deferred[int]:
+        """Sign a record of this node called ``name``, STORE it; how many holders took it."""
+
+    def resolve(onion: str) -> Deferred[Any]:
+        """Find ``onion``'s identity record and add the peer (None: not found)."""
+
+    def crawl(max_nodes: int, parallel: int) -> Deferred[dict[str, Any]]:
+        """Walk the network from the routing table; count the nodes that answered."""
