@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, PrivacyError, describe, load_config
+from ..config import Config, ConfigError, describe, load_config
 from ._common import CLIError
 
 
@@ -34,10 +34,8 @@ def register(sub: Any) -> None:
 def _check(args: argparse.Namespace) -> int:
     try:
         load_config(Path(args.path))
-    except PrivacyError as e:
-        raise CLIError(str(e), 3) from None
-    except ConfigError as e:
-        raise CLIError(str(e), 2) from None
+    except ConfigError as e:  # every problem of the file, each with its fix
+        raise CLIError(str(e), 3 if e.privacy else 2) from None
     print(f"{args.path}: OK")
     return 0
 

@@ -9,7 +9,7 @@ from ._bridges import (
     transport_plugins,
 )
 from ._checks import is_loopback, split_host_port
-from ._errors import ConfigError, PrivacyError
+from ._errors import ConfigError, ConfigProblems, PrivacyError
 from ._schema import (
     ApiConfig,
     Config,
@@ -32,6 +32,7 @@ __all__ = [
     "BridgeLineError",
     "Config",
     "ConfigError",
+    "ConfigProblems",
     "DhtConfig",
     "I2PConfig",
     "MixingConfig",

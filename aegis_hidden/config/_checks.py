@@ -1,7 +1,8 @@
 """Value checkers for the configuration schema.
 
 A checker is ``(path, value) -> converted value`` and raises :class:`ConfigError`
-naming the key path, the value and what is allowed.
+naming the key path, the value and what is allowed (a list checker raises every
+bad item at once, as :class:`ConfigProblems`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 from ..addresses import HostPortError
 from ..addresses import split_host_port as _split_host_port
-from ._errors import ConfigError
+from ._errors import ConfigError, raise_problems
 
 T = TypeVar("T")
 Check = Callable[[str, Any], Any]
@@ -92,7 +93,15 @@ def string_list(item: Check, *, max_items: int = 1000) -> Check:
     def check(path: str, value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple) or len(value) > max_items:
             raise ConfigError(path, value, f"expected a list of at most {max_items} items")
-        return tuple(item(f"{path}[{i}]", v) for i, v in enumerate(value))
+        out: list[Any] = []
+        problems: list[ConfigError] = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(f"{path}[{i}]", v))
+            except ConfigError as e:
+                problems.append(e)
+        raise_problems(problems)
+        return tuple(out)
 
     return check
 
@@ -125,15 +134,17 @@ def host_port_check(*, allow_unix: bool = True) -> Check:
     return check
 
 
-def mapping_keys(path: str, value: Any, known: Sequence[str]) -> dict[str, Any]:
+def mapping_keys(path: str, value: Any, known: Sequence[str]
+                 ) -> tuple[dict[str, Any], list[ConfigError]]:
+    """The known keys of a mapping, and one problem per unknown key (all of them)."""
     if value is None:
-        return {}
+        return {}, []
     if not isinstance(value, dict):
-        raise ConfigError(path or "(top level)", value, "expected a mapping of keys to values")
-    for key in value:
-        if key not in known:
-            raise ConfigError(
-                f"{path}.{key}" if path else str(key), value[key],
-                "unknown key; known keys here are " + ", ".join(known),
-            )
-    return value
+        return {}, [ConfigError(path or "(top level)", value,
+                                "expected a mapping of keys to values")]
+    problems = [
+        ConfigError(f"{path}.{key}" if path else str(key), value[key],
+                    "unknown key; known keys here are " + ", ".join(known))
+        for key in value if key not in known
+    ]
+    return {k: v for k, v in value.items() if k in known}, problems

@@ -8,6 +8,7 @@ The section and key names of the original AEGIS network spec are kept
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import yaml
 from ..addresses import OnionAddressError, canonical_address, split_optional_port, strip_port
 from . import _checks as c
 from ._bridges import BridgeLineError, parse_bridge_line, parse_transport
-from ._errors import ConfigError, PrivacyError
+from ._errors import ConfigError, PrivacyError, raise_problems
+from ._seed import SEED_KEY_HINTS
 
 
 def _f(default: Any, check: c.Check, doc: str) -> Any:
@@ -47,8 +49,10 @@ def _peer_address(path: str, value: Any) -> str:
             raise ConfigError(path, value, f"expected a valid v3 onion (or .b32.i2p) address "
                               f"in canonical form ({e})") from None
         raise PrivacyError(
-            path, value, "is not an anonymous address: dialing it would reveal this node's IP",
-            "list peers only by their v3 .onion or .b32.i2p address",
+            path, value, "is not an anonymous address: looking it up and dialing it would "
+            "reveal this node's IP",
+            "list peers only by their v3 .onion or .b32.i2p address (a peer's operator "
+            "prints it with: aegis-hidden identity show)",
         ) from None
     return f"{canonical}:{port}" if port else canonical
 
@@ -77,7 +81,12 @@ class NetworkConfig:
 class SecurityConfig:
     encryption: str = _f("AES-256-GCM", c.choice("AES-256-GCM", "ChaCha20-Poly1305"),
                          "AEAD for session cells.")
-    key_exchange: str = _f("X-Wing", c.choice("X-Wing"),
+    key_exchange: str = _f("X-Wing", c.only(
+                               "X-Wing",
+                               "every session uses the hybrid X-Wing handshake (X25519 + "
+                               "ML-KEM-768); a classical ECDH exchange alone would let a "
+                               "future quantum computer decrypt recorded traffic; remove the "
+                               "key or set it to X-Wing"),
                            "Session key agreement: X-Wing (X25519 + ML-KEM-768), hybrid "
                            "post-quantum. There is no classical-only mode.")
     signature_algorithm: str = _f(
@@ -363,9 +372,15 @@ SECTIONS = {"network": NetworkConfig, "security": SecurityConfig,
             "dht": DhtConfig}
 
 
-def _build(cls: type[Any], path: str, raw: Any, source: str) -> Any:
+def _build(cls: type[Any], path: str, raw: Any, problems: list[ConfigError],
+           failed: set[str]) -> Any:
+    """``cls`` from ``raw``: every bad value is added to ``problems`` (its key to
+    ``failed``) and left at its default, so one pass finds them all."""
     known = [f.name for f in dataclasses.fields(cls)]
-    values = c.mapping_keys(path, raw, known)
+    values, unknown = c.mapping_keys(path, raw, known)
+    problems += [_with_hint(e) for e in unknown]
+    if raw is not None and not isinstance(raw, dict):
+        failed.add(path)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in values:
@@ -373,89 +388,135 @@ def _build(cls: type[Any], path: str, raw: Any, source: str) -> Any:
         key = f"{path}.{f.name}" if path else f.name
         sub = SECTIONS.get(f.name) if not path else None
         if sub is not None:
-            kwargs[f.name] = _build(sub, key, values[f.name], source)
-        else:
+            kwargs[f.name] = _build(sub, key, values[f.name], problems, failed)
+            continue
+        try:
             kwargs[f.name] = f.metadata["check"](key, values[f.name])
+        except ConfigError as e:
+            problems.extend(e.problems)
+            failed.add(key)
     return cls(**kwargs)
 
 
-def _check_privacy(cfg: Config) -> None:
-    host, _ = c.split_host_port("network.listen_address", cfg.network.listen_address)
-    if not c.is_loopback(host):
-        raise PrivacyError(
-            "network.listen_address", cfg.network.listen_address,
-            "listens on a clearnet interface, so anyone on that network could reach the "
-            "node directly and learn who runs it",
-            "use a loopback address such as \"127.0.0.1:7701\" (peers reach the node "
-            "through its onion service) or a \"unix:/path\" socket")
+def _with_hint(e: ConfigError) -> ConfigError:
+    """An unknown key with the seed spec's meaning gets the hint for what it became."""
+    hint = SEED_KEY_HINTS.get(e.path)
+    return e if hint is None else ConfigError(e.path, e.value, f"unknown key: {hint}")
+
+
+def _cross_checks(cfg: Config, failed: set[str]) -> Iterator[ConfigError]:
+    """Checks across keys; one is skipped when a key it reads already failed alone
+    (it would see the default in its place)."""
+
+    def ok(*keys: str) -> bool:
+        return not any(k in failed or k.split(".")[0] in failed for k in keys)
+
+    if ok("network.listen_address"):
+        host, _ = c.split_host_port("network.listen_address", cfg.network.listen_address)
+        if not c.is_loopback(host):
+            yield PrivacyError(
+                "network.listen_address", cfg.network.listen_address,
+                "listens on a clearnet interface, so anyone on that network could reach the "
+                "node directly and learn who runs it",
+                "use a loopback address such as \"127.0.0.1:7701\" (peers reach the node "
+                "through its onion service) or a \"unix:/path\" socket")
     ext = cfg.network.external_address
-    if ext is not None:
+    if ext is not None and ok("network.external_address"):
         bare = strip_port(ext)
         if not bare.lower().endswith((".onion", ".i2p")):
-            raise PrivacyError(
+            yield PrivacyError(
                 "network.external_address", ext,
                 "is not an anonymous address: advertising it would tell peers where the "
-                "node is", "set it to the node's .onion or .i2p address, or leave it null")
-        raise ConfigError(
-            "network.external_address", ext,
-            "does nothing: peers reach this node at the onion (and I2P) address derived "
-            "from its identity, which it proves in every handshake; remove the key or set "
-            "it to null")
-    if not cfg.security.enable_tor and not cfg.i2p.enabled:
-        raise PrivacyError(
+                "node is", "remove the key or set it to null: the node's .onion address, derived "
+                "from its identity, is its only address")
+        else:
+            yield ConfigError(
+                "network.external_address", ext,
+                "does nothing: peers reach this node at the onion (and I2P) address derived "
+                "from its identity, which it proves in every handshake; remove the key or "
+                "set it to null")
+    if ok("security.enable_tor", "i2p.enabled") and (
+            not cfg.security.enable_tor and not cfg.i2p.enabled):
+        yield PrivacyError(
             "security.enable_tor", False,
             "with i2p.enabled also false leaves no anonymous network, so every peer "
             "connection would be in the clear",
             "set security.enable_tor: true or i2p.enabled: true")
-    api_host, _ = c.split_host_port("api.listen_address", cfg.api.listen_address)
-    if not c.is_loopback(api_host):
-        raise PrivacyError(
-            "api.listen_address", cfg.api.listen_address,
-            "exposes the management API on a clearnet interface",
-            "bind it to 127.0.0.1 and set api.onion: true to reach it remotely through a "
-            "client-authorized onion service")
+    if ok("api.listen_address"):
+        api_host, _ = c.split_host_port("api.listen_address", cfg.api.listen_address)
+        if not c.is_loopback(api_host):
+            yield PrivacyError(
+                "api.listen_address", cfg.api.listen_address,
+                "exposes the management API on a clearnet interface",
+                "bind it to 127.0.0.1 and set api.onion: true to reach it remotely through a "
+                "client-authorized onion service")
     for key, value in (("tor.control_port", cfg.tor.control_port),
                        ("tor.socks_port", cfg.tor.socks_port),
                        ("i2p.sam_address", cfg.i2p.sam_address)):
-        if value is None:
+        if value is None or not ok(key):
             continue
         h, _ = c.split_host_port(key, value)
         if not c.is_loopback(h):
-            raise PrivacyError(
+            yield PrivacyError(
                 key, value,
                 "is not on this machine: the traffic to it (and its authentication) "
                 "crosses the network unencrypted",
                 "run the daemon locally and give a 127.0.0.1 address or a unix socket")
-    if cfg.tor.mode == "connect" and cfg.tor.control_port is None and cfg.security.enable_tor:
-        raise ConfigError("tor.control_port", None,
+    if ok("tor.mode", "tor.control_port", "security.enable_tor") and (
+            cfg.tor.mode == "connect" and cfg.tor.control_port is None
+            and cfg.security.enable_tor):
+        yield ConfigError("tor.control_port", None,
                           "tor.mode \"connect\" needs the control port of a running tor")
-    listed = {parse_transport(t)[0] for t in cfg.tor.transports}
-    for i, line in enumerate(cfg.tor.bridges):
-        used = parse_bridge_line(line).transport
-        if listed and used is not None and used not in listed:
-            raise ConfigError(f"tor.bridges[{i}]", line,
-                              f"its transport {used!r} is not in tor.transports; add it there")
-    if cfg.i2p.enabled and cfg.network.listen_address.startswith("unix:"):
-        raise ConfigError("network.listen_address", cfg.network.listen_address,
+    if ok("tor.transports", "tor.bridges"):
+        listed = {parse_transport(t)[0] for t in cfg.tor.transports}
+        for i, line in enumerate(cfg.tor.bridges):
+            used = parse_bridge_line(line).transport
+            if listed and used is not None and used not in listed:
+                yield ConfigError(f"tor.bridges[{i}]", line,
+                                  f"its transport {used!r} is not in tor.transports; add it "
+                                  "there")
+    if ok("i2p.enabled", "network.listen_address") and (
+            cfg.i2p.enabled and cfg.network.listen_address.startswith("unix:")):
+        yield ConfigError("network.listen_address", cfg.network.listen_address,
                           "with i2p.enabled the I2P router forwards peer streams over TCP "
                           "(SAM STREAM FORWARD): use a loopback \"127.0.0.1:PORT\"")
-    if Path(cfg.security.private_key_file).name != "master_key.json":
-        raise ConfigError("security.private_key_file", cfg.security.private_key_file,
-                          "the file name must be master_key.json (the directory is free)")
+    if ok("security.private_key_file") and (
+            Path(cfg.security.private_key_file).name != "master_key.json"):
+        yield ConfigError("security.private_key_file", cfg.security.private_key_file,
+                          "the file name must be master_key.json (the directory is free); "
+                          "it is the node's Ed25519 identity key, which aegis-hidden creates "
+                          "itself: a TLS key such as key.pem has no use here")
 
 
 def parse_config(raw: Any, source: str = "") -> Config:
-    """Validate a mapping (parsed YAML) into a :class:`Config`."""
-    try:
-        cfg = _build(Config, "", raw, source)
-        _check_privacy(cfg)
-    except ConfigError as e:
-        if source and not e.source:
-            if isinstance(e, PrivacyError):
-                raise PrivacyError(e.path, e.value, e.problem, e.fix, source) from None
-            raise ConfigError(e.path, e.value, e.allowed, source) from None
-        raise
+    """Validate a mapping (parsed YAML) into a :class:`Config`.
+
+    Every problem is found in one pass: one raises itself (a :class:`ConfigError`
+    or :class:`PrivacyError`), several raise one :class:`ConfigProblems` listing
+    them all, each with its key path and fix.
+    """
+    problems: list[ConfigError] = []
+    failed: set[str] = set()
+    cfg = _build(Config, "", raw, problems, failed)
+    if not (raw is not None and not isinstance(raw, dict)):
+        problems += _cross_checks(cfg, failed)
+    raise_problems(sorted(problems, key=_schema_order), source)
     return cfg  # type: ignore[no-any-return]
+
+
+def _schema_order(problem: ConfigError) -> tuple[int, int, str]:
+    """Problems listed in the order of the documented keys (unknown keys last in
+    their section)."""
+    head, _, rest = problem.path.partition(".")
+    names = [f.name for f in dataclasses.fields(Config)]
+    if head not in names:
+        return (len(names), 0, problem.path)
+    sub = SECTIONS.get(head)
+    if sub is None or not rest:
+        return (names.index(head), -1, problem.path)
+    keys = [f.name for f in dataclasses.fields(sub)]
+    name = rest.split("[", 1)[0]
+    return (names.index(head), keys.index(name) if name in keys else len(keys), problem.path)
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -464,31 +525,36 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     source = ""
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError("(file)", str(path), "the configuration file does not exist"
-                              ) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError("(file)", str(path), f"cannot read it: {e}") from None
-        try:
-            raw = yaml.safe_load(text)
-        except RecursionError:
-            raise ConfigError("(file)", str(path), "it is nested too deeply to be a "
-                              "configuration file") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-            raise ConfigError("(file)", str(path),
-                              f"it is not valid YAML ({where}: {getattr(e, 'problem', e)})"
-                              ) from None
-        if raw is None:
-            raw = {}
+        raw = read_yaml(path)
     if overrides:
         if not isinstance(raw, dict):
             raise ConfigError("(top level)", raw, "expected a mapping of keys to values", source)
         raw = _apply_overrides(raw, overrides)
     return parse_config(raw, source)
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a configuration file ({} for an empty one), or a
+    :class:`ConfigError` saying why it cannot be read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("(file)", str(path), "the configuration file does not exist"
+                          ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("(file)", str(path), f"cannot read it: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("(file)", str(path), "it is nested too deeply to be a "
+                          "configuration file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError("(file)", str(path),
+                          f"it is not valid YAML ({where}: {getattr(e, 'problem', e)})"
+                          ) from None
+    return {} if raw is None else raw
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
