@@ -295,6 +295,12 @@ DOCUMENT: dict[str, Any] = {
                 "counts": {"type": "object", "properties": {
                     "peers": {"type": "integer"}, "connected": {"type": "integer"},
                     "blacklisted": {"type": "integer"}, "outbox": {"type": "integer"}}},
+                "sessions": {"type": "array", "description": "the live peer sessions",
+                             "items": {"type": "object", "required": ["peer", "transport"],
+                                       "properties": {
+                                           "peer": PEER_ID,
+                                           "transport": {"type": "string", "examples": [
+                                               "tor", "i2p"]}}}},
                 # the link schedule the node runs (docs/mixing.md); loops and mix
                 # delays are not run yet (loop_cover / mix_pool false, rates 0)
                 "mixing": {"type": "object", "properties": {

@@ -25,6 +25,7 @@ from ..node import NodeCore
 from ._deliveries import DeliveryLog
 from ._events import EventsFactory, EventsResource
 from ._onion import ApiOnionService, OnionPublisher
+from ._static import dashboard_resources
 from ._token import TokenChecker, load_or_create_token
 from ._web import (
     ApiResource,
@@ -48,7 +49,8 @@ class _Root(Resource):
 
 def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int,
                auth: Authorizer | None = None) -> Resource:
-    """The resource tree: /api/..., /metrics, /network (WebSocket)."""
+    """The resource tree: /api/..., /metrics, /network (WebSocket), and the dashboard
+    (``/`` and ``/static/...``, served without the token)."""
     if auth is None:
         auth = core_authorizer(core, checker)
     root = _Root(auth)
@@ -59,6 +61,9 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int,
     core.metrics.gauge("events_clients", "WebSocket event subscribers connected now.",
                        lambda: len(factory.clients))
     root.putChild(b"network", EventsResource(factory))
+    index, static = dashboard_resources()
+    root.putChild(b"", index)
+    root.putChild(b"static", static)
     return root
 
 

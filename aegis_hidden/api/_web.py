@@ -60,6 +60,7 @@ _ROUTES: dict[str, Any] = {
             "openapi.json": None},
     "metrics": None,
     "network": None,
+    "static": {"app.js": None, "app.css": None, "favicon.svg": None},
 }
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 

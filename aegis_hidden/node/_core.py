@@ -292,6 +292,10 @@ class NodeCore(Service):
                                    if p.blocked(self.reactor.seconds())),
                 "outbox": self.messenger.outbox_size(),
             },
+            # the live sessions and the transport each one runs over
+            "sessions": [{"peer": peer, "transport": str(getattr(
+                self.pool.link(peer), "transport_name", "unknown"))}
+                for peer in sorted(self.pool.peers())],
         }
         if self.mixing is not None:  # the profile and the rates the node applies
             out["mixing"] = self.mixing.status()

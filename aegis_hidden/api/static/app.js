@@ -1,0 +1,549 @@
+// The aegis-hidden dashboard: plain JavaScript, no build step, no third-party code.
+//
+// The token is typed in once and kept in this tab's sessionStorage; REST calls
+// send it as "Authorization: Bearer", the WebSocket (which cannot set headers in
+// a browser) as the access_token query parameter, exactly like the seed's
+// example client. Every value from the node is written with textContent.
+'use strict';
+
+(function () {
+  const TOKEN_KEY = 'aegis-hidden.token';
+  const MAX_EVENTS = 200;
+  const STATUS_FAST = 1000; // ms, while a transport is still bootstrapping
+  const STATUS_SLOW = 5000;
+  const PEERS_EVERY = 5000;
+  const FEATURES_EVERY = 15000;
+  // I2P reports a state, not a percentage: the bar shows the step reached.
+  const I2P_STEPS = {
+    stopped: 0, launching: 1, connecting: 2, reconnecting: 2,
+    'creating-session': 3, recreating: 3, ready: 4,
+  };
+  const I2P_STEP_COUNT = 4;
+
+  let token = null;
+  let socket = null;
+  let lastSeq = 0;
+  let eventCount = 0;
+  let reconnectDelay = 1000;
+  let timers = [];
+  let statusTimer = null;
+  let refreshPending = null;
+  let sessions = new Map(); // peer -> transport of its live session
+  const seenProgress = {}; // transport -> distinct progress values, in order
+  let featurePaths = null;
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function fmtTime(seconds) {
+    if (seconds === null || seconds === undefined) return '—';
+    return new Date(seconds * 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+  }
+
+  function fmtIn(seconds) {
+    const delta = seconds - Date.now() / 1000;
+    const abs = Math.abs(delta);
+    let text;
+    if (abs >= 86400) text = (abs / 86400).toFixed(1) + ' days';
+    else if (abs >= 3600) text = (abs / 3600).toFixed(1) + ' hours';
+    else text = Math.round(abs / 60) + ' minutes';
+    return delta >= 0 ? 'in ' + text : text + ' ago (expired)';
+  }
+
+  function fmtBytes(perSecond) {
+    if (perSecond >= 1048576) return (perSecond / 1048576).toFixed(2) + ' MiB/s';
+    if (perSecond >= 1024) return (perSecond / 1024).toFixed(1) + ' KiB/s';
+    return perSecond.toFixed(0) + ' B/s';
+  }
+
+  function fillList(dl, rows) {
+    clear(dl);
+    for (const [name, value, cls] of rows) {
+      dl.appendChild(el('dt', name));
+      dl.appendChild(el('dd', value, cls));
+    }
+  }
+
+  // -- the API -----------------------------------------------------------------
+  class Unauthorized extends Error {}
+  class NotFound extends Error {}
+
+  async function api(path) {
+    const response = await fetch(path, {
+      headers: { Authorization: 'Bearer ' + token, Accept: 'application/json' },
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+    if (response.status === 401) throw new Unauthorized('the node refused the token');
+    if (response.status === 404) throw new NotFound(path);
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || 'HTTP ' + response.status);
+    return body;
+  }
+
+  function apiFailed(error) {
+    if (error instanceof Unauthorized) {
+      logout('The node refused the token (rotated?). Sign in again.');
+      return;
+    }
+    $('api-error').textContent = 'API: ' + error.message;
+  }
+
+  // -- sign in / out -------------------------------------------------------------
+  async function login(event) {
+    event.preventDefault();
+    const input = $('token');
+    const typed = input.value.trim();
+    input.value = '';
+    if (!typed) return;
+    token = typed;
+    try {
+      await api('/api/network/status');
+    } catch (error) {
+      token = null;
+      $('login-error').textContent = error instanceof Unauthorized
+        ? 'That token was refused.' : 'Could not reach the API: ' + error.message;
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, typed);
+    start();
+  }
+
+  function logout(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = null;
+    for (const t of timers) clearInterval(t);
+    timers = [];
+    if (statusTimer !== null) clearTimeout(statusTimer);
+    statusTimer = null;
+    if (socket !== null) {
+      const s = socket;
+      socket = null;
+      s.close();
+    }
+    setLive(false);
+    $('dashboard').hidden = true;
+    $('logout').hidden = true;
+    $('login-panel').hidden = false;
+    $('login-error').textContent = typeof message === 'string' ? message : '';
+  }
+
+  function start() {
+    $('login-panel').hidden = true;
+    $('login-error').textContent = '';
+    $('dashboard').hidden = false;
+    $('logout').hidden = false;
+    pollStatus();
+    refreshPeers();
+    timers.push(setInterval(refreshPeers, PEERS_EVERY));
+    refreshFeatures();
+    timers.push(setInterval(refreshFeatures, FEATURES_EVERY));
+    connectEvents();
+  }
+
+  // -- status: identity, transports, counts, sessions, mixing ---------------------
+  async function pollStatus() {
+    statusTimer = null;
+    let delay = STATUS_SLOW;
+    try {
+      const status = await api('/api/network/status');
+      if (token === null) return;
+      $('api-error').textContent = '';
+      delay = renderStatus(status) ? STATUS_SLOW : STATUS_FAST;
+    } catch (error) {
+      apiFailed(error);
+      if (token === null) return;
+    }
+    statusTimer = setTimeout(pollStatus, delay);
+  }
+
+  // Returns true when every transport is ready (the status may then be polled slowly).
+  function renderStatus(status) {
+    const identity = status.identity || {};
+    $('node-onion').textContent = identity.onion || '';
+    const rows = [['onion', identity.onion || '—', 'mono']];
+    if (identity.kind) rows.push(['record', identity.kind + ', sequence ' + identity.sequence]);
+    if (identity.created) rows.push(['signed', fmtTime(identity.created)]);
+    if (identity.expires) {
+      rows.push(['expires', fmtTime(identity.expires) + ' (' + fmtIn(identity.expires) + ')']);
+    }
+    if (identity.i2p_destination) rows.push(['I2P', identity.i2p_destination, 'mono']);
+    if ('post_quantum_signature' in identity) {
+      rows.push(['ML-DSA-65', identity.post_quantum_signature ? 'signed' : 'absent']);
+    }
+    fillList($('identity'), rows);
+
+    const allReady = renderTransports(status.transports || {});
+
+    const counts = status.counts || {};
+    fillList($('counts'), [
+      ['peers', counts.peers], ['connected', counts.connected],
+      ['blacklisted', counts.blacklisted], ['outbox', counts.outbox],
+      ['session layer', status.session_layer ? 'attached' : 'none'],
+    ]);
+
+    sessions = new Map((status.sessions || []).map((s) => [s.peer, s.transport]));
+    const body = $('sessions').tBodies[0];
+    clear(body);
+    for (const [peer, transport] of sessions) {
+      const row = el('tr');
+      row.appendChild(el('td', peer, 'peer'));
+      row.appendChild(el('td', transport));
+      body.appendChild(row);
+    }
+    if (sessions.size === 0) {
+      const row = el('tr');
+      const cell = el('td', 'no live session', 'muted');
+      cell.colSpan = 2;
+      row.appendChild(cell);
+      body.appendChild(row);
+    }
+    $('session-count').textContent = '(' + sessions.size + ')';
+
+    renderMixing(status.mixing, sessions.size);
+    return allReady;
+  }
+
+  function transportProgress(name, state) {
+    if (state.error && !state.ready && !state.bootstrap && !state.state) {
+      return { value: 0, max: 100, label: 'error: ' + state.error };
+    }
+    if (state.bootstrap) {
+      const b = state.bootstrap;
+      let label = b.progress + '% ' + (b.tag || '') + (b.summary ? ': ' + b.summary : '');
+      if (b.warning) label += ' (warning: ' + b.warning + ')';
+      return { value: b.progress, max: 100, label: label };
+    }
+    if (state.state && state.state in I2P_STEPS) {
+      const step = I2P_STEPS[state.state];
+      return {
+        value: step, max: I2P_STEP_COUNT,
+        label: state.state + ' (step ' + step + ' of ' + I2P_STEP_COUNT + ')',
+      };
+    }
+    const phase = state.phase || state.state || (state.ready ? 'ready' : 'starting');
+    return { value: state.ready ? 1 : 0, max: 1, label: phase };
+  }
+
+  function renderTransports(transports) {
+    const box = $('transports');
+    let allReady = true;
+    const names = Object.keys(transports).sort();
+    for (const name of names) {
+      const state = transports[name] || {};
+      const p = transportProgress(name, state);
+      if (!state.ready) allReady = false;
+      const percent = Math.round((100 * p.value) / p.max);
+      const seen = seenProgress[name] || (seenProgress[name] = []);
+      if (seen[seen.length - 1] !== percent) seen.push(percent);
+
+      let block = $('transport-' + name);
+      if (block === null) {
+        block = el('div', null, 'transport');
+        block.id = 'transport-' + name;
+        const head = el('div', null, 'transport-head');
+        head.appendChild(el('strong', name));
+        head.appendChild(el('span', '', 'ready-text'));
+        block.appendChild(head);
+        const bar = el('progress');
+        bar.id = 'progress-' + name;
+        block.appendChild(bar);
+        block.appendChild(el('div', '', 'label'));
+        block.appendChild(el('div', '', 'seen'));
+        box.appendChild(block);
+      }
+      const bar = block.querySelector('progress');
+      bar.max = p.max;
+      bar.value = p.value;
+      bar.dataset.percent = String(percent);
+      bar.setAttribute('aria-valuenow', String(percent));
+      bar.setAttribute('aria-label', name + ' bootstrap');
+      const readyText = block.querySelector('.ready-text');
+      readyText.textContent = state.ready ? 'ready' : 'not ready';
+      readyText.className = 'ready-text ' + (state.ready ? 'ready' : 'muted');
+      let label = p.label;
+      if (name === 'tor' && state.published) label += ' — onion published';
+      if (state.error) label += ' — ' + state.error;
+      block.querySelector('.label').textContent = label;
+      const seenText = block.querySelector('.seen');
+      seenText.textContent = 'seen: ' + seen.map((v) => v + '%').join(' → ');
+      seenText.dataset.values = seen.join(',');
+    }
+    if (names.length === 0) {
+      clear(box);
+      box.appendChild(el('p', 'no transport enabled', 'muted'));
+    }
+    return allReady;
+  }
+
+  function renderMixing(mixing, liveSessions) {
+    const dl = $('mixing');
+    if (!mixing) {
+      fillList(dl, [['profile', 'not reported by this node']]);
+      return;
+    }
+    const perLink = mixing.bytes_per_second_per_link || 0;
+    const rows = [
+      ['profile', mixing.profile],
+      ['cover traffic', mixing.cover_traffic ? 'on' : 'off'],
+      ['slot rate λ', (mixing.cover_rate || 0) + ' cells/s per link'],
+      ['constant rate', mixing.constant_rate ? 'yes' : 'no'],
+      ['burst', mixing.burst === null || mixing.burst === undefined ? '—' : mixing.burst],
+      ['per link', fmtBytes(perLink)],
+      ['overhead now', fmtBytes(perLink * liveSessions) + ' (' + liveSessions +
+        ' live session' + (liveSessions === 1 ? '' : 's') + ')'],
+      ['loop cover', mixing.loop_cover ? (mixing.loop_rate + '/s') : 'not running'],
+      ['mix pool', mixing.mix_pool ? (mixing.mix_rate + '/s') : 'not running'],
+    ];
+    fillList(dl, rows);
+  }
+
+  // -- peers ---------------------------------------------------------------------
+  function peerTransport(peer) {
+    if (sessions.has(peer.id)) return sessions.get(peer.id) + ' (live)';
+    const kinds = [];
+    if (peer.onion || String(peer.id).endsWith('.onion')) kinds.push('tor');
+    if (peer.i2p_destination || String(peer.id).endsWith('.b32.i2p')) kinds.push('i2p');
+    return kinds.join(', ') || '—';
+  }
+
+  async function refreshPeers() {
+    let page;
+    try {
+      page = await api('/api/network/peers?limit=500');
+    } catch (error) {
+      apiFailed(error);
+      return;
+    }
+    const body = $('peers').tBodies[0];
+    clear(body);
+    for (const peer of page.peers) {
+      const row = el('tr');
+      row.dataset.peer = peer.id;
+      row.appendChild(el('td', peer.id, 'peer'));
+      row.appendChild(el('td', peer.status, 'status-' + peer.status));
+      const rep = el('td');
+      const meter = el('meter');
+      meter.min = 0;
+      meter.max = 1;
+      meter.low = 0.3;
+      meter.optimum = 1;
+      meter.value = peer.reputation;
+      rep.appendChild(meter);
+      rep.appendChild(document.createTextNode(' ' + Number(peer.reputation).toFixed(2)));
+      row.appendChild(rep);
+      row.appendChild(el('td', peerTransport(peer)));
+      row.appendChild(el('td', fmtTime(peer.last_seen)));
+      body.appendChild(row);
+    }
+    if (page.peers.length === 0) {
+      const row = el('tr');
+      const cell = el('td', 'no peers yet', 'muted');
+      cell.colSpan = 5;
+      row.appendChild(cell);
+      body.appendChild(row);
+    }
+    $('peer-count').textContent = '(' + page.peers.length +
+      (page.next_cursor ? '+, first page' : '') + ')';
+  }
+
+  // -- topics, DHT, audit: shown when this node's API document has them ------------
+  function featurePath(documentPaths, base) {
+    const candidates = Object.keys(documentPaths).filter((p) =>
+      (p === base || p.startsWith(base + '/')) && !p.includes('{') &&
+      documentPaths[p] && documentPaths[p].get);
+    candidates.sort((a, b) => {
+      const rank = (p) => (p === base ? 0 : p.endsWith('/latest') ? 1 : 2);
+      return rank(a) - rank(b) || a.localeCompare(b);
+    });
+    return candidates.length ? candidates[0] : null;
+  }
+
+  async function refreshFeatures() {
+    if (featurePaths === null) {
+      try {
+        const doc = await api('/api/openapi.json');
+        featurePaths = doc.paths || {};
+      } catch (error) {
+        apiFailed(error);
+        return;
+      }
+    }
+    for (const panel of document.querySelectorAll('[data-path]')) {
+      const box = panel.querySelector('.feature');
+      const path = featurePath(featurePaths, panel.dataset.path);
+      if (path === null) {
+        unavailable(panel, box);
+        continue;
+      }
+      try {
+        const data = await api(path);
+        panel.dataset.available = 'yes';
+        renderFeature(box, data, panel.id === 'audit-panel');
+      } catch (error) {
+        if (error instanceof NotFound) unavailable(panel, box);
+        else apiFailed(error);
+      }
+    }
+  }
+
+  function unavailable(panel, box) {
+    panel.dataset.available = 'no';
+    clear(box);
+    box.appendChild(el('p', 'not available on this node', 'unavailable'));
+  }
+
+  function summary(value) {
+    if (value === null || value === undefined) return '—';
+    if (Array.isArray(value)) {
+      if (value.every((v) => typeof v !== 'object' || v === null)) {
+        return value.length ? value.join(', ') : 'none';
+      }
+      return value.length + ' item' + (value.length === 1 ? '' : 's');
+    }
+    if (typeof value === 'object') {
+      const text = JSON.stringify(value);
+      return text.length > 240 ? text.slice(0, 240) + '…' : text;
+    }
+    return String(value);
+  }
+
+  function renderFeature(box, data, isAudit) {
+    clear(box);
+    const dl = el('dl');
+    const rows = [];
+    let report = null;
+    for (const [key, value] of Object.entries(data || {})) {
+      if (isAudit && /report/.test(key) && typeof value === 'string') report = value;
+      rows.push([key, summary(value)]);
+    }
+    fillList(dl, rows);
+    box.appendChild(dl);
+    if (report !== null && report.startsWith('/api/')) {
+      const button = el('button', 'Download the report');
+      button.type = 'button';
+      button.addEventListener('click', () => downloadReport(report));
+      box.appendChild(button);
+    }
+  }
+
+  async function downloadReport(path) {
+    try {
+      const response = await fetch(path, {
+        headers: { Authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit',
+      });
+      if (response.status === 401) throw new Unauthorized('the node refused the token');
+      if (!response.ok) throw new Error('report: HTTP ' + response.status);
+      const url = URL.createObjectURL(await response.blob());
+      const link = el('a');
+      link.href = url;
+      link.download = path.split('/').pop() || 'audit-report.html';
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (error) {
+      apiFailed(error);
+    }
+  }
+
+  // -- the live event stream -------------------------------------------------------
+  function setLive(on) {
+    const badge = $('live');
+    badge.textContent = on ? 'events: live' : 'events: off';
+    badge.className = 'badge ' + (on ? 'on' : 'off');
+  }
+
+  function connectEvents() {
+    if (token === null) return;
+    const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+    let url = scheme + location.host + '/network?access_token=' + encodeURIComponent(token);
+    if (lastSeq > 0) url += '&since=' + lastSeq;
+    const ws = new WebSocket(url);
+    socket = ws;
+    ws.onopen = () => {
+      if (socket !== ws) return;
+      reconnectDelay = 1000;
+      setLive(true);
+    };
+    ws.onmessage = (message) => {
+      if (socket !== ws) return;
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      showEvent(event);
+    };
+    ws.onclose = () => {
+      if (socket !== ws) return;
+      socket = null;
+      setLive(false);
+      if (token === null) return;
+      setTimeout(connectEvents, reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, 30000);
+    };
+  }
+
+  function showEvent(event) {
+    if (typeof event.seq === 'number') lastSeq = Math.max(lastSeq, event.seq);
+    const item = el('li');
+    item.dataset.type = String(event.type);
+    item.appendChild(el('span', event.type, 'type'));
+    const rest = [];
+    for (const [key, value] of Object.entries(event)) {
+      if (key === 'type' || key === 'seq' || key === 'peer_id') continue;
+      if (key === 'message') {
+        rest.push('message=' + JSON.stringify(value).length + ' bytes');
+        continue;
+      }
+      rest.push(key + '=' + (typeof value === 'object' ? JSON.stringify(value) : value));
+    }
+    let text = ' ' + rest.join(' ');
+    if (text.length > 400) text = text.slice(0, 400) + '…';
+    item.appendChild(document.createTextNode(text));
+    if (typeof event.seq === 'number') item.value = event.seq;
+    const list = $('events');
+    list.insertBefore(item, list.firstChild);
+    while (list.children.length > MAX_EVENTS) list.removeChild(list.lastChild);
+    eventCount += 1;
+    $('event-count').textContent = '(' + eventCount + ' received)';
+    if (/^(peer_|delivery_state|message_received|tor_|i2p_)/.test(String(event.type))) {
+      scheduleRefresh();
+    }
+  }
+
+  function scheduleRefresh() {
+    if (refreshPending !== null) return;
+    refreshPending = setTimeout(() => {
+      refreshPending = null;
+      if (token === null) return;
+      refreshPeers();
+      if (statusTimer !== null) {
+        clearTimeout(statusTimer);
+        pollStatus();
+      }
+    }, 300);
+  }
+
+  // -- start-up ------------------------------------------------------------------
+  document.addEventListener('DOMContentLoaded', () => {
+    $('login').addEventListener('submit', (event) => {
+      login(event).catch(apiFailed);
+    });
+    $('logout').addEventListener('click', () => logout(''));
+    token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) start();
+  });
+})();
