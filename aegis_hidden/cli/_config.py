@@ -1,16 +1,21 @@
-"""``aegis-hidden config check PATH`` and ``config defaults``."""
+"""``aegis-hidden config check PATH``, ``config migrate SEED.yaml`` and ``config defaults``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, describe, load_config
+from ..config import Config, ConfigError, describe, load_config, parse_config
+from ..config._migrate import migrate
+from ..config._schema import read_yaml
 from ._common import CLIError
 
 
@@ -21,6 +26,14 @@ def register(sub: Any) -> None:
     check = csub.add_parser("check", help="validate a configuration file")
     check.add_argument("path")
     check.set_defaults(func=_check)
+    migrate = csub.add_parser(
+        "migrate", help="write the nearest safe configuration to one written for the seed "
+        "spec, with a comment on each changed line")
+    migrate.add_argument("path", help="the configuration to migrate (read only)")
+    migrate.add_argument("-o", "--output", help="write here (default: print it)")
+    migrate.add_argument("--force", action="store_true",
+                         help="replace the output file if it exists")
+    migrate.set_defaults(func=_migrate)
     defaults = csub.add_parser("defaults", help="print every setting with its default")
     fmt = defaults.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object")
@@ -38,6 +51,50 @@ def _check(args: argparse.Namespace) -> int:
         raise CLIError(str(e), 3 if e.privacy else 2) from None
     print(f"{args.path}: OK")
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    try:
+        migration = migrate(read_yaml(Path(args.path)))
+    except ConfigError as e:
+        raise CLIError(str(e), 2) from None
+    text = migration.to_yaml(args.path)
+    parse_config(yaml.safe_load(text))  # what is written passes config check
+    if args.output is None:
+        print(text, end="")
+        return 0
+    out = Path(args.output)
+    if out.resolve() == Path(args.path).resolve():
+        raise CLIError(f"{out}: the output would replace the configuration it came from; "
+                       "write it elsewhere and compare", 1)
+    try:
+        write_new_file(out, text, force=args.force)
+    except FileExistsError:
+        raise CLIError(f"{out} exists; pass --force to replace it", 1) from None
+    except OSError as e:
+        raise CLIError(f"{out}: cannot write it: {e}", 1) from None
+    print(f"{out}: written, {migration.changed} change(s); "
+          f"check it with: aegis-hidden config check {out}", file=sys.stderr)
+    return 0
+
+
+def write_new_file(path: Path, text: str, *, force: bool) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file in the same
+    directory, linked or renamed into place); an existing file is kept unless ``force``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: never replaced by accident
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _defaults(args: argparse.Namespace) -> int:
