@@ -41,6 +41,7 @@ from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
 from .mixing import MixingLayer, MixingService, unapplied_settings
 from .node import (
+    DhtService,
     IdentityService,
     NodeCore,
     NodeService,
@@ -165,7 +166,18 @@ def makeService(options: Options) -> IService:
     MixingService(mixing).setServiceParent(node)
     core = _add_core_and_api(node, options, reactor)
     _add_sessions(node, core, options, reactor, mixing)
+    _add_dht(node, core, options, reactor)
     return node
+
+
+def _add_dht(node: NodeService, core: NodeCore, options: Options, reactor: Any) -> None:
+    """The DHT on the core's rpc channel (``dht.enabled``), its state in the node's
+    database, bootstrapped from the onion entries of ``network.bootstrap_nodes``.
+    After the core in the tree: it starts once the core is ready."""
+    cfg = options.config
+    if cfg.dht.enabled:
+        DhtService(core, cfg.dht, node.identity_service, reactor,
+                   bootstrap=cfg.network.bootstrap_nodes).setServiceParent(node)
 
 
 def _add_core_and_api(node: NodeService, options: Options, reactor: Any) -> NodeCore:

@@ -2,13 +2,15 @@
 
 Asks the node's API (``/api/network/status``); when the API is disabled or not
 answering, reads ``status.json`` in the data dir, which the node rewrites every
-few seconds. ``--watch`` redraws until tor has bootstrapped.
+few seconds. ``--watch`` redraws until tor has bootstrapped. ``--ready`` (for
+readiness probes) exits with status 3 while a transport is not ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,14 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the raw state as one JSON object")
     p.add_argument("--watch", action="store_true",
                    help="redraw every second until tor has bootstrapped (Ctrl-C to stop)")
+    p.add_argument("--ready", action="store_true",
+                   help=f"exit status {NOT_READY} unless every transport (tor, i2p) is ready "
+                        "(a readiness probe; status 1: no running node found)")
     p.set_defaults(func=_status)
+
+
+#: Exit status of ``status --ready`` when the node runs but a transport is not ready.
+NOT_READY = 3
 
 
 def fetch(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -117,14 +126,27 @@ def _bootstrapped(state: dict[str, Any]) -> bool:
     return tor is None or bool(tor.get("ready"))
 
 
+def not_ready(state: dict[str, Any]) -> list[str]:
+    """Names of the transports that are not ready (none reported: ``["transports"]``)."""
+    transports = state.get("transports")
+    if not isinstance(transports, dict) or not transports:
+        return ["transports"]
+    return sorted(name for name, t in transports.items()
+                  if not (isinstance(t, dict) and t.get("ready") is True))
+
+
 def _status(args: argparse.Namespace) -> int:
     source, state = fetch(args)
     if args.json:
         print(json.dumps(state))
-        return 0
-    while True:
-        print("\n".join(render(source, state)), flush=True)
-        if not args.watch or _bootstrapped(state):
-            return 0
-        time.sleep(1)
-        source, state = fetch(args)
+    else:
+        while True:
+            print("\n".join(render(source, state)), flush=True)
+            if not args.watch or _bootstrapped(state):
+                break
+            time.sleep(1)
+            source, state = fetch(args)
+    if args.ready and (waiting := not_ready(state)):
+        print(f"not ready: {', '.join(waiting)}", file=sys.stderr)
+        return NOT_READY
+    return 0

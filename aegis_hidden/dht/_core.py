@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._ids import Contact
@@ -97,6 +97,14 @@ class DhtCore:
         self.store = store if store is not None else RecordStore()
         self.limiter = limiter if limiter is not None else StoreLimiter()
         self.refused: Counter[str] = Counter()
+        #: called with (reason, peer) for each record refused: a STORE this node
+        #: would not take, or a value an answer carried that did not verify
+        self.on_record_refused: Callable[[str, Contact | None], None] | None = None
+
+    def _record_refused(self, reason: str, peer: Contact | None) -> None:
+        self.refused[reason] += 1
+        if self.on_record_refused is not None:
+            self.on_record_refused(reason, peer)
 
     # -- answering ---------------------------------------------------------
     def responsible_for(self, key: bytes) -> bool:
@@ -118,15 +126,15 @@ class DhtCore:
                 return Value(held)
             return Value(None, tuple(self.table.closest(request.key, self.k)))
         if sender is not None and not self.limiter.take(sender.id, now):
-            self.refused["store rate"] += 1
+            self._record_refused("store rate", sender)
             raise DhtRequestRefused("store rate exceeded")
         if not self.responsible_for(request.record.key):
-            self.refused["not responsible"] += 1
+            self._record_refused("not responsible", sender)
             raise DhtRequestRefused("not among the k closest to that key")
         try:
             self.store.put(request.record, now)
         except DhtRecordError as e:
-            self.refused[type(e).__name__] += 1
+            self._record_refused(type(e).__name__, sender)
             raise DhtRequestRefused(f"record refused: {type(e).__name__}") from e
         return Stored()
 
@@ -199,7 +207,7 @@ class DhtCore:
                         raise DhtRecordError("value for another key")
                     verify(record, now)
                 except DhtRecordError as e:
-                    self.refused[type(e).__name__] += 1
+                    self._record_refused(type(e).__name__, contact)
                     lookup.on_failure(contact)
                     return False
             lookup.on_response(contact, response.contacts, record)

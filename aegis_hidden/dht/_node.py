@@ -8,8 +8,8 @@ answer, or any rpc failure: timeout, closed or unreachable session, remote
 error). Bucket refresh and record republish run from one ``LoopingCall`` on the
 same clock, asking the core what is due.
 
-Not wired into the node yet: nothing in ``tap.py`` or the configuration starts
-it (docs/dht.md says what exists).
+The node runs it through :class:`aegis_hidden.node.DhtService` (built by
+``tap.py`` from the ``dht.*`` settings; docs/dht.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,17 @@ from twisted.python.failure import Failure
 from ._core import DhtCore
 from ._ids import Contact
 from ._lookup import Lookup, LookupResult
-from ._messages import DhtMessageError, Ping, Pong, Response, Store, Stored, decode_response, encode
+from ._messages import (
+    DhtMessageError,
+    Nodes,
+    Ping,
+    Pong,
+    Response,
+    Store,
+    Stored,
+    decode_response,
+    encode,
+)
 from ._persist import DhtPersistence
 from ._records import SignedRecord
 from ._table import PingOldest
@@ -61,6 +71,10 @@ class DhtNode:
         self.timeout = timeout
         self.stats: Counter[str] = Counter()
         self._loop: LoopingCall | None = None
+        #: told of every lookup's end: (target, value lookup?, result, seconds it took)
+        self.on_lookup: Callable[[bytes, bool, LookupResult[SignedRecord], float], None] | None \
+            = None
+        self.last_lookup_seconds: float | None = None
         rpc.on_request(self._on_request)
 
     # -- answering -------------------------------------------------------------
@@ -99,12 +113,25 @@ class DhtNode:
 
         return self._ask(contact, encode(Ping())).addCallback(check)
 
+    def ask_nodes(self, contact: Contact, target: bytes) -> Deferred[list[Contact] | None]:
+        """Ask ``contact`` alone for the contacts it knows closest to ``target`` (a crawl
+        step); None if it did not answer, or answered something else."""
+        def contacts(answer: bytes | None) -> list[Contact] | None:
+            response = None if answer is None else decoded(answer)
+            if not isinstance(response, Nodes):
+                return None
+            self.core.table.observe(contact, self._clock.seconds())
+            return list(response.contacts)
+
+        return self._ask(contact, self.core.find_node(target)).addCallback(contacts)
+
     def lookup(self, target: bytes, *, value: bool = False, paths: int | None = None,
                quorum: int = 1) -> Deferred[LookupResult[SignedRecord]]:
         """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end."""
         lookup = self.core.lookup(target, paths=paths, quorum=quorum)
         payload = self.core.find_value(target) if value else self.core.find_node(target)
-        self.core.table.touch(target, self._clock.seconds())
+        started = self._clock.seconds()
+        self.core.table.touch(target, started)
         result: Deferred[LookupResult[SignedRecord]] = Deferred()
 
         def pump() -> None:
@@ -115,7 +142,13 @@ class DhtNode:
                     self._ask(q.contact, payload).addCallback(arrived, lookup, q.contact)
             if lookup.done and not result.called:  # answers may come back synchronously
                 self.stats["lookups"] += 1
-                result.callback(lookup.result())
+                found = lookup.result()
+                seconds = self.last_lookup_seconds = self._clock.seconds() - started
+                ok = found.value is not None if value else bool(found.closest)
+                self.stats["lookups_ok" if ok else "lookups_failed"] += 1
+                if self.on_lookup is not None:
+                    self.on_lookup(target, value, found, seconds)
+                result.callback(found)
 
         def arrived(answer: bytes | None, lk: Lookup[SignedRecord], contact: Contact) -> None:
             if result.called:

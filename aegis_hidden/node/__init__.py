@@ -10,6 +10,7 @@ from ._at_rest import (
     wipe,
 )
 from ._core import NodeCore
+from ._dht import DhtService, identity_key
 from ._envelope import EnvelopeError
 from ._identity_service import IdentityService
 from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
@@ -28,6 +29,7 @@ __all__ = [
     "WIPE_CONFIRMATION",
     "ConnectionPool",
     "DeliveryState",
+    "DhtService",
     "DialFailed",
     "EnvelopeError",
     "IdentityService",
@@ -44,6 +46,7 @@ __all__ = [
     "WipeReport",
     "classify_failure",
     "disable_core_dumps",
+    "identity_key",
     "is_duress_passphrase",
     "set_duress_passphrase",
     "wipe",

@@ -112,6 +112,9 @@ class NodeCore(Service):
         self.metrics.gauge("blacklisted_peers", "Peers currently blacklisted.",
                            lambda: sum(1 for p in self.store.all()
                                        if p.blocked(reactor.seconds())))
+        self.metrics.gauge("record_expires_in_seconds",
+                           "Seconds until this node's signed record expires (re-signed at "
+                           "half its lifetime; negative: expired).", self._record_expires_in)
 
     # -- wiring -------------------------------------------------------------
     def attach_session_factory(self, factory: ISessionFactory) -> None:
@@ -143,8 +146,23 @@ class NodeCore(Service):
         return lambda: float(getattr(self.session_factory, attribute, 0))
 
     def add_transport(self, provider: ITransportProvider) -> None:
-        """Report this provider's state (bootstrap progress...) in ``/status``."""
+        """Report this provider's state (bootstrap progress...) in ``/status``, and
+        in ``/metrics`` whether it is ready (``aegis_tor_ready``, ``aegis_i2p_ready``)
+        and tor's bootstrap percentage (``aegis_tor_bootstrap_percent``)."""
         self.transports.append(provider)
+        name = str(provider.name)
+        self.metrics.gauge(f"{name}_ready", f"1 when the {name} transport is ready "
+                           "(tor: bootstrapped and the onion published; i2p: SAM session up), "
+                           "else 0.", lambda: float(bool(_state(provider).get("ready"))))
+        if name == "tor":
+            self.metrics.gauge("tor_bootstrap_percent", "Tor's bootstrap progress (0-100).",
+                               lambda: float((_state(provider).get("bootstrap") or {})
+                                             .get("progress") or 0))
+
+    def _record_expires_in(self) -> float:
+        if self.identity is None:
+            return float("nan")
+        return float(self.identity.record.expires - self.reactor.seconds())
 
     def _peer_changed(self, peer: PeerInfo, what: str) -> None:
         if what == "blocked":  # by the operator or by reputation: drop live sessions
@@ -312,3 +330,11 @@ class NodeCore(Service):
 
     async def send(self, peer: str, body: dict[str, Any]) -> tuple[str, DeliveryState]:
         return await self.messenger.send(peer, body)
+
+
+def _state(provider: ITransportProvider) -> Mapping[str, Any]:
+    """``provider.state()``, or nothing when it fails (its bug must not break /metrics)."""
+    try:
+        return dict(provider.state())
+    except Exception:  # noqa: BLE001 - as in NodeCore.status: shown there as an error
+        return {}

@@ -76,6 +76,11 @@ class Metrics:
         "rpc_busy": "Requests on the rpc channel answered busy: the peer had too many "
                     "being answered.",
         "pubsub_unhandled": "Frames on the pubsub channel dropped: no pub/sub layer runs.",
+        "dht_lookups_ok": "DHT lookups that ended well (a contact answered; a value lookup: "
+                          "a verified value found).",
+        "dht_lookups_failed": "DHT lookups that found nothing (event dht_lookup_failed).",
+        "dht_records_refused": "DHT records refused: STOREs not taken, values that did not "
+                               "verify (event dht_record_refused).",
     }
 
     def __init__(self) -> None:

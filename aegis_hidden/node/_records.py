@@ -330,6 +330,45 @@ class RecordKeeper:
             self._pool.close(peer, "identity revoked")
         return count
 
+    # -- records learnt elsewhere (the DHT) -------------------------------------
+    def learn(self, onion: str, data: bytes, source: str = "dht") -> IdentityRecord | None:
+        """A record of ``onion`` that came other than through its own session.
+
+        Checked as a pushed record is (signatures against the onion, pin,
+        rollback), then cached; a revocation is kept for good and closes every
+        session with ``onion``. An older record than the one cached is no
+        refusal (the DHT may lag behind a session): the cached one is returned.
+        None if the record is refused (counted, ``network_error`` event).
+        """
+        now = self._clock.seconds()
+        try:
+            record = verify_record(data, onion, now)
+        except RecordError as e:
+            self._refuse_push(onion, f"{source}: {e}")
+            return None
+        current = self.cache.get(onion)
+        if current is not None and record.sequence <= current.sequence \
+                and record.kind is RecordKind.IDENTITY:
+            return current
+        if self._check_pin(onion, record) is not None:
+            return None
+        try:
+            record = self.cache.accept(record, onion, now)
+        except RevokedIdentity:
+            return None
+        except RecordError as e:
+            self._refuse_push(onion, f"{source}: {e}")
+            return None
+        self._repin(onion, record)
+        self._metrics.inc("records_received")
+        if record.kind is RecordKind.REVOCATION:
+            self.log.warn("{onion} revoked its identity ({reason}), learnt from the {source}",
+                          onion=onion, reason=record.reason, source=source)
+            self._events.emit("network_error", peer=onion, error="peer revoked",
+                              detail=record.reason[:200])
+            self._pool.close(onion, "peer revoked")
+        return record
+
     # -- receiving ------------------------------------------------------------
     def on_control(self, peer: str, data: bytes) -> None:
         """A control-channel frame's payload from ``peer``; unknown kinds are ignored

@@ -48,3 +48,42 @@ def test_no_node_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["status", "-c", str(cfg), "-d", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no running node found" in err and "status.json does not exist" in err
+
+
+def test_ready_exits_3_until_every_transport_is_ready(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("api:\n  enabled: false\n")
+    args = ["status", "-c", str(cfg), "-d", str(tmp_path), "--ready"]
+    booting = {**STATE, "transports": {"tor": {"ready": False, "bootstrap": {"progress": 50}},
+                                       "i2p": {"ready": True, "state": "ready"}}}
+    (tmp_path / "status.json").write_text(json.dumps(booting))
+    assert main(args) == 3
+    assert capsys.readouterr().err.strip() == "not ready: tor"
+    assert main([*args, "--json"]) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == booting and "not ready: tor" in captured.err
+    ready = {**STATE, "transports": {"tor": {"ready": True, "bootstrap": {"progress": 100}},
+                                     "i2p": {"ready": False, "state": "creating"}}}
+    (tmp_path / "status.json").write_text(json.dumps(ready))
+    assert main(args) == 3
+    assert capsys.readouterr().err.strip() == "not ready: i2p"
+    ready["transports"]["i2p"] = {"ready": True, "state": "ready"}  # type: ignore[index]
+    (tmp_path / "status.json").write_text(json.dumps(ready))
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""
+    # Without --ready the same not-ready node answers 0 (it runs: a liveness check).
+    (tmp_path / "status.json").write_text(json.dumps(STATE))
+    assert main(args[:-1]) == 0
+    # No transport reported at all is not ready either.
+    (tmp_path / "status.json").write_text(json.dumps({"onion": "x"}))
+    assert main(args) == 3
+    assert "not ready: transports" in capsys.readouterr().err
+
+
+def test_ready_with_no_node_is_status_1(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("api:\n  enabled: false\n")
+    assert main(["status", "-c", str(cfg), "-d", str(tmp_path), "--ready"]) == 1
+    assert "no running node found" in capsys.readouterr().err

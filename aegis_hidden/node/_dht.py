@@ -1,0 +1,439 @@
+"""The DHT as the running node uses it: one :class:`DhtService` per node.
+
+It runs :class:`aegis_hidden.dht.DhtNode` over the core's ``rpc`` channel,
+with the routing table and the records kept in the node's state database
+(SQLCipher underneath; :class:`aegis_hidden.dht.DhtPersistence` uses only its
+``run()``), and:
+
+* **bootstraps** from ``network.bootstrap_nodes`` (their onion keys are the
+  first contacts) by a lookup of its own id, and again on the maintenance tick
+  until some contact answered (a bootstrap node that was not up yet), or
+  whenever the table became empty;
+* **publishes this node's identity record** under a key anyone can compute
+  from the onion address alone (:func:`identity_key`): a signed DHT record
+  named ``identity`` whose publisher record *is* the node's current identity
+  record (its value is empty, or the node's revocation). It is re-signed
+  when the identity record changes and at half its ``dht.record_lifetime``;
+* **resolves** a peer known by nothing but its onion address
+  (:meth:`resolve`): the identity record found is checked by the
+  :class:`~._records.RecordKeeper` (signatures, pin, rollback; a revocation
+  closes sessions and is kept for good) and the peer is added to the peer
+  store (origin ``peer``), so the pool can dial it and messages can be sent;
+* lets the rpc channel **dial contacts learnt through the DHT**: before a
+  request to a contact the peer store does not know, the contact is added to
+  it (origin ``peer``); the pool keeps at most ``network.max_connections``
+  sessions, closing the least recently used;
+* **refreshes** buckets and **republishes** records on the reactor clock (one
+  ``LoopingCall``, every ``dht.maintenance_interval``), saving the table and
+  records at every tick;
+* counts lookups (ok / failed) and refused records (``/metrics``) and emits
+  ``dht_lookup_failed`` and ``dht_record_refused`` events;
+* **crawls** (:meth:`crawl`): asks every contact it can reach for its
+  neighbours until no new contact appears, and counts who answered.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..addresses import OnionAddressError, public_key_from_onion_address, strip_port
+from ..config import DhtConfig
+from ..dht import (
+    Contact,
+    DhtCore,
+    DhtNode,
+    DhtPersistence,
+    DhtRecordError,
+    LookupResult,
+    RecordStore,
+    RoutingTable,
+    SignedRecord,
+    StoreLimiter,
+    record_key,
+    sign_record,
+)
+from ..identity import IdentityRecord, NodeIdentity, RecordKind
+from ..interfaces import IDHT
+from ..peers import ORIGIN_PEER
+from ._channels import RpcHandler
+from ._identity_service import IdentityService
+
+if TYPE_CHECKING:
+    from ._core import NodeCore
+
+#: the name of the record that carries a node's identity record
+IDENTITY_NAME = b"identity"
+
+
+def identity_key(onion: str) -> bytes:
+    """The DHT key of ``onion``'s identity record (raises ValueError on a bad address)."""
+    try:
+        return record_key(public_key_from_onion_address(onion), IDENTITY_NAME)
+    except OnionAddressError as e:
+        raise ValueError(str(e)) from None
+
+
+def record_json(record: SignedRecord) -> dict[str, Any]:
+    """A record as the API shows it (the value as base64, the publisher as its onion)."""
+    import base64
+
+    from ..addresses import onion_address_from_public_key
+
+    return {
+        "key": record.key.hex(),
+        "name": record.name.decode("utf-8", "backslashreplace"),
+        "value": base64.b64encode(record.value).decode("ascii"),
+        "sequence": record.sequence,
+        "expires": record.expires,
+        "publisher": onion_address_from_public_key(record.publisher),
+    }
+
+
+class _DialingRpc:
+    """The core's rpc channel, adding a contact the peer store does not know before
+    asking it (the pool dials only peers in the store)."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self._core = core
+
+    def on_request(self, handler: RpcHandler) -> None:
+        self._core.rpc.on_request(handler)
+
+    def request(self, peer: str, payload: bytes, timeout: float) -> Deferred[bytes]:
+        store = self._core.store
+        if store.get(peer) is not None:
+            return self._core.rpc.request(peer, payload, timeout)
+        added = Deferred.fromCoroutine(store.add(peer, origin=ORIGIN_PEER))
+        return added.addCallback(lambda _: self._core.rpc.request(peer, payload, timeout))
+
+
+@implementer(IDHT)
+class DhtService(Service):
+    """The node's DHT (its ``name`` is ``"dht"``); start it after the core."""
+
+    log = Logger()
+    name = "dht"
+
+    def __init__(self, core: NodeCore, config: DhtConfig, identity: IdentityService | NodeIdentity,
+                 clock: IReactorTime, *, bootstrap: Sequence[str] = (),
+                 rng: random.Random | None = None) -> None:
+        self._core = core
+        self.config = config
+        self._identity = identity
+        self._clock = clock
+        self._rng = rng if rng is not None else secrets.SystemRandom()
+        now = clock.seconds()
+        own = Contact(self._current().ed25519_public)
+        table = RoutingTable(own, k=config.k, refresh_interval=config.refresh_interval, now=now)
+        store = RecordStore(max_records=config.max_records,
+                            max_per_publisher=config.max_records_per_publisher,
+                            republish_interval=config.republish_interval)
+        dht = DhtCore(own, k=config.k, alpha=config.alpha, paths=config.disjoint_paths,
+                      store=store, table=table,
+                      limiter=StoreLimiter(config.store_rate, config.store_burst), now=now)
+        dht.on_record_refused = self._record_refused
+        self.node = DhtNode(dht, _DialingRpc(core), clock, self._rng,
+                            timeout=config.request_timeout,
+                            persistence=DhtPersistence(core.db))
+        self.node.on_lookup = self._lookup_done
+        self.bootstrap_contacts = _contacts(bootstrap, own)
+        self.own_record: SignedRecord | None = None
+        self.bootstrapped = False
+        self.own_stored = 0  # holders that took the last publication of our record
+        self._loop: LoopingCall | None = None
+        self._unsubscribe: Any = None
+        self._outcome: bool | BaseException | None = None  # None: starting
+        self._waiters: list[Deferred[None]] = []
+        metrics = core.metrics
+        metrics.gauge("dht_contacts", "Contacts in the DHT routing table.",
+                      lambda: len(self.node.core.table))
+        metrics.gauge("dht_records_held", "DHT records this node holds.",
+                      lambda: len(self.node.core.store))
+
+    @property
+    def dht(self) -> DhtCore:
+        return self.node.core
+
+    def _current(self) -> NodeIdentity:
+        ident = self._identity
+        return ident.identity if isinstance(ident, IdentityService) else ident
+
+    # -- lifecycle ------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self._core.attach_dht(self)
+        if isinstance(self._identity, IdentityService):
+            self._unsubscribe = self._identity.subscribe(lambda _: self._republish_own())
+        Deferred.fromCoroutine(self._start()).addBoth(self._settle)
+
+    async def _start(self) -> None:
+        await self._core.when_ready()
+        contacts, records, dropped = await self.node.load()
+        own = self.dht.store.get(identity_key(self._current().onion), self._clock.seconds())
+        if own is not None:
+            self.own_record = own
+        self.log.info("DHT: {contacts} contacts and {records} records loaded ({dropped} "
+                      "dropped), {bootstrap} bootstrap contacts", contacts=contacts,
+                      records=records, dropped=dropped, bootstrap=len(self.bootstrap_contacts))
+        loop = self._loop = LoopingCall(self.tick)
+        loop.clock = self._clock
+        loop.start(self.config.maintenance_interval, now=True)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once the table and records are loaded and the first tick has begun."""
+        d: Deferred[None] = Deferred()
+        if self._outcome is True:
+            d.callback(None)
+        elif isinstance(self._outcome, BaseException):
+            d.errback(self._outcome)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def _settle(self, outcome: Any) -> None:
+        self._outcome = True if not isinstance(outcome, Failure) else outcome.value
+        if isinstance(outcome, Failure):
+            self.log.failure("the DHT failed to start", outcome)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if self._outcome is True:
+                d.callback(None)
+            else:
+                d.errback(outcome)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        self._core.detach_dht(self)
+        return self.node.save().addErrback(
+            lambda f: self.log.failure("saving the DHT state failed", f))
+
+    # -- maintenance ------------------------------------------------------------
+    def tick(self) -> Deferred[None]:
+        """Bootstrap if the table is empty, publish our record if due, refresh, republish,
+        save. Never fails (a failure is logged): the loop must keep running."""
+        return Deferred.fromCoroutine(self._tick()).addErrback(
+            lambda f: self.log.failure("DHT maintenance failed", f))
+
+    async def _tick(self) -> None:
+        if self.bootstrap_contacts and not (self.bootstrapped and len(self.dht.table)):
+            await self.bootstrap()
+        if self._own_due():
+            await self.publish_own()
+        await self.node.maintain()
+
+    async def bootstrap(self) -> int:
+        """Learn the bootstrap contacts and look up our own id; contacts in the table."""
+        result = await self.node.bootstrap(self.bootstrap_contacts)
+        self.bootstrapped = bool(result.closest)  # somebody answered: else retry next tick
+        self.log.info("DHT bootstrap: {n} contacts answered, table holds {size}",
+                      n=len(result.closest), size=len(self.dht.table))
+        return len(self.dht.table)
+
+    def _own_due(self) -> bool:
+        if not len(self.dht.table):
+            return False
+        own = self.own_record
+        if own is None or self.own_stored == 0:
+            return True
+        now = self._clock.seconds()
+        return own.expires - now < self.config.record_lifetime / 2 or (
+            own.publisher_record != self._current().record.to_bytes())
+
+    def _republish_own(self) -> None:
+        if self.running and len(self.dht.table):
+            Deferred.fromCoroutine(self.publish_own()).addErrback(
+                lambda f: self.log.failure("publishing the identity record failed", f))
+
+    def sign(self, name: bytes, value: bytes, lifetime: float) -> SignedRecord:
+        """A record of ours, signed by the node's identity, with a fresh sequence."""
+        ident = self._current()
+        now = self._clock.seconds()
+        key = record_key(ident.ed25519_public, name)
+        held = self.dht.store.get(key, now)
+        sequence = max(int(now), held.sequence + 1 if held is not None else 0)
+        return sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), name, value,
+                           sequence, int(now + lifetime))
+
+    async def publish_own(self) -> int:
+        """Sign and STORE this node's identity record; how many holders took it."""
+        revocation = getattr(self._core.records, "revocation", None)
+        value = revocation.to_bytes() if isinstance(revocation, IdentityRecord) else b""
+        record = self.sign(IDENTITY_NAME, value, self.config.record_lifetime)
+        self.own_record = record
+        self.own_stored = await self.node.put(record)
+        self.log.info("DHT: identity record (sequence {sequence}) stored at {n} nodes",
+                      sequence=record.sequence, n=self.own_stored)
+        return self.own_stored
+
+    # -- IDHT ------------------------------------------------------------------
+    def get(self, key: bytes) -> Deferred[SignedRecord | None]:
+        """The newest record at ``key``: held here, else found in the network."""
+        held = self.dht.store.get(key, self._clock.seconds())
+        if held is not None:
+            return Deferred.fromCoroutine(_value(held))
+        return self.node.get(key, quorum=self.config.quorum)
+
+    def put(self, name: bytes, value: bytes, lifetime: float) -> Deferred[int]:
+        """Sign a record of ours called ``name`` and STORE it at the k closest."""
+        if name == IDENTITY_NAME:
+            return Deferred.fromCoroutine(_refuse(ValueError(
+                "the name \"identity\" is the node's own identity record")))
+        try:
+            record = self.sign(name, value, lifetime)
+        except DhtRecordError as e:
+            return Deferred.fromCoroutine(_refuse(e))
+        return self.node.put(record)
+
+    def resolve(self, onion: str) -> Deferred[IdentityRecord | None]:
+        """Find ``onion``'s identity record in the DHT and add the peer to the store."""
+        return Deferred.fromCoroutine(self._resolve(onion))
+
+    async def _resolve(self, onion: str) -> IdentityRecord | None:
+        onion = strip_port(onion).lower()
+        try:
+            key = identity_key(onion)
+        except ValueError:
+            return None
+        record = await self.node.get(key, quorum=self.config.quorum)
+        if record is None:
+            return None
+        return await self.learn(onion, record)
+
+    async def learn(self, onion: str, record: SignedRecord) -> IdentityRecord | None:
+        """Hand the identity record carried by ``record`` to the record keeper; add
+        the peer (unless it revoked its identity)."""
+        keeper = self._core.records
+        ident = keeper.learn(onion, record.publisher_record)
+        if ident is None:
+            return None
+        if record.value:
+            revocation = keeper.learn(onion, record.value)
+            if revocation is not None and revocation.kind is RecordKind.REVOCATION:
+                return revocation
+        if ident.kind is RecordKind.REVOCATION:
+            return ident
+        await self._core.store.add(onion, record=ident.to_bytes(), origin=ORIGIN_PEER)
+        return ident
+
+    def contacts(self) -> list[str]:
+        return [c.onion for c in self.dht.table.contacts()]
+
+    def stats(self) -> dict[str, Any]:
+        table = self.dht.table
+        s = self.node.stats
+        own = self.own_record
+        return {
+            "enabled": True,
+            "node_id": self.dht.own.id.hex(),
+            "parameters": {"k": self.dht.k, "alpha": self.dht.alpha,
+                           "disjoint_paths": self.dht.paths, "quorum": self.config.quorum},
+            "routing_table": {
+                "contacts": len(table),
+                "buckets": [{"index": i, "contacts": len(b.contacts),
+                             "replacements": len(b.replacements)}
+                            for i, b in sorted(table.buckets.items())
+                            if b.contacts or b.replacements],
+            },
+            "records": {
+                "held": len(self.dht.store),
+                "own_key": identity_key(self._current().onion).hex(),
+                "own_sequence": own.sequence if own is not None else None,
+                "own_stored_at": self.own_stored,
+            },
+            "lookups": {"ok": s["lookups_ok"], "failed": s["lookups_failed"],
+                        "last_seconds": self.node.last_lookup_seconds},
+            "requests_answered": s["requests_answered"],
+            "rpc_failures": s["rpc_failures"],
+            "refused": dict(sorted(self.dht.refused.items())),
+            "contacts": self.contacts(),
+        }
+
+    def crawl(self, max_nodes: int = 1000, parallel: int = 8) -> Deferred[dict[str, Any]]:
+        """Walk the network from our contacts: ask each node reached for the contacts
+        closest to itself and to a random id, until nothing new appears (or
+        ``max_nodes`` were asked). Counts the nodes that answered."""
+        return Deferred.fromCoroutine(self._crawl(max_nodes, parallel))
+
+    async def _crawl(self, max_nodes: int, parallel: int) -> dict[str, Any]:
+        started = self._clock.seconds()
+        own = self.dht.own.id
+        seen: dict[bytes, Contact] = {c.id: c for c in self.dht.table.contacts()}
+        queue = list(seen.values())
+        reachable: list[str] = []
+        unreachable: list[str] = []
+        while queue and len(reachable) + len(unreachable) < max_nodes:
+            batch = queue[:max(1, min(parallel, max_nodes - len(reachable) - len(unreachable)))]
+            del queue[:len(batch)]
+            asks = [DeferredList([self.node.ask_nodes(c, c.id),
+                                  self.node.ask_nodes(c, self._rng.randbytes(32))])
+                    for c in batch]
+            answers = await DeferredList(asks)
+            for contact, (_, pair) in zip(batch, answers, strict=True):
+                found = [r for ok, r in pair if ok and r is not None]
+                (reachable if found else unreachable).append(contact.onion)
+                for learnt in (c for lst in found for c in lst):
+                    if learnt.id != own and learnt.id not in seen:
+                        seen[learnt.id] = learnt
+                        queue.append(learnt)
+        return {"reachable": len(reachable), "unreachable": len(unreachable),
+                "seen": len(seen), "not_asked": len(queue),
+                "seconds": round(self._clock.seconds() - started, 3),
+                "nodes": sorted(reachable)}
+
+    # -- accounting -------------------------------------------------------------
+    def _lookup_done(self, target: bytes, value: bool, result: LookupResult[SignedRecord],
+                     seconds: float) -> None:
+        ok = result.value is not None if value else bool(result.closest)
+        metrics = self._core.metrics
+        metrics.inc("dht_lookups_ok" if ok else "dht_lookups_failed")
+        if not ok:
+            self._core.events.emit(
+                "dht_lookup_failed", key=target.hex(), kind="value" if value else "node",
+                reason="no value found" if value and result.closest else "no contact answered",
+                messages=result.messages, failures=result.failures,
+                seconds=round(seconds, 3))
+
+    def _record_refused(self, reason: str, peer: Contact | None) -> None:
+        self._core.metrics.inc("dht_records_refused")
+        self._core.events.emit("dht_record_refused", reason=reason,
+                               peer=peer.onion if peer is not None else None)
+
+
+def _contacts(addresses: Iterable[str], own: Contact) -> list[Contact]:
+    """Contacts of the onion entries of ``network.bootstrap_nodes`` (an I2P-only entry
+    has no onion key to be a contact: it is reached by the peering service only)."""
+    out: dict[bytes, Contact] = {}
+    for address in addresses:
+        host = strip_port(address)
+        if host.endswith(".onion"):
+            contact = Contact.of_onion(host)
+            if contact.id != own.id:
+                out[contact.id] = contact
+    return list(out.values())
+
+
+async def _value(record: SignedRecord) -> SignedRecord | None:
+    return record
+
+
+async def _refuse(error: Exception) -> int:
+    raise error
+
+
