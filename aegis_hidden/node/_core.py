@@ -96,6 +96,7 @@ class NodeCore(Service):
         self.channels.register(Channel.CONTROL, self.records.on_control)
         self.rpc = RpcChannel(self.channels, reactor, self.metrics)
         self.pubsub = PubSubChannel(self.channels, self.metrics)
+        self.dht: Any = None  # the DhtService (node._dht) while it runs: resolves peers
         self._on_identity = on_identity
         self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
@@ -141,6 +142,24 @@ class NodeCore(Service):
         in ``/metrics`` (``mixing``: an :class:`aegis_hidden.mixing.MixingLayer`)."""
         self.mixing = mixing
         self.metrics.mixing = mixing.snapshot
+
+    def attach_dht(self, dht: Any) -> None:
+        """Resolve peers known by nothing but their onion through ``dht`` (an IDHT)."""
+        self.dht = dht
+
+    def detach_dht(self, dht: Any) -> None:
+        if self.dht is dht:
+            self.dht = None
+
+    async def resolve(self, peer: str) -> bool:
+        """Whether ``peer`` is in the peer store, after a DHT lookup of its identity
+        record if it was not (and the DHT runs)."""
+        if self.store.get(peer) is not None:
+            return True
+        if self.dht is None or not peer.endswith(".onion"):
+            return False
+        await self.dht.resolve(peer)
+        return self.store.get(peer) is not None
 
     def _factory_counter(self, attribute: str) -> Callable[[], float]:
         return lambda: float(getattr(self.session_factory, attribute, 0))
@@ -329,6 +348,7 @@ class NodeCore(Service):
         return out
 
     async def send(self, peer: str, body: dict[str, Any]) -> tuple[str, DeliveryState]:
+        await self.resolve(peer)  # a peer not in the store may be found in the DHT
         return await self.messenger.send(peer, body)
 
 
