@@ -34,6 +34,32 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {c: _ERR[c] for c in ("401", *codes)}
 
 
+_NO_DHT = _json(_ref("Error"), "The node runs no DHT (`dht.enabled` is false).")
+DHT_RECORD = {"type": "object", "required": ["key", "name", "value", "sequence", "expires",
+                                             "publisher"],
+              "properties": {"key": {"type": "string"}, "name": {"type": "string"},
+                             "value": {"type": "string", "description": "base64"},
+                             "sequence": {"type": "integer"}, "expires": {"type": "integer"},
+                             "publisher": {"type": "string"}}}
+DHT_STATS = {"type": "object", "required": ["routing_table", "records", "lookups", "contacts"],
+             "properties": {
+                 "enabled": {"type": "boolean"}, "node_id": {"type": "string"},
+                 "parameters": {"type": "object"},
+                 "routing_table": {"type": "object", "properties": {
+                     "contacts": {"type": "integer"},
+                     "buckets": {"type": "array", "items": {"type": "object"}}}},
+                 "records": {"type": "object", "properties": {
+                     "held": {"type": "integer"}, "own_key": {"type": ["string", "null"]},
+                     "own_sequence": {"type": ["integer", "null"]},
+                     "own_stored_at": {"type": "integer"}}},
+                 "lookups": {"type": "object", "properties": {
+                     "ok": {"type": "integer"}, "failed": {"type": "integer"},
+                     "last_seconds": {"type": ["number", "null"]}}},
+                 "requests_answered": {"type": "integer"}, "rpc_failures": {"type": "integer"},
+                 "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
+                 "contacts": {"type": "array", "items": {"type": "string"}}}}
+
+
 PEER_ID = {"type": "string", "description": "v3 .onion address (or .b32.i2p for I2P-only peers)",
            "examples": ["vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"]}
 MAX_SINCE = 10 ** 18 - 1  # ``?since=``: at most 18 digits
@@ -167,6 +193,74 @@ DOCUMENT: dict[str, Any] = {
                     **_errors("400", "413")},
             },
         },
+        "/api/network/dht": {
+            "get": {
+                "summary": "The DHT: routing table, records held, lookups ok/failed, contacts",
+                "operationId": "dhtStats",
+                "responses": {"200": _json(DHT_STATS, "The DHT's state and counters."),
+                              "503": _NO_DHT, **_errors()},
+            },
+        },
+        "/api/network/dht/records/{key}": {
+            "get": {
+                "summary": "The DHT record at a key (held here, else looked up in the network)",
+                "description": (
+                    "`key` is 64 hex digits, or a peer's .onion address for the key of its "
+                    "identity record. Signatures and expiry were checked before it was kept."),
+                "operationId": "dhtRecord",
+                "parameters": [{"name": "key", "in": "path", "required": True, "schema": {
+                    "type": "string", "minLength": 62, "maxLength": 64,
+                    "pattern": "^([0-9a-fA-F]{64}|[a-z2-7]{56}\\.onion)$"}}],
+                "responses": {"200": _json(DHT_RECORD, "The newest record found."),
+                              "503": _NO_DHT, **_errors("400", "404")},
+            },
+        },
+        "/api/network/dht/records": {
+            "post": {
+                "summary": "Sign a record of this node and STORE it at the k closest nodes",
+                "operationId": "dhtPut",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["name"],
+                               "additionalProperties": False, "properties": {
+                                   "name": {"type": "string", "minLength": 1, "maxLength": 64,
+                                            "description": "Not `identity` (the node's own "
+                                                           "identity record)."},
+                                   "value": {"type": "string", "description": "UTF-8 text."},
+                                   "value_base64": {"type": "string"},
+                                   "lifetime": {"type": "number", "minimum": 60,
+                                                "maximum": 604800, "default": 3600}}}}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["stored_at", "key"],
+                                  "properties": {"stored_at": {"type": "integer"},
+                                                 "key": {"type": ["string", "null"]}}},
+                                 "How many of the closest nodes took it, and its key."),
+                    "503": _NO_DHT, **_errors("400", "413")},
+            },
+        },
+        "/api/network/dht/crawl": {
+            "post": {
+                "summary": "Walk the DHT from this node's contacts; count reachable nodes",
+                "operationId": "dhtCrawl",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False, "properties": {
+                        "max_nodes": {"type": "integer", "minimum": 1, "maximum": 100000,
+                                      "default": 1000},
+                        "parallel": {"type": "integer", "minimum": 1, "maximum": 64,
+                                     "default": 8}}}}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["reachable", "unreachable",
+                                                                 "seen", "nodes"],
+                                  "properties": {
+                                      "reachable": {"type": "integer"},
+                                      "unreachable": {"type": "integer"},
+                                      "seen": {"type": "integer"},
+                                      "not_asked": {"type": "integer"},
+                                      "seconds": {"type": "number"},
+                                      "nodes": {"type": "array", "items": {"type": "string"}}}},
+                                 "Nodes that answered (onion addresses), and counts."),
+                    "503": _NO_DHT, **_errors("400", "413")},
+            },
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
@@ -192,7 +286,8 @@ DOCUMENT: dict[str, Any] = {
                     "header, or (for browsers, which cannot set headers) in the "
                     "`access_token` query parameter. Events: `hello`, `peer_connected`, "
                     "`peer_disconnected`, `message_received`, `delivery_state`, "
-                    "`network_error`, `peer_changed`, and what other layers emit "
+                    "`network_error`, `peer_changed`, `dht_lookup_failed`, `dht_record_refused`, "
+                    "and what other layers emit "
                     "(`tor_restarted`...). Every event has `seq`; one that names a peer has "
                     "it as `peer` and `peer_id`. `?since=SEQ` first replays the kept events "
                     "after SEQ (the last 1000, at most 32 MiB). Send `{\"type\": \"ping\"}` "

@@ -33,6 +33,7 @@ from ..node import (
 )
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
 from ._deliveries import DeliveryLog
+from ._dht import DhtEndpoints
 from ._openapi import openapi_json
 from ._token import TokenChecker
 
@@ -56,7 +57,8 @@ class ApiError(Exception):
 # typos) are cut at the first unknown segment.
 _ROUTES: dict[str, Any] = {
     "api": {"network": {"peers": "{peer}", "messages": "{id}", "send": None,
-                        "status": None},
+                        "status": None,
+                        "dht": {"records": "{key}", "crawl": None}},
             "openapi.json": None},
     "metrics": None,
     "network": None,
@@ -279,6 +281,7 @@ class ApiResource(Resource):
         self.auth = auth
         self.max_body_size = max_body_size
         self.deliveries = deliveries
+        self.dht = DhtEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
 
     def render(self, request: Request) -> bytes | int:
         refused = self.auth.authorize(request)
@@ -315,12 +318,18 @@ class ApiResource(Resource):
             ("network", "status"): {"GET": self.status},
             ("node", "wipe"): {"POST": self.wipe},
             ("openapi.json",): {"GET": self.openapi},
+            ("network", "dht"): {"GET": self.dht.stats},
+            ("network", "dht", "records"): {"POST": self.dht.put_record},
+            ("network", "dht", "crawl"): {"POST": self.dht.crawl},
         }
         key = tuple(path)
         args: tuple[str, ...] = ()
         if len(path) == 3 and path[:2] == ["network", "peers"]:
             key, args = ("network", "peers", "*"), (path[2],)
             routes[key] = {"GET": self.get_peer}
+        elif len(path) == 4 and path[:3] == ["network", "dht", "records"]:
+            key, args = ("network", "dht", "records", "*"), (path[3],)
+            routes[key] = {"GET": self.dht.get_record}
         elif len(path) == 3 and path[:2] == ["network", "messages"]:
             key, args = ("network", "messages", "*"), (path[2],)
             routes[key] = {"GET": self.get_message}
@@ -446,7 +455,7 @@ class ApiResource(Resource):
         if not isinstance(kind, str) or not kind or len(kind) > 200:
             raise ApiError(400, "\"message.type\" must be a non-empty string of at most 200 "
                            "characters", "message.type")
-        if self.core.store.get(target) is None:
+        if not await self.core.resolve(target):  # in the store, or found in the DHT
             raise ApiError(404, f"unknown peer {target} (add it first)", "target")
         try:
             msg_id, state = await self.core.send(target, message)

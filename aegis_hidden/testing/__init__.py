@@ -3,6 +3,7 @@
 Each module adds its exports below.
 """
 
+from ._fake_dht import FakeDHT as FakeDHT  # an in-memory IDHT
 from ._fake_sessions import FakeHandshakeFailed as FakeHandshakeFailed  # in-memory sessions
 from ._fake_sessions import FakeLinkClosed as FakeLinkClosed
 from ._fake_sessions import FakeNetwork as FakeNetwork
