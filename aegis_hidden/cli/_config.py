@@ -13,9 +13,15 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, describe, load_config, parse_config
-from ..config._migrate import migrate
-from ..config._schema import read_yaml
+from ..config import (
+    Config,
+    ConfigError,
+    describe,
+    load_config,
+    migrate,
+    parse_config,
+    read_yaml,
+)
 from ._common import CLIError
 
 

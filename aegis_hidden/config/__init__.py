@@ -10,6 +10,7 @@ from ._bridges import (
 )
 from ._checks import is_loopback, split_host_port
 from ._errors import ConfigError, ConfigProblems, PrivacyError
+from ._migrate import Migration, migrate
 from ._schema import (
     ApiConfig,
     Config,
@@ -23,6 +24,7 @@ from ._schema import (
     describe,
     load_config,
     parse_config,
+    read_yaml,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ConfigProblems",
     "DhtConfig",
     "I2PConfig",
+    "Migration",
     "MixingConfig",
     "NetworkConfig",
     "PerformanceConfig",
@@ -45,8 +48,10 @@ __all__ = [
     "describe",
     "is_loopback",
     "load_config",
+    "migrate",
     "parse_bridge_line",
     "parse_config",
+    "read_yaml",
     "split_host_port",
     "transport_plugins",
 ]

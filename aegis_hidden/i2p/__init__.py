@@ -41,6 +41,7 @@ from ._errors import (
     UnknownResult,
 )
 from ._launch import I2pdLaunchError, I2pdProcess
+from ._probe import SAMProbeError, sam_hello
 from ._protocol import I2PAddress, SAMConnectionLost, SAMSocketProtocol, open_sam_socket
 from ._provider import I2PKeyFileError, I2PProvider
 from ._sam import DatagramReceived, RawReceived
@@ -72,6 +73,7 @@ __all__ = [
     "SAMConnectionLost",
     "SAMError",
     "SAMListeningPort",
+    "SAMProbeError",
     "SAMProtocolError",
     "SAMResultError",
     "SAMSession",
@@ -89,4 +91,5 @@ __all__ = [
     "is_b32_address",
     "is_i2p_name",
     "open_sam_socket",
+    "sam_hello",
 ]

@@ -53,6 +53,7 @@ from ._errors import (
     socks_reply_error,
 )
 from ._launch import TorSession, connect_tor, launch_tor
+from ._probe import ControlReport, ProbeError, query_control, reach_onion
 from ._provider import TESTING_CLIENT_LINES, TorProvider, launch_torrc_lines
 from ._socks import OnionAddress, Socks5Client
 
@@ -69,6 +70,7 @@ __all__ = [
     "ClientAuthKey",
     "ClientAuthPublicKey",
     "ControlReplyError",
+    "ControlReport",
     "DialTimeout",
     "OnionAddress",
     "OnionClientAuthMissing",
@@ -76,6 +78,7 @@ __all__ = [
     "OnionDescriptorNotFound",
     "OnionEndpoint",
     "OnionMismatch",
+    "ProbeError",
     "Socks5Client",
     "SocksAuthRejected",
     "SocksError",
@@ -104,5 +107,7 @@ __all__ = [
     "parse_public_key",
     "plugin_binaries",
     "progress_bar",
+    "query_control",
+    "reach_onion",
     "socks_reply_error",
 ]
