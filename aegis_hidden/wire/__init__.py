@@ -1,10 +1,11 @@
 """Wire formats: protobuf handshake messages and the fixed-size cell codec (pure).
 
-The protobuf modules (``handshake_pb2``, ``frame_pb2``, ``dht_pb2``) are generated
-from ``handshake.proto``, ``frame.proto`` and ``dht.proto`` by ``make proto`` and committed.
+The protobuf modules (``handshake_pb2``, ``frame_pb2``, ``dht_pb2``, ``pubsub_pb2``) are
+generated from ``handshake.proto``, ``frame.proto``, ``dht.proto`` and ``pubsub.proto``
+by ``make proto`` and committed.
 """
 
-from . import dht_pb2, frame_pb2, handshake_pb2
+from . import dht_pb2, frame_pb2, handshake_pb2, pubsub_pb2
 from ._cells import (
     CLEAR_HEADER_SIZE,
     CLOSE_TYPE,
@@ -70,4 +71,5 @@ __all__ = [
     "handshake_pb2",
     "inner_body_capacity",
     "prepare_message",
+    "pubsub_pb2",
 ]
