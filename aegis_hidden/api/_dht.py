@@ -46,6 +46,16 @@ class DhtEndpoints:
     async def stats(self, request: Request) -> tuple[int, JSON]:
         return 200, self._dht().stats()
 
+    def _query(self, request: Request) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, values in (request.args or {}).items():
+            text = bytes(name).decode("utf-8", "replace")
+            if text != "source" or len(values) != 1:
+                raise self._error(400, f"unexpected query parameter \"{text[:50]}\"",
+                                  text[:50])
+            out[text] = bytes(values[0]).decode("utf-8", "replace")
+        return out
+
     def _key(self, raw: str) -> bytes:
         if raw.endswith(".onion"):
             try:
@@ -61,8 +71,12 @@ class DhtEndpoints:
                               "key") from None
 
     async def get_record(self, request: Request, raw: str) -> tuple[int, JSON]:
+        """``?source=network`` skips the copy held here (a lookup in any case)."""
         key = self._key(raw)
-        record = await self._dht().get(key)
+        source = self._query(request).get("source", "any")
+        if source not in ("any", "network"):
+            raise self._error(400, "\"source\" must be any or network", "source")
+        record = await self._dht().get(key, local=source == "any")
         if record is None:
             raise self._error(404, f"no record at {key.hex()} (held here or found)", "key")
         return 200, record_json(record)

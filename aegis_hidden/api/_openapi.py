@@ -54,7 +54,8 @@ DHT_STATS = {"type": "object", "required": ["routing_table", "records", "lookups
                      "own_stored_at": {"type": "integer"}}},
                  "lookups": {"type": "object", "properties": {
                      "ok": {"type": "integer"}, "failed": {"type": "integer"},
-                     "last_seconds": {"type": ["number", "null"]}}},
+                     "last_seconds": {"type": ["number", "null"]},
+                     "recent": {"type": "array", "items": {"type": "object"}}}},
                  "requests_answered": {"type": "integer"}, "rpc_failures": {"type": "integer"},
                  "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
                  "contacts": {"type": "array", "items": {"type": "string"}}}}
@@ -210,7 +211,10 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "dhtRecord",
                 "parameters": [{"name": "key", "in": "path", "required": True, "schema": {
                     "type": "string", "minLength": 62, "maxLength": 64,
-                    "pattern": "^([0-9a-fA-F]{64}|[a-z2-7]{56}\\.onion)$"}}],
+                    "pattern": "^([0-9a-fA-F]{64}|[a-z2-7]{56}\\.onion)$"}},
+                               {"name": "source", "in": "query", "required": False,
+                                "schema": {"enum": ["any", "network"], "default": "any"},
+                                "description": "`network`: look it up even if held here."}],
                 "responses": {"200": _json(DHT_RECORD, "The newest record found."),
                               "503": _NO_DHT, **_errors("400", "404")},
             },

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +151,8 @@ class DhtService(Service):
         self.bootstrap_contacts = _contacts(bootstrap, own)
         self.own_record: SignedRecord | None = None
         self.bootstrapped = False
+        #: the last lookups (kind, ok, seconds, rounds), oldest first
+        self.recent: deque[dict[str, Any]] = deque(maxlen=32)
         self.own_stored = 0  # holders that took the last publication of our record
         self._loop: LoopingCall | None = None
         self._unsubscribe: Any = None
@@ -283,9 +286,10 @@ class DhtService(Service):
         return self.own_stored
 
     # -- IDHT ------------------------------------------------------------------
-    def get(self, key: bytes) -> Deferred[SignedRecord | None]:
-        """The newest record at ``key``: held here, else found in the network."""
-        held = self.dht.store.get(key, self._clock.seconds())
+    def get(self, key: bytes, *, local: bool = True) -> Deferred[SignedRecord | None]:
+        """The newest record at ``key``: held here (unless not ``local``), else found in
+        the network."""
+        held = self.dht.store.get(key, self._clock.seconds()) if local else None
         if held is not None:
             return Deferred.fromCoroutine(_value(held))
         return self.node.get(key, quorum=self.config.quorum)
@@ -358,7 +362,8 @@ class DhtService(Service):
                 "own_stored_at": self.own_stored,
             },
             "lookups": {"ok": s["lookups_ok"], "failed": s["lookups_failed"],
-                        "last_seconds": self.node.last_lookup_seconds},
+                        "last_seconds": self.node.last_lookup_seconds,
+                        "recent": list(self.recent)},
             "requests_answered": s["requests_answered"],
             "rpc_failures": s["rpc_failures"],
             "refused": dict(sorted(self.dht.refused.items())),
@@ -401,6 +406,8 @@ class DhtService(Service):
     def _lookup_done(self, target: bytes, value: bool, result: LookupResult[SignedRecord],
                      seconds: float) -> None:
         ok = result.value is not None if value else bool(result.closest)
+        self.recent.append({"kind": "value" if value else "node", "ok": ok,
+                            "seconds": round(seconds, 3), "rounds": result.rounds})
         metrics = self._core.metrics
         metrics.inc("dht_lookups_ok" if ok else "dht_lookups_failed")
         if not ok:

@@ -54,8 +54,8 @@ class FakeDHT:
     def contacts(self) -> list[str]:
         return list(self.contact_list)
 
-    def get(self, key: bytes) -> Deferred[Any]:
-        self.calls.append(("get", key))
+    def get(self, key: bytes, *, local: bool = True) -> Deferred[Any]:
+        self.calls.append(("get", key) if local else ("get-network", key))
         found = self.records.get(key)
         if found is None:
             self.lookups_failed += 1

@@ -62,6 +62,10 @@ def test_get_a_record_by_key_or_by_onion(api: tuple[Api, FakeDHT]) -> None:
     code, body, _ = a.call("GET", "/api/network/dht/records/" + "ab" * 32)
     assert code == 404 and body["field"] == "key"
     assert fake.calls[-1] == ("get", bytes.fromhex("ab" * 32))
+    code, _, _ = a.call("GET", f"/api/network/dht/records/{onion}?source=network")
+    assert code == 200 and fake.calls[-1] == ("get-network", record.key)
+    code, body, _ = a.call("GET", f"/api/network/dht/records/{onion}?source=disk")
+    assert code == 400 and body["field"] == "source"
 
 
 @pytest.mark.parametrize("key", ["zz" * 32, "ab" * 31, "nothex.onion", "é" * 64])
