@@ -22,6 +22,7 @@ from .. import _json as strict_json
 from .._listen import local_server_endpoint
 from ..config import Config
 from ..node import NodeCore
+from ._audit import NodeAudits
 from ._deliveries import DeliveryLog
 from ._events import EventsFactory, EventsResource
 from ._onion import ApiOnionService, OnionPublisher
@@ -55,7 +56,8 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int,
         auth = core_authorizer(core, checker)
     root = _Root(auth)
     deliveries = DeliveryLog(core.db, core.events, core.reactor.seconds)
-    root.putChild(b"api", ApiResource(core, auth, max_body_size, deliveries))
+    audits = NodeAudits(core, core.reactor, max_body_size=max_body_size)
+    root.putChild(b"api", ApiResource(core, auth, max_body_size, deliveries, audits))
     root.putChild(b"metrics", MetricsResource(core, auth))
     factory = EventsFactory(core.events, auth, core.local_address, reactor=core.reactor)
     core.metrics.gauge("events_clients", "WebSocket event subscribers connected now.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ from ._token import TokenChecker
 JSON = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """A handler's answer that is not JSON (the audit's HTML report)."""
+
+    content_type: str
+    data: bytes
+
+
 class ApiError(Exception):
     def __init__(self, code: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -57,7 +66,7 @@ class ApiError(Exception):
 # typos) are cut at the first unknown segment.
 _ROUTES: dict[str, Any] = {
     "api": {"network": {"peers": "{peer}", "messages": "{id}", "send": None,
-                        "status": None,
+                        "status": None, "audit": "{id}",
                         "dht": {"records": "{key}", "crawl": None}},
             "openapi.json": None},
     "metrics": None,
@@ -181,11 +190,16 @@ def _json_bytes(request: Request, body: JSON) -> bytes:
     return strict_json.dumps(body).encode()
 
 
-def _finish(request: Request, code: int, body: JSON) -> None:
+def _finish(request: Request, code: int, body: JSON | RawBody) -> None:
     if getattr(request, "_aegis_gone", False):
         return
     try:
-        data = _json_bytes(request, body)
+        if isinstance(body, RawBody):
+            request.setHeader("content-type", body.content_type)
+            request.setHeader("cache-control", "no-store")
+            data = body.data
+        else:
+            data = _json_bytes(request, body)
     except ValueError as e:  # NaN/Infinity in a reply: a bug here, never invalid JSON out
         _log.error("API reply to {method} {path} not encodable as JSON: {error}",
                    method=request.method, path=access_log_path(request.path or b"/"),
@@ -275,13 +289,15 @@ class ApiResource(Resource):
     log = Logger()
 
     def __init__(self, core: NodeCore, auth: Authorizer, max_body_size: int,
-                 deliveries: DeliveryLog | None = None) -> None:
+                 deliveries: DeliveryLog | None = None, audits: Any = None) -> None:
         super().__init__()
         self.core = core
         self.auth = auth
         self.max_body_size = max_body_size
         self.deliveries = deliveries
         self.dht = DhtEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
+        #: /api/network/audit/... (``_audit.NodeAudits``: its ``route`` gives the handlers)
+        self.audits = audits
 
     def render(self, request: Request) -> bytes | int:
         refused = self.auth.authorize(request)
@@ -333,6 +349,10 @@ class ApiResource(Resource):
         elif len(path) == 3 and path[:2] == ["network", "messages"]:
             key, args = ("network", "messages", "*"), (path[2],)
             routes[key] = {"GET": self.get_message}
+        elif path[:2] == ["network", "audit"] and self.audits is not None:
+            found = self.audits.route(path[2:])
+            if found is not None:
+                routes[key], args = found
         methods = routes.get(key)
         if methods is None:
             return self._not_found, ("/api/" + "/".join(path),)
