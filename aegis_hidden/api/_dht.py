@@ -23,8 +23,7 @@ from twisted.web.server import Request
 
 from ..addresses import OnionAddressError, canonical_address
 from ..dht import MAX_LIFETIME, MAX_NAME, MAX_VALUE, DhtRecordError, record_key
-from ..node import identity_key
-from ..node._dht import record_json
+from ..node import identity_key, record_json
 
 JSON = dict[str, Any]
 MAX_CRAWL = 100_000

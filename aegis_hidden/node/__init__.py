@@ -10,7 +10,7 @@ from ._at_rest import (
     wipe,
 )
 from ._core import NodeCore
-from ._dht import DhtService, identity_key
+from ._dht import DhtService, identity_key, record_json
 from ._envelope import EnvelopeError
 from ._identity_service import IdentityService
 from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
@@ -48,6 +48,7 @@ __all__ = [
     "disable_core_dumps",
     "identity_key",
     "is_duress_passphrase",
+    "record_json",
     "set_duress_passphrase",
     "wipe",
 ]
