@@ -116,6 +116,8 @@ class NodeCore(Service):
         self.metrics.gauge("record_expires_in_seconds",
                            "Seconds until this node's signed record expires (re-signed at "
                            "half its lifetime; negative: expired).", self._record_expires_in)
+        self.metrics.labelled_gauge("sessions", "Live peer sessions by the transport each "
+                                    "runs over.", "transport", self._sessions_by_transport)
 
     # -- wiring -------------------------------------------------------------
     def attach_session_factory(self, factory: ISessionFactory) -> None:
@@ -177,6 +179,13 @@ class NodeCore(Service):
             self.metrics.gauge("tor_bootstrap_percent", "Tor's bootstrap progress (0-100).",
                                lambda: float((_state(provider).get("bootstrap") or {})
                                              .get("progress") or 0))
+
+    def _sessions_by_transport(self) -> dict[str, float]:
+        out = dict.fromkeys(("tor", "i2p"), 0.0)
+        for peer in self.pool.peers():
+            name = str(getattr(self.pool.link(peer), "transport_name", "unknown"))
+            out[name] = out.get(name, 0.0) + 1
+        return out
 
     def _record_expires_in(self) -> float:
         if self.identity is None:

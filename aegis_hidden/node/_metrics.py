@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,8 @@ class Metrics:
         self.counters: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
         self.latency = Histogram()
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        #: Gauges with one label: name -> (help, label name, read() -> {label value: value}).
+        self.labelled: dict[str, tuple[str, str, Callable[[], Mapping[str, float]]]] = {}
         #: Read at render time: the mixing layer's snapshot (see :func:`mixing_lines`).
         self.mixing: Callable[[], dict[str, Any]] | None = None
 
@@ -98,6 +100,11 @@ class Metrics:
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         self.gauges[name] = (doc, read)
 
+    def labelled_gauge(self, name: str, doc: str, label: str,
+                       read: Callable[[], Mapping[str, float]]) -> None:
+        """``aegis_<name>{<label>="<value>"}``, one line per key of ``read()``."""
+        self.labelled[name] = (doc, label, read)
+
     def render(self) -> str:
         out: list[str] = []
         for name, doc in self.COUNTERS.items():
@@ -107,6 +114,11 @@ class Metrics:
         for name, (doc, read) in sorted(self.gauges.items()):
             full = f"aegis_{name}"
             out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {read():g}"]
+        for name, (doc, label, read_all) in sorted(self.labelled.items()):
+            full = f"aegis_{name}"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge"]
+            out += [f'{full}{{{label}="{value}"}} {n:g}'
+                    for value, n in sorted(read_all().items())]
         name = "aegis_message_ack_latency_seconds"
         out += [f"# HELP {name} Time from first send to the peer's acknowledgement.",
                 f"# TYPE {name} histogram", *self.latency.lines(name)]

@@ -4,6 +4,7 @@ tor's bootstrap progress and how long until this node's record expires."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from twisted.internet.task import Clock
 
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
+from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore
 from aegis_hidden.peers import InlineSQLite
-from aegis_hidden.testing import memory_identity
+from aegis_hidden.testing import FakeNetwork, memory_identity, result_of
 
 
 class _Provider:
@@ -80,3 +82,29 @@ def test_record_expiry_counts_down_and_follows_a_new_record(tmp_path: Path) -> N
 def test_record_expiry_unknown_without_identity(tmp_path: Path) -> None:
     text = _core(tmp_path, Clock()).metrics.render()
     assert math.isnan(_value(text, "aegis_record_expires_in_seconds"))
+
+
+def test_sessions_by_transport(tmp_path: Path) -> None:
+    """Peer distribution is by transport (tor, i2p; the fake network's 'memory')."""
+    clock = Clock()
+    net = FakeNetwork()
+    cores = []
+    for _ in range(2):
+        address = onion_address_from_public_key(os.urandom(32))
+        core = NodeCore(Config(), None, str(tmp_path), EventBus(now=clock.seconds), clock,
+                        db=InlineSQLite(), local_address=address)
+        core.attach_session_factory(net.node(address))
+        core.startService()
+        result_of(core.when_ready())
+        cores.append(core)
+    a, b = cores
+    text = a.metrics.render()
+    assert "# TYPE aegis_sessions gauge" in text
+    assert _value(text, 'aegis_sessions{transport="tor"}') == 0
+    assert _value(text, 'aegis_sessions{transport="i2p"}') == 0
+    result_of(a.store.add(b.local_address))
+    result_of(a.pool.get(b.local_address))
+    text = a.metrics.render()
+    assert _value(text, 'aegis_sessions{transport="memory"}') == 1
+    assert _value(text, 'aegis_sessions{transport="tor"}') == 0
+    assert _value(text, "aegis_active_connections") == 1
