@@ -7,6 +7,7 @@ bad item at once, as :class:`ConfigProblems`).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -144,7 +145,13 @@ def mapping_keys(path: str, value: Any, known: Sequence[str]
                                 "expected a mapping of keys to values")]
     problems = [
         ConfigError(f"{path}.{key}" if path else str(key), value[key],
-                    "unknown key; known keys here are " + ", ".join(known))
+                    f"unknown key{_did_you_mean(key, known)}; known keys here are "
+                    + ", ".join(known))
         for key in value if key not in known
     ]
     return {k: v for k, v in value.items() if k in known}, problems
+
+
+def _did_you_mean(key: object, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -76,6 +76,14 @@ def test_every_bad_list_item_is_named() -> None:
                                           "network.bootstrap_nodes[1]"]
 
 
+def test_a_misspelt_key_gets_a_suggestion() -> None:
+    (problem,) = _problems({"network": {"max_conections": 5}})
+    assert problem.path == "network.max_conections"
+    assert "did you mean max_connections?" in problem.allowed
+    (problem,) = _problems({"netwrk": {}})
+    assert "did you mean network?" in problem.allowed
+
+
 def test_one_problem_is_raised_as_itself() -> None:
     with pytest.raises(PrivacyError) as info:
         parse_config({"network": {"listen_address": "0.0.0.0:7701"}}, "node.yaml")
