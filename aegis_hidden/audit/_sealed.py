@@ -114,8 +114,12 @@ class SealPlan:
 
     def capture_command(self, pcap: Path) -> list[str]:
         # -p: no promiscuous mode needed (a veth hands every frame to the capture);
-        # -U: each packet written at once, so a killed trap still leaves a readable file
-        return ["tcpdump", "-i", self.outer, "-n", "-p", "-U", "-s", "262144", "-w", str(pcap)]
+        # --immediate-mode: each packet read as it arrives (else the kernel holds it in a
+        # buffer block for up to a second, and the packets of a short command are still
+        # there, never read, when tcpdump is stopped); -U: each packet written at once,
+        # so a killed trap still leaves a readable file
+        return ["tcpdump", "-i", self.outer, "-n", "-p", "--immediate-mode", "-U",
+                "-s", "262144", "-w", str(pcap)]
 
     def exec_command(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.namespace, *argv]

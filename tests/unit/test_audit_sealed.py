@@ -120,6 +120,9 @@ def test_capture_exec_and_teardown_commands() -> None:
     cap = plan.capture_command(Path("/tmp/x.pcap"))
     assert cap[:3] == ["tcpdump", "-i", "aeS42"] and cap[-2:] == ["-w", "/tmp/x.pcap"]
     assert "-U" in cap  # a killed trap still leaves whole packets
+    # read at once: without it the last packets wait in a kernel buffer block and are
+    # lost when tcpdump is stopped (seen: "0 packets captured, 2 received by filter")
+    assert "--immediate-mode" in cap
     assert plan.exec_command(["python", "-m", "pytest", "-q"]) == [
         "ip", "netns", "exec", "aegis-sealed-42", "python", "-m", "pytest", "-q"]
     assert plan.teardown_commands()[0] == ["ip", "netns", "delete", "aegis-sealed-42"]
