@@ -77,6 +77,7 @@ from ._transport import (
     tcp_connections,
     transport_report,
 )
+from ._transport_cli import add_transport_args, run_transport
 
 __all__ = [
     "CHECK_NAMES",
@@ -94,6 +95,7 @@ __all__ = [
     "Thresholds",
     "Topology",
     "TransportLook",
+    "add_transport_args",
     "classify",
     "load_input",
     "mutual_information",
@@ -101,6 +103,7 @@ __all__ = [
     "read_pcap",
     "render_html",
     "run_audit",
+    "run_transport",
     "sender_entropy",
     "shannon_entropy",
     "tcp_connections",

@@ -3,47 +3,25 @@
 Prints one line per TCP connection of the capture: tls, obfs4 or unknown, with
 the first bytes and the entropy each verdict rests on. Exit status 0; 2 if the
 file cannot be read as a pcap. ``--expect obfs4`` (or tls) exits 1 unless every
-judged connection looks like that: a check an operator can script.
+judged connection looks like that: a check an operator can script. The same
+command is ``aegis-hidden audit transport``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from ._transport import CaptureError, TransportLook, transport_report
+from ._transport_cli import add_transport_args, run_transport
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aegis_hidden.audit")
     sub = parser.add_subparsers(dest="check", required=True)
-    t = sub.add_parser("transport", help="which transport a capture's tor connections look like")
-    t.add_argument("capture", type=Path, help="a pcap file (tcpdump -w)")
-    t.add_argument("--port", type=int, action="append", default=[],
-                   help="only connections to this server port (repeatable)")
-    t.add_argument("--expect", choices=[x.value for x in TransportLook if x.value != "unknown"],
-                   help="exit 1 unless every connection from its start looks like this")
-    t.add_argument("--json", action="store_true", help="one JSON object")
+    add_transport_args(sub.add_parser(
+        "transport", help="which transport a capture's tor connections look like"))
     args = parser.parse_args(argv)
-    try:
-        reports = transport_report(args.capture.read_bytes(), args.port)
-    except (OSError, CaptureError) as e:
-        print(f"cannot read {args.capture}: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"connections": [r.to_json() for r in reports]}, allow_nan=False))
-    else:
-        for r in reports:
-            print(r.line())
-        if not reports:
-            print("no TCP connection in the capture" + (" to those ports" if args.port else ""))
-    if args.expect:
-        judged = [r for r in reports if "mid-connection" not in r.why]
-        if not judged or any(r.look.value != args.expect for r in judged):
-            return 1
-    return 0
+    return run_transport(args)
 
 
 if __name__ == "__main__":
