@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._api import ApiClient
+from ._audit import _write
 from ._common import CLIError, add_node_args
 
 #: The trap's exit statuses (aegis_hidden.audit._sealed; imported lazily with the
@@ -68,6 +69,9 @@ def register_live(asub: Any) -> None:
     n.add_argument("--html", type=Path, help="write the HTML report to this file")
     n.add_argument("--json", type=Path, dest="json_out",
                    help="write the JSON report to this file")
+    n.add_argument("--threshold", "-t", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one threshold, e.g. timing.alpha=0.001; 'none' clears an "
+                   "optional one (repeatable)")
     n.set_defaults(func=_node)
 
 
@@ -92,29 +96,40 @@ def _sealed(args: argparse.Namespace) -> int:
 
 
 def check_lines(report: dict[str, Any]) -> list[str]:
-    """One line per check of a JSON report, then the verdict."""
+    """One line per check of a JSON report, then the verdict (as ``audit report`` prints)."""
     lines = []
     for check in report.get("checks", []):
-        lines.append(f"{check.get('name', '?'):18} {check.get('status', '?'):7} "
+        lines.append(f"{str(check.get('status', '?')).upper():8} {check.get('name', '?'):18} "
                      f"{check.get('summary', '')}")
     failed = report.get("failed") or []
-    lines.append("audit passed" if report.get("passed") else
+    lines.append("audit PASSED" if report.get("passed") else
                  "audit FAILED: " + ", ".join(str(f) for f in failed))
     return lines
 
 
-def _write(path: Path, text: str) -> None:
+def parse_thresholds(items: list[str]) -> dict[str, float | None]:
+    """``NAME=VALUE`` options as the API's ``thresholds`` object (checked by the engine)."""
+    from ..audit import AuditError, Thresholds
+
     try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise CLIError(f"cannot write {path}: {e.strerror or e}") from None
+        Thresholds.parse(items)
+    except AuditError as e:
+        raise CLIError(str(e), 2) from None
+    out: dict[str, float | None] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        out[name.strip()] = None if value.strip().lower() == "none" else float(value)
+    return out
 
 
 def _node(args: argparse.Namespace) -> int:
     if not 1 <= args.seconds <= MAX_SECONDS:
         raise CLIError(f"--seconds must be from 1 to {MAX_SECONDS}", 2)
+    body: dict[str, Any] = {"seconds": args.seconds}
+    if args.threshold:
+        body["thresholds"] = parse_thresholds(args.threshold)
     client = ApiClient.from_args(args)
-    started = client.ok("POST", "/api/network/audit", {"seconds": args.seconds})
+    started = client.ok("POST", "/api/network/audit", body)
     audit_id = str(started["id"])
     print(f"recording the node's cell traces for {args.seconds} s (audit {audit_id})",
           file=sys.stderr)
@@ -132,11 +147,11 @@ def _node(args: argparse.Namespace) -> int:
         time.sleep(POLL_INTERVAL)
     report = state["report"]
     if args.json_out is not None:
-        _write(args.json_out, json.dumps(report, allow_nan=False, indent=2) + "\n")
+        _write(str(args.json_out), json.dumps(report, allow_nan=False, indent=2) + "\n")
     if args.html is not None:
         code, html = client.call("GET", f"/api/network/audit/{audit_id}/report.html")
         if code != 200 or not isinstance(html, str):
             raise CLIError(f"the HTML report: API said {code}")
-        _write(args.html, html)
+        _write(str(args.html), html)
     print("\n".join(check_lines(report)))
     return 0 if report.get("passed") else 1
