@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..node import identity_key, record_json
 
 JSON = dict[str, Any]
 MAX_CRAWL = 100_000
+_NAME = re.compile(rf"^[ -~]{{1,{MAX_NAME}}}\Z")
 
 
 class DhtEndpoints:
@@ -56,7 +58,10 @@ class DhtEndpoints:
         return out
 
     def _key(self, raw: str) -> bytes:
-        if raw.endswith(".onion"):
+        if raw.lower().endswith(".b32.i2p"):
+            raise self._error(404, "an I2P address has no identity record key: use the "
+                              "peer's .onion", "key")
+        if raw.lower().endswith(".onion"):
             try:
                 return identity_key(canonical_address(raw))
             except (OnionAddressError, ValueError) as e:
@@ -86,9 +91,9 @@ class DhtEndpoints:
         if extra:
             raise self._error(400, f"unknown field \"{extra[0]}\"", extra[0])
         name = body.get("name")
-        if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME:
-            raise self._error(400, f"\"name\" must be a non-empty string of at most {MAX_NAME} "
-                              "bytes", "name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise self._error(400, f"\"name\" must be 1 to {MAX_NAME} printable ASCII "
+                              "characters", "name")
         if ("value" in body) == ("value_base64" in body):
             raise self._error(400, "give exactly one of \"value\" (text) and \"value_base64\"",
                               "value")
@@ -130,7 +135,11 @@ class DhtEndpoints:
             raise self._error(400, f"unknown field \"{extra[0]}\"", extra[0])
         max_nodes = body.get("max_nodes", 1000)
         parallel = body.get("parallel", 8)
+        checked = []
         for name, value, hi in (("max_nodes", max_nodes, MAX_CRAWL), ("parallel", parallel, 64)):
+            if isinstance(value, float) and value.is_integer():  # JSON 14.0 is an integer
+                value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
                 raise self._error(400, f"\"{name}\" must be an integer from 1 to {hi}", name)
-        return 200, await self._dht().crawl(max_nodes, parallel)
+            checked.append(value)
+        return 200, await self._dht().crawl(*checked)

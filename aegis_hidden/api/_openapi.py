@@ -34,6 +34,7 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {c: _ERR[c] for c in ("401", *codes)}
 
 
+BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _NO_DHT = _json(_ref("Error"), "The node runs no DHT (`dht.enabled` is false).")
 DHT_RECORD = {"type": "object", "required": ["key", "name", "value", "sequence", "expires",
                                              "publisher"],
@@ -210,8 +211,10 @@ DOCUMENT: dict[str, Any] = {
                     "identity record. Signatures and expiry were checked before it was kept."),
                 "operationId": "dhtRecord",
                 "parameters": [{"name": "key", "in": "path", "required": True, "schema": {
-                    "type": "string", "minLength": 62, "maxLength": 64,
-                    "pattern": "^([0-9a-fA-F]{64}|[a-z2-7]{56}\\.onion)$"}},
+                    "anyOf": [{"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                              {"type": "string", "format": "aegis-peer-address",
+                               "description": "a peer's .onion (a .b32.i2p address has no "
+                                              "identity record key: 404)"}]}},
                                {"name": "source", "in": "query", "required": False,
                                 "schema": {"enum": ["any", "network"], "default": "any"},
                                 "description": "`network`: look it up even if held here."}],
@@ -225,12 +228,19 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "dhtPut",
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"type": "object", "required": ["name"],
-                               "additionalProperties": False, "properties": {
-                                   "name": {"type": "string", "minLength": 1, "maxLength": 64,
-                                            "description": "Not `identity` (the node's own "
-                                                           "identity record)."},
-                                   "value": {"type": "string", "description": "UTF-8 text."},
-                                   "value_base64": {"type": "string"},
+                               "additionalProperties": False,
+                               "oneOf": [{"required": ["value"]},
+                                         {"required": ["value_base64"]}],
+                               "properties": {
+                                   "name": {"type": "string", "pattern": "^[ -~]{1,64}$",
+                                            "not": {"const": "identity"},
+                                            "description": "Printable ASCII; not `identity` "
+                                                           "(the node's own identity record)."},
+                                   "value": {"type": "string", "maxLength": 8192,
+                                             "description": "UTF-8 text, at most 8192 bytes "
+                                                            "encoded."},
+                                   "value_base64": {"type": "string", "maxLength": 10924,
+                                                    "pattern": BASE64},
                                    "lifetime": {"type": "number", "minimum": 60,
                                                 "maximum": 604800, "default": 3600}}}}}},
                 "responses": {

@@ -31,7 +31,7 @@ from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import NodeCore
 from aegis_hidden.peers import InlineSQLite
-from aegis_hidden.testing import FakeNetwork, result_of
+from aegis_hidden.testing import FakeDHT, FakeNetwork, result_of
 
 BASE = "http://127.0.0.1:8470"
 EXAMPLES = 10
@@ -55,6 +55,7 @@ class MemoryApi:
         self.core = NodeCore(Config(), None, str(root), EventBus(now=clock.seconds), clock,
                              db=InlineSQLite(str(root / "a.db")), local_address=address)
         self.core.attach_session_factory(FakeNetwork().node(address))
+        self.core.attach_dht(FakeDHT())  # the DHT endpoints answer from the fake
         self.core.startService()
         result_of(self.core.when_ready())
         token, _ = load_or_create_token(root / "api_token")
