@@ -75,6 +75,7 @@ class DhtNode:
         self.on_lookup: Callable[[bytes, bool, LookupResult[SignedRecord], float], None] | None \
             = None
         self.last_lookup_seconds: float | None = None
+        self._saved_records: frozenset[tuple[bytes, int, float | None]] | None = None
         rpc.on_request(self._on_request)
 
     # -- answering -------------------------------------------------------------
@@ -225,10 +226,17 @@ class DhtNode:
         return Deferred.fromCoroutine(self._save())
 
     async def _save(self) -> None:
-        if self.persistence is not None:
-            await self.persistence.open()
-            await self.persistence.save_table(self.core.table)
+        if self.persistence is None:
+            return
+        await self.persistence.open()
+        await self.persistence.save_table(self.core.table)
+        # records are large (~15 KiB each): written again only when what is held changed
+        held = frozenset((r.key, r.sequence, self.core.store.republish_at(r.key))
+                         for r in self.core.store.records())
+        if held != self._saved_records:
             await self.persistence.save_records(self.core.store)
+            self._saved_records = held
+            self.stats["records_saved"] += 1
 
     def start(self, interval: float = MAINTENANCE_INTERVAL) -> None:
         loop = self._loop = LoopingCall(self.maintain)

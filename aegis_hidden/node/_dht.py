@@ -58,9 +58,11 @@ from ..dht import (
     DhtRecordError,
     LookupResult,
     RecordStore,
+    Refused,
     RoutingTable,
     SignedRecord,
     StoreLimiter,
+    encode,
     record_key,
     sign_record,
 )
@@ -69,6 +71,7 @@ from ..interfaces import IDHT
 from ..peers import ORIGIN_PEER
 from ._channels import RpcHandler
 from ._identity_service import IdentityService
+from ._pool import link_onion
 
 if TYPE_CHECKING:
     from ._core import NodeCore
@@ -109,7 +112,18 @@ class _DialingRpc:
         self._core = core
 
     def on_request(self, handler: RpcHandler) -> None:
-        self._core.rpc.on_request(handler)
+        def by_onion(peer: str, body: bytes) -> Any:
+            # The DHT names a contact by its onion key: a session that came over I2P
+            # is named by the onion its verified record proves.
+            if not peer.endswith(".onion"):
+                link = self._core.pool.link(peer)
+                onion = link_onion(link) if link is not None else None
+                if onion is None:
+                    return encode(Refused("no onion identity for this session"))
+                peer = onion
+            return handler(peer, body)
+
+        self._core.rpc.on_request(by_onion)
 
     def request(self, peer: str, payload: bytes, timeout: float) -> Deferred[bytes]:
         store = self._core.store

@@ -203,3 +203,38 @@ def test_dht_settings_are_validated() -> None:
 
     with pytest.raises(ConfigError, match=r"dht\.k"):
         parse_config({"dht": {"k": 50}})
+
+
+def test_records_are_written_again_only_when_they_changed(clock: Clock, tmp_path: Path) -> None:
+    nodes = network(clock, tmp_path, 3)
+    a = nodes[1]
+    node = a.dht.node
+    result_of(node.save())
+    saved = node.stats["records_saved"]
+    result_of(node.save())
+    assert node.stats["records_saved"] == saved  # nothing new: the table only
+    result_of(a.dht.put(b"topic", b"v", 600))
+    result_of(node.save())
+    assert node.stats["records_saved"] == saved + 1
+
+
+def test_a_request_over_an_i2p_session_is_answered_for_its_verified_onion(
+        clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.dht import Ping as PingRequest
+    from aegis_hidden.dht import Pong, decode_response, encode
+
+    nodes = network(clock, tmp_path, 2)
+    b = nodes[1]
+    handler = b.core.rpc._handler
+    assert handler is not None
+    i2p = "a" * 52 + ".b32.i2p"
+    assert decode_response(handler(i2p, encode(PingRequest()))).reason.startswith(  # type: ignore[union-attr, arg-type]
+        "no onion identity")
+
+    class Link:
+        record = type("R", (), {"onion": nodes[0].onion})()
+
+    b.core.pool._links[i2p] = Link()  # type: ignore[assignment]
+    answer = handler(i2p, encode(PingRequest()))
+    assert isinstance(decode_response(answer), Pong)  # type: ignore[arg-type]
+    assert nodes[0].dht.dht.own in b.dht.dht.table
