@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -306,9 +307,11 @@ def node_log_observer(options: Options) -> ILogObserver | None:
         out = sys.stdout
     else:
         cfg = options.config.logging
-        out = cast(IO[Any], LogFile.fromFullPath(
+        log_file = LogFile.fromFullPath(
             logfile or "twistd.log", rotateLength=cfg.max_bytes,
-            maxRotatedFiles=cfg.max_files, defaultMode=0o600))
+            maxRotatedFiles=cfg.max_files, defaultMode=0o600)
+        reopen_on_sigusr1(log_file)
+        out = cast(IO[Any], log_file)
     level = LogLevel.levelWithName(options.config.log_level)
     # Peers are named only at debug level: above it, salted hashes. The node's own
     # addresses stay readable (the operator needs the API onion to reach the API).
@@ -317,6 +320,24 @@ def node_log_observer(options: Options) -> ILogObserver | None:
         own.append(api_onion_address(load_or_create_api_onion_key(options.data_dir)))
     return FilteringLogObserver(PeerRedactingObserver(textFileLogObserver(out), own),
                                 [LogLevelFilterPredicate(defaultLogLevel=level)])
+
+
+def reopen_on_sigusr1(log_file: LogFile, schedule: Any = None) -> None:
+    """SIGUSR1 reopens the node log at its path (after logrotate moved it away).
+
+    twistd installs its own SIGUSR1 handler (rotate) only for its own log
+    observer; without this one, SIGUSR1 would kill the node. ``schedule``: how
+    the reopen is run from the signal handler (default: the reactor's
+    ``callFromThread``, so it happens between two log writes).
+    """
+    def handler(signum: int, frame: object) -> None:
+        if schedule is not None:
+            schedule(log_file.reopen)
+            return
+        from twisted.internet import reactor  # the entry point's reactor
+        reactor.callFromThread(log_file.reopen)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGUSR1, handler)
 
 
 def _quiet_libraries(level: str) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.application import service
 from twisted.logger import ILogObserver, Logger
+from twisted.python.logfile import LogFile
 from twisted.scripts._twistd_unix import ServerOptions
 
 from aegis_hidden import tap
@@ -149,3 +151,38 @@ def test_the_nodes_own_addresses_stay_readable_peers_are_hashed(
     out = capsys.readouterr().out
     assert api_onion in out and opts.identity.onion in out
     assert peer not in out and "peer-" in out
+
+
+@pytest.fixture
+def sigusr1() -> Any:
+    """Put back whatever SIGUSR1 did before the test."""
+    before = signal.getsignal(signal.SIGUSR1)
+    yield
+    signal.signal(signal.SIGUSR1, before)
+
+
+def test_sigusr1_reopens_the_log_after_logrotate_moved_it(tmp_path: Path, sigusr1: Any) -> None:
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    log_file = tmp_path / "node.log"
+    log = Logger(observer=_observer(tmp_path, log_file))
+    # A log file makes the node take SIGUSR1 (by default it would kill the process).
+    assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+    handler = signal.getsignal(signal.SIGUSR1)
+    assert callable(handler) and handler.__qualname__.startswith("reopen_on_sigusr1")
+
+    out = LogFile.fromFullPath(str(tmp_path / "other.log"), defaultMode=0o600)
+    pending: list[Any] = []
+    tap.reopen_on_sigusr1(out, schedule=pending.append)
+    out.write("before rotation\n")
+    os.rename(tmp_path / "other.log", tmp_path / "other.log.1")  # logrotate, nocreate
+    out.write("still to the moved file\n")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert pending == [out.reopen]  # run from the reactor, not inside the handler
+    pending.pop()()
+    out.write("after reopen\n")
+    out.flush()
+    assert (tmp_path / "other.log.1").read_text() == "before rotation\nstill to the moved file\n"
+    assert (tmp_path / "other.log").read_text() == "after reopen\n"
+    assert (tmp_path / "other.log").stat().st_mode & 0o777 == 0o600
+    log.warn("the node's own log still works")
+    assert "the node's own log still works" in log_file.read_text()
