@@ -5,7 +5,9 @@ Each module adds its exports below.
 
 from ._captures import SyntheticCapture as SyntheticCapture  # pcap files for the audit
 from ._captures import dns_query as dns_query
+from ._captures import link_frame as link_frame
 from ._captures import poisson_times as poisson_times
+from ._captures import tcp_packet as tcp_packet
 from ._fake_dht import FakeDHT as FakeDHT  # an in-memory IDHT
 from ._fake_sessions import FakeHandshakeFailed as FakeHandshakeFailed  # in-memory sessions
 from ._fake_sessions import FakeLinkClosed as FakeLinkClosed
