@@ -170,6 +170,52 @@ DOCUMENT: dict[str, Any] = {
                               **_errors()},
             },
         },
+        "/api/network/audit": {
+            "post": {
+                "summary": "Record the node's own cell traces for N seconds, then audit them",
+                "description": (
+                    "Every cell the node's sessions send or receive for `seconds` is "
+                    "recorded in memory as the mixing layer's trace sink writes it (times "
+                    "since the start, salted link ids, direction, size, kind), then judged "
+                    "by the audit engine against the node's mixing profile (docs/audit.md). "
+                    "One recording at a time; the last 8 audits are kept. Poll "
+                    "`GET /api/network/audit/{id}` until `state` is `done` or `failed`."),
+                "operationId": "startAudit",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("AuditRequest")}}},
+                "responses": {
+                    "202": _json(_ref("Audit"), "Recording; `id` names the audit."),
+                    "409": _json(_ref("Error"), "Another audit is recording."),
+                    "503": _json(_ref("Error"), "The node has no mixing layer: no cell "
+                                 "traces to record."),
+                    **_errors("400", "413")},
+            },
+        },
+        "/api/network/audit/{audit_id}": {
+            "get": {
+                "summary": "An audit's state, and its JSON report once done",
+                "operationId": "getAudit",
+                "parameters": [{"name": "audit_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Audit"), "The audit."),
+                              **_errors("404")},
+            },
+        },
+        "/api/network/audit/{audit_id}/report.html": {
+            "get": {
+                "summary": "An audit's report as one self-contained HTML page",
+                "operationId": "getAuditReport",
+                "parameters": [{"name": "audit_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The report (plots inline; no "
+                                      "network needed to read it).",
+                                      "content": {"text/html": {"schema": {
+                                          "type": "string"}}}},
+                              "409": _json(_ref("Error"), "The audit is not done (still "
+                                           "recording or analysing, or failed)."),
+                              **_errors("404")},
+            },
+        },
         "/api/node/wipe": {
             "post": {
                 "summary": "Emergency wipe: destroy keys, logs and database, stop the node",
@@ -393,6 +439,32 @@ DOCUMENT: dict[str, Any] = {
                                 "properties": {"type": {"type": "string", "minLength": 1,
                                                         "maxLength": 200},
                                                "data": {}}}}},
+            "AuditRequest": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "seconds": {"type": "integer", "minimum": 1, "maximum": 600,
+                                "default": 60, "description": "how long to record"},
+                    "thresholds": {
+                        "type": "object",
+                        "description": "per-check thresholds by dotted name "
+                                       "(`timing.alpha`, `correlation.r_max`...: "
+                                       "docs/audit.md); null clears an optional one",
+                        "additionalProperties": {"type": ["number", "null"],
+                                                 "minimum": 0}}}},
+            "Audit": {
+                "type": "object", "required": ["id", "state", "seconds", "cells", "truncated"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                    "state": {"enum": ["recording", "analysing", "done", "failed"]},
+                    "seconds": {"type": "integer"},
+                    "cells": {"type": "integer", "description": "cells recorded so far"},
+                    "truncated": {"type": "boolean", "description": "the recording "
+                                  "stopped at its bound of 500,000 cells"},
+                    "report": {"type": "object", "description": "the JSON report (`passed`, "
+                               "`failed`, `checks`: every figure and threshold), when done"},
+                    "report_html": {"type": "string", "description": "the HTML report's "
+                                    "path, when done"},
+                    "error": {"type": "string", "description": "why it failed"}}},
             "Delivery": {"type": "object", "required": ["id", "state"], "properties": {
                 "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
                 "target": {"type": "string"},

@@ -225,3 +225,25 @@ def test_state_documents_are_json(audit_api: AuditApi) -> None:
     started = api.call("POST", "/api/network/audit", {"seconds": 1})[1]
     json.dumps(started, allow_nan=False)
     assert set(started) == {"id", "state", "seconds", "cells", "truncated"}
+
+
+def test_the_openapi_document_describes_what_the_handlers_answer(
+        audit_api: AuditApi) -> None:
+    from aegis_hidden.api import DOCUMENT
+
+    paths = DOCUMENT["paths"]
+    assert set(paths["/api/network/audit"]) == {"post"}
+    assert set(paths["/api/network/audit/{audit_id}"]) == {"get"}
+    assert "text/html" in paths["/api/network/audit/{audit_id}/report.html"]["get"][
+        "responses"]["200"]["content"]
+    schemas = DOCUMENT["components"]["schemas"]
+    request = schemas["AuditRequest"]["properties"]
+    assert request["seconds"]["maximum"] == MAX_SECONDS
+    audit = schemas["Audit"]
+    api = audit_api
+    started = api.call("POST", "/api/network/audit", {"seconds": 1})[1]
+    assert set(audit["required"]) == set(started)
+    api.clock.advance(1)
+    done = api.call("GET", f"/api/network/audit/{started['id']}")[1]
+    assert set(done) <= set(audit["properties"])
+    assert done["state"] in audit["properties"]["state"]["enum"]
