@@ -48,6 +48,7 @@ _CONTROL_OPEN = (b"AUTHENTICATE", b"PROTOCOLINFO", b"AUTHCHALLENGE")
 
 # Stream kinds (per connection) and the states of one direction.
 _SOCKS, _SAM, _CONTROL, _CELLS, _OTHER = "socks", "sam", "control", "cells", "other"
+_API = "api"  # the node's own API: plaintext by design, not searched
 _HEAD, _IN_CELLS, _DONE = 0, 1, 2
 
 
@@ -411,6 +412,8 @@ class CaptureReader:
                 client, server = ((src, sport), (dst, dport)) if dport <= sport \
                     else ((dst, dport), (src, sport))
             conn = _Conn(client, server, loop)
+            if loop and server[1] in self.topology.api:
+                conn.kind = _API
             self.conns.append(conn)
         half = _Half(conn, (src, sport) == conn.client)
         conn.halves.append(half)
@@ -483,7 +486,7 @@ class CaptureReader:
         start = half.offset
         end = start + len(data)
         half.offset = end
-        if self.needles:
+        if self.needles and half.conn.kind != _API:
             buf = half.tail + data if half.tail else data
             skip = len(half.tail)
             for n in self.needles:
@@ -526,8 +529,10 @@ class CaptureReader:
             end = pre if pre is None or pre < 0 else _cells_at(h, pre)
         elif kind == _SAM:
             pre = _lines_until(h, _SAM_OPEN if half.from_client else (b"STREAM STATUS",))
-            if pre is not None and not half.from_client and b"RESULT=OK" not in h[:pre]:
-                pre = -1
+            if pre is not None and not half.from_client:
+                status = h[:pre].rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+                if b"RESULT=OK" not in status:
+                    pre = -1  # the peer was not reached: no cells follow
             end = pre if pre is None or pre < 0 else _cells_at(h, pre)
         else:  # _CELLS
             end = _cells_at(h, 0)
@@ -598,23 +603,33 @@ class CaptureReader:
         if psh:
             self._write_done(half, end)
 
-    def _write_done(self, half: _Half, end: int) -> None:
+    def _write_done(self, half: _Half, end: int, *, judge: bool = True) -> None:
+        """One write on a cell stream: a departure; the node's own writes are judged.
+
+        Only what the node writes (``out``) must be whole cells: what tor or i2pd
+        write to the node is cut as their own cells arrive (tor: 498 bytes of
+        stream data per relay cell), which says nothing about the node. A write
+        counts the cell boundaries it completes, so cut-up incoming cells still
+        add up to the cells that arrived.
+        """
         link = half.link
         assert link is not None and half.write_ts is not None
-        size = end - half.write_from
+        start = half.write_from - half.start
+        stop = end - half.start
         cs = half.cell_size
-        self.facts.frames_checked += 1
-        link.sizes[size] += 1
         link.times.append(half.write_ts)
-        link.cells.append(size // cs)
-        if (end - half.start) % cs or size % cs:
-            f = self.facts
-            if len(f.misaligned) < MAX_FINDINGS:
-                f.misaligned.append({"where": link.name, "at": half.write_ts,
-                                     "offset": half.write_from - half.start, "bytes": size,
-                                     "cell_size": cs})
-            else:
-                f.streams["misaligned beyond the findings kept"] += 1
+        link.cells.append(stop // cs - start // cs)
+        if link.direction == "out":
+            size = stop - start
+            link.sizes[size] += 1
+            self.facts.frames_checked += 1
+            if judge and (stop % cs or start % cs):
+                f = self.facts
+                if len(f.misaligned) < MAX_FINDINGS:
+                    f.misaligned.append({"where": link.name, "at": half.write_ts,
+                                         "offset": start, "bytes": size, "cell_size": cs})
+                else:
+                    f.streams["misaligned beyond the findings kept"] += 1
         half.write_ts = None
 
     # -- the end -----------------------------------------------------------
@@ -629,7 +644,8 @@ class CaptureReader:
         for conn in self.conns:
             for half in conn.halves:
                 if half.state == _IN_CELLS and half.write_ts is not None:
-                    self._write_done(half, half.offset)  # a write the capture ended in
+                    # a write the capture ended in: counted, not judged
+                    self._write_done(half, half.offset, judge=False)
                 for needle, offset in half.hits:
                     if needle.kind == "address" and self._address_belongs(half, offset):
                         facts.hits_allowed += 1

@@ -119,8 +119,10 @@ class Topology:
 
     ``socks``, ``control``, ``sam``: tor's SOCKS and control ports and i2pd's SAM
     port; ``listen``: the node's own listen ports (where tor/i2pd deliver incoming
-    streams); ``other``: any further port a loopback connection may go to (the
-    node's API, a private test network's relays). With no port given at all the
+    streams); ``api``: the node's own API ports (plain HTTP on loopback: they
+    carry messages and addresses in the clear by design, so the canary search
+    skips them); ``other``: any further port a loopback connection may go to (a
+    private test network's relays). With no port given at all the
     connections check is skipped. ``relays``: ``(ip, port)`` endpoints off
     loopback that are the local tor's/i2pd's own relay traffic (a guard, an
     I2P peer): packets to or from them are not leaks. ``nodes``: groups of ports
@@ -132,13 +134,15 @@ class Topology:
     control: Sequence[int] = ()
     sam: Sequence[int] = ()
     listen: Sequence[int] = ()
+    api: Sequence[int] = ()
     other: Sequence[int] = ()
     relays: Sequence[tuple[str, int]] = ()
     nodes: Sequence[Sequence[int]] = ()
 
     @property
     def allowed_ports(self) -> frozenset[int]:
-        return frozenset((*self.socks, *self.control, *self.sam, *self.listen, *self.other))
+        return frozenset((*self.socks, *self.control, *self.sam, *self.listen, *self.api,
+                          *self.other))
 
     def node_of(self, port: int) -> str:
         for group in self.nodes:
@@ -148,7 +152,7 @@ class Topology:
 
     def to_json(self) -> dict[str, Any]:
         return {"socks": list(self.socks), "control": list(self.control), "sam": list(self.sam),
-                "listen": list(self.listen), "other": list(self.other),
+                "listen": list(self.listen), "api": list(self.api), "other": list(self.other),
                 "relays": [f"{h}:{p}" for h, p in self.relays],
                 "nodes": [list(g) for g in self.nodes]}
 

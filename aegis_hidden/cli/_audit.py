@@ -96,6 +96,8 @@ def add_audit_options(p: argparse.ArgumentParser) -> None:
     topo = p.add_argument_group("what runs on loopback")
     for name, what in (("socks", "tor's SOCKS port"), ("control", "tor's control port"),
                        ("sam", "i2pd's SAM port"), ("listen", "the node's listen port"),
+                       ("api-port", "the node's API port (plaintext by design: not searched "
+                        "for canaries)"),
                        ("allow", "another loopback port connections may go to")):
         topo.add_argument(f"--{name}", type=int, action="append", default=[], metavar="PORT",
                           help=f"{what} (repeatable)")
@@ -155,12 +157,13 @@ def audit_arguments(args: argparse.Namespace) -> dict[str, Any]:
             nodes.append([int(x) for x in group.split(",") if x.strip()])
         except ValueError:
             raise CLIError(f"--node {group!r}: expected ports separated by commas", 2) from None
-    for name in ("socks", "control", "sam", "listen", "allow"):
+    for name in ("socks", "control", "sam", "listen", "api_port", "allow"):
         for port in getattr(args, name):
             if not 0 < port < 65536:
-                raise CLIError(f"--{name} {port}: not a TCP port", 2)
+                raise CLIError(f"--{name.replace('_', '-')} {port}: not a TCP port", 2)
     topology = Topology(socks=args.socks, control=args.control, sam=args.sam,
-                        listen=args.listen, other=args.allow, relays=relays, nodes=nodes)
+                        listen=args.listen, api=args.api_port, other=args.allow, relays=relays,
+                        nodes=nodes)
     return {"thresholds": thresholds, "canaries": canaries, "node_addresses": args.address,
             "topology": topology, "rate": rate,
             "constant": profile.constant if args.constant is None else args.constant,
