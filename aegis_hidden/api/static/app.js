@@ -31,6 +31,7 @@
   let sessions = new Map(); // peer -> transport of its live session
   const seenProgress = {}; // transport -> distinct progress values, in order
   let featurePaths = null;
+  let lastTransports = {};
 
   const $ = (id) => document.getElementById(id);
 
@@ -183,7 +184,8 @@
     }
     fillList($('identity'), rows);
 
-    const allReady = renderTransports(status.transports || {});
+    lastTransports = status.transports || {};
+    const allReady = renderTransports(lastTransports);
 
     const counts = status.counts || {};
     fillList($('counts'), [
@@ -508,6 +510,10 @@
         rest.push('message=' + JSON.stringify(value).length + ' bytes');
         continue;
       }
+      if (key === 'time' && typeof value === 'number') {
+        rest.push('at ' + fmtTime(value).slice(11));
+        continue;
+      }
       rest.push(key + '=' + (typeof value === 'object' ? JSON.stringify(value) : value));
     }
     let text = ' ' + rest.join(' ');
@@ -519,6 +525,14 @@
     while (list.children.length > MAX_EVENTS) list.removeChild(list.lastChild);
     eventCount += 1;
     $('event-count').textContent = '(' + eventCount + ' received)';
+    if (event.type === 'tor_bootstrap' && typeof event.progress === 'number' &&
+        lastTransports.tor) {
+      // between two polls of the status: the bar follows tor's own bootstrap events
+      lastTransports.tor.bootstrap = {
+        progress: event.progress, tag: event.tag, summary: event.summary, warning: event.warning,
+      };
+      renderTransports(lastTransports);
+    }
     if (/^(peer_|delivery_state|message_received|tor_|i2p_)/.test(String(event.type))) {
       scheduleRefresh();
     }
