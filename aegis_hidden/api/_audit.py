@@ -244,6 +244,8 @@ class NodeAudits:
     def _done(self, audit: _Audit, result: tuple[JSON, str]) -> None:
         audit.report, audit.html = result
         audit.state = "done"
+        self.core.metrics.inc("audits_passed" if audit.report.get("passed") is True
+                              else "audits_failed")
         self.log.info("audit {id}: {verdict}", id=audit.id,
                       verdict="passed" if audit.report.get("passed") else
                       "FAILED: " + ", ".join(map(str, audit.report.get("failed", []))))
@@ -251,6 +253,7 @@ class NodeAudits:
     def _failed(self, audit: _Audit, failure: Failure) -> None:
         audit.state = "failed"
         audit.error = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"[:500]
+        self.core.metrics.inc("audits_incomplete")
         self.log.failure("audit {id} could not be completed", failure, id=audit.id)
 
     def _find(self, audit_id: str) -> _Audit:

@@ -81,6 +81,10 @@ class Metrics:
         "dht_lookups_failed": "DHT lookups that found nothing (event dht_lookup_failed).",
         "dht_records_refused": "DHT records refused: STOREs not taken, values that did not "
                                "verify (event dht_record_refused).",
+        "audits_passed": "Audits of the node's own traffic (POST /api/network/audit) "
+                         "that passed every check.",
+        "audits_failed": "Audits of the node's own traffic that failed a check.",
+        "audits_incomplete": "Audits that could not be completed (the analysis failed).",
     }
 
     def __init__(self) -> None:

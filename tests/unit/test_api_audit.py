@@ -247,3 +247,21 @@ def test_the_openapi_document_describes_what_the_handlers_answer(
     done = api.call("GET", f"/api/network/audit/{started['id']}")[1]
     assert set(done) <= set(audit["properties"])
     assert done["state"] in audit["properties"]["state"]["enum"]
+
+
+def test_audit_outcomes_are_counted_in_metrics(tmp_path: Path) -> None:
+    def counters(api: AuditApi) -> tuple[int, int, int]:
+        c = api.a.metrics.counters
+        return c["audits_passed"], c["audits_failed"], c["audits_incomplete"]
+
+    for i, (engine, expected) in enumerate((
+            (Engine(), (1, 0, 0)), (Engine(passed=False), (0, 1, 0)),
+            (Engine(error=ValueError("no")), (0, 0, 1)))):
+        (tmp_path / str(i)).mkdir()
+        api = AuditApi(tmp_path / str(i), engine)
+        assert counters(api) == (0, 0, 0)
+        api.call("POST", "/api/network/audit", {"seconds": 1})
+        api.clock.advance(1)
+        assert counters(api) == expected
+        text = api.a.metrics.render()
+        assert f"aegis_audits_failed_total {expected[1]}" in text
