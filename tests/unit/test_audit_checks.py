@@ -33,8 +33,9 @@ from aegis_hidden.audit import (
 )
 from aegis_hidden.mixing import JsonLinesTraceSink
 from aegis_hidden.testing import SyntheticCapture, poisson_times
-from aegis_hidden.testing._captures import SyntheticStream
 from aegis_hidden.testing import dns_query as make_dns_query
+from aegis_hidden.testing._captures import SyntheticStream
+from aegis_hidden.tor import Socks5Client
 
 CELL = 996
 RATE = 2.0
@@ -78,11 +79,16 @@ class Scenario:
         rng, cap = self.rng, self.cap
         # the node dials its peer through tor's SOCKS port
         s = cap.tcp((NODE, 40001), (NODE, SOCKS), 0.1)
-        host = PEER.encode()
-        s.send(0.2, True, b"\x05\x01\x00")
-        s.send(0.21, False, b"\x05\x00")
-        s.send(0.22, True, b"\x05\x01\x00\x03" + bytes([len(host)]) + host + b"\x23\x28")
-        s.send(0.5, False, b"\x05\x00\x00\x01" + bytes(6))
+        # the node's own SOCKS machine (username/password: stream isolation)
+        socks = Socks5Client(PEER, 9000, "isolation-user", "isolation-password")
+        s.send(0.2, True, socks.start())
+        for t, answer in ((0.21, b"\x05\x02"), (0.22, b"\x01\x00"),
+                          (0.5, b"\x05\x00\x00\x01" + bytes(6))):
+            s.send(t, False, answer)
+            request, connected = socks.feed(answer)
+            if request:
+                s.send(t + 0.001, True, request)
+        assert connected is not None
         s.send(0.6, True, hello(rng))
         s.send(0.8, False, hello(rng))
         events = [(t, True, self.out_payload.get(i) or cell(rng))
@@ -283,8 +289,8 @@ def test_a_needle_cut_by_a_segment_boundary_is_found() -> None:
     sc.out_payload[11] = bytes(b)
     report = audit(sc.build())
     assert only_failure(report) == "canary"
-    assert report.check("canary").findings[0]["offset"] == (10 + 2) * CELL - 5 + \
-        len(b"\x05\x01\x00") + 4 + 1 + len(PEER) + 2
+    socks_bytes = 3 + (3 + len("isolation-user") + len("isolation-password")) + 5 + len(PEER) + 2
+    assert report.check("canary").findings[0]["offset"] == (10 + 2) * CELL - 5 + socks_bytes
 
 
 def test_correlated_in_and_out_counts_fail_the_correlation_check_only() -> None:
