@@ -22,6 +22,9 @@ a needle cut by a segment boundary is still found.
 from __future__ import annotations
 
 import base64
+import functools
+import io
+import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -91,7 +94,6 @@ def iter_frames(inp: AuditInput) -> Iterator[tuple[int, float, bytes]]:
     with ExitStack() as stack:
         f: IO[bytes]
         if inp.data is not None:
-            import io
             f = io.BytesIO(inp.data)
         elif inp.path is not None:
             try:
@@ -115,8 +117,8 @@ def iter_frames(inp: AuditInput) -> Iterator[tuple[int, float, bytes]]:
             return  # a capture cut short (tcpdump killed): keep what was whole
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_text(addr: bytes) -> str:
-    import ipaddress
     return str(ipaddress.ip_address(addr))
 
 

@@ -152,7 +152,7 @@ def _table(rows: list[dict[str, Any]], limit: int = 20) -> str:
         return ""
     keys: list[str] = []
     for r in rows[:limit]:
-        keys += [k for k in r if k not in keys and not isinstance(r[k], (list, dict))]
+        keys += [k for k in r if k not in keys]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(r.get(k)))}</td>" for k in keys)
                    + "</tr>" for r in rows[:limit])
@@ -165,11 +165,14 @@ def _text(v: Any) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.6g}"
+    if isinstance(v, (list, dict)):
+        text = json.dumps(v, allow_nan=False)
+        return text if len(text) <= 300 else text[:300] + " …"
     return str(v)
 
 
 def _kv(d: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_text(v) if not isinstance(v, (list, dict)) else json.dumps(v)[:300])}</td></tr>"  # noqa: E501
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_text(v))}</td></tr>"
                    for k, v in d.items())
     return f"<table>{rows}</table>"
 

@@ -71,9 +71,16 @@ class Thresholds:
     def _set(self, name: str, value: float | None) -> None:
         if name not in THRESHOLDS:
             raise AuditError(f"unknown threshold {name!r}; known: " + ", ".join(THRESHOLDS))
-        if value is not None and (isinstance(value, bool) or not math.isfinite(value)
-                                  or value < 0):
+        if value is None:
+            if THRESHOLDS[name][0] is not None:
+                raise AuditError(f"threshold {name} cannot be cleared (default "
+                                 f"{THRESHOLDS[name][0]})")
+        elif isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise AuditError(f"threshold {name} must be a finite number >= 0, not {value!r}")
+        elif name.endswith(".bin") and value <= 0:
+            raise AuditError(f"threshold {name} is a bin width in seconds: it must be > 0")
+        elif name.endswith("alpha") and not 0 < value <= 1:
+            raise AuditError(f"threshold {name} is a significance level: 0 < alpha <= 1")
         self._values[name] = value
 
     @classmethod

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from random import Random
 
+import dpkt
 import pytest
 from dpkt.pcap import DLT_EN10MB, DLT_LINUX_SLL, DLT_NULL
 from twisted.internet.task import Clock
@@ -190,11 +191,21 @@ def test_clean_capture_and_trace_pass_every_check() -> None:
         volume["cover_cells"] / volume["real_cells"], rel=1e-3)
 
 
-@pytest.mark.parametrize("linktype", [DLT_NULL, DLT_LINUX_SLL])
-def test_other_link_types_and_pcapng_read_the_same(linktype: int) -> None:
+@pytest.mark.parametrize(("linktype", "form"), [(DLT_NULL, "pcapng"),
+                                                (DLT_LINUX_SLL, "pcapng"),
+                                                (DLT_EN10MB, "nanoseconds")])
+def test_other_link_types_and_formats_read_the_same(linktype: int, form: str) -> None:
     sc = Scenario(linktype=linktype)
     sc.build()
-    report = audit(sc.cap.to_bytes(pcapng=True))
+    if form == "pcapng":
+        data = sc.cap.to_bytes(pcapng=True)
+    else:
+        buf = io.BytesIO()
+        writer = dpkt.pcap.Writer(buf, linktype=linktype, nano=True)
+        for at, frame in sc.cap.sorted_packets():
+            writer.writepkt(frame, ts=at)
+        data = buf.getvalue()
+    report = audit(data)
     assert report.passed, report.failed
     assert report.check("cells").figures["frames"] > 1000
 
@@ -341,7 +352,8 @@ def test_thresholds_parse_and_refuse() -> None:
     assert Thresholds.parse(["volume.max_cover_overhead=none"])["volume.max_cover_overhead"] \
         is None
     for bad in (["nope.x=1"], ["timing.alpha"], ["timing.alpha=abc"], ["timing.alpha=-1"],
-                ["timing.alpha=nan"]):
+                ["timing.alpha=nan"], ["timing.alpha=2"], ["bursts.bin=0"],
+                ["timing.alpha=none"]):
         with pytest.raises(AuditError):
             Thresholds.parse(bad)
     assert set(THRESHOLDS) >= {f"{c}.{k}" for c in CHECK_NAMES
