@@ -40,7 +40,7 @@ from .api import (
 from .config import Config, ConfigError, PrivacyError, load_config
 from .i2p import I2PProvider
 from .identity import IdentityError, KeyFileError, NodeIdentity, load_or_create
-from .mixing import MixingLayer, MixingService, unapplied_settings
+from .mixing import MixingLayer, MixingService
 from .node import (
     DhtService,
     IdentityService,
@@ -115,12 +115,6 @@ class Options(usage.Options):
             self.config = load_config(path, self.overrides())
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
-        unapplied = unapplied_settings(self.config)
-        if unapplied:  # no setting that promises what the node does not do
-            raise usage.UsageError(
-                f"{', '.join(unapplied)}: not applied by the running node yet (loop cover "
-                "and mix delays wait for the forwarding channels; docs/mixing.md): "
-                "remove the setting")
         self.data_dir = self.config.resolve_data_dir(self["data-dir"])
         try:
             passphrase = read_passphrase(

@@ -482,8 +482,11 @@ DOCUMENT: dict[str, Any] = {
                                            "peer": PEER_ID,
                                            "transport": {"type": "string", "examples": [
                                                "tor", "i2p"]}}}},
-                # the link schedule the node runs (docs/mixing.md); loops and mix
-                # delays are not run yet (loop_cover / mix_pool false, rates 0)
+                "dht": {"type": "object", "required": ["running"], "properties": {
+                    "running": {"type": "boolean",
+                                "description": "false: /api/network/dht answers 503"}}},
+                # what the node runs (docs/mixing.md): the link schedule, loop
+                # cover through peers (λ_L), the mix pool for relayed traffic (μ)
                 "mixing": {"type": "object", "properties": {
                     "profile": {"enum": ["off", "low-data", "balanced", "paranoid"]},
                     "cover_traffic": {"type": "boolean"}, "cover_rate": {"type": "number"},
@@ -492,6 +495,8 @@ DOCUMENT: dict[str, Any] = {
                     "bytes_per_second_per_link": {"type": "number"},
                     "loop_cover": {"type": "boolean"}, "loop_rate": {"type": "number"},
                     "mix_pool": {"type": "boolean"}, "mix_rate": {"type": "number"},
+                    "batch_interval": {"type": "number"},
+                    "batch_size": {"type": ["integer", "null"]},
                     "trace": {"type": "boolean"}}}}},
         },
     },

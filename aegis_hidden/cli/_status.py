@@ -93,7 +93,8 @@ def render(source: str, state: dict[str, Any]) -> list[str]:
 
 
 def mixing_text(mixing: dict[str, Any]) -> str:
-    """``balanced: cover 2 cells/s per link (~2.0 kB/s each way), burst 4; ...``."""
+    """``balanced: Poisson cover 2 cells/s per link (~2.0 kB/s each way), burst 4;
+    loops 0.0333/s through peers; forwarded traffic waits Exp(1/s), mean 1 s``."""
     profile = mixing.get("profile", "?")
     if not mixing.get("cover_traffic"):
         text = f"{profile}: no cover traffic, cells leave at once"
@@ -102,8 +103,19 @@ def mixing_text(mixing: dict[str, Any]) -> str:
         text = (f"{profile}: {kind} cover {mixing.get('cover_rate', 0):g} cells/s per link "
                 f"(~{mixing.get('bytes_per_second_per_link', 0) / 1000:.1f} kB/s each way), "
                 f"burst {mixing.get('burst')}")
-    if not mixing.get("loop_cover") and not mixing.get("mix_pool"):
-        text += "; loop cover and mix delays not running yet"
+    if mixing.get("loop_cover"):
+        text += f"; loops {mixing.get('loop_rate', 0):g}/s through peers"
+    else:
+        text += "; no loop cover"
+    if mixing.get("mix_pool"):
+        rate = mixing.get("mix_rate") or 0
+        text += (f"; forwarded traffic waits Exp({rate:g}/s), mean {1 / rate:g} s"
+                 if rate else "; forwarded traffic is not delayed")
+        if mixing.get("batch_interval"):
+            text += (f", in batches every {mixing['batch_interval']:g} s "
+                     f"(or of {mixing.get('batch_size')})")
+    else:
+        text += "; no mix delays"
     if mixing.get("trace"):
         text += "; cell trace ON"
     return text

@@ -215,8 +215,7 @@ class I2PConfig:
 
 @dataclass(frozen=True)
 class MixingConfig:
-    # docs/mixing.md: what each profile costs, hides and does not hide, and
-    # which of these settings the running node applies yet.
+    # docs/mixing.md: what each profile costs, hides and does not hide.
     cell_size: int = _f(996, c.integer(256, 65535),
                         "Bytes per cell on the wire; every frame is exactly this size (996 = two Tor "
                         "RELAY_DATA payloads; see docs/protocol.md §3.1).")
@@ -225,20 +224,21 @@ class MixingConfig:
         "balanced", c.choice("off", "low-data", "balanced", "paranoid"),
         "Mixing profile (docs/mixing.md): off (no cover, no delays: tests and trusted links), "
         "low-data (~0.5 kB/s per link), balanced (~2 kB/s per link), paranoid (constant "
-        "~10 kB/s per link). The node applies the link schedule and cover (λ, burst); "
-        "loop cover and mix delays not yet: see docs/mixing.md.")
+        "~10 kB/s per link); each also sets λ_L and μ.")
     cover_rate: float | None = _f(
         None, c.optional(c.number(0, 1000, unit="cells per second")),
         "λ: Poisson slots per second on each link, each one cell (real or cover); 0: no "
         "schedule, cells leave at once. Null: the profile's.")
     loop_rate: float | None = _f(
         None, c.optional(c.number(0, 100, unit="loops per second")),
-        "λ_L: loop messages per second, node-wide, to detect peers that drop. Null: the "
-        "profile's. Not run by the node yet: a node refuses to start with it set.")
+        "λ_L: loop messages per second, node-wide, sent through connected peers that "
+        "return them, to detect peers that drop (a lost loop counts against the peer). "
+        "0: no loops. Null: the profile's.")
     mix_rate: float | None = _f(
         None, c.optional(c.number(0, 1000, unit="per second")),
-        "μ: forwarded traffic waits Exp(μ), mean 1/μ seconds; 0: no delay. Null: the "
-        "profile's. Not run by the node yet: a node refuses to start with it set.")
+        "μ: traffic relayed for others (rpc answers, pub/sub forwards) waits Exp(μ), "
+        "mean 1/μ seconds, in the node's mix pool; the node's own messages never do. 0: "
+        "no delay. Null: the profile's.")
     burst: int | None = _f(
         None, c.optional(c.integer(1, 1024)),
         "Most real cells one slot may carry (1: strictly one; more leaks queue depth in "
@@ -246,8 +246,7 @@ class MixingConfig:
     batch_interval: float = _f(
         0.0, c.number(0, 60, unit="seconds"),
         "Timed batches for forwarded traffic: items whose mix delay ended leave together "
-        "at the next multiple of this. 0: no batches (each leaves when its delay ends). Not "
-        "run by the node yet: a node refuses to start with it above 0.")
+        "at the next multiple of this. 0: no batches (each leaves when its delay ends).")
     batch_size: int = _f(
         8, c.integer(1, 10000),
         "With batch_interval > 0: a batch also leaves as soon as this many items wait.")

@@ -11,17 +11,18 @@
   :func:`mix_pool_from_config`.
 - :class:`JsonLinesTraceSink`: per-cell traces with salted link ids.
 - :class:`MixingLayer` / :class:`MixingService`: what the running node holds
-  (the scheduler every session uses, cell counters, the optional trace file).
+  (the scheduler every session uses, cell counters, the optional trace file,
+  the loop monitor and the forwarding pool).
 - :func:`metrics_snapshot`: profile, rates and counters (cover cells, queue
   delay histogram, loops, pool) for /metrics and status.
 
 docs/mixing.md says what each profile costs, what it hides and what it does
-not, and which parts the running node uses yet.
+not.
 """
 
-from ._loops import LoopCover, LoopMonitor, LostLoop, PathStats
+from ._loops import LOOP_ID_BYTES, LOOP_RTT_BUCKETS, LoopCover, LoopMonitor, LostLoop, PathStats
 from ._metrics import metrics_snapshot
-from ._node import CellCounter, MixingLayer, MixingService, unapplied_settings
+from ._node import CellCounter, MixingLayer, MixingService
 from ._pool import MixPool, PoolStats
 from ._profiles import (
     DEFAULT_PROFILE,
@@ -42,6 +43,8 @@ from ._trace import JsonLinesTraceSink, read_trace
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "LOOP_ID_BYTES",
+    "LOOP_RTT_BUCKETS",
     "PROFILES",
     "QUEUE_DELAY_BUCKETS",
     "CellCounter",
@@ -64,5 +67,4 @@ __all__ = [
     "read_trace",
     "resolve_profile",
     "scheduler_from_config",
-    "unapplied_settings",
 ]

@@ -19,6 +19,7 @@ peer name in anything recorded).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from random import Random
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 LOOP_ID_BYTES = 16
+
+#: Upper bounds (seconds) of the loop round-trip histogram buckets; the last bucket is +Inf.
+LOOP_RTT_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class LoopMonitor:
         self._lost_listeners: list[Callable[[LostLoop], None]] = []
         self._return_listeners: list[Callable[[str, float], None]] = []
         self.unknown = 0  # returns of ids this node never sent (or long forgotten)
+        #: loops back in time per round-trip bucket (LOOP_RTT_BUCKETS, then +Inf), not cumulative
+        self.rtt_counts = [0] * (len(LOOP_RTT_BUCKETS) + 1)
+        self.rtt_sum = 0.0  # seconds, over every loop back in time
+        self.cancelled = 0  # outstanding when their path went away (not counted lost)
 
     def add_lost_listener(self, callback: Callable[[LostLoop], None]) -> None:
         """``callback(lost)`` for every loop that missed its deadline."""
@@ -104,8 +112,16 @@ class LoopMonitor:
         self._stats(path).sent += 1
         return loop_id
 
-    def returned(self, loop_id: bytes) -> float | None:
-        """A loop came back: its round trip in seconds, or None (late or unknown)."""
+    def returned(self, loop_id: bytes, path: str | None = None) -> float | None:
+        """A loop came back: its round trip in seconds, or None (late or unknown).
+
+        With ``path``: the loop counts only if it went out along that path (a
+        loop id handed back by anyone else is unknown, and stays outstanding).
+        """
+        pending = self._pending.get(loop_id)
+        if pending is not None and path is not None and pending.path != path:
+            self.unknown += 1
+            return None
         pending = self._pending.pop(loop_id, None)
         if pending is None:
             path = self._lost_ids.pop(loop_id, None)
@@ -119,8 +135,10 @@ class LoopMonitor:
             # Overdue but not yet expired by a timer tick: it is lost all the same.
             self._pending[loop_id] = pending
             self.expire()
-            return self.returned(loop_id)
+            return self.returned(loop_id, path)
         rtt = now - pending.sent_at
+        self.rtt_counts[bisect.bisect_left(LOOP_RTT_BUCKETS, rtt)] += 1
+        self.rtt_sum += rtt
         stats = self._stats(pending.path)
         stats.returned += 1
         assert stats.rtts is not None
@@ -149,6 +167,15 @@ class LoopMonitor:
             for cb in list(self._lost_listeners):
                 cb(item)
         return lost
+
+    def cancel_path(self, path: str) -> int:
+        """Forget the loops outstanding along ``path`` without counting them lost
+        (its session closed: nothing went through it to drop). Returns how many."""
+        gone = [i for i, p in self._pending.items() if p.path == path]
+        for loop_id in gone:
+            del self._pending[loop_id]
+        self.cancelled += len(gone)
+        return len(gone)
 
     def next_deadline(self) -> float | None:
         """When the earliest outstanding loop expires (None: nothing outstanding)."""

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._loops import LoopMonitor
+from ._loops import LOOP_RTT_BUCKETS, LoopMonitor
 from ._pool import MixPool
 from ._profiles import MixingProfile
 from ._scheduler import QUEUE_DELAY_BUCKETS, ImmediateScheduler, PoissonScheduler
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[float, int]]:
+    running = 0
+    out: list[tuple[float, int]] = []
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        running += n
+        out.append((bound, running))
+    return out
 
 
 def metrics_snapshot(profile: MixingProfile, *,
@@ -21,7 +30,8 @@ def metrics_snapshot(profile: MixingProfile, *,
 
     ``queue_delay_buckets`` is cumulative, Prometheus style: a list of
     ``(upper bound in seconds, cells sent after waiting at most that long)``
-    ending with ``(inf, all cells)``.
+    ending with ``(inf, all cells)``; ``loop_rtt_buckets`` likewise for the
+    round trips of loops back in time.
     """
     out: dict[str, Any] = {
         "profile": profile.name,
@@ -36,20 +46,17 @@ def metrics_snapshot(profile: MixingProfile, *,
         out.update(slots=st.slots, real_cells_sent=st.real_cells, cover_cells_sent=st.cover_cells,
                    burst_slots=st.burst_slots, late_slots=st.late_slots,
                    links=getattr(scheduler, "links", 0))
-        running = 0
-        buckets: list[tuple[float, int]] = []
-        for bound, n in zip((*QUEUE_DELAY_BUCKETS, float("inf")), st.queue_delay_counts,
-                            strict=True):
-            running += n
-            buckets.append((bound, running))
-        out.update(queue_delay_buckets=buckets, queue_delay_count=running,
+        buckets = _cumulative(QUEUE_DELAY_BUCKETS, st.queue_delay_counts)
+        out.update(queue_delay_buckets=buckets, queue_delay_count=buckets[-1][1],
                    queue_delay_sum=st.queue_delay_sum)
     if loops is not None:
         t = loops.totals()
         out.update(loops_sent=t.sent, loops_returned=t.returned, loops_lost=t.lost,
                    loops_late=t.late, loops_outstanding=loops.outstanding,
                    loop_rtt_mean=t.rtt_mean, loop_rtt_p50=t.quantile(0.5),
-                   loop_rtt_p90=t.quantile(0.9))
+                   loop_rtt_p90=t.quantile(0.9), loops_cancelled=loops.cancelled,
+                   loop_rtt_buckets=_cumulative(LOOP_RTT_BUCKETS, loops.rtt_counts),
+                   loop_rtt_sum=loops.rtt_sum)
     if pool is not None:
         ps = pool.stats
         out.update(pool_waiting=len(pool), pool_added=ps.added, pool_released=ps.released,

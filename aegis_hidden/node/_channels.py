@@ -144,6 +144,14 @@ class Links(Protocol):
 
 
 Handler = Callable[[str, bytes], None]
+#: Runs a send the node makes on behalf of others: at once (the default), or
+#: after a mix delay (the mixing layer's ``forward``: Exp(μ), timed batches).
+Forwarder = Callable[[Callable[[], None]], None]
+
+
+def send_now(send: Callable[[], None]) -> None:
+    send()
+
 
 
 class NotConnected(ConnectionError):
@@ -263,7 +271,11 @@ class RpcChannel:
     injected ``rng``; an answer counts only from the peer that was asked. Answers
     nobody waits for (late, after a timeout) are counted and dropped. A peer has at
     most ``max_inbound`` requests being answered at once; more are answered
-    ``busy`` at once (``rpc_busy``).
+    ``busy`` (``rpc_busy``).
+
+    Answers are traffic served for others: each leaves through ``forwarder``
+    (the node's mix pool: an Exp(μ) delay), so the time an answer leaves does
+    not tell when its request came. Requests (this node's own) leave at once.
     """
 
     log = Logger()
@@ -278,6 +290,7 @@ class RpcChannel:
         self._handler: RpcHandler | None = None
         self.max_inbound = max_inbound
         self._inbound: dict[str, int] = {}  # per peer: requests being answered
+        self.forwarder: Forwarder = send_now
         router.register(Channel.RPC, self._receive)
         router.on_disconnected(self._disconnected)
 
@@ -409,8 +422,12 @@ class RpcChannel:
         self._reply(peer, _Kind(id=request_id, kind=_Kind.ERROR, error=f"handler failed: {name}"))
 
     def _reply(self, peer: str, message: frame_pb2.RpcMessage) -> None:
+        data = message.SerializeToString()
+        self.forwarder(lambda: self._send_reply(peer, data))
+
+    def _send_reply(self, peer: str, data: bytes) -> None:
         # Answers never dial: if the session is gone, the requester times out.
-        d = self._router.send(peer, Channel.RPC, message.SerializeToString(), dial=False)
+        d = self._router.send(peer, Channel.RPC, data, dial=False)
         d.addErrback(lambda f: self.log.info("rpc answer to {peer} not sent: {error}",
                                              peer=peer, error=f.getErrorMessage()))
 
@@ -422,13 +439,16 @@ class PubSubChannel:
     """The ``pubsub`` channel: a place for the pub/sub layer to plug in.
 
     Until a handler is set, frames on this channel are counted
-    (``pubsub_unhandled``) and dropped.
+    (``pubsub_unhandled``) and dropped. :meth:`send` is for the node's own
+    messages (they leave at once); :meth:`forward` for what it relays for
+    others (through ``forwarder``, the node's mix pool: an Exp(μ) delay).
     """
 
     def __init__(self, router: ChannelRouter, metrics: Metrics) -> None:
         self._router = router
         self._metrics = metrics
         self._handler: Handler | None = None
+        self.forwarder: Forwarder = send_now
         router.register(Channel.PUBSUB, self._receive)
 
     def on_message(self, handler: Handler) -> None:
@@ -436,7 +456,19 @@ class PubSubChannel:
         self._handler = handler
 
     def send(self, peer: str, payload: bytes, *, dial: bool = False) -> Deferred[None]:
+        """Send this node's own message to ``peer`` now (the link schedule only)."""
         return self._router.send(peer, Channel.PUBSUB, payload, dial=dial)
+
+    def forward(self, peer: str, payload: bytes) -> Deferred[None]:
+        """Relay a message for others to ``peer`` after its mix delay; fires once
+        sent (fails with :class:`NotConnected` if the session is gone by then)."""
+        done: Deferred[None] = Deferred()
+
+        def go() -> None:
+            self._router.send(peer, Channel.PUBSUB, payload, dial=False).chainDeferred(done)
+
+        self.forwarder(go)
+        return done
 
     def _receive(self, peer: str, payload: bytes) -> None:
         if self._handler is None:

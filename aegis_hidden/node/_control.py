@@ -11,6 +11,12 @@ revocation) and, optionally, its I2P binding (salt ‖ destination)::
 
     payload = u32 record length ‖ record ‖ u16 binding length ‖ binding
 
+Kinds 2 and 3, *loop* and *loop return*, carry a 16-byte loop id chosen at
+random by the node that sends the loop; the peer answers a loop at once with a
+loop return of the same id (loop cover, :mod:`._loops`)::
+
+    payload = loop id (16 bytes)
+
 All integers are big-endian. A receiver ignores (and counts) kinds it does not
 know, so new kinds can be added without breaking older nodes.
 """
@@ -31,6 +37,8 @@ class ControlError(ValueError):
 
 class ControlKind(enum.IntEnum):
     RECORD_PUSH = 1
+    LOOP = 2
+    LOOP_RETURN = 3
 
 
 @dataclass(frozen=True)

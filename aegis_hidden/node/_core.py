@@ -28,7 +28,9 @@ from ..identity import NodeIdentity, RecordCache
 from ..interfaces import ISessionFactory, ITransportProvider
 from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
 from ._channels import Channel, ChannelRouter, PubSubChannel, RpcChannel
+from ._control import ControlError, ControlKind
 from ._identity_service import IdentityService
+from ._loops import PeerLoops
 from ._messaging import DeliveryState, Messenger
 from ._metrics import Metrics
 from ._pool import ConnectionPool
@@ -93,7 +95,9 @@ class NodeCore(Service):
             self.db, self.store, self.pool, events, self.metrics, reactor, service or identity,
             on_identity=self._refreshed, check_interval=record_check_interval)
         self.channels.register(Channel.MESSAGING, self.messenger.on_message)
-        self.channels.register(Channel.CONTROL, self.records.on_control)
+        # Loop messages (loop cover) ride the control channel beside the record push.
+        self.loops = PeerLoops(self.pool, self.store, events, self.metrics)
+        self.channels.register(Channel.CONTROL, self._on_control)
         self.rpc = RpcChannel(self.channels, reactor, self.metrics)
         self.pubsub = PubSubChannel(self.channels, self.metrics)
         self.dht: Any = None  # the DhtService (node._dht) while it runs: resolves peers
@@ -144,6 +148,12 @@ class NodeCore(Service):
         in ``/metrics`` (``mixing``: an :class:`aegis_hidden.mixing.MixingLayer`)."""
         self.mixing = mixing
         self.metrics.mixing = mixing.snapshot
+        # λ_L > 0: loops through connected peers; μ: answers and forwards wait in the pool.
+        monitor = mixing.attach_loops(self.loops.choose_path, self.loops.send)
+        if monitor is not None:
+            self.loops.attach(monitor)
+        self.rpc.forwarder = mixing.forward
+        self.pubsub.forwarder = mixing.forward
 
     def attach_dht(self, dht: Any) -> None:
         """Resolve peers known by nothing but their onion through ``dht`` (an IDHT)."""
@@ -233,6 +243,15 @@ class NodeCore(Service):
     def mldsa_pin(self, onion: str) -> bytes | None:
         """The pinned ML-DSA-65 key of ``onion``, for the sessions' handshake check."""
         return self.records.mldsa_pin(onion)
+
+    def _on_control(self, peer: str, data: bytes) -> None:
+        if data and data[0] in (ControlKind.LOOP, ControlKind.LOOP_RETURN):
+            try:
+                self.loops.on_control(peer, data[0], data[1:])
+            except ControlError as e:
+                self.channels.violation(peer, f"control: {e}")
+            return
+        self.records.on_control(peer, data)
 
     def _on_message(self, peer: str, data: bytes) -> None:
         # Each message is a frame: control frames (record push) never reach the
@@ -342,6 +361,7 @@ class NodeCore(Service):
             "sessions": [{"peer": peer, "transport": str(getattr(
                 self.pool.link(peer), "transport_name", "unknown"))}
                 for peer in sorted(self.pool.peers())],
+            "dht": {"running": self.dht is not None},
         }
         if self.mixing is not None:  # the profile and the rates the node applies
             out["mixing"] = self.mixing.status()

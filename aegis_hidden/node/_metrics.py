@@ -67,6 +67,7 @@ class Metrics:
         "records_refused": "Record pushes refused (bad signature, rollback, wrong peer...).",
         "records_refreshed": "Times this node re-signed its record before half its lifetime.",
         "control_unknown": "Control messages of an unknown kind, ignored.",
+        "loops_answered": "Loop messages of peers returned to them (loop cover).",
         "frames_unknown_channel": "Frames for a channel this node does not know, ignored "
                                   "(a newer peer's; never a protocol violation).",
         "rpc_requests_sent": "Requests sent on the rpc channel.",
@@ -143,6 +144,25 @@ MIXING_COUNTERS = (
     ("slots", "mixing_slots", "Scheduler slots (writes) on all links."),
     ("late_slots", "mixing_late_slots",
      "Slots skipped because the reactor ran late past them (not sent in a clump)."),
+    ("loops_sent", "mixing_loops_sent", "Loop messages sent through connected peers."),
+    ("loops_returned", "mixing_loops_returned", "Loop messages back within the loop timeout."),
+    ("loops_lost", "mixing_loops_lost",
+     "Loop messages not back within the loop timeout (counted against the peer)."),
+    ("loops_late", "mixing_loops_late", "Loop messages back after they were counted lost."),
+    ("pool_added", "mixing_forwarded",
+     "Items relayed for others (rpc answers, pub/sub forwards) taken into the mix pool."),
+    ("pool_released", "mixing_forwarded_released",
+     "Items relayed for others sent on after their mix delay."),
+)
+
+#: (snapshot key, metric name, help) of the mixing layer's rates and levels.
+MIXING_GAUGES = (
+    ("loop_rate", "mixing_loop_rate",
+     "Loop messages per second, node-wide (lambda_L; 0: no loop cover)."),
+    ("mix_rate", "mixing_mix_rate",
+     "Mix rate mu of forwarded traffic: it waits Exp(mu), mean 1/mu s (0: no delay)."),
+    ("loops_outstanding", "mixing_loops_outstanding", "Loop messages sent and not yet back."),
+    ("pool_waiting", "mixing_forwarded_waiting", "Items relayed for others waiting their delay."),
 )
 
 
@@ -156,17 +176,25 @@ def mixing_lines(snap: dict[str, Any]) -> list[str]:
     name = "aegis_mixing_cover_rate"
     out += [f"# HELP {name} Slots per second on each link (lambda; 0: no schedule, no cover).",
             f"# TYPE {name} gauge", f"{name} {snap['cover_rate']:g}"]
+    for key, metric, doc in MIXING_GAUGES:
+        if key in snap:
+            full = f"aegis_{metric}"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {snap[key]:g}"]
     for key, metric, doc in MIXING_COUNTERS:
         if key in snap:
             full = f"aegis_{metric}_total"
             out += [f"# HELP {full} {doc}", f"# TYPE {full} counter", f"{full} {snap[key]}"]
-    if "queue_delay_buckets" in snap:
-        name = "aegis_mixing_queue_delay_seconds"
-        out += [f"# HELP {name} How long real cells waited for their slot.",
-                f"# TYPE {name} histogram"]
-        for bound, count in snap["queue_delay_buckets"]:
+    for key, name, doc in (
+            ("queue_delay", "aegis_mixing_queue_delay_seconds",
+             "How long real cells waited for their slot."),
+            ("loop_rtt", "aegis_mixing_loop_rtt_seconds",
+             "Round trips of the loop messages back within the loop timeout.")):
+        buckets = snap.get(f"{key}_buckets")
+        if buckets is None:
+            continue
+        out += [f"# HELP {name} {doc}", f"# TYPE {name} histogram"]
+        for bound, count in buckets:
             le = "+Inf" if bound == float("inf") else f"{bound:g}"
             out.append(f'{name}_bucket{{le="{le}"}} {count}')
-        out += [f"{name}_sum {snap['queue_delay_sum']:.6f}",
-                f"{name}_count {snap['queue_delay_count']}"]
+        out += [f"{name}_sum {snap[f'{key}_sum']:.6f}", f"{name}_count {buckets[-1][1]}"]
     return out

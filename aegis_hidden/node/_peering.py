@@ -112,6 +112,8 @@ class PeeringService(Service):
             "peers_reachable": sum(1 for p in self.peers.values() if p["reachable"]),
             "peers_connected": sum(1 for p in self.peers.values() if p["connected"]),
             "bootstrap_nodes": len(self.bootstrap)}
+        if self.core.mixing is not None:  # the profile and rates, as the API shows them
+            doc["mixing"] = self.core.mixing.status()
         # The per-peer list is the contact graph: on disk in the clear only when asked
         # for (logging.status_peers, tests); the API serves it.
         if self.core.config.logging.status_peers:

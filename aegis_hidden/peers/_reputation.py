@@ -24,6 +24,7 @@ class Behaviour(enum.Enum):
     TIMEOUT = "timeout"
     PROTOCOL_VIOLATION = "protocol_violation"
     INVALID_SIGNATURE = "invalid_signature"
+    LOOP_LOST = "loop_lost"
 
 
 # behaviour -> (target, weight)
@@ -34,6 +35,7 @@ WEIGHTS: dict[Behaviour, tuple[float, float]] = {
     Behaviour.TIMEOUT: (0.0, 0.05),
     Behaviour.PROTOCOL_VIOLATION: (0.0, 0.25),
     Behaviour.INVALID_SIGNATURE: (0.0, 0.50),
+    Behaviour.LOOP_LOST: (0.0, 0.05),
 }
 
 

@@ -15,7 +15,6 @@ import pytest
 from scipy import stats
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python import usage
 
 from aegis_hidden import tap
 from aegis_hidden.cli._status import render
@@ -87,12 +86,21 @@ def test_the_off_profile_keeps_the_immediate_scheduler(tmp_path: Path) -> None:
     assert sessions.scheduler.batch_size == Config().performance.message_batch_size
 
 
-@pytest.mark.parametrize(("key", "value"), [("loop_rate", 0.1), ("mix_rate", 1.0),
-                                        ("batch_interval", 0.5)])
-def test_settings_the_node_does_not_apply_yet_are_refused(
-        tmp_path: Path, key: str, value: float) -> None:
-    with pytest.raises(usage.UsageError, match=rf"mixing\.{key}: not applied"):
-        _options(tmp_path, {key: value})
+def test_loop_rate_mix_rate_and_batches_are_applied(tmp_path: Path) -> None:
+    opts = _options(tmp_path, {"loop_rate": 0.1, "mix_rate": 4.0, "batch_interval": 0.5,
+                               "batch_size": 3})
+    service = tap.makeService(opts)
+    assert isinstance(service, NodeService)
+    core = service.getServiceNamed("core")
+    layer = service.getServiceNamed("mixing").layer
+    assert layer.loop_cover is not None and layer.loop_cover.rate == 0.1
+    assert layer.pool is not None and layer.pool.rate == 4.0
+    assert (layer.pool.batch_interval, layer.pool.batch_size) == (0.5, 3)
+    assert core.rpc.forwarder == layer.forward and core.pubsub.forwarder == layer.forward
+    st = core.status()["mixing"]
+    assert st["loop_cover"] and st["loop_rate"] == 0.1
+    assert st["mix_pool"] and st["mix_rate"] == 4.0
+    assert (st["batch_interval"], st["batch_size"]) == (0.5, 3)
 
 
 def test_the_trace_file_is_private_and_only_made_when_asked(tmp_path: Path) -> None:
@@ -228,9 +236,10 @@ def test_status_metrics_and_cli_show_the_profile_and_counters(tmp_path: Path) ->
     st = layer.status()
     assert st["profile"] == "balanced" and st["cover_rate"] == 2.0 and st["cover_traffic"]
     assert st["burst"] == 4 and st["bytes_per_second_per_link"] == pytest.approx(1992.0)
-    # the profile's λ_L and μ are not run yet, and status says so
-    assert st["loop_cover"] is False and st["mix_pool"] is False
-    assert st["loop_rate"] == 0.0 and st["mix_rate"] == 0.0
+    # no node core attached the loop message: no loops; μ of the profile: the pool
+    assert st["loop_cover"] is False and st["loop_rate"] == 0.0
+    assert st["mix_pool"] is True and st["mix_rate"] == 1.0
+    assert st["batch_interval"] == 0.0 and st["batch_size"] is None
 
     metrics = Metrics()
     metrics.mixing = layer.snapshot
@@ -247,11 +256,16 @@ def test_status_metrics_and_cli_show_the_profile_and_counters(tmp_path: Path) ->
     out = render("api", {"identity": {"onion": "x.onion"}, "mixing": st})
     mix = [line for line in out if line.startswith("mix:")]
     assert mix == ["mix:   balanced: Poisson cover 2 cells/s per link (~2.0 kB/s each way), "
-                   "burst 4; loop cover and mix delays not running yet"]
+                   "burst 4; no loop cover; forwarded traffic waits Exp(1/s), mean 1 s"]
     off = tap.build_mixing(parse_config({"mixing": {"profile": "off"}}), tmp_path, Clock())
     assert render("api", {"mixing": off.status()})[-1] == \
-        "mix:   off: no cover traffic, cells leave at once; " \
-        "loop cover and mix delays not running yet"
+        "mix:   off: no cover traffic, cells leave at once; no loop cover; no mix delays"
+    running = {**st, "loop_cover": True, "loop_rate": 1 / 30, "batch_interval": 0.5,
+               "batch_size": 8}
+    assert render("status.json", {"mixing": running})[-1] == \
+        "mix:   balanced: Poisson cover 2 cells/s per link (~2.0 kB/s each way), burst 4; " \
+        "loops 0.0333333/s through peers; forwarded traffic waits Exp(1/s), mean 1 s, " \
+        "in batches every 0.5 s (or of 8)"
 
 
 def test_the_core_serves_the_layer_in_status_and_metrics(tmp_path: Path) -> None:
@@ -296,3 +310,16 @@ def test_the_layer_stops_after_the_core_and_takes_its_timer_and_trace_with_it(
     assert scheduler.links == 0 and scheduler._call is None  # its timer is cancelled
     assert layer.trace.inner is None  # the trace file is flushed and closed
     assert (tmp_path / "t.jsonl").read_text().count("\n") > 0
+
+
+def test_status_json_shows_the_mixing_line_without_the_api(tmp_path: Path) -> None:
+    from aegis_hidden.node._peering import PeeringService
+
+    service = tap.makeService(_options(tmp_path))
+    assert isinstance(service, NodeService)
+    (peering,) = [s for s in service if isinstance(s, PeeringService)]
+    doc = json.loads(json.dumps(peering.status()))  # as written to status.json
+    assert doc["mixing"] == service.getServiceNamed("core").status()["mixing"]
+    assert doc["mixing"]["loop_cover"] and doc["mixing"]["mix_pool"]
+    mix = [line for line in render("status.json", doc) if line.startswith("mix:")]
+    assert mix and "loops 0.0333333/s through peers" in mix[0]
