@@ -202,6 +202,8 @@ async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
                      start_timeout: float = 60.0) -> TorSession:
     """Spawn a tor in ``data_dir`` and attach to it; fails with a clear TorError."""
     exe = find_tor(binary)
+    # tor runs in data_dir: a relative path would name a torrc that is not there.
+    data_dir = Path(data_dir).absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     port_file = data_dir / "control_port"
@@ -209,7 +211,9 @@ async def launch_tor(reactor: Any, clock: IReactorTime, *, binary: str | None,
     torrc = write_torrc(data_dir, torrc_lines, os.getpid(), socks_port)
     proto = _TorProcessProtocol()
     assert IReactorProcess.providedBy(reactor)
-    reactor.spawnProcess(proto, exe, [exe, "-f", str(torrc), "--ignore-missing-torrc"],
+    # No --ignore-missing-torrc: without its torrc, tor must refuse to start rather
+    # than run on its defaults (SOCKS on 9050, the public network).
+    reactor.spawnProcess(proto, exe, [exe, "-f", str(torrc)],
                          env={"HOME": str(data_dir), "PATH": os.environ.get("PATH", "")},
                          path=str(data_dir))
     try:

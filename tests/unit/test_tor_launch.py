@@ -56,8 +56,23 @@ def test_spawns_tor_on_its_torrc(tmp_path: Path) -> None:
     reactor = FakeProcessReactor()
     start(reactor, tmp_path)
     (_, args), = reactor.spawned
-    assert args[1:] == ["-f", str(tmp_path / "tor" / "torrc"), "--ignore-missing-torrc"]
+    assert args[1:] == ["-f", str(tmp_path / "tor" / "torrc")]
     assert (tmp_path / "tor").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_relative_data_dir_still_names_the_torrc(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """tor runs in its data dir: a relative ``-f`` would miss the torrc there."""
+    monkeypatch.chdir(tmp_path)
+    reactor = FakeProcessReactor()
+    out: list[Any] = []
+    Deferred.fromCoroutine(launch_tor(reactor, reactor, binary="tor",
+                                      data_dir=Path("node") / "tor", torrc_lines=[])
+                           ).addBoth(out.append)
+    (_, args), = reactor.spawned
+    torrc = Path(args[args.index("-f") + 1])
+    assert torrc.is_absolute() and torrc == tmp_path / "node" / "tor" / "torrc"
+    assert torrc.is_file() and "--ignore-missing-torrc" not in args
 
 
 def test_tor_exiting_early_is_reported_with_its_output(tmp_path: Path) -> None:
