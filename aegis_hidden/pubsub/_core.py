@@ -182,6 +182,13 @@ class _Out:
         step = MAX_ENTRIES
         n = max(len(self.publish), len(self.stem), len(self.acks), len(self.ihave),
                 len(self.prune), len(self.graft), len(self.subs), 1)
+        if n <= step and len(self.iwant) <= MAX_IDS and len(self.idontwant) <= MAX_IDS:
+            yield Rpc(tuple(self.subs), tuple(self.publish), tuple(self.ihave),
+                      (IWant(tuple(self.iwant)),) if self.iwant else (), tuple(self.graft),
+                      tuple(self.prune),
+                      (IDontWant(tuple(self.idontwant)),) if self.idontwant else (),
+                      tuple(self.stem), tuple(self.acks))
+            return
         for i in range(0, n, step):
             first = i == 0
             yield Rpc(
@@ -420,15 +427,14 @@ class PubSubCore:
         now = self._clock()
         self._ticks += 1
         p = self.params
-        scores = ({peer: self.scores.score(peer) for peer in self.peers} if p.scoring
-                  else dict.fromkeys(self.peers, 0.0))
+        # scores are computed when first needed and kept until the next decay (PeerScore)
         if not p.flood:
             for topic in sorted(self.mesh):
-                self._maintain(topic, scores, now)
+                self._maintain(topic, now)
             for topic in sorted(self.fanout):
-                self._maintain_fanout(topic, scores, now)
+                self._maintain_fanout(topic, now)
             for topic in sorted(set(self.mesh) | set(self.fanout)):
-                self._gossip(topic, scores, now)
+                self._gossip(topic, now)
         self._expire(now)
         if p.scoring:
             self.scores.decay()
@@ -656,17 +662,22 @@ class PubSubCore:
                 self._q(peer).publish.append(m)
             self.stats["iwant served"] += 1
 
-    def _gossip(self, topic: str, scores: dict[str, float], now: float) -> None:
+    def _gossip(self, topic: str, now: float) -> None:
         p = self.params
         ids = self.cache.recent(topic, now - p.gossip_window)[:p.max_ihave_length]
         if not ids:
             return
         inner = self.mesh.get(topic, set()) | self.fanout.get(topic, set())
-        pool = [peer for peer in sorted(self._topic_peers.get(topic, set()))
-                if peer not in inner and scores.get(peer, 0.0) >= self.thresholds.gossip]
-        n = max(p.d_lazy, int(p.gossip_factor * len(pool)))
-        for peer in self._rng.sample(pool, min(n, len(pool))):
-            self._q(peer).ihave.append(IHave(topic, tuple(ids)))
+        pool = [peer for peer in sorted(self._topic_peers.get(topic, set())) if peer not in inner]
+        self._rng.shuffle(pool)
+        want = max(p.d_lazy, int(p.gossip_factor * len(pool)))
+        ihave = IHave(topic, tuple(ids))
+        for peer in pool:  # in random order: scores are computed only for the peers drawn
+            if want <= 0:
+                break
+            if self._score(peer) >= self.thresholds.gossip:
+                self._q(peer).ihave.append(ihave)
+                want -= 1
 
     # -- the mesh -----------------------------------------------------------------------
     def _score(self, peer: str) -> float:
@@ -676,14 +687,13 @@ class PubSubCore:
         until = self._backoff.get((topic, peer))
         return until is not None and until > self._clock()
 
-    def _candidates(self, topic: str, scores: dict[str, float] | None = None) -> list[str]:
+    def _candidates(self, topic: str) -> list[str]:
         mesh = self.mesh.get(topic, set())
         out = []
         for peer in sorted(self._topic_peers.get(topic, set())):
             if peer in mesh or self._backed_off(topic, peer):
                 continue
-            s = scores[peer] if scores is not None else self._score(peer)
-            if s >= 0:
+            if self._score(peer) >= 0:
                 out.append(peer)
         return out
 
@@ -741,20 +751,20 @@ class PubSubCore:
         if pr.peers and self._score(peer) >= self.thresholds.accept_px:
             self._emit(PeersOffered(topic, peer, pr.peers))
 
-    def _maintain(self, topic: str, scores: dict[str, float], now: float) -> None:
+    def _maintain(self, topic: str, now: float) -> None:
         p = self.params
         mesh = self.mesh[topic]
         for peer in sorted(mesh):
-            if scores.get(peer, 0.0) < 0:
+            if self._score(peer) < 0:
                 self._prune(topic, peer, p.prune_backoff, px=False)
         if len(mesh) < p.d_lo:
-            candidates = self._candidates(topic, scores)
+            candidates = self._candidates(topic)
             for peer in self._rng.sample(candidates, min(p.d - len(mesh), len(candidates))):
                 self._graft(topic, peer)
         if len(mesh) > p.d_hi:
             ordered = sorted(mesh)
             self._rng.shuffle(ordered)
-            ordered.sort(key=lambda x: scores.get(x, 0.0), reverse=True)
+            ordered.sort(key=lambda x: self._score(x), reverse=True)
             keep = ordered[:p.d_score]
             rest = ordered[p.d_score:]
             self._rng.shuffle(rest)
@@ -775,20 +785,20 @@ class PubSubCore:
         if p.d_out:
             have = sum(1 for x in mesh if self.peers[x].outbound)
             if have < p.d_out:
-                extra = [x for x in self._candidates(topic, scores) if self.peers[x].outbound]
+                extra = [x for x in self._candidates(topic) if self.peers[x].outbound]
                 for peer in self._rng.sample(extra, min(p.d_out - have, len(extra))):
                     self._graft(topic, peer)
         if (p.scoring and p.opportunistic_graft_ticks and len(mesh) > 1
                 and self._ticks % p.opportunistic_graft_ticks == 0):
-            median = statistics.median(scores.get(x, 0.0) for x in mesh)
+            median = statistics.median(self._score(x) for x in mesh)
             if median < self.thresholds.opportunistic_graft:
-                better = [x for x in self._candidates(topic, scores) if scores[x] > median]
+                better = [x for x in self._candidates(topic) if self._score(x) > median]
                 for peer in self._rng.sample(better, min(p.opportunistic_graft_peers,
                                                          len(better))):
                     self._graft(topic, peer)
                     self.stats["opportunistic graft"] += 1
 
-    def _maintain_fanout(self, topic: str, scores: dict[str, float], now: float) -> None:
+    def _maintain_fanout(self, topic: str, now: float) -> None:
         if self._fanout_used.get(topic, 0.0) + self.params.fanout_ttl <= now:
             self.fanout.pop(topic, None)
             self._fanout_used.pop(topic, None)
@@ -796,11 +806,11 @@ class PubSubCore:
         fan = self.fanout[topic]
         pool = self._topic_peers.get(topic, set())
         for peer in sorted(fan):
-            if peer not in pool or scores.get(peer, 0.0) < self.thresholds.publish:
+            if peer not in pool or self._score(peer) < self.thresholds.publish:
                 fan.discard(peer)
         if len(fan) < self.params.d:
             more = [x for x in sorted(pool) if x not in fan
-                    and scores.get(x, 0.0) >= self.thresholds.publish]
+                    and self._score(x) >= self.thresholds.publish]
             fan.update(self._rng.sample(more, min(self.params.d - len(fan), len(more))))
 
     # -- acks -----------------------------------------------------------------------------

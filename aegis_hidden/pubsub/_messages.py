@@ -266,15 +266,39 @@ def decode(data: bytes) -> Rpc:
         m.ParseFromString(bytes(data))
     except (DecodeError, RuntimeError, ValueError) as e:
         raise PubSubMessageError(f"not a pub/sub RPC: {e}") from None
-    _count(m.subscriptions, MAX_ENTRIES, "subscriptions")
-    _count(m.publish, MAX_ENTRIES, "published messages")
-    _count(m.stem, MAX_ENTRIES, "stem messages")
-    _count(m.acks, MAX_ENTRIES, "acks")
-    c = m.control
-    for items, what in ((c.ihave, "IHAVEs"), (c.iwant, "IWANTs"), (c.graft, "GRAFTs"),
-                        (c.prune, "PRUNEs"), (c.idontwant, "IDONTWANTs")):
-        _count(items, MAX_ENTRIES, what)
+    subscriptions: tuple[Subscription, ...] = ()
+    if m.subscriptions:
+        _count(m.subscriptions, MAX_ENTRIES, "subscriptions")
+        subscriptions = tuple(Subscription(_topic(s.topic, f"subscription {n} topic"),
+                                           s.subscribe) for n, s in enumerate(m.subscriptions))
+    publish: tuple[Message, ...] = ()
+    if m.publish:
+        _count(m.publish, MAX_ENTRIES, "published messages")
+        publish = tuple(_message(x, f"message {n}") for n, x in enumerate(m.publish))
+    stem: tuple[Message, ...] = ()
+    if m.stem:
+        _count(m.stem, MAX_ENTRIES, "stem messages")
+        stem = tuple(_message(x, f"stem message {n}") for n, x in enumerate(m.stem))
+    ihave: tuple[IHave, ...] = ()
+    iwant: tuple[IWant, ...] = ()
+    graft: tuple[Graft, ...] = ()
+    prune: tuple[Prune, ...] = ()
+    idontwant: tuple[IDontWant, ...] = ()
+    if m.HasField("control"):
+        c = m.control
+        for items, what in ((c.ihave, "IHAVEs"), (c.iwant, "IWANTs"), (c.graft, "GRAFTs"),
+                            (c.prune, "PRUNEs"), (c.idontwant, "IDONTWANTs")):
+            _count(items, MAX_ENTRIES, what)
+        ihave = tuple(IHave(_topic(i.topic, f"IHAVE {n} topic"), _ids(i.ids, f"IHAVE {n}"))
+                      for n, i in enumerate(c.ihave))
+        iwant = tuple(IWant(_ids(i.ids, f"IWANT {n}")) for n, i in enumerate(c.iwant))
+        graft = tuple(Graft(_topic(g.topic, f"GRAFT {n} topic")) for n, g in enumerate(c.graft))
+        prune = tuple(_prune(p) for p in c.prune)
+        idontwant = tuple(IDontWant(_ids(i.ids, f"IDONTWANT {n}"))
+                          for n, i in enumerate(c.idontwant))
     acks = []
+    if m.acks:
+        _count(m.acks, MAX_ENTRIES, "acks")
     for n, ack in enumerate(m.acks):
         if len(ack.id) != ID_BYTES:
             raise PubSubMessageError(f"ack {n} id is {len(ack.id)} bytes, not {ID_BYTES}")
@@ -297,19 +321,5 @@ def decode(data: bytes) -> Rpc:
                                      for n, x in enumerate(a.messages)), a.more)
         if any(x.topic != answer.topic for x in answer.messages):
             raise PubSubMessageError("a catch-up answer holds a message of another topic")
-    return Rpc(
-        subscriptions=tuple(Subscription(_topic(s.topic, f"subscription {n} topic"), s.subscribe)
-                            for n, s in enumerate(m.subscriptions)),
-        publish=tuple(_message(x, f"message {n}") for n, x in enumerate(m.publish)),
-        ihave=tuple(IHave(_topic(i.topic, f"IHAVE {n} topic"), _ids(i.ids, f"IHAVE {n}"))
-                    for n, i in enumerate(c.ihave)),
-        iwant=tuple(IWant(_ids(i.ids, f"IWANT {n}")) for n, i in enumerate(c.iwant)),
-        graft=tuple(Graft(_topic(g.topic, f"GRAFT {n} topic")) for n, g in enumerate(c.graft)),
-        prune=tuple(_prune(p) for p in c.prune),
-        idontwant=tuple(IDontWant(_ids(i.ids, f"IDONTWANT {n}"))
-                        for n, i in enumerate(c.idontwant)),
-        stem=tuple(_message(x, f"stem message {n}") for n, x in enumerate(m.stem)),
-        acks=tuple(acks),
-        catch_up=catch_up,
-        catch_up_answer=answer,
-    )
+    return Rpc(subscriptions, publish, ihave, iwant, graft, prune, idontwant, stem, tuple(acks),
+               catch_up, answer)

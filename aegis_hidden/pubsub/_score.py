@@ -65,6 +65,7 @@ class ScoreParams:
     identity_age_full: float = 7 * 86400.0
     identity_difficulty_min: int = 0
     identity_difficulty_full: int = 24
+    identity_refresh: float = 60.0  # seconds between two questions about one peer's identity
     # P7: behaviour penalty (negative weight; the excess over the threshold, squared)
     behaviour_penalty_weight: float = -10.0
     behaviour_penalty_threshold: float = 1.0
@@ -130,9 +131,14 @@ class PeerScore:
         self._clock = clock
         self._identity = identity
         self._peers: dict[str, _PeerStats] = {}
+        #: scores computed since the last change of the peer's counters or the last decay
+        #: (time in the mesh moves them too: they are refreshed at every heartbeat)
+        self._cached: dict[str, float] = {}
+        self._identity_cached: dict[str, tuple[float, float]] = {}  # peer -> (term, until)
 
     # -- membership ---------------------------------------------------------
     def add_peer(self, peer: str) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is None:
             self._peers[peer] = _PeerStats()
@@ -143,8 +149,11 @@ class PeerScore:
         stats = self._peers.get(peer)
         if stats is None:
             return
-        if self.score(peer) > 0:
+        positive = self.score(peer) > 0
+        self._cached.pop(peer, None)
+        if positive:
             del self._peers[peer]  # nothing worth remembering
+            self._identity_cached.pop(peer, None)
             return
         stats.connected = False
         stats.forget_at = self._clock() + self.params.retain_score
@@ -154,6 +163,7 @@ class PeerScore:
             t.first_deliveries = 0.0  # keep only what counts against it
 
     def graft(self, peer: str, topic: str) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -161,6 +171,7 @@ class PeerScore:
         t.in_mesh, t.grafted_at, t.mesh_time, t.mesh_active = True, self._clock(), 0.0, False
 
     def prune(self, peer: str, topic: str) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -173,6 +184,7 @@ class PeerScore:
 
     # -- events -------------------------------------------------------------
     def first_delivery(self, peer: str, topic: str) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -183,6 +195,7 @@ class PeerScore:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
 
     def near_first_delivery(self, peer: str, topic: str, first_seen: float) -> None:
+        self._cached.pop(peer, None)
         """A duplicate: it counts for P3 when it came within the window after the first copy."""
         stats = self._peers.get(peer)
         if stats is None:
@@ -193,29 +206,44 @@ class PeerScore:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
 
     def invalid(self, peer: str, topic: str) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is not None:
             stats.topic(topic).invalid += 1
 
     def penalty(self, peer: str, count: float = 1.0) -> None:
+        self._cached.pop(peer, None)
         stats = self._peers.get(peer)
         if stats is not None:
             stats.behaviour += count
 
     # -- the score ----------------------------------------------------------
     def identity_term(self, peer: str) -> float:
+        """``identity_weight`` x the mean of the age share and the difficulty share (0..1 each).
+
+        Asked of the caller at most once per ``identity_refresh`` seconds per peer.
+        """
         if self._identity is None:
             return 0.0
+        now = self._clock()
+        held = self._identity_cached.get(peer)
+        if held is not None and held[1] > now:
+            return held[0]
         cost = self._identity(peer)
-        if cost is None:
-            return 0.0
-        p = self.params
-        age = min(1.0, max(0.0, cost.age) / p.identity_age_full)
-        span = max(1, p.identity_difficulty_full - p.identity_difficulty_min)
-        difficulty = min(1.0, max(0.0, (cost.difficulty - p.identity_difficulty_min) / span))
-        return p.identity_weight * (age + difficulty) / 2
+        value = 0.0
+        if cost is not None:
+            p = self.params
+            age = min(1.0, max(0.0, cost.age) / p.identity_age_full)
+            span = max(1, p.identity_difficulty_full - p.identity_difficulty_min)
+            difficulty = min(1.0, max(0.0, (cost.difficulty - p.identity_difficulty_min) / span))
+            value = p.identity_weight * (age + difficulty) / 2
+        self._identity_cached[peer] = (value, now + self.params.identity_refresh)
+        return value
 
     def score(self, peer: str) -> float:
+        held = self._cached.get(peer)
+        if held is not None:
+            return held
         stats = self._peers.get(peer)
         if stats is None:
             return 0.0
@@ -240,11 +268,13 @@ class PeerScore:
         excess = stats.behaviour - self.params.behaviour_penalty_threshold
         if excess > 0:
             total += self.params.behaviour_penalty_weight * excess * excess
+        self._cached[peer] = total
         return total
 
     def decay(self) -> None:
         """One decay step (at every heartbeat); forgets disconnected peers whose time is up."""
         now = self._clock()
+        self._cached.clear()
         zero = self.params.decay_to_zero
         gone = []
         for peer, stats in self._peers.items():
@@ -253,16 +283,21 @@ class PeerScore:
                 continue
             for topic, t in stats.topics.items():
                 p = self.params.for_topic(topic)
+                if t.in_mesh and not t.mesh_active and (
+                        now - t.grafted_at >= p.mesh_deliveries_activation):
+                    t.mesh_active = True
+                if not (t.first_deliveries or t.mesh_deliveries or t.mesh_failure or t.invalid):
+                    continue
                 t.first_deliveries = _decayed(t.first_deliveries, p.first_deliveries_decay, zero)
                 t.mesh_deliveries = _decayed(t.mesh_deliveries, p.mesh_deliveries_decay, zero)
                 t.mesh_failure = _decayed(t.mesh_failure, p.mesh_failure_penalty_decay, zero)
                 t.invalid = _decayed(t.invalid, p.invalid_decay, zero)
-                if t.in_mesh and not t.mesh_active and (
-                        now - t.grafted_at >= p.mesh_deliveries_activation):
-                    t.mesh_active = True
-            stats.behaviour = _decayed(stats.behaviour, self.params.behaviour_penalty_decay, zero)
+            if stats.behaviour:
+                stats.behaviour = _decayed(stats.behaviour, self.params.behaviour_penalty_decay,
+                                           zero)
         for peer in gone:
             del self._peers[peer]
+            self._identity_cached.pop(peer, None)
 
     def known(self) -> int:
         return len(self._peers)
