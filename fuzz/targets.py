@@ -534,6 +534,71 @@ def _keyfile_seeds() -> list[bytes]:
     return [encode_key_file({"ed25519": bytes(32), "mldsa65": bytes(range(32))}, "x.onion"), DEEP]
 
 
+# -------------------------------------------------------------------- pub/sub RPCs
+@cache
+def _pubsub() -> tuple[Any, Any]:
+    import random
+
+    from aegis_hidden.pubsub import Ed25519Signer, PubSubCore
+
+    rng = random.Random(7)
+    clock = [NOW]
+    core = PubSubCore(clock=lambda: clock[0], rng=rng, send=lambda *_: None,
+                      on_event=lambda _: None, signer=Ed25519Signer.from_rng(rng))
+    core.add_peer("peer", outbound=True)
+    core.subscribe("t")
+    core.subscribe("anon", anonymous=True)
+    return core, clock
+
+
+def pubsub_rpcs(data: bytes) -> None:
+    """pubsub.decode, then the decoded RPC through a subscribed PubSubCore (which never raises)."""
+    from aegis_hidden.pubsub import PubSubMessageError, decode, encode
+
+    try:
+        rpc = decode(data)
+    except PubSubMessageError:
+        rpc = None
+    if rpc is not None:
+        assert decode(encode(rpc)) == rpc, "a decoded RPC does not survive a round trip"
+    core, clock = _pubsub()
+    if "peer" not in core.peers:
+        core.add_peer("peer", outbound=True)
+    core.receive("peer", data)
+    clock[0] += 1.0
+    core.heartbeat()
+
+
+def _pubsub_seeds() -> list[bytes]:
+    import random
+
+    from aegis_hidden.pubsub import (
+        Ack,
+        CatchUp,
+        Ed25519Signer,
+        Graft,
+        IHave,
+        IWant,
+        Message,
+        PeerInfo,
+        Prune,
+        Rpc,
+        Subscription,
+        encode,
+        signed_body,
+    )
+
+    signer = Ed25519Signer.from_rng(random.Random(1))
+    body = signed_body("t", bytes(16), b"hello", False, signer.identity, ())
+    m = Message("t", b"hello", bytes(16), False, signer.identity, signer.sign(body))
+    return [encode(Rpc(subscriptions=(Subscription("t", True),), publish=(m,))),
+            encode(Rpc(ihave=(IHave("t", (m.id,)),), iwant=(IWant((m.id,)),),
+                       graft=(Graft("t"),), prune=(Prune("t", (PeerInfo("p", b"r"),), 60),))),
+            encode(Rpc(stem=(Message("anon", b"x", bytes(16), True, bytes(32), bytes(64)),),
+                       acks=(Ack(m.id, signer.identity, bytes(64)),),
+                       catch_up=CatchUp("t", 600)))]
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("cells", cells, _cell_seeds,
            "wire.decode_clear / decode_inner / Reassembler.feed -> CellError (MessageTooLarge)"),
@@ -565,4 +630,6 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            "identity I2PBinding.parse / verify_binding -> RecordError"),
     Target("key_files", key_files, _keyfile_seeds,
            "identity._keyfile.read_key_file -> KeyFileError"),
+    Target("pubsub_rpcs", pubsub_rpcs, _pubsub_seeds,
+           "pubsub.decode -> PubSubMessageError; PubSubCore.receive never raises"),
 ]}

@@ -108,6 +108,7 @@ test_config_yaml_returns_or_raises_only_its_typed_error = _fuzz_test("config_yam
 test_identity_records_returns_or_raises_only_its_typed_error = _fuzz_test("identity_records")
 test_i2p_bindings_returns_or_raises_only_its_typed_error = _fuzz_test("i2p_bindings")
 test_key_files_returns_or_raises_only_its_typed_error = _fuzz_test("key_files")
+test_pubsub_rpcs_returns_or_raises_only_its_typed_error = _fuzz_test("pubsub_rpcs")
 
 
 def test_every_target_has_a_test_here() -> None:
