@@ -23,9 +23,10 @@ import bisect
 import heapq
 import itertools
 import math
+import struct
 from collections import deque
 from dataclasses import dataclass, field
-from random import Random
+from random import Random, SystemRandom
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -40,6 +41,12 @@ from ._timer import rearm
 
 #: Upper bounds (seconds) of the queue-delay histogram buckets; the last bucket is +Inf.
 QUEUE_DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: Exp(λ) gaps drawn per refill: one call into the random source (one getrandbits,
+#: i.e. one read of the system's CSPRNG, for SystemRandom) instead of one per slot.
+GAP_BATCH = 256
+_WORDS = struct.Struct(f"<{GAP_BATCH}Q")
+_TWO_M53 = 2.0 ** -53
 
 
 @dataclass
@@ -91,6 +98,11 @@ class _Entry:
     def sent(self, cells: int, now: float, stats: SchedulerStats) -> None:
         self.known -= cells
         seen = self.seen
+        if seen and seen[0][1] > cells:  # the common case: all from the oldest arrival
+            head = seen[0]
+            head[1] -= cells
+            stats.observe_delay(now - head[0], cells)
+            return
         while cells and seen:
             head = seen[0]
             take = min(cells, int(head[1]))
@@ -151,6 +163,7 @@ class PoissonScheduler:
         self._trace = trace
         self._cell_size = cell_size
         self._entries: dict[int, _Entry] = {}
+        self._gaps: list[float] = []  # drawn ahead, next one last
         self._heap: list[_Slot] = []
         self._seq = itertools.count()
         self._call: IDelayedCall | None = None
@@ -198,7 +211,31 @@ class PoissonScheduler:
     def _gap(self) -> float:
         if self.constant:
             return 1.0 / self.rate
-        return self._random.expovariate(self.rate)
+        gaps = self._gaps
+        if not gaps:
+            gaps = self._draw_gaps()
+        return gaps.pop()
+
+    def _draw_gaps(self) -> list[float]:
+        """The next GAP_BATCH Exp(λ) gaps, as ``random.expovariate`` computes them.
+
+        From a seeded Random: the same uniforms in the same order as one
+        ``expovariate`` per slot, so a seed gives the same schedule. From
+        SystemRandom: one ``getrandbits`` for the whole batch, cut into 53-bit
+        uniforms (the resolution of ``random()``), instead of one read of the
+        system's CSPRNG per slot.
+        """
+        rate, log, n = self.rate, math.log, GAP_BATCH
+        rng = self._random
+        if isinstance(rng, SystemRandom):
+            words = _WORDS.unpack(rng.getrandbits(64 * n).to_bytes(8 * n, "little"))
+            gaps = [-log(1.0 - (w >> 11) * _TWO_M53) / rate for w in words]
+        else:
+            uniform = rng.random
+            gaps = [-log(1.0 - uniform()) / rate for _ in range(n)]
+        gaps.reverse()
+        self._gaps = gaps
+        return gaps
 
     def _push(self, entry: _Entry, due: float) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), entry))
@@ -213,12 +250,18 @@ class PoissonScheduler:
         self._call = rearm(self._clock, self._call, due, self._fire)
 
     def _fire(self) -> None:
+        # The hot path: every slot of every link passes here, so the loop keeps
+        # what it uses in locals and takes every slot due now in one wakeup.
         self._call = None
         now = self._clock.seconds()
         heap = self._heap
+        pop, push, seq = heapq.heappop, heapq.heappush, self._seq
         horizon = now + _EPSILON
+        late = now - self.resolution - _EPSILON
+        constant, gaps = self.constant, self._gaps
+        stats = self.stats
         while heap and heap[0][0] <= horizon:
-            due, _, entry = heapq.heappop(heap)
+            due, _, entry = pop(heap)
             if not entry.live:
                 continue
             link = entry.link
@@ -226,37 +269,44 @@ class PoissonScheduler:
                 entry.live = False
                 self._entries.pop(id(link), None)
                 continue
-            self._slot(entry, link, now)
-            nxt = due + self._gap()
-            if nxt < now - self.resolution - _EPSILON:
+            self._slot(entry, link, now, stats)
+            if constant:
+                nxt = due + 1.0 / self.rate
+            else:
+                if not gaps:
+                    gaps = self._draw_gaps()
+                nxt = due + gaps.pop()
+            if nxt < late:
                 # The reactor ran late past this link's next slot: missed slots
                 # are skipped rather than sent in a clump (a clump would show the
                 # stall); queued cells wait for the next slot.
-                self.stats.late_slots += 1
+                stats.late_slots += 1
                 nxt = now + self._gap()
-            self._push(entry, nxt)
+                gaps = self._gaps
+            push(heap, (nxt, next(seq), entry))
         self._arm()
 
-    def _slot(self, entry: _Entry, link: ICellLink, now: float) -> None:
-        stats = self.stats
+    def _slot(self, entry: _Entry, link: ICellLink, now: float, stats: SchedulerStats) -> None:
         stats.slots += 1
         queued = link.queued()
         if queued != entry.known:
             entry.discover(queued, now)  # queued without a notify (e.g. a REKEY)
         if queued:
-            sent = link.emit(min(queued, self.burst))
-            entry.sent(sent, now, stats)
-            stats.real_cells += sent
-            if sent > 1:
-                stats.burst_slots += 1
-            if self._trace is not None:
-                for _ in range(sent):
-                    self._trace.record(now, str(link.link_id), "out", self._cell_size, "real")
+            sent = link.emit(queued if queued < self.burst else self.burst)
+            if sent:
+                entry.sent(sent, now, stats)
+                stats.real_cells += sent
+                if sent > 1:
+                    stats.burst_slots += 1
+                if self._trace is not None:
+                    for _ in range(sent):
+                        self._trace.record(now, str(link.link_id), "out", self._cell_size,
+                                           "real")
             # The slot is used even when nothing queued went: the record layer
             # spent it on a control cell (a REKEY takes a slot); no cover follows,
             # so a slot is never two writes.
             return
-        link.emit(0, cover=1)
+        link.emit(0, 1)
         stats.cover_cells += 1
         if self._trace is not None:
             self._trace.record(now, str(link.link_id), "out", self._cell_size, "cover")
