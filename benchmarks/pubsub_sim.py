@@ -34,10 +34,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import resource
 import sys
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -89,6 +93,26 @@ def scenarios(args: argparse.Namespace) -> tuple[list[PubSubScenario], list[Anon
     return runs, anons
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of the worker processes it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _map(fn: Callable[[T, int], R], items: list[T], seeds: list[int], jobs: int) -> Iterator[R]:
+    """``fn(item, seed)`` for each item, in order; in ``jobs`` processes when above 1."""
+    if jobs <= 1:
+        yield from map(fn, items, seeds)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(fn, items, seeds)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix-delay", type=float, default=0.5,
                     help="mean mixing delay per anonymous forward in the third anonymity row")
     ap.add_argument("--codec", action="store_true", help="every RPC through the protobuf codec")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="run the scenarios in this many processes (same figures, less wall time)")
+    ap.add_argument("--part", choices=("all", "attacks", "anonymity"), default="all",
+                    help="print both tables (default) or one of them")
     ap.add_argument("--quick", action="store_true",
                     help="40 nodes, 8 publishers, 8 Sybils, shorter phases (the unit test)")
     args = ap.parse_args(argv)
@@ -111,30 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         args.sybil_degree, args.victims = 10, 3
     runs, anons = scenarios(args)
     started = time.perf_counter()
-    print(f"Pub/sub simulation: {args.nodes} honest nodes, {args.publishers} publishers, "
-          f"{args.sybils} Sybils ({args.sybil_degree} honest peers each; eclipse: "
-          f"{args.victims} victims), seed {args.seed}, codec {'on' if args.codec else 'off'}")
-    print(HEADER)
     results: list[PubSubResult] = []
-    baseline: dict[str, float] = {}
-    for n, sc in enumerate(runs):
-        r = simulate_pubsub(sc, args.seed * 1000 + n % len(PROTOCOLS))
-        results.append(r)
-        if sc.attack == "none":
-            baseline[sc.protocol] = r.latency_p99
-        print(row(r, baseline[sc.protocol]), flush=True)
-    print()
-    print(f"First-spy estimator: {args.spies * 100:.0f}% of the honest nodes are spies; "
-          f"{anons[0].messages} messages from honest publishers")
-    print(ANON_HEADER)
-    anon_results = []
-    for n, a in enumerate(anons):
-        ar = simulate_anonymity(a, args.seed * 2000 + n)
-        anon_results.append(ar)
-        print(anon_row(ar), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.part in ("all", "attacks"):
+        print(f"Pub/sub simulation: {args.nodes} honest nodes, {args.publishers} publishers, "
+              f"{args.sybils} Sybils ({args.sybil_degree} honest peers each; eclipse: "
+              f"{args.victims} victims), seed {args.seed}, codec {'on' if args.codec else 'off'}")
+        print(HEADER)
+        baseline: dict[str, float] = {}
+        seeds = [args.seed * 1000 + n % len(PROTOCOLS) for n in range(len(runs))]
+        for r in _map(simulate_pubsub, runs, seeds, args.jobs):
+            results.append(r)
+            if r.scenario.attack == "none":
+                baseline[r.scenario.protocol] = r.latency_p99
+            print(row(r, baseline[r.scenario.protocol]), flush=True)
+        print()
+    anon_results: list[AnonymityResult] = []
+    if args.part in ("all", "anonymity"):
+        print(f"First-spy estimator: {args.nodes} honest nodes, {args.spies * 100:.0f}% of them "
+              f"spies; {anons[0].messages} messages from honest publishers, seed {args.seed}")
+        print(ANON_HEADER)
+        seeds = [args.seed * 2000 + n for n in range(len(anons))]
+        for ar in _map(simulate_anonymity, anons, seeds, args.jobs):
+            anon_results.append(ar)
+            print(anon_row(ar), flush=True)
+    peak = max(resource.getrusage(who).ru_maxrss
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"fingerprint {pubsub_fingerprint(results)}/{pubsub_fingerprint(anon_results)}; "
-          f"wall {time.perf_counter() - started:.0f}s, peak memory {peak:.0f} MiB")
+          f"wall {time.perf_counter() - started:.0f}s, cpu {_cpu():.0f}s, "
+          f"peak memory {peak:.0f} MiB (largest process)")
     return 0
 
 
