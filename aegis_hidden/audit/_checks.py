@@ -191,7 +191,8 @@ def check_timing(facts: Sequence[Facts], th: Thresholds, exp: Expectations) -> C
         if exp.constant:
             cv = float(gaps.std() / mean)
             off = abs(mean * rate - 1.0)
-            bad = cv > 0.1 or off > 0.1
+            bad = (cv > th.get("timing.constant_max_cv")
+                   or off > th.get("timing.constant_max_rate_error"))
             row.update(cv=_r(cv, 4), rate_error=_r(off, 4))
         else:
             res = stats.kstest(gaps, "expon", args=(0, 1.0 / rate))

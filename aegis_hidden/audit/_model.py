@@ -35,6 +35,9 @@ THRESHOLDS: dict[str, tuple[float | None, str]] = {
     "timing.alpha": (0.01, "KS significance level per check (Bonferroni over links): a "
                      "link fails when p < alpha / links"),
     "timing.min_intervals": (30, "inter-departure times a link needs to be tested"),
+    "timing.constant_max_cv": (0.1, "constant-rate schedule: most std/mean of the intervals"),
+    "timing.constant_max_rate_error": (0.1, "constant-rate schedule: most relative error of "
+                                       "the mean interval against 1/λ"),
     "bursts.max_cells_per_write": (4, "real+cover cells one departure may carry (the "
                                    "profile's burst)"),
     "bursts.max_dispersion": (2.0, "variance/mean of departures per bin (Poisson: 1)"),

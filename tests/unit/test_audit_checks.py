@@ -348,7 +348,8 @@ def test_entropy_and_mutual_information_known_answers() -> None:
 def test_thresholds_parse_and_refuse() -> None:
     th = Thresholds.parse(["timing.alpha=0.05", "volume.max_cover_overhead=3"])
     assert th["timing.alpha"] == 0.05 and th["volume.max_cover_overhead"] == 3.0
-    assert th.of("timing") == {"alpha": 0.05, "min_intervals": 30}
+    assert th.of("timing") == {"alpha": 0.05, "min_intervals": 30, "constant_max_cv": 0.1,
+                               "constant_max_rate_error": 0.1}
     assert Thresholds.parse(["volume.max_cover_overhead=none"])["volume.max_cover_overhead"] \
         is None
     for bad in (["nope.x=1"], ["timing.alpha"], ["timing.alpha=abc"], ["timing.alpha=-1"],
@@ -498,3 +499,16 @@ def test_i2pd_forwarding_with_a_destination_line_is_read_as_cells() -> None:
     report = audit(sc.build())
     assert report.failed == ["cells"]
     assert report.check("cells").findings[0]["where"].startswith("127.0.0.1:40030 ->")
+
+
+def test_a_constant_rate_profile_is_judged_by_its_spacing() -> None:
+    sc = Scenario()
+    sc.out_socks = [1.0 + i / RATE for i in range(int((SECONDS - 1) * RATE))]
+    sc.out_listen = [1.3 + i / RATE for i in range(int((SECONDS - 1) * RATE))]
+    report = audit(sc.build(), constant=True)
+    timing = report.check("timing")
+    assert timing.status == "pass" and timing.figures["schedule"] == "constant"
+    # Poisson departures are not a constant rate
+    report = audit(Scenario().build(), constant=True)
+    assert report.check("timing").status == "fail"
+    assert all(r["cv"] > 0.5 for r in report.check("timing").findings)
