@@ -25,9 +25,10 @@ Entry point::
   names; allowed only in SOCKS CONNECT requests, SAM commands and tor's
   control connection, a failure anywhere else.
 - ``topology``: :class:`Topology`: tor SOCKS/control ports, i2pd SAM port,
-  the node's listen ports, other allowed loopback ports, relay endpoints off
-  loopback, and which ports form one node. Without ports the connections
-  check is skipped.
+  the node's listen ports, its API ports (plaintext by design: not searched),
+  other allowed loopback ports, relay endpoints off loopback, and which ports
+  form one node (for the correlation check; otherwise each local port is a
+  node of its own). Without ports the connections check is skipped.
 - ``rate``: λ, the configured slots per second per link (the mixing
   profile's ``cover_rate``); None fits the rate per link (a weaker test).
   ``constant``: the profile sends at a constant rate (``paranoid``).
