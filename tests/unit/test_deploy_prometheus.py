@@ -45,7 +45,8 @@ class _Transport:
 
 def node_metric_names() -> set[str]:
     """Every series name a node's /metrics shows: a core with tor and i2p, a session
-    layer with its counters, and the default mixing layer (histograms expanded)."""
+    layer with its counters, and the default mixing layer with its loop cover
+    (histograms expanded)."""
     clock = Clock()
     identity = memory_identity(clock.seconds())
     core = NodeCore(Config(), identity, "/nonexistent", EventBus(now=clock.seconds), clock,
@@ -56,7 +57,7 @@ def node_metric_names() -> set[str]:
     for counter in ("handshakes_rate_limited", "revoked_refused"):  # the real factory's
         setattr(sessions, counter, 0)
     core.attach_session_factory(sessions)
-    core.metrics.mixing = MixingLayer.from_config(Config(), clock, Random(1)).snapshot
+    core.attach_mixing(MixingLayer.from_config(Config(), clock, Random(1)))
     names = set()
     for line in core.metrics.render().splitlines():
         if line.startswith("# TYPE "):
@@ -128,7 +129,8 @@ def test_rule_expressions_use_metrics_the_node_shows() -> None:
 def test_the_metric_check_knows_an_unknown_name() -> None:
     known = node_metric_names()
     assert {"aegis_tor_ready", "aegis_sessions", "aegis_outbox_messages",
-            "aegis_message_ack_latency_seconds_bucket"} <= known
+            "aegis_message_ack_latency_seconds_bucket", "aegis_mixing_loops_lost_total",
+            "aegis_audits_failed_total"} <= known
     assert "aegis_loops_lost_total" not in known and "aegis_audit_failed" not in known
 
 
