@@ -63,6 +63,7 @@ from ._signing import (
     ack_body,
     signed_body,
     verify_ed25519,
+    weak_ed25519_key,
 )
 
 __all__ = [
@@ -113,4 +114,5 @@ __all__ = [
     "message_id",
     "signed_body",
     "verify_ed25519",
+    "weak_ed25519_key",
 ]

@@ -98,6 +98,7 @@ class GossipParams:
     embargo_base: float = 15.0  # a stemmed message not seen fluffed after this
     embargo_mean: float = 5.0  # ... plus an exponential of this mean is fluffed by the holder
     ack_timeout: float = 120.0
+    max_stems: int = 50  # stem messages taken from one peer per heartbeat (each is held)
 
     def __post_init__(self) -> None:
         if not (0 < self.d_lo <= self.d <= self.d_hi):
@@ -158,6 +159,7 @@ class _Peer:
     dontwant: dict[bytes, float] = field(default_factory=dict)
     ihaves: int = 0
     asked: int = 0
+    stems: int = 0
     catch_up_at: dict[str, float] = field(default_factory=dict)
     catch_up_asked: set[str] = field(default_factory=set)
 
@@ -405,6 +407,11 @@ class PubSubCore:
         for m in rpc.publish:
             self._on_message(peer, m)
         for m in rpc.stem:
+            state.stems += 1
+            if state.stems > self.params.max_stems:
+                self.stats["stem over the rate"] += 1
+                self.scores.penalty(peer)
+                break
             self._on_stem(peer, m)
         for ih in rpc.ihave:
             self._on_ihave(peer, state, ih)
@@ -900,6 +907,7 @@ class PubSubCore:
         for state in self.peers.values():
             state.ihaves = 0
             state.asked = 0
+            state.stems = 0
             if state.dontwant:
                 for mid in [m for m, until in state.dontwant.items() if until <= now]:
                     del state.dontwant[mid]

@@ -82,9 +82,26 @@ class Ed25519Signer:
         return self._key.sign(data)
 
 
+_P = 2**255 - 19
+#: y-coordinates of the eight points of small order (identity, order 2, 4 and 8)
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1,
+                            0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+                            _P - 0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826})
+
+
+def weak_ed25519_key(key: bytes) -> bool:
+    """A key of small order, or not canonically encoded.
+
+    Under such a key, signatures can be made without any private key (OpenSSL
+    does not refuse them), and an ephemeral key is whatever its sender says.
+    """
+    y = int.from_bytes(key, "little") & ((1 << 255) - 1)
+    return y >= _P or y in _SMALL_ORDER_Y
+
+
 def verify_ed25519(key: bytes, data: bytes, signature: bytes) -> bool:
     """True when ``signature`` is ``key``'s Ed25519 signature of ``data`` (any bad input: False)."""
-    if len(key) != 32 or len(signature) != 64:
+    if len(key) != 32 or len(signature) != 64 or weak_ed25519_key(key):
         return False
     try:
         Ed25519PublicKey.from_public_bytes(key).verify(signature, data)

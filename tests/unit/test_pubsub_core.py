@@ -559,3 +559,47 @@ def test_rpc_batches_decode() -> None:
     net.cores["a"].subscribe(T)
     for _, _, rpc, _ in net.sent:
         assert decode(encode(rpc)) == rpc
+
+
+def test_stems_beyond_the_rate_are_dropped_and_penalised() -> None:
+    net = Net(["x", "y"], params=GossipParams(max_stems=3))
+    net.connect("x", "y")
+    x = net.cores["x"]
+    x.subscribe(T, anonymous=True)
+    stems = []
+    for n in range(5):
+        m = Message(T, b"s%d" % n, bytes([n]) * 16, True, bytes(32), bytes(64))
+        stems.append(m)
+    x.handle("y", Rpc(stem=tuple(stems)))
+    assert x.stats["stem over the rate"] == 1
+    assert x.stats["invalid: signature"] == 3  # the first three were looked at (and are forged)
+
+
+def test_small_order_keys_are_refused_though_their_forged_signatures_would_verify() -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from aegis_hidden.pubsub import verify_ed25519, weak_ed25519_key
+
+    p = 2**255 - 19
+    order8 = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+    weak = [bytes(32), (1).to_bytes(32, "little"), (p - 1).to_bytes(32, "little"), order8,
+            (p - int.from_bytes(order8, "little")).to_bytes(32, "little"),
+            (p + 1).to_bytes(32, "little")]
+    forged = 0
+    for key in weak:
+        assert weak_ed25519_key(key)
+        for n in range(8):
+            signature = (1).to_bytes(32, "little") + bytes(32)  # R = identity, S = 0
+            data = b"m%d" % n
+            try:
+                Ed25519PublicKey.from_public_bytes(key).verify(signature, data)
+            except (InvalidSignature, ValueError):
+                continue
+            finally:
+                assert not verify_ed25519(key, data, signature)
+            forged += 1
+    assert forged > 0  # the library alone accepts some of them
+    good = Ed25519Signer.from_rng(random.Random(3))
+    assert not weak_ed25519_key(good.identity)
+    assert verify_ed25519(good.identity, b"x", good.sign(b"x"))
