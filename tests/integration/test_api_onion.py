@@ -132,4 +132,12 @@ def test_api_onion_needs_the_client_key_then_the_token(
     with s:
         status, _ = _http_get(s, "/api/network/status", None)
     assert status == 401
+
+    # The dashboard is the same site: its page and script, without the token.
+    for path, marker in (("/", b'<script src="/static/app.js"'), ("/static/app.js",
+                                                                  b"sessionStorage")):
+        s = wait_for(reached, 60, f"a stream for {path}", [node], interval=2)
+        with s:
+            status, body = _http_get(s, path, None)
+        assert status == 200 and marker in body, body[:200]
     _control(tor_network, f"ONION_CLIENT_AUTH_REMOVE {address}")

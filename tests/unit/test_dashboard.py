@@ -165,3 +165,11 @@ def test_status_lists_live_sessions_with_their_transport(tmp_path: Path) -> None
     assert code == 200
     assert status["sessions"] == [{"peer": b, "transport": "memory"}]
     assert status["counts"]["connected"] == 1
+
+
+def test_status_says_whether_the_dht_runs(tmp_path: Path) -> None:
+    api = Api(tmp_path)
+    assert api.call("GET", "/api/network/status")[1]["dht"] == {"running": False}
+    assert api.call("GET", "/api/network/dht")[0] == 503  # what the page then skips
+    api.a.dht = object()
+    assert api.call("GET", "/api/network/status")[1]["dht"] == {"running": True}

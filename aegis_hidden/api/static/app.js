@@ -8,6 +8,7 @@
 
 (function () {
   const TOKEN_KEY = 'aegis-hidden.token';
+  const AUDIT_KEY = 'aegis-hidden.audit'; // the id of the audit started from this tab
   const MAX_EVENTS = 200;
   const STATUS_FAST = 1000; // ms, while a transport is still bootstrapping
   const STATUS_SLOW = 5000;
@@ -29,9 +30,15 @@
   let statusTimer = null;
   let refreshPending = null;
   let sessions = new Map(); // peer -> transport of its live session
-  const seenProgress = {}; // transport -> distinct progress values, in order
+  const seenProgress = {}; // transport -> progress values shown on its bar, in order
+  // tor -> the progress of the node's tor_bootstrap events from before this page
+  // connected (replayed by the event stream): the way there, never shown on the bar
+  const pastProgress = {};
+  let replayedUpTo = 0; // events with seq <= this are history (hello's seq)
   let featurePaths = null;
   let lastTransports = {};
+  let lastStatus = null;
+  let auditTimer = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -61,6 +68,10 @@
     return delta >= 0 ? 'in ' + text : text + ' ago (expired)';
   }
 
+  function fmtRate(value) {
+    return String(Number(Number(value || 0).toPrecision(3)));
+  }
+
   function fmtBytes(perSecond) {
     if (perSecond >= 1048576) return (perSecond / 1048576).toFixed(2) + ' MiB/s';
     if (perSecond >= 1024) return (perSecond / 1024).toFixed(1) + ' KiB/s';
@@ -79,17 +90,35 @@
   class Unauthorized extends Error {}
   class NotFound extends Error {}
 
-  async function api(path) {
-    const response = await fetch(path, {
-      headers: { Authorization: 'Bearer ' + token, Accept: 'application/json' },
-      cache: 'no-store',
-      credentials: 'omit',
-    });
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // GET ``path`` (POST ``body`` as JSON when given); the reply's JSON
+  async function api(path, body) {
+    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
+    const init = { headers: headers, cache: 'no-store', credentials: 'omit' };
+    if (body !== undefined) {
+      init.method = 'POST';
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init);
     if (response.status === 401) throw new Unauthorized('the node refused the token');
     if (response.status === 404) throw new NotFound(path);
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || 'HTTP ' + response.status);
-    return body;
+    let reply = null;
+    try {
+      reply = await response.json();
+    } catch (error) {
+      reply = null;
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, (reply && reply.error) || 'HTTP ' + response.status);
+    }
+    return reply;
   }
 
   function apiFailed(error) {
@@ -127,6 +156,9 @@
     timers = [];
     if (statusTimer !== null) clearTimeout(statusTimer);
     statusTimer = null;
+    if (auditTimer !== null) clearTimeout(auditTimer);
+    auditTimer = null;
+    sessionStorage.removeItem(AUDIT_KEY);
     if (socket !== null) {
       const s = socket;
       socket = null;
@@ -144,11 +176,14 @@
     $('login-error').textContent = '';
     $('dashboard').hidden = false;
     $('logout').hidden = false;
-    pollStatus();
     refreshPeers();
     timers.push(setInterval(refreshPeers, PEERS_EVERY));
-    refreshFeatures();
-    timers.push(setInterval(refreshFeatures, FEATURES_EVERY));
+    // the status first: it says which of the optional panels can answer at all
+    pollStatus().then(() => {
+      if (token === null) return;
+      refreshFeatures();
+      timers.push(setInterval(refreshFeatures, FEATURES_EVERY));
+    });
     connectEvents();
   }
 
@@ -170,6 +205,7 @@
 
   // Returns true when every transport is ready (the status may then be polled slowly).
   function renderStatus(status) {
+    lastStatus = status;
     const identity = status.identity || {};
     $('node-onion').textContent = identity.onion || '';
     const rows = [['onion', identity.onion || '—', 'mono']];
@@ -277,15 +313,28 @@
       if (name === 'tor' && state.published) label += ' — onion published';
       if (state.error) label += ' — ' + state.error;
       block.querySelector('.label').textContent = label;
-      const seenText = block.querySelector('.seen');
-      seenText.textContent = 'seen: ' + seen.map((v) => v + '%').join(' → ');
-      seenText.dataset.values = seen.join(',');
+      showSeen(name);
     }
     if (names.length === 0) {
       clear(box);
       box.appendChild(el('p', 'no transport enabled', 'muted'));
     }
     return allReady;
+  }
+
+  // "seen: 0% → 45% → 100%": the node's bootstrap events from before the page was
+  // opened, then what the bar itself showed
+  function showSeen(name) {
+    const block = $('transport-' + name);
+    if (block === null) return;
+    const values = [];
+    for (const v of (pastProgress[name] || []).concat(seenProgress[name] || [])) {
+      if (values[values.length - 1] !== v) values.push(v);
+    }
+    const seenText = block.querySelector('.seen');
+    seenText.textContent = 'seen: ' + values.map((v) => v + '%').join(' → ');
+    seenText.dataset.values = values.join(',');
+    seenText.dataset.bar = (seenProgress[name] || []).join(',');
   }
 
   function renderMixing(mixing, liveSessions) {
@@ -298,14 +347,14 @@
     const rows = [
       ['profile', mixing.profile],
       ['cover traffic', mixing.cover_traffic ? 'on' : 'off'],
-      ['slot rate λ', (mixing.cover_rate || 0) + ' cells/s per link'],
+      ['slot rate λ', fmtRate(mixing.cover_rate) + ' cells/s per link'],
       ['constant rate', mixing.constant_rate ? 'yes' : 'no'],
       ['burst', mixing.burst === null || mixing.burst === undefined ? '—' : mixing.burst],
       ['per link', fmtBytes(perLink)],
       ['overhead now', fmtBytes(perLink * liveSessions) + ' (' + liveSessions +
         ' live session' + (liveSessions === 1 ? '' : 's') + ')'],
-      ['loop cover', mixing.loop_cover ? (mixing.loop_rate + '/s') : 'not running'],
-      ['mix pool', mixing.mix_pool ? (mixing.mix_rate + '/s') : 'not running'],
+      ['loop cover', mixing.loop_cover ? (fmtRate(mixing.loop_rate) + '/s') : 'not running'],
+      ['mix pool', mixing.mix_pool ? (fmtRate(mixing.mix_rate) + '/s') : 'not running'],
     ];
     fillList(dl, rows);
   }
@@ -360,15 +409,23 @@
   }
 
   // -- topics, DHT, audit: shown when this node's API document has them ------------
-  function featurePath(documentPaths, base) {
-    const candidates = Object.keys(documentPaths).filter((p) =>
-      (p === base || p.startsWith(base + '/')) && !p.includes('{') &&
-      documentPaths[p] && documentPaths[p].get);
-    candidates.sort((a, b) => {
-      const rank = (p) => (p === base ? 0 : p.endsWith('/latest') ? 1 : 2);
-      return rank(a) - rank(b) || a.localeCompare(b);
-    });
-    return candidates.length ? candidates[0] : null;
+  // The endpoints are looked up in /api/openapi.json rather than probed, so a node
+  // without them costs no failed request; a 404 or 503 still reads "not available".
+  function documented(path, method) {
+    const entry = featurePaths && featurePaths[path];
+    return Boolean(entry && entry[method]);
+  }
+
+  // the first GET path (no parameter) at or below one of the space-separated ``bases``
+  function featurePath(documentPaths, bases) {
+    for (const base of bases.split(' ')) {
+      const candidates = Object.keys(documentPaths).filter((p) =>
+        (p === base || p.startsWith(base + '/')) && !p.includes('{') &&
+        documentPaths[p] && documentPaths[p].get);
+      candidates.sort((a, b) => (a === base ? -1 : b === base ? 1 : a.localeCompare(b)));
+      if (candidates.length) return candidates[0];
+    }
+    return null;
   }
 
   async function refreshFeatures() {
@@ -381,28 +438,49 @@
         return;
       }
     }
-    for (const panel of document.querySelectorAll('[data-path]')) {
+    for (const panelId of ['topics-panel', 'dht-panel']) {
+      const panel = $(panelId);
       const box = panel.querySelector('.feature');
       const path = featurePath(featurePaths, panel.dataset.path);
       if (path === null) {
         unavailable(panel, box);
         continue;
       }
+      if (panelId === 'dht-panel' && lastStatus && lastStatus.dht &&
+          lastStatus.dht.running === false) {
+        unavailable(panel, box, 'the DHT is not running (dht.enabled is false)');
+        continue;
+      }
       try {
         const data = await api(path);
         panel.dataset.available = 'yes';
-        renderFeature(box, data, panel.id === 'audit-panel');
+        clear(box);
+        box.appendChild(panelId === 'dht-panel' ? dhtList(data) : genericList(data));
       } catch (error) {
-        if (error instanceof NotFound) unavailable(panel, box);
-        else apiFailed(error);
+        if (!unavailableOn(error, panel, box)) apiFailed(error);
       }
     }
+    await refreshAudit();
   }
 
-  function unavailable(panel, box) {
+  function unavailable(panel, box, why) {
     panel.dataset.available = 'no';
     clear(box);
-    box.appendChild(el('p', 'not available on this node', 'unavailable'));
+    box.appendChild(el('p', 'not available on this node' + (why ? ': ' + why : ''),
+      'unavailable'));
+  }
+
+  // true when ``error`` says the endpoint is absent (404) or not running (503)
+  function unavailableOn(error, panel, box) {
+    if (error instanceof NotFound) {
+      unavailable(panel, box);
+      return true;
+    }
+    if (error instanceof ApiError && error.status === 503) {
+      unavailable(panel, box, error.message);
+      return true;
+    }
+    return false;
   }
 
   function summary(value) {
@@ -420,26 +498,149 @@
     return String(value);
   }
 
-  function renderFeature(box, data, isAudit) {
-    clear(box);
+  function genericList(data) {
     const dl = el('dl');
-    const rows = [];
-    let report = null;
-    for (const [key, value] of Object.entries(data || {})) {
-      if (isAudit && /report/.test(key) && typeof value === 'string') report = value;
-      rows.push([key, summary(value)]);
+    fillList(dl, Object.entries(data || {}).map(([key, value]) => [key, summary(value)]));
+    return dl;
+  }
+
+  function dhtList(data) {
+    const table = data.routing_table;
+    const records = data.records;
+    const lookups = data.lookups;
+    if (!table || !records || !lookups) return genericList(data);
+    const dl = el('dl');
+    const rows = [
+      ['contacts', table.contacts],
+      ['buckets in use', (table.buckets || []).length],
+      ['records held', records.held],
+      ['own record', records.own_sequence === null || records.own_sequence === undefined
+        ? 'not published' : 'sequence ' + records.own_sequence + ', stored at ' +
+          summary(records.own_stored_at) + ' node(s)'],
+      ['lookups', lookups.ok + ' ok, ' + lookups.failed + ' failed'],
+      ['last lookup', lookups.last_seconds === null || lookups.last_seconds === undefined
+        ? '—' : Number(lookups.last_seconds).toFixed(2) + ' s'],
+      ['requests answered', summary(data.requests_answered)],
+      ['RPC failures', summary(data.rpc_failures)],
+    ];
+    if (data.refused && Object.keys(data.refused).length) {
+      rows.push(['refused', summary(data.refused)]);
     }
     fillList(dl, rows);
-    box.appendChild(dl);
-    if (report !== null && report.startsWith('/api/')) {
-      const button = el('button', 'Download the report');
-      button.type = 'button';
-      button.addEventListener('click', () => downloadReport(report));
-      box.appendChild(button);
+    return dl;
+  }
+
+  // The audit: the API keeps a node's last audits by id and has no "latest" list,
+  // so the panel follows the audit started from this tab (its id in sessionStorage).
+  async function refreshAudit() {
+    const panel = $('audit-panel');
+    const box = panel.querySelector('.feature');
+    if (!documented('/api/network/audit', 'post')) {
+      unavailable(panel, box);
+      return;
+    }
+    if (lastStatus && !lastStatus.mixing) {
+      unavailable(panel, box, 'the node has no mixing layer, so no cell trace to audit');
+      return;
+    }
+    panel.dataset.available = 'yes';
+    const id = sessionStorage.getItem(AUDIT_KEY);
+    let audit = null;
+    if (id) {
+      try {
+        audit = await api('/api/network/audit/' + encodeURIComponent(id));
+      } catch (error) {
+        if (error instanceof NotFound) {
+          sessionStorage.removeItem(AUDIT_KEY);
+        } else if (!unavailableOn(error, panel, box)) {
+          apiFailed(error);
+        }
+        if (!(error instanceof NotFound)) return;
+      }
+    }
+    renderAudit(box, audit);
+    if (audit && (audit.state === 'recording' || audit.state === 'analysing')) {
+      if (auditTimer === null) {
+        auditTimer = setTimeout(() => {
+          auditTimer = null;
+          if (token !== null) refreshAudit();
+        }, 2000);
+      }
     }
   }
 
-  async function downloadReport(path) {
+  function renderAudit(box, audit) {
+    clear(box);
+    const form = el('form');
+    form.id = 'audit-form';
+    const label = el('label', 'Record ');
+    const seconds = el('input');
+    seconds.type = 'number';
+    seconds.min = 1;
+    seconds.max = 600;
+    seconds.value = 60;
+    seconds.id = 'audit-seconds';
+    label.appendChild(seconds);
+    label.appendChild(document.createTextNode(' s of cells, then audit them '));
+    form.appendChild(label);
+    const run = el('button', 'Run an audit');
+    run.type = 'submit';
+    const busy = audit && (audit.state === 'recording' || audit.state === 'analysing');
+    run.disabled = Boolean(busy);
+    form.appendChild(run);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      startAudit(Number(seconds.value)).catch(apiFailed);
+    });
+    box.appendChild(form);
+    if (audit === null) {
+      box.appendChild(el('p', 'no audit started from this tab yet', 'muted'));
+      return;
+    }
+    const rows = [['audit', audit.id, 'mono'], ['state', audit.state],
+      ['cells', audit.cells + (audit.truncated ? ' (truncated)' : '') + ' in ' +
+        audit.seconds + ' s']];
+    if (audit.state === 'failed') rows.push(['error', audit.error]);
+    const report = audit.report;
+    if (report) {
+      rows.push(['result', report.passed ? 'passed' : 'FAILED: ' +
+        (report.failed || []).join(', ')]);
+      for (const check of report.checks || []) {
+        rows.push([check.name, check.status + (check.summary ? ' — ' + check.summary : '')]);
+      }
+    }
+    const dl = el('dl');
+    fillList(dl, rows);
+    box.appendChild(dl);
+    if (typeof audit.report_html === 'string' && audit.report_html.startsWith('/api/')) {
+      const link = el('button', 'Download the HTML report');
+      link.type = 'button';
+      link.id = 'audit-report';
+      link.addEventListener('click', () => {
+        downloadReport(audit.report_html, 'audit-' + audit.id + '.html');
+      });
+      box.appendChild(link);
+    }
+  }
+
+  async function startAudit(seconds) {
+    const box = $('audit-panel').querySelector('.feature');
+    try {
+      const audit = await api('/api/network/audit', { seconds: seconds });
+      sessionStorage.setItem(AUDIT_KEY, audit.id);
+    } catch (error) {
+      if (error instanceof ApiError && error.status !== 500) {
+        box.appendChild(el('p', error.message, 'error'));
+        return;
+      }
+      throw error;
+    }
+    await refreshAudit();
+  }
+
+  // The report is a document of its own (inline styles and images under its own
+  // policy): it is saved as a file, not opened under this page's policy.
+  async function downloadReport(path, name) {
     try {
       const response = await fetch(path, {
         headers: { Authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit',
@@ -449,7 +650,7 @@
       const url = URL.createObjectURL(await response.blob());
       const link = el('a');
       link.href = url;
-      link.download = path.split('/').pop() || 'audit-report.html';
+      link.download = name;
       document.body.appendChild(link);
       link.click();
       link.remove();
@@ -469,8 +670,9 @@
   function connectEvents() {
     if (token === null) return;
     const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
-    let url = scheme + location.host + '/network?access_token=' + encodeURIComponent(token);
-    if (lastSeq > 0) url += '&since=' + lastSeq;
+    // since=: the kept events first (all of them on the first connection), then live
+    const url = scheme + location.host + '/network?access_token=' +
+      encodeURIComponent(token) + '&since=' + lastSeq;
     const ws = new WebSocket(url);
     socket = ws;
     ws.onopen = () => {
@@ -525,7 +727,14 @@
     while (list.children.length > MAX_EVENTS) list.removeChild(list.lastChild);
     eventCount += 1;
     $('event-count').textContent = '(' + eventCount + ' received)';
-    if (event.type === 'tor_bootstrap' && typeof event.progress === 'number' &&
+    if (event.type === 'hello' && typeof event.seq === 'number') replayedUpTo = event.seq;
+    const replayed = typeof event.seq === 'number' && event.seq <= replayedUpTo &&
+      event.type !== 'hello';
+    if (event.type === 'tor_bootstrap' && typeof event.progress === 'number' && replayed) {
+      const past = pastProgress.tor || (pastProgress.tor = []);
+      if (past[past.length - 1] !== event.progress) past.push(event.progress);
+      showSeen('tor');
+    } else if (event.type === 'tor_bootstrap' && typeof event.progress === 'number' &&
         lastTransports.tor) {
       // between two polls of the status: the bar follows tor's own bootstrap events
       lastTransports.tor.bootstrap = {
