@@ -330,6 +330,13 @@ class DhtConfig:
         "STOREs accepted per peer per second, on average (a token bucket per peer).")
     store_burst: int = _f(10, c.integer(1, 100_000),
                           "STOREs accepted from one peer at once (the bucket's size).")
+    puzzle_bits: int = _f(
+        16, c.integer(0, 24),
+        "S/Kademlia's puzzle: a contact enters the routing table, is asked in lookups and "
+        "may STORE only with a nonce whose SHA-256 with its id starts with this many zero "
+        "bits (about 2^bits hashes per id: 16 took 0.16 s on average on the test machine, "
+        "20 about 4 s; benchmarks/dht_puzzle.py). Every node of a network needs the same "
+        "value; 0: no puzzle.")
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,15 @@
 - iterative lookups (:class:`Lookup`: α parallel queries, d disjoint paths),
 - signed records (:class:`SignedRecord`, :func:`sign_record`, :func:`verify_record`,
   :class:`RecordStore` with typed refusals, quotas, expiry and republish),
+- S/Kademlia's puzzle (:func:`solve_puzzle`, :func:`check_puzzle`): a contact
+  enters a table only with a nonce that makes its place in the id space cost work,
 - the message codec (``wire/dht.proto``) and :class:`DhtCore`, which answers
   requests and feeds answers into lookups.
 
 The Twisted side: :class:`DhtNode` runs the core over the node's ``rpc``
 channel on an injected clock; :class:`DhtPersistence` keeps the routing table
-and records in the node's database. docs/dht.md describes what runs and what
-is not wired into the node yet.
+and records in the node's database; the node runs them through
+``aegis_hidden.node.DhtService`` (docs/dht.md).
 """
 
 from ._core import ALPHA, DhtCore, DhtRequestRefused, Handled, StoreLimiter
@@ -33,11 +35,13 @@ from ._messages import (
     Stored,
     Value,
     decode_request,
+    decode_request_nonce,
     decode_response,
     encode,
 )
 from ._node import DhtNode, RpcTransport
 from ._persist import DhtPersistence
+from ._puzzle import MAX_NONCE, check_puzzle, solve_puzzle
 from ._records import (
     MAX_LIFETIME,
     MAX_NAME,
@@ -64,6 +68,7 @@ __all__ = [
     "MAX_CONTACTS",
     "MAX_LIFETIME",
     "MAX_NAME",
+    "MAX_NONCE",
     "MAX_VALUE",
     "BadRecordSignature",
     "Contact",
@@ -102,7 +107,9 @@ __all__ = [
     "UnsignedRecord",
     "Value",
     "bucket_index",
+    "check_puzzle",
     "decode_request",
+    "decode_request_nonce",
     "decode_response",
     "distance",
     "encode",
@@ -110,5 +117,6 @@ __all__ = [
     "node_id_of_onion",
     "record_key",
     "sign_record",
+    "solve_puzzle",
     "verify_record",
 ]

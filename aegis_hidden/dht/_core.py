@@ -26,12 +26,14 @@ from ._messages import (
     Refused,
     Request,
     Response,
+    Store,
     Stored,
     Value,
-    decode_request,
+    decode_request_nonce,
     decode_response,
     encode,
 )
+from ._puzzle import check_puzzle
 from ._records import DhtRecordError, RecordStore, SignedRecord, verify
 from ._table import K, PingOldest, RoutingTable
 
@@ -88,12 +90,16 @@ class Handled:
 class DhtCore:
     def __init__(self, own: Contact, *, k: int = K, alpha: int = ALPHA, paths: int = 1,
                  store: RecordStore | None = None, table: RoutingTable | None = None,
-                 limiter: StoreLimiter | None = None, now: float = 0.0) -> None:
+                 limiter: StoreLimiter | None = None, now: float = 0.0,
+                 puzzle_bits: int = 0) -> None:
         self.own = own
         self.k = k
         self.alpha = alpha
         self.paths = paths
-        self.table = table if table is not None else RoutingTable(own, k=k, now=now)
+        self.table = table if table is not None else RoutingTable(own, k=k, now=now,
+                                                                  puzzle_bits=puzzle_bits)
+        #: contacts must solve their id's puzzle at this difficulty (the table's)
+        self.puzzle_bits = self.table.puzzle_bits
         self.store = store if store is not None else RecordStore()
         self.limiter = limiter if limiter is not None else StoreLimiter()
         self.refused: Counter[str] = Counter()
@@ -146,10 +152,18 @@ class DhtCore:
         teaches the table nothing about its sender.
         """
         try:
-            request = decode_request(data)
+            request, nonce = decode_request_nonce(data)
         except DhtMessageError:
             self.refused["malformed"] += 1
             return Handled(encode(Refused("malformed request")), None)
+        sender = Contact(sender.ed25519_public, sender.i2p, nonce)
+        if not check_puzzle(sender.id, nonce, self.puzzle_bits):
+            # Lookups are answered (it may be a newcomer), but the sender never
+            # enters the table and may not STORE: its place in the id space is unpaid.
+            if isinstance(request, Store):
+                self._record_refused("puzzle", sender)
+                return Handled(encode(Refused("puzzle not solved")), None)
+            self.refused["puzzle"] += 1
         try:
             answer = encode(self.answer(request, now, sender))
         except DhtRequestRefused as e:
@@ -170,13 +184,11 @@ class DhtCore:
         """The highest-sequence record among verified ``values`` (a replayed old one loses)."""
         return max(values, key=lambda r: r.sequence, default=None)
 
-    @staticmethod
-    def find_node(target: bytes) -> bytes:
-        return encode(FindNode(target))
+    def find_node(self, target: bytes) -> bytes:
+        return self.request(FindNode(target))
 
-    @staticmethod
-    def find_value(key: bytes) -> bytes:
-        return encode(FindValue(key))
+    def find_value(self, key: bytes) -> bytes:
+        return self.request(FindValue(key))
 
     def feed(self, lookup: Lookup[SignedRecord], contact: Contact, answer: bytes | None,
              now: float) -> bool:
@@ -197,7 +209,7 @@ class DhtCore:
             lookup.on_failure(contact)
             return False
         if isinstance(response, Nodes):
-            lookup.on_response(contact, response.contacts)
+            lookup.on_response(contact, self._solved(response.contacts))
             return True
         if isinstance(response, Value):
             record = response.record
@@ -210,11 +222,26 @@ class DhtCore:
                     self._record_refused(type(e).__name__, contact)
                     lookup.on_failure(contact)
                     return False
-            lookup.on_response(contact, response.contacts, record)
+            lookup.on_response(contact, self._solved(response.contacts), record)
             return True
         self.refused["wrong answer"] += 1
         lookup.on_failure(contact)
         return False
+
+    def _solved(self, contacts: Iterable[Contact]) -> tuple[Contact, ...]:
+        """The contacts whose nonce solves their puzzle (the others are not asked)."""
+        if self.puzzle_bits <= 0:
+            return tuple(contacts)
+        given = tuple(contacts)
+        ok = tuple(c for c in given if check_puzzle(c.id, c.nonce, self.puzzle_bits))
+        if len(ok) < len(given):
+            self.refused["puzzle"] += len(given) - len(ok)
+        return ok
+
+    # -- asking with our nonce ----------------------------------------------------
+    def request(self, message: Request) -> bytes:
+        """``message`` encoded with this node's puzzle nonce."""
+        return encode(message, self.own.nonce)
 
     # -- maintenance ---------------------------------------------------------
     def due_refresh(self, now: float, rng: random.Random) -> list[bytes]:

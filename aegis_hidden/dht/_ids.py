@@ -50,10 +50,12 @@ def bucket_index(own: bytes, other: bytes) -> int:
 
 @dataclass(frozen=True)
 class Contact:
-    """A DHT contact: an identity (its onion key) and an optional I2P name."""
+    """A DHT contact: an identity (its onion key), an optional I2P name, its puzzle nonce."""
 
     ed25519_public: bytes
     i2p: str = ""
+    #: solves the id's puzzle (``_puzzle``); not part of a contact's identity
+    nonce: int = field(default=0, compare=False, repr=False)
     id: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 
 from ..wire import dht_pb2
 from ._ids import ID_BYTES, Contact
+from ._puzzle import MAX_NONCE
 from ._records import MAX_NAME, MAX_VALUE, SignedRecord
 
 #: at most this many contacts in one answer (k)
@@ -83,7 +84,8 @@ Response = Pong | Nodes | Value | Stored | Refused
 
 
 def _contacts_pb(contacts: Sequence[Contact]) -> list[dht_pb2.DhtContact]:
-    return [dht_pb2.DhtContact(ed25519_public=c.ed25519_public, i2p=c.i2p) for c in contacts]
+    return [dht_pb2.DhtContact(ed25519_public=c.ed25519_public, i2p=c.i2p, nonce=c.nonce)
+            for c in contacts]
 
 
 def _record_pb(r: SignedRecord) -> dht_pb2.DhtRecord:
@@ -92,8 +94,11 @@ def _record_pb(r: SignedRecord) -> dht_pb2.DhtRecord:
                              mldsa_signature=r.mldsa_signature)
 
 
-def encode(message: Request | Response) -> bytes:
+def encode(message: Request | Response, sender_nonce: int = 0) -> bytes:
+    """``message`` as bytes; a request carries the asker's puzzle nonce."""
     m = dht_pb2.DhtMessage()
+    if sender_nonce:
+        m.sender_nonce = sender_nonce
     if isinstance(message, Ping):
         m.ping.SetInParent()
     elif isinstance(message, FindNode):
@@ -149,7 +154,9 @@ def _contacts(items: Sequence[dht_pb2.DhtContact]) -> tuple[Contact, ...]:
     out = []
     for n, item in enumerate(items):
         try:
-            out.append(Contact(bytes(item.ed25519_public), item.i2p))
+            if item.nonce > MAX_NONCE:
+                raise ValueError(f"nonce above {MAX_NONCE}")
+            out.append(Contact(bytes(item.ed25519_public), item.i2p, item.nonce))
         except ValueError as e:
             raise DhtMessageError(f"contact {n}: {e}") from None
     return tuple(out)
@@ -165,7 +172,18 @@ def _record(r: dht_pb2.DhtRecord) -> SignedRecord:
 
 
 def decode_request(data: bytes) -> Request:
+    return decode_request_nonce(data)[0]
+
+
+def decode_request_nonce(data: bytes) -> tuple[Request, int]:
+    """The request and the asker's puzzle nonce (0 when absent)."""
     kind, m = _parse(data)
+    if m.sender_nonce > MAX_NONCE:
+        raise DhtMessageError(f"sender nonce above {MAX_NONCE}")
+    return _request(kind, m), int(m.sender_nonce)
+
+
+def _request(kind: str, m: dht_pb2.DhtMessage) -> Request:
     if kind == "ping":
         return Ping()
     if kind == "find_node":

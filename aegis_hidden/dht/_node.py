@@ -37,7 +37,6 @@ from ._messages import (
     Store,
     Stored,
     decode_response,
-    encode,
 )
 from ._persist import DhtPersistence
 from ._records import SignedRecord
@@ -112,7 +111,7 @@ class DhtNode:
         def check(answer: bytes | None) -> bool:
             return answer is not None and isinstance(decoded(answer), Pong)
 
-        return self._ask(contact, encode(Ping())).addCallback(check)
+        return self._ask(contact, self.core.request(Ping())).addCallback(check)
 
     def ask_nodes(self, contact: Contact, target: bytes) -> Deferred[list[Contact] | None]:
         """Ask ``contact`` alone for the contacts it knows closest to ``target`` (a crawl
@@ -183,7 +182,7 @@ class DhtNode:
         return self.lookup(record.key).addCallback(store)
 
     def _store_at(self, record: SignedRecord, contacts: Iterable[Contact]) -> Deferred[int]:
-        payload = encode(Store(record))
+        payload = self.core.request(Store(record))
         asks = [self._ask(c, payload) for c in contacts]
 
         def count(results: list[tuple[bool, bytes | None]]) -> int:

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS dht_contacts (
     ed25519_public BLOB PRIMARY KEY,
     i2p            TEXT NOT NULL,
     replacement    INTEGER NOT NULL,
-    position       INTEGER NOT NULL
+    position       INTEGER NOT NULL,
+    nonce          INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS dht_records (
     record_key   BLOB PRIMARY KEY,
@@ -60,35 +61,41 @@ class DhtPersistence:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(dht_contacts)")}
+            if "nonce" not in columns:  # a table written before contacts had a nonce
+                conn.execute("ALTER TABLE dht_contacts ADD COLUMN nonce INTEGER NOT NULL "
+                             "DEFAULT 0")
 
         await self._db.run(create)
 
     async def save_table(self, table: RoutingTable) -> int:
         """Replace the stored contacts with ``table``'s (buckets, then replacements)."""
-        rows: list[tuple[bytes, str, int, int]] = []
+        rows: list[tuple[bytes, str, int, int, int]] = []
         for _, bucket in sorted(table.buckets.items()):
-            rows += [(c.ed25519_public, c.i2p, 0, len(rows)) for c in bucket.contacts]
-            rows += [(c.ed25519_public, c.i2p, 1, len(rows)) for c in bucket.replacements]
+            rows += [(c.ed25519_public, c.i2p, 0, len(rows), c.nonce) for c in bucket.contacts]
+            rows += [(c.ed25519_public, c.i2p, 1, len(rows), c.nonce)
+                     for c in bucket.replacements]
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM dht_contacts")
-            conn.executemany("INSERT OR REPLACE INTO dht_contacts VALUES (?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO dht_contacts (ed25519_public, i2p, "
+                             "replacement, position, nonce) VALUES (?, ?, ?, ?, ?)", rows)
             return len(rows)
 
         return await self._db.run(write)
 
     async def load_table(self, table: RoutingTable, now: float) -> int:
         """Put the stored contacts back into ``table``; how many rows were usable."""
-        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int]]:
-            return list(conn.execute(
-                "SELECT ed25519_public, i2p, replacement FROM dht_contacts ORDER BY position"))
+        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int, int]]:
+            return list(conn.execute("SELECT ed25519_public, i2p, replacement, nonce FROM "
+                                     "dht_contacts ORDER BY position"))
 
         rows = await self._db.run(read)
         contacts: list[Contact] = []
         replacements: list[Contact] = []
-        for key, i2p, replacement in rows:
+        for key, i2p, replacement, nonce in rows:
             try:
-                c = Contact(bytes(key), str(i2p))
+                c = Contact(bytes(key), str(i2p), int(nonce))
             except ValueError:
                 continue  # a damaged row: the next refresh finds better contacts
             (replacements if replacement else contacts).append(c)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._ids import ID_BITS, Contact, bucket_index, distance
+from ._puzzle import check_puzzle
 
 K = 20
 REFRESH_INTERVAL = 3600.0
@@ -40,8 +41,13 @@ class Bucket:
 
 class RoutingTable:
     def __init__(self, own: Contact, *, k: int = K, refresh_interval: float = REFRESH_INTERVAL,
-                 max_failures: int = MAX_FAILURES, now: float = 0.0) -> None:
+                 max_failures: int = MAX_FAILURES, now: float = 0.0,
+                 puzzle_bits: int = 0) -> None:
         self.own = own
+        #: contacts whose nonce does not solve their id's puzzle at this difficulty
+        #: never enter the table (0: no puzzle)
+        self.puzzle_bits = puzzle_bits
+        self.puzzle_refused = 0
         self.k = k
         self.refresh_interval = refresh_interval
         self.max_failures = max_failures
@@ -69,6 +75,9 @@ class RoutingTable:
     def observe(self, contact: Contact, now: float) -> PingOldest | None:
         """``contact`` answered or asked: keep it, or say whom to ping to make room."""
         if contact.id == self.own.id:
+            return None
+        if not check_puzzle(contact.id, contact.nonce, self.puzzle_bits):
+            self.puzzle_refused += 1
             return None
         bucket = self.bucket(bucket_index(self.own.id, contact.id))
         bucket.touched = now

@@ -65,6 +65,7 @@ from ..dht import (
     encode,
     record_key,
     sign_record,
+    solve_puzzle,
 )
 from ..identity import IdentityRecord, NodeIdentity, RecordKind
 from ..interfaces import IDHT
@@ -149,8 +150,11 @@ class DhtService(Service):
         self._clock = clock
         self._rng = rng if rng is not None else secrets.SystemRandom()
         now = clock.seconds()
-        own = Contact(self._current().ed25519_public)
-        table = RoutingTable(own, k=config.k, refresh_interval=config.refresh_interval, now=now)
+        key = self._current().ed25519_public
+        # the puzzle of our own id, solved once per start (dht.puzzle_bits: ~2^bits hashes)
+        own = Contact(key, nonce=solve_puzzle(Contact(key).id, config.puzzle_bits))
+        table = RoutingTable(own, k=config.k, refresh_interval=config.refresh_interval, now=now,
+                             puzzle_bits=config.puzzle_bits)
         store = RecordStore(max_records=config.max_records,
                             max_per_publisher=config.max_records_per_publisher,
                             republish_interval=config.republish_interval)
@@ -162,7 +166,7 @@ class DhtService(Service):
                             timeout=config.request_timeout,
                             persistence=DhtPersistence(core.db))
         self.node.on_lookup = self._lookup_done
-        self.bootstrap_contacts = _contacts(bootstrap, own)
+        self.bootstrap_contacts = _contacts(bootstrap, own, config.puzzle_bits)
         self.own_record: SignedRecord | None = None
         self.bootstrapped = False
         #: the last lookups (kind, ok, seconds, rounds), oldest first
@@ -361,7 +365,8 @@ class DhtService(Service):
             "enabled": True,
             "node_id": self.dht.own.id.hex(),
             "parameters": {"k": self.dht.k, "alpha": self.dht.alpha,
-                           "disjoint_paths": self.dht.paths, "quorum": self.config.quorum},
+                           "disjoint_paths": self.dht.paths, "quorum": self.config.quorum,
+                           "puzzle_bits": self.dht.puzzle_bits},
             "routing_table": {
                 "contacts": len(table),
                 "buckets": [{"index": i, "contacts": len(b.contacts),
@@ -437,16 +442,18 @@ class DhtService(Service):
                                peer=peer.onion if peer is not None else None)
 
 
-def _contacts(addresses: Iterable[str], own: Contact) -> list[Contact]:
+def _contacts(addresses: Iterable[str], own: Contact, puzzle_bits: int) -> list[Contact]:
     """Contacts of the onion entries of ``network.bootstrap_nodes`` (an I2P-only entry
-    has no onion key to be a contact: it is reached by the peering service only)."""
+    has no onion key to be a contact: it is reached by the peering service only).
+    Their puzzle is solved here, as every node solves its own: the first nonce."""
     out: dict[bytes, Contact] = {}
     for address in addresses:
         host = strip_port(address)
         if host.endswith(".onion"):
             contact = Contact.of_onion(host)
             if contact.id != own.id:
-                out[contact.id] = contact
+                out[contact.id] = Contact(contact.ed25519_public,
+                                          nonce=solve_puzzle(contact.id, puzzle_bits))
     return list(out.values())
 
 

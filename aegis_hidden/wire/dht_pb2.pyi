@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DhtContact(_message.Message):
-    __slots__ = ("ed25519_public", "i2p")
+    __slots__ = ("ed25519_public", "i2p", "nonce")
     ED25519_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     I2P_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     ed25519_public: bytes
     i2p: str
-    def __init__(self, ed25519_public: _Optional[bytes] = ..., i2p: _Optional[str] = ...) -> None: ...
+    nonce: int
+    def __init__(self, ed25519_public: _Optional[bytes] = ..., i2p: _Optional[str] = ..., nonce: _Optional[int] = ...) -> None: ...
 
 class DhtRecord(_message.Message):
     __slots__ = ("name", "value", "sequence", "expires", "publisher_record", "signature", "mldsa_signature")
@@ -83,7 +85,8 @@ class DhtRefused(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class DhtMessage(_message.Message):
-    __slots__ = ("ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored", "refused")
+    __slots__ = ("sender_nonce", "ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored", "refused")
+    SENDER_NONCE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
     FIND_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +96,7 @@ class DhtMessage(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    sender_nonce: int
     ping: DhtPing
     find_node: DhtFindNode
     find_value: DhtFindValue
@@ -102,4 +106,4 @@ class DhtMessage(_message.Message):
     value: DhtValue
     stored: DhtStored
     refused: DhtRefused
-    def __init__(self, ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ...) -> None: ...
+    def __init__(self, sender_nonce: _Optional[int] = ..., ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ...) -> None: ...

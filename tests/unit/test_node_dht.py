@@ -30,7 +30,7 @@ class Node:
         self.events: list[dict[str, Any]] = []
         bus = EventBus(now=clock.seconds)
         bus.subscribe(self.events.append)
-        self.cfg = cfg or Config()
+        self.cfg = cfg or parse_config({"dht": {"puzzle_bits": 8}})  # cheap to solve
         self.service = IdentityService(self.ident, clock)
         self.db = InlineSQLite(str(tmp / f"{name}.db"))
         self.core = NodeCore(self.cfg, self.service, str(tmp), bus, clock, db=self.db,
@@ -238,3 +238,22 @@ def test_a_request_over_an_i2p_session_is_answered_for_its_verified_onion(
     answer = handler(i2p, encode(PingRequest()))
     assert isinstance(decode_response(answer), Pong)  # type: ignore[arg-type]
     assert nodes[0].dht.dht.own in b.dht.dht.table
+
+
+def test_a_node_that_did_not_solve_the_puzzle_is_answered_but_not_learnt(
+        clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.dht import check_puzzle
+
+    net = FakeNetwork()
+    first = Node(net, clock, tmp_path, "n0", 0, [])
+    cheap = Node(net, clock, tmp_path, "cheap", 1, [first.onion],
+                 cfg=parse_config({"dht": {"puzzle_bits": 0}}))  # sends nonce 0
+    first.start()
+    cheap.start()
+    assert cheap.dht.bootstrapped  # its lookups are answered
+    paid = check_puzzle(cheap.dht.dht.own.id, 0, 8)  # nonce 0 solves 8 bits 1 time in 256
+    assert (cheap.dht.dht.own in first.dht.dht.table) == paid
+    assert (first.dht.dht.refused["puzzle"] >= 1) == (not paid)
+    if not paid:  # and its STOREs are refused
+        assert cheap.dht.own_stored == 0
+        assert first.of_type("dht_record_refused")[-1]["reason"] == "puzzle"
