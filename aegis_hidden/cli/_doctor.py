@@ -227,9 +227,13 @@ def check_control(cfg: Config, data_dir: Path, probes: Probes, running: bool
     if not cfg.security.enable_tor:
         return Finding(name, SKIP, "Tor is off"), None
     address = control_address(cfg, data_dir, probes)
-    if address is None or (cfg.tor.mode == "launch" and not running):
+    if cfg.tor.mode == "launch" and not running:
         return Finding(name, SKIP, "the node launches its own tor when it starts, and no "
                        "running node was found: nothing to ask yet"), None
+    if address is None:
+        return Finding(name, WARN, "the node runs, but its tor has not written its control "
+                       "port (control_port in tor's data directory) yet",
+                       "run doctor again in a minute; if it stays, see the node log"), None
     password = cfg.tor.control_password_file if cfg.tor.mode == "connect" else None
     try:
         report = probes.control(address, password)

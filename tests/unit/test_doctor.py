@@ -262,6 +262,13 @@ def test_own_onion_unreachable() -> None:
     assert f.status == d.FAIL and "descriptor not found" in f.text and "publish" in f.fix
 
 
+def test_launched_tor_without_its_control_port_file() -> None:
+    probes = FakeProbes()
+    probes.files.clear()
+    f = by_check(d.run_checks(Config(), DATA, probes))["tor control"]
+    assert f.status == d.WARN and "control port" in f.text and not probes.asked[:1]
+
+
 def test_stale_status_means_no_running_node() -> None:
     probes = FakeProbes()
     assert probes.state is not None
