@@ -284,7 +284,16 @@ class PoissonScheduler:
                 nxt = now + self._gap()
                 gaps = self._gaps
             push(heap, (nxt, next(seq), entry))
-        self._arm()
+        while heap and not heap[0][2].live:
+            pop(heap)
+        if self._call is None and heap:  # nothing re-armed the timer meanwhile
+            due = heap[0][0]
+            if self.resolution:
+                due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
+            clock = self._clock
+            self._call = clock.callLater(max(0.0, due - clock.seconds()), self._fire)
+        else:
+            self._arm()
 
     def _slot(self, entry: _Entry, link: ICellLink, now: float, stats: SchedulerStats) -> None:
         stats.slots += 1
