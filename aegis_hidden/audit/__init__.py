@@ -33,8 +33,8 @@ Entry point::
   profile's ``cover_rate``); None fits the rate per link (a weaker test).
   ``constant``: the profile sends at a constant rate (``paranoid``).
 - ``cell_size``: for streams that do not open with a clear hello naming it.
-- ``skip_first``: departures per link left out of the timing and burst checks
-  (the handshake flights are written at once by design).
+- ``skip_first``: departures per link left out of the timing, burst and
+  correlation checks (the handshake flights are written at once by design).
 
 Raises :class:`AuditError` (a ``ValueError``) for an unreadable input, a bad
 trace line (file and line named), an unknown threshold or a bad argument.

@@ -266,15 +266,16 @@ def check_bursts(facts: Sequence[Facts], th: Thresholds, exp: Expectations) -> C
 # -- correlation --------------------------------------------------------------
 
 
-def _binned(links: Sequence[Link], start: float, bins: int, width: float
+def _binned(links: Sequence[Link], start: float, bins: int, width: float, skip: int
             ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Cells per bin of ``links`` together, without each link's first ``skip`` departures."""
     total = np.zeros(bins)
     for link in links:
-        if not link.times:
+        if len(link.times) <= skip:
             continue
-        idx = ((np.asarray(link.times) - start) // width).astype(np.int64)
+        idx = ((np.asarray(link.times[skip:]) - start) // width).astype(np.int64)
         keep = (idx >= 0) & (idx < bins)
-        np.add.at(total, idx[keep], np.asarray(link.cells, dtype=np.float64)[keep])
+        np.add.at(total, idx[keep], np.asarray(link.cells[skip:], dtype=np.float64)[keep])
     return total
 
 
@@ -313,7 +314,8 @@ def _pearson(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def check_correlation(facts: Sequence[Facts], th: Thresholds) -> CheckResult:
+def check_correlation(facts: Sequence[Facts], th: Thresholds, exp: Expectations
+                      ) -> CheckResult:
     width = th.get("correlation.bin") or 1.0
     max_lag = int(th.get("correlation.max_lag"))
     min_bins = th.get("correlation.min_bins")
@@ -340,8 +342,8 @@ def check_correlation(facts: Sequence[Facts], th: Thresholds) -> CheckResult:
             if bins < min_bins:
                 skipped.append(f"{label}: {bins} bins of {width:g} s (< {min_bins:g})")
                 continue
-            out_c = _binned(outs, start, bins, width)
-            in_c = _binned(ins, start, bins, width)
+            out_c = _binned(outs, start, bins, width, exp.skip_first)
+            in_c = _binned(ins, start, bins, width, exp.skip_first)
             lags = list(range(-max_lag, max_lag + 1))
             rs = [_pearson(*_lagged(in_c, out_c, lag)) for lag in lags]
             best = max(range(len(lags)), key=lambda i: abs(rs[i]))
@@ -362,7 +364,8 @@ def check_correlation(facts: Sequence[Facts], th: Thresholds) -> CheckResult:
                          "mi_raw_bits": _r(raw, 4), "mi_shuffled_bits": _r(shuffled, 4),
                          "r_by_lag": [_r(x, 4) for x in rs], "passed": not bad})
             if len(heatmaps) < 4:
-                heatmaps.append(_heatmap(label, ins, outs, start, bins, width))
+                heatmaps.append(_heatmap(label, ins, outs, start, bins, width,
+                                         exp.skip_first))
     if not rows:
         return _result("correlation", None, "nothing to correlate: " + "; ".join(skipped[:5]),
                        th, figures={"skipped": skipped[:MAX_FINDINGS]})
@@ -392,14 +395,14 @@ def _r_pvalue(r: float, n: int) -> float:
 
 
 def _heatmap(label: str, ins: list[Link], outs: list[Link], start: float, bins: int,
-             width: float) -> dict[str, Any]:
+             width: float, skip: int) -> dict[str, Any]:
     """Pearson r at lag 0 between each incoming and each outgoing link's counts."""
     ins = sorted(ins, key=lambda lk: -lk.total_cells)[:16]
     outs = sorted(outs, key=lambda lk: -lk.total_cells)[:16]
     rows = []
-    series_out = [_binned([o], start, bins, width) for o in outs]
+    series_out = [_binned([o], start, bins, width, skip) for o in outs]
     for i in ins:
-        si = _binned([i], start, bins, width)
+        si = _binned([i], start, bins, width, skip)
         rows.append([_r(_pearson(si, so), 3) for so in series_out])
     return {"node": label, "in": [lk.name for lk in ins], "out": [lk.name for lk in outs],
             "r": rows}

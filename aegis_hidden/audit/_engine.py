@@ -65,7 +65,7 @@ def run_audit(inputs: Sequence[AuditInput | str | Path], thresholds: Thresholds 
         check_cells(facts, th),
         check_timing(facts, th, exp),
         check_bursts(facts, th, exp),
-        check_correlation(facts, th),
+        check_correlation(facts, th, exp),
         check_volume(facts, th),
         check_anonymity(facts, th),
     ]

@@ -92,7 +92,8 @@ def add_audit_options(p: argparse.ArgumentParser) -> None:
                      help="for streams without a hello naming it (default: the config's "
                           "mixing.cell_size)")
     exp.add_argument("--skip-first", type=int, default=3, metavar="N",
-                     help="departures per link left out of timing/bursts (handshake; 3)")
+                     help="departures per link left out of timing, bursts and correlation "
+                          "(the handshake flights; 3)")
     topo = p.add_argument_group("what runs on loopback")
     for name, what in (("socks", "tor's SOCKS port"), ("control", "tor's control port"),
                        ("sam", "i2pd's SAM port"), ("listen", "the node's listen port"),

@@ -43,6 +43,9 @@ RATE = 2.0
 SECONDS = 300.0
 NODE = "127.0.0.1"
 SOCKS, CONTROL, LISTEN = 19150, 19151, 15001
+#: Cells the node writes on its SOCKS stream before the first scheduled one
+#: (ClientHello, ClientAuth + Finished).
+HANDSHAKE_OUT = 2 + 12
 OWN = "a" * 52 + "qd.onion"
 PEER = "b" * 52 + "qd.onion"
 TOPOLOGY = Topology(socks=[SOCKS], control=[CONTROL], listen=[LISTEN],
@@ -65,15 +68,16 @@ Fault = Callable[["Scenario"], None]
 class Scenario:
     """One node's loopback capture, built step by step so a test can plant one fault."""
 
-    def __init__(self, seed: int = 7, linktype: int = DLT_EN10MB) -> None:
+    def __init__(self, seed: int = 7, linktype: int = DLT_EN10MB,
+                 seconds: float = SECONDS) -> None:
         self.rng = Random(seed)
         #: tor writes what arrives for the node as its relay cells arrive: 498 bytes each
         self.tor_chunk = 498
         self.cap = SyntheticCapture(linktype)
-        self.out_socks: list[float] = poisson_times(self.rng, RATE, 1.0, SECONDS)
-        self.in_socks: list[float] = poisson_times(self.rng, RATE, 1.0, SECONDS)
-        self.in_listen: list[float] = poisson_times(self.rng, RATE, 1.0, SECONDS)
-        self.out_listen: list[float] = poisson_times(self.rng, RATE, 1.0, SECONDS)
+        self.out_socks: list[float] = poisson_times(self.rng, RATE, 1.0, seconds)
+        self.in_socks: list[float] = poisson_times(self.rng, RATE, 1.0, seconds)
+        self.in_listen: list[float] = poisson_times(self.rng, RATE, 1.0, seconds)
+        self.out_listen: list[float] = poisson_times(self.rng, RATE, 1.0, seconds)
         self.out_payload: dict[int, bytes] = {}  # departure index -> bytes instead of a cell
 
     def build(self) -> bytes:
@@ -90,8 +94,12 @@ class Scenario:
             if request:
                 s.send(t + 0.001, True, request)
         assert connected is not None
-        s.send(0.6, True, hello(rng))
-        s.send(0.8, False, hello(rng))
+        # the handshake flights (docs/protocol.md §6), written at once, not scheduled:
+        # ClientHello 2 cells, ServerHello + ServerAuth 13, ClientAuth + Finished 12
+        s.send(0.6, True, hello(rng) + hello(rng))
+        self.write(s, 0.8, False, hello(rng) + hello(rng) + rng.randbytes(11 * CELL),
+                   node_is_client=True)
+        s.send(0.9, True, rng.randbytes(HANDSHAKE_OUT * CELL - 2 * CELL))
         events = [(t, True, self.out_payload.get(i) or cell(rng))
                   for i, t in enumerate(self.out_socks)]
         events += [(t, False, cell(rng)) for t in self.in_socks]
@@ -99,8 +107,9 @@ class Scenario:
             self.write(s, t, up, data, node_is_client=True)
         # tor delivers a peer on the node's listen port
         li = cap.tcp((NODE, 40002), (NODE, LISTEN), 0.3)
-        li.send(0.4, True, hello(rng))
-        li.send(0.45, False, hello(rng))
+        self.write(li, 0.4, True, hello(rng) + hello(rng), node_is_client=False)
+        li.send(0.45, False, hello(rng) + hello(rng) + rng.randbytes(11 * CELL))
+        self.write(li, 0.55, True, rng.randbytes(12 * CELL), node_is_client=False)
         events = [(t, True, cell(rng)) for t in self.in_listen]
         events += [(t, False, cell(rng)) for t in self.out_listen]
         for t, up, data in sorted(events, key=lambda e: e[0]):
@@ -179,7 +188,7 @@ def test_clean_capture_and_trace_pass_every_check() -> None:
     # tor's writes to the node (cut into 498-byte pieces) are not judged
     assert trace.data is not None
     traced = trace.data.count(b'"size"')
-    assert cells.figures["frames"] == len(sc.out_socks) + len(sc.out_listen) + 2 + traced
+    assert cells.figures["frames"] == len(sc.out_socks) + len(sc.out_listen) + 3 + traced
     # the peer's address in the SOCKS request and ours on the control port belong there
     assert report.check("canary").figures["addresses_where_they_belong"] == 2
     timing = report.check("timing")
@@ -253,7 +262,7 @@ def test_a_frame_of_the_wrong_size_fails_the_cells_check_only() -> None:
     report = audit(sc.build())
     assert only_failure(report) == "cells"
     first = report.check("cells").findings[0]
-    assert first["bytes"] == CELL // 2 and first["offset"] == (100 + 1) * CELL
+    assert first["bytes"] == CELL // 2 and first["offset"] == (100 + HANDSHAKE_OUT) * CELL
 
 
 def test_a_schedule_that_is_not_poisson_fails_the_timing_check_only() -> None:
@@ -301,7 +310,8 @@ def test_a_needle_cut_by_a_segment_boundary_is_found() -> None:
     report = audit(sc.build())
     assert only_failure(report) == "canary"
     socks_bytes = 3 + (3 + len("isolation-user") + len("isolation-password")) + 5 + len(PEER) + 2
-    assert report.check("canary").findings[0]["offset"] == (10 + 2) * CELL - 5 + socks_bytes
+    assert report.check("canary").findings[0]["offset"] == (10 + 1 + HANDSHAKE_OUT) * CELL - 5 + \
+        socks_bytes
 
 
 def test_correlated_in_and_out_counts_fail_the_correlation_check_only() -> None:
@@ -512,3 +522,15 @@ def test_a_constant_rate_profile_is_judged_by_its_spacing() -> None:
     report = audit(Scenario().build(), constant=True)
     assert report.check("timing").status == "fail"
     assert all(r["cv"] > 0.5 for r in report.check("timing").findings)
+
+
+def test_handshake_flights_are_left_out_of_the_traffic_checks() -> None:
+    # a minute: the flights at the start of both streams, in and out in the same
+    # second, would outweigh the rest of a short capture
+    data = Scenario(seconds=60.0).build()
+    report = audit(data)
+    assert report.passed, {c.name: c.summary for c in report.checks if c.status == "fail"}
+    assert report.check("bursts").figures["max_cells_per_write"] == 1
+    counted = audit(data, skip_first=0)
+    assert {"bursts", "correlation"} <= set(counted.failed)
+    assert counted.check("bursts").figures["max_cells_per_write"] == 13
