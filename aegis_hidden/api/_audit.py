@@ -1,16 +1,19 @@
 """``/api/network/audit``: the node records its own cell traces for N seconds and audits them.
 
-``POST /api/network/audit`` ``{"seconds": N, "thresholds": {...}}`` starts a
-recording: for N seconds (1..:data:`MAX_SECONDS`) every cell the node's
-sessions send or receive is written, as the mixing layer's trace sink writes
-it (time since the start, per-recording salted link id, direction, size,
-kind), to a buffer in memory, through a sink put beside the node's own in
-the mixing layer's :class:`~aegis_hidden.interfaces.ITraceSink` chain. Then
-the audit engine (:mod:`aegis_hidden.audit`) judges the trace in a worker
-thread, against the node's mixing profile. The answer is 202 with the
-audit's id; ``GET /api/network/audit/{id}`` says ``recording``,
-``analysing``, ``done`` (with the JSON report) or ``failed`` (with why);
-``GET /api/network/audit/{id}/report.html`` is the HTML report.
+``POST /api/network/audit`` ``{"seconds": N}`` starts a recording: for N
+seconds (1..:data:`MAX_SECONDS`) every cell the node's sessions send or
+receive is written, as the mixing layer's trace sink writes it (time since the
+start, per-recording salted link id, direction, size, kind), to a buffer in
+memory, through a sink put beside the node's own in the mixing layer's
+:class:`~aegis_hidden.interfaces.ITraceSink` chain. Then the audit engine
+(:mod:`aegis_hidden.audit`) judges the trace in a worker thread, against the
+node's mixing profile, with the engine's default thresholds (per-check
+thresholds are set with ``aegis-hidden audit report`` on a trace file: a bin
+width or a lag range from a request could make the node's analysis arbitrarily
+large). The answer is 202 with the audit's id; ``GET /api/network/audit/{id}``
+says ``recording``, ``analysing``, ``done`` (with the JSON report) or
+``failed`` (with why); ``GET /api/network/audit/{id}/report.html`` is the HTML
+report.
 
 Bounds: one recording at a time (a second POST is a 409), at most
 :data:`MAX_RECORDS` cells per recording (then it stops recording and says
@@ -50,20 +53,19 @@ MAX_KEPT = 8
 REPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-#: (trace bytes, parameters, thresholds) -> (JSON report, HTML report); runs in a thread.
-Engine = Callable[[bytes, dict[str, Any], dict[str, float | None]], tuple[JSON, str]]
+#: (trace bytes, parameters) -> (JSON report, HTML report); runs in a thread.
+Engine = Callable[[bytes, dict[str, Any]], tuple[JSON, str]]
 #: Runs a blocking callable off the reactor thread.
 Offload = Callable[[Callable[[], tuple[JSON, str]]], "Deferred[tuple[JSON, str]]"]
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 
-def audit_trace(trace: bytes, parameters: dict[str, Any],
-                thresholds: dict[str, float | None]) -> tuple[JSON, str]:
+def audit_trace(trace: bytes, parameters: dict[str, Any]) -> tuple[JSON, str]:
     """The audit engine on one JSON-lines trace: (JSON report, HTML report)."""
     from .. import audit  # the analysis libraries load on the first audit, not at start-up
 
     report = audit.run_audit([audit.AuditInput.from_bytes("node trace", trace)],
-                             audit.Thresholds(thresholds), rate=parameters.get("rate") or None,
+                             rate=parameters.get("rate") or None,
                              constant=bool(parameters.get("constant")),
                              cell_size=int(parameters.get("cell_size") or
                                            audit.DEFAULT_CELL_SIZE))
@@ -145,11 +147,11 @@ class NodeAudits:
     # -- handlers -----------------------------------------------------------
     async def start(self, request: Request) -> tuple[int, JSON]:
         body = read_json_body(request, self.max_body_size)
-        seconds, thresholds = self.parse_body(body)
+        seconds = self.parse_body(body)
         mixing = getattr(self.core, "mixing", None)
         counter = getattr(mixing, "trace", None)
         if counter is None or not hasattr(counter, "inner"):
-            raise ApiError(503, "the node has no mixing layer: there are no cell traces to "
+            raise ApiError(409, "the node has no mixing layer: there are no cell traces to "
                            "record")
         if self._running is not None:
             raise ApiError(409, f"audit {self._running[0].id} is recording; one at a time "
@@ -162,7 +164,7 @@ class NodeAudits:
         recorder = _Recorder(counter.inner, sink, MAX_RECORDS)
         counter.inner = recorder
         call = self.reactor.callLater(seconds, self._stop, audit, counter, buffer,
-                                      self._parameters(mixing), thresholds)
+                                      self._parameters(mixing))
         self._running = (audit, recorder, call)
         self.log.info("audit {id}: recording the node's cell traces for {seconds} s",
                       id=audit.id, seconds=seconds)
@@ -185,32 +187,17 @@ class NodeAudits:
 
     # -- the work -----------------------------------------------------------
     @staticmethod
-    def parse_body(body: JSON) -> tuple[int, dict[str, float | None]]:
-        """(seconds, thresholds) of a POST body, or a 400 naming the field."""
-        _unknown_fields(body, {"seconds", "thresholds"})
+    def parse_body(body: JSON) -> int:
+        """The seconds of a POST body, or a 400 naming the field."""
+        _unknown_fields(body, {"seconds"})
         seconds = body.get("seconds", DEFAULT_SECONDS)
+        if isinstance(seconds, float) and seconds.is_integer():
+            seconds = int(seconds)  # 30.0 is an integer to JSON Schema (and to the document)
         if isinstance(seconds, bool) or not isinstance(seconds, int) \
                 or not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise ApiError(400, f"\"seconds\" must be an integer from {MIN_SECONDS} to "
                            f"{MAX_SECONDS}", "seconds")
-        raw = body.get("thresholds", {})
-        if not isinstance(raw, dict):
-            raise ApiError(400, "\"thresholds\" must be an object of threshold names and "
-                           "numbers (or null to clear an optional one)", "thresholds")
-        thresholds: dict[str, float | None] = {}
-        from .. import audit as engine
-
-        for name, value in raw.items():
-            where = f"thresholds.{name}"[:100]
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, int | float)):
-                raise ApiError(400, f"\"{where}\" must be a number or null", where)
-            try:
-                engine.Thresholds({name: value})
-            except engine.AuditError as e:
-                raise ApiError(400, f"\"{where}\": {e}", where) from None
-            thresholds[name] = None if value is None else float(value)
-        return seconds, thresholds
+        return int(seconds)
 
     @staticmethod
     def _parameters(mixing: Any) -> dict[str, Any]:
@@ -222,7 +209,7 @@ class NodeAudits:
                 "cell_size": int(getattr(mixing, "cell_size", 0) or 0) or None}
 
     def _stop(self, audit: _Audit, counter: Any, buffer: io.StringIO,
-              parameters: dict[str, Any], thresholds: dict[str, float | None]) -> None:
+              parameters: dict[str, Any]) -> None:
         assert self._running is not None
         _, recorder, _ = self._running
         self._running = None
@@ -237,7 +224,7 @@ class NodeAudits:
         buffer.close()
         self.log.info("audit {id}: {cells} cells recorded; analysing", id=audit.id,
                       cells=audit.records)
-        d = self.offload(lambda: self.engine(trace, parameters, thresholds))
+        d = self.offload(lambda: self.engine(trace, parameters))
         d.addCallbacks(lambda result: self._done(audit, result),
                        lambda failure: self._failed(audit, failure))
 

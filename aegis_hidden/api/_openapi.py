@@ -177,7 +177,8 @@ DOCUMENT: dict[str, Any] = {
                     "Every cell the node's sessions send or receive for `seconds` is "
                     "recorded in memory as the mixing layer's trace sink writes it (times "
                     "since the start, salted link ids, direction, size, kind), then judged "
-                    "by the audit engine against the node's mixing profile (docs/audit.md). "
+                    "by the audit engine against the node's mixing profile, with the default "
+                    "thresholds (docs/audit.md). "
                     "One recording at a time; the last 8 audits are kept. Poll "
                     "`GET /api/network/audit/{id}` until `state` is `done` or `failed`."),
                 "operationId": "startAudit",
@@ -185,9 +186,8 @@ DOCUMENT: dict[str, Any] = {
                     "application/json": {"schema": _ref("AuditRequest")}}},
                 "responses": {
                     "202": _json(_ref("Audit"), "Recording; `id` names the audit."),
-                    "409": _json(_ref("Error"), "Another audit is recording."),
-                    "503": _json(_ref("Error"), "The node has no mixing layer: no cell "
-                                 "traces to record."),
+                    "409": _json(_ref("Error"), "Another audit is recording, or the node "
+                                 "has no mixing layer (no cell traces to record)."),
                     **_errors("400", "413")},
             },
         },
@@ -443,14 +443,7 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "additionalProperties": False,
                 "properties": {
                     "seconds": {"type": "integer", "minimum": 1, "maximum": 600,
-                                "default": 60, "description": "how long to record"},
-                    "thresholds": {
-                        "type": "object",
-                        "description": "per-check thresholds by dotted name "
-                                       "(`timing.alpha`, `correlation.r_max`...: "
-                                       "docs/audit.md); null clears an optional one",
-                        "additionalProperties": {"type": ["number", "null"],
-                                                 "minimum": 0}}}},
+                                "default": 60, "description": "how long to record"}}},
             "Audit": {
                 "type": "object", "required": ["id", "state", "seconds", "cells", "truncated"],
                 "properties": {

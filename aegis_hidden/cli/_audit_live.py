@@ -11,8 +11,9 @@ calling :func:`register_live`:
   trap can be built (0 or 77), so a Makefile can choose.
 - ``audit node [--seconds N] [--html FILE] [--json FILE]``: asks the running
   node's API (``POST /api/network/audit``) to record its own cell traces for N
-  seconds and audit them, waits for the report, prints one line per check,
-  and exits 1 when a check failed.
+  seconds and audit them with the default thresholds, waits for the report,
+  prints one line per check, and exits 1 when a check failed. (Other
+  thresholds: record with ``mixing.trace_file`` and run ``audit report`` on it.)
 """
 
 from __future__ import annotations
@@ -69,9 +70,6 @@ def register_live(asub: Any) -> None:
     n.add_argument("--html", type=Path, help="write the HTML report to this file")
     n.add_argument("--json", type=Path, dest="json_out",
                    help="write the JSON report to this file")
-    n.add_argument("--threshold", "-t", action="append", default=[], metavar="NAME=VALUE",
-                   help="override one threshold, e.g. timing.alpha=0.001; 'none' clears an "
-                   "optional one (repeatable)")
     n.set_defaults(func=_node)
 
 
@@ -107,29 +105,11 @@ def check_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def parse_thresholds(items: list[str]) -> dict[str, float | None]:
-    """``NAME=VALUE`` options as the API's ``thresholds`` object (checked by the engine)."""
-    from ..audit import AuditError, Thresholds
-
-    try:
-        Thresholds.parse(items)
-    except AuditError as e:
-        raise CLIError(str(e), 2) from None
-    out: dict[str, float | None] = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        out[name.strip()] = None if value.strip().lower() == "none" else float(value)
-    return out
-
-
 def _node(args: argparse.Namespace) -> int:
     if not 1 <= args.seconds <= MAX_SECONDS:
         raise CLIError(f"--seconds must be from 1 to {MAX_SECONDS}", 2)
-    body: dict[str, Any] = {"seconds": args.seconds}
-    if args.threshold:
-        body["thresholds"] = parse_thresholds(args.threshold)
     client = ApiClient.from_args(args)
-    started = client.ok("POST", "/api/network/audit", body)
+    started = client.ok("POST", "/api/network/audit", {"seconds": args.seconds})
     audit_id = str(started["id"])
     print(f"recording the node's cell traces for {args.seconds} s (audit {audit_id})",
           file=sys.stderr)
