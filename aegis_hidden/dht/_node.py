@@ -227,15 +227,19 @@ class DhtNode:
     async def _save(self) -> None:
         if self.persistence is None:
             return
-        await self.persistence.open()
-        await self.persistence.save_table(self.core.table)
+        await self.persistence.open()  # at once when already open
+        # Both writes are queued on the database now, in this call: a save at stop
+        # must be queued before the node core closes the database.
+        writes = [Deferred.fromCoroutine(self.persistence.save_table(self.core.table))]
         # records are large (~15 KiB each): written again only when what is held changed
         held = frozenset((r.key, r.sequence, self.core.store.republish_at(r.key))
                          for r in self.core.store.records())
         if held != self._saved_records:
-            await self.persistence.save_records(self.core.store)
+            writes.append(Deferred.fromCoroutine(self.persistence.save_records(self.core.store)))
             self._saved_records = held
             self.stats["records_saved"] += 1
+        for write in writes:
+            await write
 
     def start(self, interval: float = MAINTENANCE_INTERVAL) -> None:
         loop = self._loop = LoopingCall(self.maintain)

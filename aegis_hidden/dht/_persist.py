@@ -55,8 +55,13 @@ def _encode_record(record: SignedRecord) -> bytes:
 class DhtPersistence:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._opened = False
 
     async def open(self) -> None:
+        """Create the tables if missing (once; later calls return at once)."""
+        if self._opened:
+            return
+
         def create(conn: sqlite3.Connection) -> None:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -67,6 +72,7 @@ class DhtPersistence:
                              "DEFAULT 0")
 
         await self._db.run(create)
+        self._opened = True
 
     async def save_table(self, table: RoutingTable) -> int:
         """Replace the stored contacts with ``table``'s (buckets, then replacements)."""

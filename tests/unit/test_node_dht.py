@@ -257,3 +257,68 @@ def test_a_node_that_did_not_solve_the_puzzle_is_answered_but_not_learnt(
     if not paid:  # and its STOREs are refused
         assert cheap.dht.own_stored == 0
         assert first.of_type("dht_record_refused")[-1]["reason"] == "puzzle"
+
+
+class QueuedDb:
+    """A database that runs calls later, in order, and refuses new ones once closed
+    (as ThreadedSQLite does: queued calls still complete)."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = InlineSQLite(str(path))
+        self.queue: list[tuple[Any, Any]] = []
+        self.closed = False
+
+    def run(self, fn: Any) -> Any:
+        from twisted.internet.defer import Deferred, fail
+
+        if self.closed:
+            return fail(RuntimeError("the database is closed"))
+        d: Deferred[Any] = Deferred()
+        self.queue.append((fn, d))
+        return d
+
+    def drain(self) -> None:
+        while self.queue:
+            fn, d = self.queue.pop(0)
+            self.inner.run(fn).chainDeferred(d)
+
+
+def test_the_save_at_stop_is_queued_before_the_database_closes(clock: Clock,
+                                                               tmp_path: Path) -> None:
+    from aegis_hidden.dht import Contact, DhtCore, DhtNode, DhtPersistence
+
+    db = QueuedDb(tmp_path / "q.db")
+    ident = identity.create(tmp_path / "q-id", NOW - 10)
+    core = DhtCore(Contact(ident.ed25519_public))
+    other = identity.create(tmp_path / "o-id", NOW - 10)
+    core.table.observe(Contact(other.ed25519_public), clock.seconds())
+    record = sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), b"n", b"v", 1,
+                         NOW + 600)
+    core.store.put(record, clock.seconds())
+    persistence = DhtPersistence(db)
+    node = DhtNode(core, FakeRpc(), clock, random.Random(1), persistence=persistence)
+    opened = node.save()
+    db.drain()  # the first save opens the tables
+    result_of(opened)
+    core.table.observe(Contact(identity.create(tmp_path / "p-id", NOW).ed25519_public), 0.0)
+    core.store.put(sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), b"n",
+                               b"v2", 2, NOW + 600), clock.seconds())
+    saved = node.save()  # as DhtService.stopService does ...
+    db.closed = True  # ... right before the core closes the database
+    db.drain()
+    result_of(saved)
+    again = DhtCore(Contact(ident.ed25519_public))
+    result_of(DhtPersistence(db.inner).load_table(again.table, 0.0))
+    assert len(again.table) == 2
+    loaded, _ = result_of(DhtPersistence(db.inner).load_records(again.store, clock.seconds()))
+    assert loaded == 1 and again.store.get(record.key, clock.seconds()).value == b"v2"  # type: ignore[union-attr]
+
+
+class FakeRpc:
+    def on_request(self, handler: Any) -> None:
+        pass
+
+    def request(self, peer: str, payload: bytes, timeout: float) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred()
