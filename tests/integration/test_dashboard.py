@@ -58,6 +58,9 @@ def chromium_options(profile: Path, dead_port: int) -> Any:
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option("prefs", {
+        "download.default_directory": str(profile.parent / "downloads"),
+        "download.prompt_for_download": False})
     return options
 
 
@@ -167,6 +170,23 @@ def test_dashboard_in_chromium(browser: Any, node: NodeProcess, tmp_path: Path) 
         wait_for(lambda panel=panel: _attr(browser, f"#{panel}", "data-available"), 20,
                  f"the {panel} to be detected", [node])
 
+    # a short privacy audit run from the page: its checks, then its HTML report saved
+    if _attr(browser, "#audit-panel", "data-available") == "yes":
+        browser.execute_script("document.getElementById('audit-seconds').value = '2';"
+                               "document.querySelector('#audit-form button').click();")
+        wait_for(lambda: browser.find_elements(By.ID, "audit-report"), 120,
+                 "the audit to be done", [node])
+        text = browser.find_element(By.ID, "audit-panel").text
+        assert "state\ndone" in text and "result\n" in text, text
+        browser.find_element(By.ID, "audit-report").click()
+        downloads = tmp_path / "downloads"
+        report = wait_for(lambda: [p for p in downloads.glob("audit-*.html")], 30,
+                          "the audit report to be saved", [node])[0]
+        assert "<html" in report.read_text(errors="replace").lower()
+        print(f"audit report saved by the page: {report}")
+    else:
+        print("the node has no mixing layer: no audit to run from the page")
+
     # a reload keeps the session (sessionStorage), without typing the token again
     browser.refresh()
     wait_for(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), 15,
@@ -178,6 +198,13 @@ def test_dashboard_in_chromium(browser: Any, node: NodeProcess, tmp_path: Path) 
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
     print(f"from the node's start to the screenshot: {time.monotonic() - started:.1f}s")
+
+    # "Forget token": back to the sign-in form, nothing of the node left in the page
+    browser.find_element(By.ID, "logout").click()
+    assert browser.find_element(By.ID, "login-panel").is_displayed()
+    assert browser.execute_script(f"return sessionStorage.getItem('{TOKEN_KEY}')") is None
+    assert browser.find_elements(By.CSS_SELECTOR, "#events li, #peers td") == []
+    assert node.onion not in browser.page_source
 
     logs = browser.get_log("browser")
     errors = [entry for entry in logs if entry["level"] == "SEVERE"]

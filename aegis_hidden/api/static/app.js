@@ -165,6 +165,21 @@
       s.close();
     }
     setLive(false);
+    // nothing of the node stays in the page once the token is forgotten
+    for (const id of ['events', 'identity', 'counts', 'mixing', 'transports']) clear($(id));
+    for (const id of ['peers', 'sessions']) clear($(id).tBodies[0]);
+    for (const box of document.querySelectorAll('.feature')) clear(box);
+    $('node-onion').textContent = '';
+    $('event-count').textContent = '';
+    $('api-error').textContent = '';
+    eventCount = 0;
+    lastSeq = 0;
+    replayedUpTo = 0;
+    lastStatus = null;
+    lastTransports = {};
+    featurePaths = null;
+    for (const name of Object.keys(seenProgress)) delete seenProgress[name];
+    for (const name of Object.keys(pastProgress)) delete pastProgress[name];
     $('dashboard').hidden = true;
     $('logout').hidden = true;
     $('login-panel').hidden = false;
@@ -570,6 +585,8 @@
   }
 
   function renderAudit(box, audit) {
+    const previous = $('audit-seconds');
+    const typed = previous === null ? '60' : previous.value;
     clear(box);
     const form = el('form');
     form.id = 'audit-form';
@@ -578,7 +595,7 @@
     seconds.type = 'number';
     seconds.min = 1;
     seconds.max = 600;
-    seconds.value = 60;
+    seconds.value = typed;
     seconds.id = 'audit-seconds';
     label.appendChild(seconds);
     label.appendChild(document.createTextNode(' s of cells, then audit them '));
