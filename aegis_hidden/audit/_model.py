@@ -45,8 +45,8 @@ THRESHOLDS: dict[str, tuple[float | None, str]] = {
     "correlation.bin": (1.0, "seconds per time bin of the cell counts"),
     "correlation.max_lag": (5, "bins of lag tried either way"),
     "correlation.r_max": (0.3, "largest |Pearson r| between in and out counts"),
-    "correlation.alpha": (0.01, "a correlation above r_max fails only if significant at "
-                          "this level (Bonferroni over lags)"),
+    "correlation.alpha": (0.01, "a correlation above r_max (Bonferroni over lags) or an MI "
+                          "above mi_max (shuffle test) fails only if significant at this level"),
     "correlation.mi_max": (0.1, "mutual information in bits (bias-corrected) between in and "
                            "out counts"),
     "correlation.min_bins": (30, "bins needed to judge"),
