@@ -464,7 +464,12 @@ DOCUMENT: dict[str, Any] = {
                 "state": {"enum": ["queued", "sent", "acknowledged", "expired"]}}},
             "Status": {"type": "object", "properties": {
                 "identity": {"type": "object"},
-                "transports": {"type": "object", "additionalProperties": {"type": "object"}},
+                "transports": {
+                    "type": "object", "additionalProperties": {"type": "object"},
+                    "description": "each provider's state, by name (`tor`, `i2p`): `ready`, "
+                                   "and `bootstrap` (`progress` 0-100, `tag`, `summary`; "
+                                   "tor: tor's own, null until it reports; i2p: `step` "
+                                   "of `steps` on the way to a SAM session)"},
                 "session_layer": {"type": "boolean"},
                 "counts": {"type": "object", "properties": {
                     "peers": {"type": "integer"}, "connected": {"type": "integer"},

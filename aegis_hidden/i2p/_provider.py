@@ -95,6 +95,28 @@ def load_or_generate_key_file(path: Path, key: PrivateKey | None) -> PrivateKey 
                               "a new destination") from None
 
 
+#: The way to a ready SAM session, by provider state: (step, what it is doing).
+#: i2pd reports no bootstrap percentage (tor does); ``bootstrap.progress`` in
+#: :meth:`I2PProvider.state` is the step reached out of :data:`BOOTSTRAP_STEPS`.
+BOOTSTRAP_STEPS = 4
+_BOOTSTRAP = {
+    "stopped": (0, "not started"),
+    "launching": (1, "starting our own i2pd"),
+    "connecting": (2, "connecting to the SAM bridge"),
+    "reconnecting": (2, "reconnecting to the SAM bridge"),
+    "creating-session": (3, "creating the SAM sessions (i2pd builds their tunnels)"),
+    "recreating": (3, "recreating the SAM sessions"),
+    "ready": (4, "SAM sessions ready"),
+}
+
+
+def bootstrap_state(state: str) -> dict[str, Any]:
+    """``{"step", "steps", "progress" (0-100), "tag", "summary"}`` for a provider state."""
+    step, summary = _BOOTSTRAP.get(state, (0, state))
+    return {"step": step, "steps": BOOTSTRAP_STEPS, "progress": 100 * step // BOOTSTRAP_STEPS,
+            "tag": state, "summary": summary}
+
+
 @implementer(ITransportProvider)
 class I2PProvider(MultiService):
     """I2P for one node (see the module docstring)."""
@@ -530,6 +552,7 @@ class I2PProvider(MultiService):
             "name": "i2p",
             "state": self._state,
             "ready": self._state == "ready",
+            "bootstrap": bootstrap_state(self._state),
             "sam_address": self.config.i2p.sam_address,
             "sam_version": self._sam_version,
             "address": self.address,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import time
@@ -19,7 +20,7 @@ from aegis_hidden.config import PrivacyError, load_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.i2p import PrivateKey
 from aegis_hidden.i2p._launch import I2pdProcess
-from aegis_hidden.i2p._provider import I2PProvider
+from aegis_hidden.i2p._provider import BOOTSTRAP_STEPS, I2PProvider, bootstrap_state
 from aegis_hidden.i2p._sam import DatagramReceived, RawReceived
 from aegis_hidden.identity import NodeIdentity, create, load, verify_binding, verify_record
 from aegis_hidden.interfaces import ITransportProvider
@@ -401,3 +402,27 @@ def test_launched_i2pd_that_ignores_term_is_killed(tmp_path: Path, identities: l
     clock.advance(10)
     assert done == [None]
     assert reactor.processes[0].signals == ["TERM", "KILL"]
+
+
+def test_bootstrap_progress_is_in_the_state(tmp_path: Path, identities: list[Path]) -> None:
+    provider, _ = make(tmp_path, identities[0], FakeSAMBridge(), wall_clock())
+    assert provider.state()["bootstrap"] == {
+        "step": 0, "steps": BOOTSTRAP_STEPS, "progress": 0, "tag": "stopped",
+        "summary": "not started"}
+    provider.startService()
+    result_of(provider.when_ready())
+    boot = provider.state()["bootstrap"]
+    assert boot["progress"] == 100 and boot["step"] == BOOTSTRAP_STEPS and boot["tag"] == "ready"
+    result_of(provider.stopService())
+
+
+def test_every_provider_state_has_a_bootstrap_step() -> None:
+    source = (Path(__file__).resolve().parents[2] / "aegis_hidden" / "i2p" /
+              "_provider.py").read_text()
+    states = set(re.findall(r'_set_state\("([a-z-]+)"\)', source)) | {"stopped"}
+    assert len(states) >= 6
+    progress = {s: bootstrap_state(s)["progress"] for s in states}
+    assert progress["stopped"] == 0 and progress["ready"] == 100
+    assert all(0 < progress[s] < 100 for s in states - {"stopped", "ready"}), progress
+    assert progress["launching"] < progress["connecting"] < progress["creating-session"]
+    assert bootstrap_state("something new")["summary"] == "something new"

@@ -14,12 +14,6 @@
   const STATUS_SLOW = 5000;
   const PEERS_EVERY = 5000;
   const FEATURES_EVERY = 15000;
-  // I2P reports a state, not a percentage: the bar shows the step reached.
-  const I2P_STEPS = {
-    stopped: 0, launching: 1, connecting: 2, reconnecting: 2,
-    'creating-session': 3, recreating: 3, ready: 4,
-  };
-  const I2P_STEP_COUNT = 4;
 
   let token = null;
   let socket = null;
@@ -274,15 +268,9 @@
     if (state.bootstrap) {
       const b = state.bootstrap;
       let label = b.progress + '% ' + (b.tag || '') + (b.summary ? ': ' + b.summary : '');
+      if (typeof b.steps === 'number') label += ' (step ' + b.step + ' of ' + b.steps + ')';
       if (b.warning) label += ' (warning: ' + b.warning + ')';
       return { value: b.progress, max: 100, label: label };
-    }
-    if (state.state && state.state in I2P_STEPS) {
-      const step = I2P_STEPS[state.state];
-      return {
-        value: step, max: I2P_STEP_COUNT,
-        label: state.state + ' (step ' + step + ' of ' + I2P_STEP_COUNT + ')',
-      };
     }
     const phase = state.phase || state.state || (state.ready ? 'ready' : 'starting');
     return { value: state.ready ? 1 : 0, max: 1, label: phase };
@@ -291,7 +279,8 @@
   function renderTransports(transports) {
     const box = $('transports');
     let allReady = true;
-    const names = Object.keys(transports).sort();
+    const names = Object.keys(transports).sort((a, b) =>
+      (a === 'tor' ? -1 : b === 'tor' ? 1 : a.localeCompare(b)));
     for (const name of names) {
       const state = transports[name] || {};
       const p = transportProgress(name, state);
