@@ -13,6 +13,7 @@
 - :class:`MixingLayer` / :class:`MixingService`: what the running node holds
   (the scheduler every session uses, cell counters, the optional trace file,
   the loop monitor and the forwarding pool).
+- :class:`Throttle`: the node-wide bandwidth cap the schedulers consult.
 - :func:`metrics_snapshot`: profile, rates and counters (cover cells, queue
   delay histogram, loops, pool) for /metrics and status.
 
@@ -39,6 +40,7 @@ from ._scheduler import (
     PoissonScheduler,
     SchedulerStats,
 )
+from ._throttle import Throttle, check_bytes_per_second
 from ._trace import JsonLinesTraceSink, read_trace
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "PoissonScheduler",
     "PoolStats",
     "SchedulerStats",
+    "Throttle",
+    "check_bytes_per_second",
     "metrics_snapshot",
     "mix_pool_from_config",
     "profile_from_config",

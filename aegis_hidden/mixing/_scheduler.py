@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..interfaces import ICellLink, ICellScheduler, ITraceSink
+from ._throttle import Throttle
 
 # Slots due within EPSILON of "now" are taken now: a DelayedCall armed for
 # ``due - now`` seconds may fire a rounding error early.
@@ -144,6 +145,8 @@ class PoissonScheduler:
     """
 
     log = Logger()
+    #: The node's bandwidth cap (None: none); set by the node's emergency controls.
+    throttle: Throttle | None = None
 
     def __init__(self, clock: IReactorTime, random: Random, rate: float, *, burst: int = 1,
                  constant: bool = False, trace: ITraceSink | None = None,
@@ -296,12 +299,17 @@ class PoissonScheduler:
             self._arm()
 
     def _slot(self, entry: _Entry, link: ICellLink, now: float, stats: SchedulerStats) -> None:
+        throttle = self.throttle
+        if throttle is not None and not throttle.admit(self.burst):
+            return  # over the node's bandwidth cap (_throttle.py): this slot sends nothing
         stats.slots += 1
         queued = link.queued()
         if queued != entry.known:
             entry.discover(queued, now)  # queued without a notify (e.g. a REKEY)
         if queued:
             sent = link.emit(queued if queued < self.burst else self.burst)
+            if throttle is not None:
+                throttle.spent(sent)
             if sent:
                 entry.sent(sent, now, stats)
                 stats.real_cells += sent
@@ -316,6 +324,8 @@ class PoissonScheduler:
             # so a slot is never two writes.
             return
         link.emit(0, 1)
+        if throttle is not None:
+            throttle.spent(1)
         stats.cover_cells += 1
         if self._trace is not None:
             self._trace.record(now, str(link.link_id), "out", self._cell_size, "cover")
@@ -329,6 +339,9 @@ class ImmediateScheduler:
     application. This is the ``off`` profile (tests and trusted links) and the
     positive control of the KS tests.
     """
+
+    #: The node's bandwidth cap (None: none); set by the node's emergency controls.
+    throttle: Throttle | None = None
 
     def __init__(self, *, batch_size: int = 64, trace: ITraceSink | None = None,
                  clock: IReactorTime | None = None, cell_size: int = 996) -> None:
@@ -350,7 +363,11 @@ class ImmediateScheduler:
         if link.closed:
             return
         while (queued := link.queued()) > 0:
-            sent = link.emit(min(queued, self.batch_size))
+            count = min(queued, self.batch_size)
+            if self.throttle is not None and not (count := self.throttle.grant(count)):
+                self.throttle.wait(link, self.notify)  # over the cap: again when budget is back
+                break
+            sent = link.emit(count)
             if sent <= 0:
                 break
             self.stats.slots += 1

@@ -29,6 +29,7 @@ from ..interfaces import ISessionFactory, ITransportProvider
 from ..peers import DB_FILE_NAME, Database, PeerInfo, PeerStore, ThreadedSQLite
 from ._channels import Channel, ChannelRouter, PubSubChannel, RpcChannel
 from ._control import ControlError, ControlKind
+from ._emergency import EmergencyControls
 from ._identity_service import IdentityService
 from ._loops import PeerLoops
 from ._messaging import DeliveryState, Messenger
@@ -106,6 +107,10 @@ class NodeCore(Service):
         self.transports: list[ITransportProvider] = []
         self.session_factory: ISessionFactory | None = None
         self.mixing: Any = None  # the MixingLayer (tap.py), for /status and /metrics
+        # isolate/resume, the bandwidth cap, transport restarts (after the record
+        # keeper: its dial and accept checks stay in force beneath the isolation's)
+        self.emergency = EmergencyControls(self.pool, events, reactor, data_dir,
+                                           self.transports, self.messenger.retry_all)
         self._outcome: object = _PENDING
         self._waiters: list[Deferred[None]] = []
         self.metrics.gauge("active_connections", "Live peer sessions.", lambda: len(self.pool))
@@ -128,6 +133,7 @@ class NodeCore(Service):
         """Plug in the session layer (real or fake); call before or after start."""
         self.session_factory = factory
         self.pool.attach(factory)
+        self.emergency.attach_sessions(factory)
         # Handshakes the session layer refused on the accept side (pin mismatches...):
         # the real SessionFactory reports them; fakes may not.
         report = getattr(factory, "on_handshake_refused", None)
@@ -148,6 +154,7 @@ class NodeCore(Service):
         in ``/metrics`` (``mixing``: an :class:`aegis_hidden.mixing.MixingLayer`)."""
         self.mixing = mixing
         self.metrics.mixing = mixing.snapshot
+        self.emergency.attach_scheduler(mixing.scheduler, int(mixing.cell_size))
         # λ_L > 0: loops through connected peers; μ: answers and forwards wait in the pool.
         monitor = mixing.attach_loops(self.loops.choose_path, self.loops.send)
         if monitor is not None:
@@ -310,6 +317,7 @@ class NodeCore(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.records.stop()
+        self.emergency.stop()
         self.messenger.stop()
         self.pool.stop()
         if self._own_db:
@@ -362,6 +370,7 @@ class NodeCore(Service):
                 self.pool.link(peer), "transport_name", "unknown"))}
                 for peer in sorted(self.pool.peers())],
             "dht": {"running": self.dht is not None},
+            "emergency": self.emergency.status(),  # isolated? bandwidth cap?
         }
         if self.mixing is not None:  # the profile and the rates the node applies
             out["mixing"] = self.mixing.status()

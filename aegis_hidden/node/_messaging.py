@@ -346,6 +346,16 @@ class Messenger:
         Deferred.fromCoroutine(self._store.observe(pending.peer, Behaviour.TIMEOUT))
         self._retry_later(pending, f"no ack within {self.ack_timeout:g}s")
 
+    def retry_all(self) -> None:
+        """Try every queued message now, its backoff reset (the node resumed after
+        an isolation, a transport is back); a copy the peer already has is
+        acknowledged again and not delivered twice."""
+        for msg_id, pending in list(self._pending.items()):
+            if not pending.in_flight and not pending.parked and (
+                    pending.state is DeliveryState.QUEUED or pending.call is not None):
+                pending.failures = 0
+                self._attempt(msg_id)
+
     def _peer_connected(self, peer: str) -> None:
         for msg_id, pending in list(self._pending.items()):
             if pending.peer == peer and not pending.in_flight and (

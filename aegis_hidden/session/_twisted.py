@@ -411,6 +411,8 @@ class SessionFactory:
         #: Incoming streams closed unanswered by the handshake rate limit (a counter
         #: for the node's metrics).
         self.handshakes_rate_limited = 0
+        #: True: close every incoming stream unanswered (the node is isolated).
+        self.refuse_incoming: Callable[[], bool] = lambda: False
         self._limited_logged_at: float | None = None
         #: Sessions (either role) refused because the peer's onion is revoked.
         self.revoked_refused = 0
@@ -546,9 +548,11 @@ class SessionFactory:
     def _responder_protocol(self, transport_name: str | None = None) -> SessionProtocol | None:
         """A responder for a new stream, or None to close it at once.
 
-        Both checks come before anything is built: a refused stream costs no
+        Every check comes before anything is built: a refused stream costs no
         Session, no key material and no signature.
         """
+        if self.refuse_incoming():
+            return None  # isolated: the peer learns nothing beyond a closed stream
         limit = int(self.config.network.max_connections)
         if self.incoming_streams >= limit:
             self.log.warn("refusing an incoming stream: {count} open (network.max_connections)",

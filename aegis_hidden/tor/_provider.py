@@ -372,6 +372,23 @@ class TorProvider(MultiService):
 
             process.ended().addCallback(ended)
 
+    def restart(self, why: str = "restart asked") -> bool:
+        """Restart tor now, as after a loss: the tor we launched is killed and
+        started again (connect mode: our control connection is closed and made
+        again, which removes and re-adds a non-detached onion); the identity onion
+        is published again, ``tor_restarted`` follows. False (nothing done) while
+        tor is not ready: it is already starting or restarting, or has failed.
+        """
+        if not self._ready or self._stopping or self.phase == "failed":
+            return False
+        session = self._session
+        self._session_lost(why)
+        if session is not None and session.process is None:  # connect mode
+            transport = getattr(session.control, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return True
+
     def _session_lost(self, why: str) -> None:
         if self._stopping or self.phase == "failed":
             return
