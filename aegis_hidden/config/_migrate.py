@@ -134,11 +134,17 @@ def _set(out: dict[str, Any], path: str, value: Any) -> None:
 def _drop(out: dict[str, Any], path: str) -> bool:
     section, key = _parts(path)
     if key is None:
-        return out.pop(section, _MISSING) is not _MISSING
+        return _pop_str_key(out, section)
     node = out.get(section)
-    if isinstance(node, dict) and key in node:
-        del node[key]
-        return True
+    return isinstance(node, dict) and _pop_str_key(node, key)
+
+
+def _pop_str_key(mapping: dict[Any, Any], name: str) -> bool:
+    """Remove the key written as ``name`` (YAML keys may be numbers or booleans)."""
+    for k in list(mapping):
+        if str(k) == name:
+            del mapping[k]
+            return True
     return False
 
 

@@ -146,6 +146,12 @@ def test_rules(raw: dict[str, Any], key: str, expected: Any, why: str) -> None:
     assert why in " ".join(text.split()).replace("# ", "")
 
 
+def test_keys_that_are_not_strings_are_dropped() -> None:
+    m = migrate({1: "x", "network": {True: 2, "max_connections": 4}})
+    assert m.raw == {"network": {"max_connections": 4}}
+    parse_config(yaml.safe_load(m.to_yaml("seed.yaml")))
+
+
 def test_a_valid_file_comes_back_unchanged() -> None:
     raw = {"network": {"max_connections": 7, "bootstrap_nodes": [ONION]},
            "api": {"onion": True}}
