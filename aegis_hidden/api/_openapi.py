@@ -34,6 +34,92 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {c: _ERR[c] for c in ("401", *codes)}
 
 
+EMERGENCY = {
+    "type": "object", "required": ["isolated", "throttle"],
+    "description": "The emergency controls (docs/operations.md): isolation and the node-wide "
+                   "bandwidth cap, both kept across restarts in the data dir's emergency.json.",
+    "properties": {
+        "isolated": {"type": "boolean",
+                     "description": "true: no sessions, no dialing, no accepting; the outbox "
+                                    "is kept"},
+        "isolated_since": {"type": ["number", "null"]},
+        "isolation_reason": {"type": ["string", "null"]},
+        "throttle": {"type": "object", "required": ["bytes_per_second"], "properties": {
+            "bytes_per_second": {"type": ["integer", "null"],
+                                 "description": "the cap on all links together; null: none"},
+            "refused_writes": {"type": "integer",
+                               "description": "scheduler writes held back by the cap"},
+            "admitted_bytes": {"type": "integer"}}}}}
+_EMPTY_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False}}}}
+
+
+def _emergency_paths() -> dict[str, Any]:
+    changed = {"allOf": [EMERGENCY, {"type": "object", "required": ["changed"], "properties": {
+        "changed": {"type": "boolean", "description": "false: it was so already"}}}]}
+    return {
+        "/api/node/emergency": {"get": {
+            "summary": "Emergency state: isolated or not, the bandwidth cap",
+            "operationId": "emergencyState",
+            "responses": {"200": _json(EMERGENCY, "The emergency state."), **_errors()}}},
+        "/api/node/isolate": {"post": {
+            "summary": "Isolate the node: close every session, refuse new ones both ways",
+            "description": (
+                "Live sessions are closed, nobody is dialled, incoming streams are closed "
+                "before any handshake; queued messages stay in the outbox (and new sends "
+                "are queued). Kept across restarts until `POST /api/node/resume`. "
+                "Event `node_isolated`."),
+            "operationId": "isolate",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "properties": {
+                    "reason": {"type": "string", "maxLength": 200,
+                               "pattern": "^[^\\u0000-\\u001f\\u007f]*$",
+                               "description": "kept in the state and the log"}}}}}},
+            "responses": {"200": _json(changed, "Isolated."), **_errors("400", "413")}}},
+        "/api/node/resume": {"post": {
+            "summary": "End the isolation; the outbox is sent at once",
+            "operationId": "resume", "requestBody": _EMPTY_BODY,
+            "responses": {"200": _json(changed, "Dialing and accepting again (event "
+                                       "`node_resumed`)."), **_errors("400", "413")}}},
+        "/api/node/throttle": {"post": {
+            "summary": "Cap what the cell scheduler sends, all links together (bytes/s)",
+            "description": (
+                "`bytes_per_second`: 1024 to 10000000000, or 0 or null to lift the cap. "
+                "A Poisson slot over the budget sends nothing, not even cover: while the "
+                "cap binds, a link's writes depart from its schedule (docs/operations.md). "
+                "Kept across restarts. Event `node_throttled`."),
+            "operationId": "throttle",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "required": ["bytes_per_second"], "properties": {
+                    "bytes_per_second": {"type": ["integer", "null"], "minimum": 0,
+                                         "maximum": 10_000_000_000}}}}}},
+            "responses": {"200": _json(EMERGENCY, "The cap is in force (or lifted)."),
+                          "409": _json(_ref("Error"), "The node has no cell scheduler."),
+                          **_errors("400", "413")}}},
+        "/api/node/transports/{transport}/restart": {"post": {
+            "summary": "Restart one transport (tor or i2p) without restarting the node",
+            "description": (
+                "The sessions over it are closed; tor is restarted (connect mode: the "
+                "control connection is made again) and the onion published again, or "
+                "i2p's SAM sessions are made again. Queued messages are kept and sent "
+                "once the transport is ready. Event `transport_restarting`, then tor's "
+                "`tor_restarted`."),
+            "operationId": "restartTransport",
+            "parameters": [{"name": "transport", "in": "path", "required": True,
+                            "schema": {"enum": ["tor", "i2p"]}}],
+            "requestBody": _EMPTY_BODY,
+            "responses": {
+                "202": _json({"type": "object", "required": ["transport", "restarting"],
+                              "properties": {"transport": {"enum": ["tor", "i2p"]},
+                                             "restarting": {"const": True}}},
+                             "The restart has begun; watch /api/network/status."),
+                "404": _json(_ref("Error"), "No such transport runs on this node."),
+                "409": _json(_ref("Error"), "This transport cannot be restarted now."),
+                **_errors("400", "413")}}},
+    }
+
+
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _NO_DHT = _json(_ref("Error"), "The node runs no DHT (`dht.enabled` is false).")
 DHT_RECORD = {"type": "object", "required": ["key", "name", "value", "sequence", "expires",
@@ -149,6 +235,11 @@ DOCUMENT: dict[str, Any] = {
                     "202": _json(_ref("Delivery"), "Stored in the outbox; `state` is where "
                                  "delivery stands now. Follow `delivery_state` events."),
                     "409": _json(_ref("Error"), "The target is blacklisted."),
+                    "503": {**_json(_ref("Error"), "Backpressure: the session to the target "
+                                    "still holds more unsent cells than it sends in an ack "
+                                    "timeout. Nothing was stored; try again after "
+                                    "`Retry-After` seconds."),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
                     **_errors("400", "404", "413")},
             },
         },
@@ -216,6 +307,7 @@ DOCUMENT: dict[str, Any] = {
                               **_errors("404")},
             },
         },
+        **_emergency_paths(),
         "/api/node/wipe": {
             "post": {
                 "summary": "Emergency wipe: destroy keys, logs and database, stop the node",
@@ -480,6 +572,7 @@ DOCUMENT: dict[str, Any] = {
                                            "peer": PEER_ID,
                                            "transport": {"type": "string", "examples": [
                                                "tor", "i2p"]}}}},
+                "emergency": EMERGENCY,
                 "dht": {"type": "object", "required": ["running"], "properties": {
                     "running": {"type": "boolean",
                                 "description": "false: /api/network/dht answers 503"}}},

@@ -25,6 +25,7 @@ from zope.interface import provider
 from .. import _json as strict_json
 from ..node import (
     WIPE_CONFIRMATION,
+    Backpressure,
     DeliveryState,
     EnvelopeError,
     MessageTooLarge,
@@ -35,6 +36,7 @@ from ..node import (
 from ..peers import PeerAddressError, UnknownPeer, check_peer_address
 from ._deliveries import DeliveryLog
 from ._dht import DhtEndpoints
+from ._emergency import EmergencyEndpoints
 from ._openapi import openapi_json
 from ._token import TokenChecker
 
@@ -296,6 +298,8 @@ class ApiResource(Resource):
         self.max_body_size = max_body_size
         self.deliveries = deliveries
         self.dht = DhtEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
+        self.emergency = EmergencyEndpoints(core, lambda r: read_json_body(r, max_body_size),
+                                            ApiError)
         #: /api/network/audit/... (``_audit.NodeAudits``: its ``route`` gives the handlers)
         self.audits = audits
 
@@ -337,6 +341,10 @@ class ApiResource(Resource):
             ("network", "dht"): {"GET": self.dht.stats},
             ("network", "dht", "records"): {"POST": self.dht.put_record},
             ("network", "dht", "crawl"): {"POST": self.dht.crawl},
+            ("node", "emergency"): {"GET": self.emergency.status},
+            ("node", "isolate"): {"POST": self.emergency.isolate},
+            ("node", "resume"): {"POST": self.emergency.resume},
+            ("node", "throttle"): {"POST": self.emergency.throttle},
         }
         key = tuple(path)
         args: tuple[str, ...] = ()
@@ -349,6 +357,9 @@ class ApiResource(Resource):
         elif len(path) == 3 and path[:2] == ["network", "messages"]:
             key, args = ("network", "messages", "*"), (path[2],)
             routes[key] = {"GET": self.get_message}
+        elif len(path) == 4 and path[:2] == ["node", "transports"] and path[3] == "restart":
+            key, args = ("node", "transports", "*", "restart"), (path[2],)
+            routes[key] = {"POST": self.emergency.restart_transport}
         elif path[:2] == ["network", "audit"] and self.audits is not None:
             found = self.audits.route(path[2:])
             if found is not None:
@@ -483,6 +494,9 @@ class ApiResource(Resource):
             raise ApiError(413, str(e), "message") from None
         except PeerBlocked as e:
             raise ApiError(409, str(e), "target") from None
+        except Backpressure as e:  # nothing stored: the client tries again later
+            request.setHeader("retry-after", str(e.retry_after))
+            raise ApiError(503, str(e), "target") from None
         except (EnvelopeError, UnknownPeer) as e:
             raise ApiError(400, str(e), "message") from None
         return 202, {"id": msg_id, "target": target, "state": state.value}

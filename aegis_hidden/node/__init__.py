@@ -11,9 +11,10 @@ from ._at_rest import (
 )
 from ._core import NodeCore
 from ._dht import DhtService, identity_key, record_json
+from ._emergency import EmergencyControls, EmergencyError, NotSupported, UnknownTransport
 from ._envelope import EnvelopeError
 from ._identity_service import IdentityService
-from ._messaging import DeliveryState, MessageTooLarge, Messenger, RequestTimeout
+from ._messaging import Backpressure, DeliveryState, MessageTooLarge, Messenger, RequestTimeout
 from ._metrics import Metrics
 from ._pool import (
     ConnectionPool,
@@ -27,10 +28,13 @@ from ._service import NodeService
 
 __all__ = [
     "WIPE_CONFIRMATION",
+    "Backpressure",
     "ConnectionPool",
     "DeliveryState",
     "DhtService",
     "DialFailed",
+    "EmergencyControls",
+    "EmergencyError",
     "EnvelopeError",
     "IdentityService",
     "MessageTooLarge",
@@ -39,10 +43,12 @@ __all__ = [
     "NoSessionFactory",
     "NodeCore",
     "NodeService",
+    "NotSupported",
     "PeerBlocked",
     "PeerRedactingObserver",
     "PeerRevoked",
     "RequestTimeout",
+    "UnknownTransport",
     "WipeReport",
     "classify_failure",
     "disable_core_dumps",

@@ -155,12 +155,25 @@ class NodeCore(Service):
         self.mixing = mixing
         self.metrics.mixing = mixing.snapshot
         self.emergency.attach_scheduler(mixing.scheduler, int(mixing.cell_size))
+        self.messenger.link_rate = self._link_rate
         # λ_L > 0: loops through connected peers; μ: answers and forwards wait in the pool.
         monitor = mixing.attach_loops(self.loops.choose_path, self.loops.send)
         if monitor is not None:
             self.loops.attach(monitor)
         self.rpc.forwarder = mixing.forward
         self.pubsub.forwarder = mixing.forward
+
+    def _link_rate(self) -> float | None:
+        """Cells per second one session sends: the profile's slots times its burst,
+        under the node's bandwidth cap shared by the live sessions (None: at once)."""
+        rate = None
+        if self.mixing is not None and self.mixing.scheduling:
+            rate = float(self.mixing.profile.cover_rate) * int(self.mixing.profile.burst)
+        throttle = self.emergency.throttle
+        if throttle is not None and throttle.rate is not None:
+            capped = throttle.rate / throttle.cell_bytes / max(1, len(self.pool))
+            rate = capped if rate is None else min(rate, capped)
+        return rate
 
     def attach_dht(self, dht: Any) -> None:
         """Resolve peers known by nothing but their onion through ``dht`` (an IDHT)."""

@@ -25,6 +25,16 @@ delivered twice. Ids are kept for ``dedupe_window`` seconds, which is longer
 than the sender's ``ttl``; a message older than the window is acknowledged and
 dropped (it may be a copy of one forgotten).
 
+Backpressure: while the live session to a peer still holds more unsent cells
+than it can send within ``ack_timeout`` (the cell scheduler sends them at the
+mixing profile's rate, or ``max_backlog_cells`` when the rate is not known),
+``send()`` refuses with :class:`Backpressure`, which says when to try again;
+nothing is stored. An acknowledgement cannot come before the message has left
+our own queue, so an ack timeout while that queue still holds cells is not
+the peer's fault: the timer starts again, with no reputation charge and no
+copy queued behind the first. Only an ack missing while the session is up and
+our queue is empty counts as the peer's timeout.
+
 Request/response rides on the same path: a request is a message with ``rq``,
 the answer is a message with ``re`` = the request's id, both reliable.
 """
@@ -35,6 +45,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import uuid
@@ -72,6 +83,24 @@ class MessageTooLarge(ValueError):
 
 class RequestTimeout(Exception):
     """No response to a request within its timeout."""
+
+
+class Backpressure(Exception):
+    """Our own send queue to the peer is full: try again in ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def backlog(link: Any) -> int:
+    """Cells the session ``link`` (as the pool hands it out) has not sent yet
+    (0 for a link that cannot tell)."""
+    queued = getattr(getattr(link, "raw", link), "queued", None)
+    if not callable(queued):
+        return 0
+    count = queued()
+    return count if isinstance(count, int) else 0
 
 
 RequestHandler = Callable[[str, dict[str, Any]], "Awaitable[dict[str, Any]] | dict[str, Any]"]
@@ -116,6 +145,7 @@ class Messenger:
         ttl: float = 86400.0,
         dedupe_window: float = 2 * 86400.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        max_backlog_cells: int = 256,
     ) -> None:
         if dedupe_window <= ttl:
             raise ValueError("dedupe_window must be longer than ttl, or retries could be "
@@ -148,6 +178,10 @@ class Messenger:
         self._pruner = LoopingCall(self._prune)
         self._pruner.clock = clock
         self._keep_on_removal: set[str] = set()
+        self.max_backlog_cells = max_backlog_cells
+        #: Cells per second one link sends (the mixing profile's, under the node's
+        #: bandwidth cap), None when not known: the node core sets it.
+        self.link_rate: Callable[[], float | None] = lambda: None
         pool.on_connected(self._peer_connected)
         store.on_change(self._peer_changed)
 
@@ -224,6 +258,8 @@ class Messenger:
         if len(data) > self.max_message_size:
             raise MessageTooLarge(f"message is {len(data)} bytes encoded, the limit "
                                   f"(performance.max_message_size) is {self.max_message_size}")
+        if reply_to is None:  # an answer to a peer's request is never refused
+            self._check_backlog(info.peer_id)
         text = data.decode()
         row = (message.msg_id, info.peer_id, text, message.created, message.created)
 
@@ -237,6 +273,23 @@ class Messenger:
         self._attempt(message.msg_id)
         state = self._states[message.msg_id]
         return message.msg_id, state
+
+    def _check_backlog(self, peer: str) -> None:
+        """Raise :class:`Backpressure` while the session to ``peer`` holds more
+        unsent cells than it sends within ``ack_timeout``."""
+        link = self._pool.link(peer)
+        waiting = backlog(link) if link is not None else 0
+        if not waiting:
+            return
+        rate = self.link_rate()
+        limit = self.max_backlog_cells if not rate else max(16, int(rate * self.ack_timeout))
+        if waiting <= limit:
+            return
+        retry = 1 if not rate else math.ceil((waiting - limit / 2) / rate)
+        retry = min(300, max(1, retry))
+        self._metrics.inc("sends_refused_backpressure")
+        raise Backpressure(f"the send queue to {peer} is full ({waiting} cells not yet sent, "
+                           f"limit {limit}): try again in {retry}s", retry)
 
     async def request(self, peer: str, body: dict[str, Any], timeout: float = 60.0
                       ) -> dict[str, Any]:
@@ -343,7 +396,14 @@ class Messenger:
         if pending is None:
             return
         pending.call = None
-        Deferred.fromCoroutine(self._store.observe(pending.peer, Behaviour.TIMEOUT))
+        link = self._pool.link(pending.peer)
+        if link is not None and backlog(link):
+            # Our own queue still holds cells (the message may not have left): no
+            # fault of the peer's, and a copy would only queue behind the first.
+            pending.call = self._clock.callLater(self.ack_timeout, self._ack_timed_out, msg_id)
+            return
+        if link is not None:  # the session is up and our queue empty: the peer is silent
+            Deferred.fromCoroutine(self._store.observe(pending.peer, Behaviour.TIMEOUT))
         self._retry_later(pending, f"no ack within {self.ack_timeout:g}s")
 
     def retry_all(self) -> None:

@@ -53,6 +53,8 @@ class Metrics:
         "messages_acked": "Messages acknowledged by their peer.",
         "messages_received": "Messages delivered to the application (after de-duplication).",
         "messages_duplicate": "Duplicate messages acknowledged and dropped.",
+        "sends_refused_backpressure": "Sends refused because the session to the peer "
+                                      "still held too many unsent cells (API 503).",
         "peer_churn": "Session openings plus closings.",
         "auth_failures": "API requests or WebSocket upgrades with a wrong or missing token.",
         "session_auth_failures": "Sessions that failed the handshake or a signature check.",
