@@ -58,13 +58,14 @@ def test_full_queue_at_20_messages_per_second_never_blacklists_the_peer(tmp_path
     a.messenger.link_rate = lambda: backlog.rate
     net.drop_all = True  # the peer's acks wait behind our queue: none arrives in time
     accepted = refused = 0
+    retry_afters: list[int] = []
     for _ in range(150 * 20):  # 2.5 minutes at 20 messages/s
         clock.advance(0.05)
         try:
             result_of(a.send(peer, {"type": "chat", "data": "z" * 1000}))
         except Backpressure as e:
             refused += 1
-            assert 1 <= e.retry_after <= 300
+            retry_afters.append(e.retry_after)
             continue
         accepted += 1
         backlog.drain()
@@ -72,10 +73,11 @@ def test_full_queue_at_20_messages_per_second_never_blacklists_the_peer(tmp_path
     info = a.store.require(peer)
     assert not info.blocked(clock.seconds()) and info.reputation >= 0.5
     assert refused > 0 and accepted > 0
+    assert all(1 <= r <= 300 for r in retry_afters)
     # the queue stays bounded: what the link sends in an ack timeout, plus one message
     assert backlog.queued() <= 2.0 * a.messenger.ack_timeout + 2
     assert a.metrics.counters["sends_refused_backpressure"] == refused
-    assert a.messenger.outbox_size() == accepted + 0  # every accepted message kept
+    assert a.messenger.outbox_size() == accepted  # every accepted message kept
 
 
 def test_silent_peer_still_charged_once_our_queue_is_empty(tmp_path: Path) -> None:
@@ -99,4 +101,4 @@ def test_silent_peer_still_charged_once_our_queue_is_empty(tmp_path: Path) -> No
     waiting[0] = 0  # our queue is empty now: a missing ack is the peer's silence
     clock.advance(a.messenger.ack_timeout)
     assert a.store.require(peer).reputation < start
-    assert AUTO_BLOCK_BELOW < a.store.require(peer).reputation
+    assert a.store.require(peer).reputation > AUTO_BLOCK_BELOW
