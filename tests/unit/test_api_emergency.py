@@ -132,3 +132,36 @@ def test_send_over_a_full_queue_is_503_with_retry_after(api: Api) -> None:
     assert api.a.messenger.outbox_size() == before  # nothing stored
     assert api.a.metrics.counters["sends_refused_backpressure"] == 1
     assert api.a.store.require(b).reputation >= 0.5  # and the peer was not charged
+
+
+def test_cli_node_commands(api: Api, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from aegis_hidden.cli import main
+    from aegis_hidden.cli._api import ApiClient
+
+    from .test_api_cli import StubClient
+
+    monkeypatch.setattr(ApiClient, "from_args", classmethod(lambda cls, args: StubClient(api)))
+    assert main(["node", "isolate", "--reason", "drill"]) == 0
+    assert capsys.readouterr().out.strip() == ("node isolated: isolated (drill); "
+                                               "bandwidth cap: none")
+    assert api.a.emergency.isolated
+    assert main(["node", "emergency"]) == 0
+    assert capsys.readouterr().out.startswith("isolated (drill)")
+    assert main(["node", "resume"]) == 0
+    assert capsys.readouterr().out.startswith("node resumed: not isolated")
+    assert main(["node", "throttle", "50k"]) == 1  # no cell scheduler: the API's 409
+    assert "API said 409" in capsys.readouterr().err
+    api.a.emergency.attach_scheduler(PoissonScheduler(api.clock, random.Random(2), 5.0), 996)
+    assert main(["node", "throttle", "50k"]) == 0
+    assert capsys.readouterr().out.strip() == "not isolated; bandwidth cap: 50000 bytes/s"
+    assert main(["node", "throttle", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("bandwidth cap: none")
+    with pytest.raises(SystemExit):
+        main(["node", "throttle", "fast"])
+    assert "not a whole number" in capsys.readouterr().err
+    assert main(["node", "restart-transport", "tor"]) == 1
+    assert "API said 404" in capsys.readouterr().err
+    api.a.add_transport(Provider("tor"))  # type: ignore[arg-type]
+    assert main(["node", "restart-transport", "tor"]) == 0
+    assert capsys.readouterr().out.startswith("tor restarting")
