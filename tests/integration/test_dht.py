@@ -73,6 +73,11 @@ def nodes(tor_network: TorNetwork, tmp_path_factory: pytest.TempPathFactory
     finally:
         for api in apis:
             api.node.stop()
+        # the nodes stopped with SIGTERM saved their DHT state and logged nothing critical
+        for api in apis:
+            if api.node.stopped_cleanly():
+                log = api.node.log_file.read_text(errors="replace")
+                assert "#critical]" not in log, api.node.log_tail(40)
 
 
 def _published(api: Api) -> bool:
