@@ -53,11 +53,17 @@ SETTLE = 3.0  # seconds of each link's trace dropped at its start (handshake fli
 P_MIN = 0.01
 
 
+LOOP_RATE = 0.5  # λ_L of the balanced nodes here: enough loops in EXCHANGE seconds
+
+
 def _node(net: TorNetwork, name: str, root: Path, profile: str) -> NodeProcess:
     port = free_ports(1)[0]
+    mixing: dict[str, Any] = {"profile": profile, "trace_file": TRACE}
+    if profile == "balanced":
+        mixing["loop_rate"] = LOOP_RATE
     return prepare_node(net, name, root / name, extra={
         "api": {"enabled": True, "listen_address": f"127.0.0.1:{port}"},
-        "mixing": {"profile": profile, "trace_file": TRACE}})
+        "mixing": mixing})
 
 
 def _api_port(node: NodeProcess) -> int:
@@ -201,6 +207,15 @@ def test_balanced_links_write_on_a_poisson_schedule_and_off_links_do_not(
         m = metrics(n)
         assert m["aegis_mixing_cover_cells_sent_total"] > 0
         assert m["aegis_mixing_cover_cells_received_total"] > 0
+        # loop cover through the peers over Tor: loops come back, round trips measured
+        assert st["mixing"]["loop_cover"] and st["mixing"]["loop_rate"] == LOOP_RATE
+        returned = m["aegis_mixing_loops_returned_total"]
+        assert m["aegis_mixing_loops_sent_total"] > 0 and returned > 0, m
+        assert m["aegis_mixing_loops_lost_total"] == 0, m
+        assert m["aegis_mixing_loop_rtt_seconds_count"] == returned
+        assert m["aegis_loops_answered_total"] > 0, m
+        print(f"\nloops: {m['aegis_mixing_loops_sent_total']:g} sent, {returned:g} back, "
+              f"mean round trip {m['aegis_mixing_loop_rtt_seconds_sum'] / returned:.2f} s")
     for n in off:
         m = metrics(n)
         assert m["aegis_mixing_cover_cells_sent_total"] == 0
