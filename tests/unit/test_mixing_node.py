@@ -24,10 +24,12 @@ from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.mixing import LOOP_RTT_BUCKETS, MixingLayer, MixingService
 from aegis_hidden.node import NodeCore
-from aegis_hidden.node._channels import Channel, send_frame
+from aegis_hidden.node._channels import Channel, encode_frame, send_frame
 from aegis_hidden.node._control import ControlKind
 from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.session import Session, SessionParams
 from aegis_hidden.testing import FakeNetwork, result_of
+from aegis_hidden.testing._sessions import memory_identity
 
 KS_SAMPLES = 10_000
 
@@ -354,3 +356,31 @@ def test_a_forward_to_a_peer_gone_meanwhile_fails_cleanly(tmp_path: Path) -> Non
     d.addErrback(errors.append)
     assert errors and "no session" in errors[0].getErrorMessage()
 
+
+
+def test_a_loop_is_one_sealed_cell_like_a_cover_cell() -> None:
+    """On the wire a loop (and its return) is one cell of the cell size, sealed,
+    as a cover cell is: nothing in its size or form tells it apart."""
+    now = 1_800_000_000.0
+    alice, bob = memory_identity(now), memory_identity(now)
+    params = SessionParams()
+    i = Session(alice, params, initiator=True, clock=lambda: now, peer_address=bob.onion)
+    r = Session(bob, params, initiator=False, clock=lambda: now)
+    i.start()
+    for _ in range(3):
+        r.receive_data(i.data_to_send())
+        i.receive_data(r.data_to_send())
+    assert i.established and r.established
+    i.events()
+    r.events()
+    loop_id = random.Random(3).randbytes(16)
+    for kind in (ControlKind.LOOP, ControlKind.LOOP_RETURN):
+        frame = encode_frame(Channel.CONTROL, bytes([kind]) + loop_id)
+        i.send_message(frame)
+        sealed = i.seal_queued(1, 0)
+        cover = i.seal_queued(0, 1)
+        assert len(sealed) == len(cover) == params.cell_size
+        assert loop_id not in sealed and frame not in sealed
+        r.receive_data(sealed + cover)
+        got = [getattr(e, "data", None) for e in r.events()]
+        assert frame in got
