@@ -105,9 +105,10 @@ def plot_lags(plot: dict[str, Any]) -> str | None:
         return None
     fig = Figure(figsize=(7, 3))
     ax = fig.add_subplot()
-    for row in nodes[:8]:
+    for i, row in enumerate(nodes[:8]):
+        # a label must not start with "_" (matplotlib would leave it out of the legend)
         ax.plot(lags, [0 if v is None else v for v in row["r_by_lag"]], marker="o",
-                label=str(row["node"])[-40:])
+                label=f"{i + 1}: {str(row['node'])[-40:]}")
     ax.axhline(0, color="#999", lw=0.5)
     ax.set_xlabel("lag (bins; outgoing after incoming is positive)")
     ax.set_ylabel("r (in, out)")
