@@ -340,6 +340,25 @@ class DhtConfig:
 
 
 @dataclass(frozen=True)
+class PubSubConfig:
+    # docs/pubsub.md: the protocol, its parameters and how the node runs it.
+    enabled: bool = _f(
+        True, c.boolean(),
+        "Run topic pub/sub on the pubsub channel of every live session (gossipsub-style mesh; "
+        "normal topics signed by this node's Ed25519 + ML-DSA-65 identity).")
+    d: int = _f(6, c.integer(1, 64), "Mesh degree D: peers per topic mesh.")
+    d_lo: int = _f(4, c.integer(1, 64), "Below this many mesh peers, the heartbeat grafts up to D.")
+    d_hi: int = _f(12, c.integer(1, 128), "Above this many mesh peers, the heartbeat prunes to D.")
+    heartbeat: float = _f(1.0, c.number(0.1, 60, unit="seconds"),
+                          "Mesh upkeep, gossip and timers run this often.")
+    history: float = _f(
+        600.0, c.number(10, 86400, unit="seconds"),
+        "Messages kept per topic for IWANT and catch-up (also how long ids are remembered: "
+        "1.5x this).")
+    max_topics: int = _f(64, c.integer(1, 10_000), "Most topics this node subscribes to.")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str | None = _f(None, c.optional(c.text()),
                               "Where the node keeps its state (null: ~/.aegis-hidden).")
@@ -353,6 +372,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
+    pubsub: PubSubConfig = field(default_factory=PubSubConfig)
 
     def resolve_data_dir(self, override: str | None = None) -> Path:
         chosen = override or self.data_dir
@@ -375,7 +395,7 @@ class Config:
 SECTIONS = {"network": NetworkConfig, "security": SecurityConfig,
             "performance": PerformanceConfig, "tor": TorConfig, "i2p": I2PConfig,
             "mixing": MixingConfig, "api": ApiConfig, "logging": LoggingConfig,
-            "dht": DhtConfig}
+            "dht": DhtConfig, "pubsub": PubSubConfig}
 
 
 def _build(cls: type[Any], path: str, raw: Any, problems: list[ConfigError],
@@ -468,6 +488,11 @@ def _cross_checks(cfg: Config, failed: set[str]) -> Iterator[ConfigError]:
                 "is not on this machine: the traffic to it (and its authentication) "
                 "crosses the network unencrypted",
                 "run the daemon locally and give a 127.0.0.1 address or a unix socket")
+    if ok("pubsub.d", "pubsub.d_lo", "pubsub.d_hi") and not (
+            cfg.pubsub.d_lo <= cfg.pubsub.d <= cfg.pubsub.d_hi):
+        yield ConfigError("pubsub.d", cfg.pubsub.d,
+                          f"the mesh degrees must satisfy d_lo <= d <= d_hi (here "
+                          f"{cfg.pubsub.d_lo}, {cfg.pubsub.d}, {cfg.pubsub.d_hi})")
     if ok("tor.mode", "tor.control_port", "security.enable_tor") and (
             cfg.tor.mode == "connect" and cfg.tor.control_port is None
             and cfg.security.enable_tor):
