@@ -8,6 +8,8 @@
   :class:`RecordStore` with typed refusals, quotas, expiry and republish),
 - S/Kademlia's puzzle (:func:`solve_puzzle`, :func:`check_puzzle`): a contact
   enters a table only with a nonce that makes its place in the id space cost work,
+- offline mailboxes (:func:`mailbox_key`, :func:`seal_letter`, :func:`open_letter`,
+  :class:`MailboxStore`, :func:`sign_auth`): sealed letters at a daily key,
 - the message codec (``wire/dht.proto``) and :class:`DhtCore`, which answers
   requests and feeds answers into lookups.
 
@@ -20,11 +22,39 @@ and records in the node's database; the node runs them through
 from ._core import ALPHA, DhtCore, DhtRequestRefused, Handled, StoreLimiter
 from ._ids import ID_BITS, ID_BYTES, Contact, bucket_index, distance, node_id, node_id_of_onion
 from ._lookup import Lookup, LookupMisuse, LookupResult, Query
+from ._mailbox import (
+    BUCKETS,
+    ENVELOPE_SIZES,
+    MAILBOX_QUOTA,
+    MAILBOX_TTL,
+    MAX_LETTER,
+    BadLetter,
+    BadMailboxAuth,
+    Letter,
+    MailboxAuth,
+    MailboxError,
+    MailboxFull,
+    MailboxStore,
+    MailNotPadded,
+    MailStoreFull,
+    MailTooLarge,
+    StaleMailboxAuth,
+    entry_id,
+    mailbox_key,
+    open_letter,
+    seal_letter,
+    sign_auth,
+    utc_day,
+    verify_auth,
+)
 from ._messages import (
     MAX_CONTACTS,
+    Collect,
+    Deposit,
     DhtMessageError,
     FindNode,
     FindValue,
+    Mail,
     Nodes,
     Ping,
     Pong,
@@ -39,7 +69,7 @@ from ._messages import (
     decode_response,
     encode,
 )
-from ._node import DhtNode, RpcTransport
+from ._node import AuthSigner, DhtNode, LetterSink, RpcTransport
 from ._persist import DhtPersistence
 from ._puzzle import MAX_NONCE, check_puzzle, solve_puzzle
 from ._records import (
@@ -63,15 +93,25 @@ from ._table import K, PingOldest, RoutingTable
 
 __all__ = [
     "ALPHA",
+    "BUCKETS",
+    "ENVELOPE_SIZES",
     "ID_BITS",
     "ID_BYTES",
+    "MAILBOX_QUOTA",
+    "MAILBOX_TTL",
     "MAX_CONTACTS",
+    "MAX_LETTER",
     "MAX_LIFETIME",
     "MAX_NAME",
     "MAX_NONCE",
     "MAX_VALUE",
+    "AuthSigner",
+    "BadLetter",
+    "BadMailboxAuth",
     "BadRecordSignature",
+    "Collect",
     "Contact",
+    "Deposit",
     "DhtCore",
     "DhtMessageError",
     "DhtNode",
@@ -83,9 +123,19 @@ __all__ = [
     "FindValue",
     "Handled",
     "K",
+    "Letter",
+    "LetterSink",
     "Lookup",
     "LookupMisuse",
     "LookupResult",
+    "Mail",
+    "MailNotPadded",
+    "MailStoreFull",
+    "MailTooLarge",
+    "MailboxAuth",
+    "MailboxError",
+    "MailboxFull",
+    "MailboxStore",
     "Nodes",
     "Ping",
     "PingOldest",
@@ -100,6 +150,7 @@ __all__ = [
     "RoutingTable",
     "RpcTransport",
     "SignedRecord",
+    "StaleMailboxAuth",
     "StaleRecord",
     "Store",
     "StoreLimiter",
@@ -113,10 +164,17 @@ __all__ = [
     "decode_response",
     "distance",
     "encode",
+    "entry_id",
+    "mailbox_key",
     "node_id",
     "node_id_of_onion",
+    "open_letter",
     "record_key",
+    "seal_letter",
+    "sign_auth",
     "sign_record",
     "solve_puzzle",
+    "utc_day",
+    "verify_auth",
     "verify_record",
 ]

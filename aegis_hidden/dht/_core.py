@@ -16,10 +16,14 @@ from dataclasses import dataclass
 
 from ._ids import Contact
 from ._lookup import Lookup
+from ._mailbox import MailboxError, MailboxStore, verify_auth
 from ._messages import (
+    Collect,
+    Deposit,
     DhtMessageError,
     FindNode,
     FindValue,
+    Mail,
     Nodes,
     Ping,
     Pong,
@@ -91,7 +95,7 @@ class DhtCore:
     def __init__(self, own: Contact, *, k: int = K, alpha: int = ALPHA, paths: int = 1,
                  store: RecordStore | None = None, table: RoutingTable | None = None,
                  limiter: StoreLimiter | None = None, now: float = 0.0,
-                 puzzle_bits: int = 0) -> None:
+                 puzzle_bits: int = 0, mailboxes: MailboxStore | None = None) -> None:
         self.own = own
         self.k = k
         self.alpha = alpha
@@ -102,6 +106,8 @@ class DhtCore:
         self.puzzle_bits = self.table.puzzle_bits
         self.store = store if store is not None else RecordStore()
         self.limiter = limiter if limiter is not None else StoreLimiter()
+        #: letters this node holds for other nodes' mailboxes
+        self.mailboxes = mailboxes if mailboxes is not None else MailboxStore()
         self.refused: Counter[str] = Counter()
         #: called with (reason, peer) for each record refused: a STORE this node
         #: would not take, or a value an answer carried that did not verify
@@ -131,18 +137,44 @@ class DhtCore:
             if held is not None:
                 return Value(held)
             return Value(None, tuple(self.table.closest(request.key, self.k)))
+        if isinstance(request, Collect):
+            return self._collect(request, now, sender)
         if sender is not None and not self.limiter.take(sender.id, now):
             self._record_refused("store rate", sender)
             raise DhtRequestRefused("store rate exceeded")
-        if not self.responsible_for(request.record.key):
+        key = request.key if isinstance(request, Deposit) else request.record.key
+        if not self.responsible_for(key):
             self._record_refused("not responsible", sender)
             raise DhtRequestRefused("not among the k closest to that key")
+        if isinstance(request, Deposit):
+            try:
+                self.mailboxes.put(request.key, request.envelope, now)
+            except MailboxError as e:
+                self._record_refused(type(e).__name__, sender)
+                raise DhtRequestRefused(f"letter refused: {type(e).__name__}") from e
+            return Stored()
         try:
             self.store.put(request.record, now)
         except DhtRecordError as e:
             self._record_refused(type(e).__name__, sender)
             raise DhtRequestRefused(f"record refused: {type(e).__name__}") from e
         return Stored()
+
+    def _collect(self, request: Collect, now: float, sender: Contact | None) -> Mail:
+        """The owner's letters under the key, after deleting those it names."""
+        try:
+            owner = verify_auth(request.auth, request.delete, now)
+        except MailboxError as e:
+            self._record_refused(type(e).__name__, sender)
+            raise DhtRequestRefused(f"collect refused: {type(e).__name__}") from e
+        if sender is not None and sender.onion != owner:
+            # only the owner's own session may collect: a relayed proof is refused
+            self._record_refused("BadMailboxAuth", sender)
+            raise DhtRequestRefused("collect refused: BadMailboxAuth")
+        key = request.auth.key
+        deleted = self.mailboxes.delete(key, request.delete)
+        envelopes, more = self.mailboxes.collect(key, now)
+        return Mail(tuple(envelopes), more, deleted)
 
     def handle(self, sender: Contact, data: bytes, now: float) -> Handled:
         """Answer the request bytes ``data`` from ``sender`` (whom the session proved).
@@ -160,7 +192,7 @@ class DhtCore:
         if not check_puzzle(sender.id, nonce, self.puzzle_bits):
             # Lookups are answered (it may be a newcomer), but the sender never
             # enters the table and may not STORE: its place in the id space is unpaid.
-            if isinstance(request, Store):
+            if isinstance(request, Store | Deposit):
                 self._record_refused("puzzle", sender)
                 return Handled(encode(Refused("puzzle not solved")), None)
             self.refused["puzzle"] += 1
@@ -249,6 +281,8 @@ class DhtCore:
         return [self.table.refresh_target(i, rng) for i in self.table.due_refresh(now)]
 
     def due_republish(self, now: float) -> list[SignedRecord]:
-        """Records to STORE again at the k closest nodes now (expired ones are dropped)."""
+        """Records to STORE again at the k closest nodes now (expired ones and
+        letters past their time are dropped)."""
         self.store.expire(now)
+        self.mailboxes.expire(now)
         return self.store.due_republish(now)

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 
 from ..wire import dht_pb2
 from ._ids import ID_BYTES, Contact
+from ._mailbox import ENTRY_ID_SIZE, MAX_DELETE, MailboxAuth
 from ._puzzle import MAX_NONCE
 from ._records import MAX_NAME, MAX_VALUE, SignedRecord
 
@@ -50,6 +51,22 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Deposit:
+    """A sealed letter for the mailbox at ``key``."""
+
+    key: bytes
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class Collect:
+    """The owner collects its mailbox, deleting ``delete`` first."""
+
+    auth: MailboxAuth
+    delete: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
 class Pong:
     pass
 
@@ -71,6 +88,13 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Mail:
+    envelopes: tuple[bytes, ...]
+    more: bool = False
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
 class Refused:
     """The request was refused; ``reason`` is short and names no secret."""
 
@@ -79,8 +103,8 @@ class Refused:
 
 MAX_REASON = 100
 
-Request = Ping | FindNode | FindValue | Store
-Response = Pong | Nodes | Value | Stored | Refused
+Request = Ping | FindNode | FindValue | Store | Deposit | Collect
+Response = Pong | Nodes | Value | Stored | Refused | Mail
 
 
 def _contacts_pb(contacts: Sequence[Contact]) -> list[dht_pb2.DhtContact]:
@@ -107,6 +131,19 @@ def encode(message: Request | Response, sender_nonce: int = 0) -> bytes:
         m.find_value.key = message.key
     elif isinstance(message, Store):
         m.store.record.CopyFrom(_record_pb(message.record))
+    elif isinstance(message, Deposit):
+        m.deposit.key = message.key
+        m.deposit.envelope = message.envelope
+    elif isinstance(message, Collect):
+        a = message.auth
+        m.collect.CopyFrom(dht_pb2.DhtCollect(
+            key=a.key, day=a.day, time=a.time, publisher_record=a.publisher_record,
+            signature=a.signature, mldsa_signature=a.mldsa_signature, delete=message.delete))
+    elif isinstance(message, Mail):
+        m.mail.SetInParent()
+        m.mail.envelopes.extend(message.envelopes)
+        m.mail.more = message.more
+        m.mail.deleted = message.deleted
     elif isinstance(message, Pong):
         m.pong.SetInParent()
     elif isinstance(message, Nodes):
@@ -194,6 +231,19 @@ def _request(kind: str, m: dht_pb2.DhtMessage) -> Request:
         if not m.store.HasField("record"):
             raise DhtMessageError("STORE without a record")
         return Store(_record(m.store.record))
+    if kind == "deposit":
+        return Deposit(_id(m.deposit.key, "mailbox key"), bytes(m.deposit.envelope))
+    if kind == "collect":
+        c = m.collect
+        if len(c.delete) > MAX_DELETE:
+            raise DhtMessageError(f"{len(c.delete)} ids to delete, at most {MAX_DELETE}")
+        if any(len(i) != ENTRY_ID_SIZE for i in c.delete):
+            raise DhtMessageError(f"an id to delete is not {ENTRY_ID_SIZE} bytes")
+        if c.time >= 2**63:
+            raise DhtMessageError("collect time out of range")
+        auth = MailboxAuth(_id(c.key, "mailbox key"), c.day, c.time, bytes(c.publisher_record),
+                           bytes(c.signature), bytes(c.mldsa_signature))
+        return Collect(auth, tuple(bytes(i) for i in c.delete))
     raise DhtMessageError(f"{kind} is an answer, not a request")
 
 
@@ -208,6 +258,8 @@ def decode_response(data: bytes) -> Response:
         return Value(record, _contacts(m.value.contacts))
     if kind == "stored":
         return Stored()
+    if kind == "mail":
+        return Mail(tuple(bytes(e) for e in m.mail.envelopes), m.mail.more, m.mail.deleted)
     if kind == "refused":
         if len(m.refused.reason) > MAX_REASON:
             raise DhtMessageError(f"refusal reason longer than {MAX_REASON} characters")

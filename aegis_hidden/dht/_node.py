@@ -28,8 +28,12 @@ from twisted.python.failure import Failure
 from ._core import DhtCore
 from ._ids import Contact
 from ._lookup import Lookup, LookupResult
+from ._mailbox import MAX_DELETE, MailboxAuth, entry_id
 from ._messages import (
+    Collect,
+    Deposit,
     DhtMessageError,
+    Mail,
     Nodes,
     Ping,
     Pong,
@@ -43,6 +47,12 @@ from ._records import SignedRecord
 from ._table import PingOldest
 
 RpcHandler = Callable[[str, bytes], "bytes | Deferred[bytes] | Coroutine[Any, Any, bytes]"]
+#: signs a collect for one mailbox key, covering the entry ids to delete
+AuthSigner = Callable[[tuple[bytes, ...]], MailboxAuth]
+#: takes letters collected; the holders delete them only once it returned
+LetterSink = Callable[[list[bytes]], Coroutine[Any, Any, None]]
+#: collect rounds with one holder (each deletes what the last one returned)
+MAX_COLLECT_ROUNDS = 16
 
 DEFAULT_TIMEOUT = 10.0
 MAINTENANCE_INTERVAL = 60.0
@@ -182,7 +192,9 @@ class DhtNode:
         return self.lookup(record.key).addCallback(store)
 
     def _store_at(self, record: SignedRecord, contacts: Iterable[Contact]) -> Deferred[int]:
-        payload = self.core.request(Store(record))
+        return self._stored_at(self.core.request(Store(record)), contacts)
+
+    def _stored_at(self, payload: bytes, contacts: Iterable[Contact]) -> Deferred[int]:
         asks = [self._ask(c, payload) for c in contacts]
 
         def count(results: list[tuple[bool, bytes | None]]) -> int:
@@ -190,6 +202,45 @@ class DhtNode:
                        if ok and answer is not None and isinstance(decoded(answer), Stored))
 
         return DeferredList(asks, consumeErrors=True).addCallback(count)
+
+    # -- mailboxes ----------------------------------------------------------------
+    def deposit(self, key: bytes, envelope: bytes) -> Deferred[int]:
+        """Leave the sealed letter ``envelope`` at the k nodes closest to the mailbox
+        ``key``; how many took it."""
+        payload = self.core.request(Deposit(key, envelope))
+        return self.lookup(key).addCallback(lambda found: self._stored_at(payload,
+                                                                          found.closest))
+
+    def collect(self, key: bytes, auth: AuthSigner, sink: LetterSink) -> Deferred[int]:
+        """Collect the mailbox ``key`` from the k nodes closest to it: each letter
+        goes to ``sink`` once (held twice, it is passed on once), and a holder is
+        asked to delete a letter only after ``sink`` returned for it. The number
+        of letters passed on."""
+        return Deferred.fromCoroutine(self._collect(key, auth, sink))
+
+    async def _collect(self, key: bytes, auth: AuthSigner, sink: LetterSink) -> int:
+        found = await self.lookup(key)
+        passed: set[bytes] = set()
+
+        async def drain(contact: Contact) -> None:
+            delete: tuple[bytes, ...] = ()
+            for _ in range(MAX_COLLECT_ROUNDS):
+                answer = await self._ask(contact, self.core.request(Collect(auth(delete), delete)))
+                mail = decoded(answer) if answer is not None else None
+                if not isinstance(mail, Mail) or not mail.envelopes:
+                    return
+                fresh = {entry_id(e): e for e in mail.envelopes}
+                new = [e for i, e in fresh.items() if i not in passed]
+                if new:
+                    await sink(new)  # raises: nothing of this answer is deleted here
+                    self.stats["letters_collected"] += sum(
+                        1 for i in fresh if i not in passed)
+                passed.update(fresh)
+                delete = tuple(fresh)[:MAX_DELETE]
+
+        await DeferredList([Deferred.fromCoroutine(drain(c)) for c in found.closest],
+                           consumeErrors=True)
+        return len(passed)
 
     def bootstrap(self, contacts: Iterable[Contact]) -> Deferred[LookupResult[SignedRecord]]:
         """Learn ``contacts`` and fill the table by a lookup of one's own id."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tdht.proto\x12\x11\x61\x65gis_hidden.wire\"@\n\nDhtContact\x12\x16\n\x0e\x65\x64\x32\x35\x35\x31\x39_public\x18\x01 \x01(\x0c\x12\x0b\n\x03i2p\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\"\x91\x01\n\tDhtRecord\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x04\x12\x18\n\x10publisher_record\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x17\n\x0fmldsa_signature\x18\x07 \x01(\x0c\"\t\n\x07\x44htPing\"\x1d\n\x0b\x44htFindNode\x12\x0e\n\x06target\x18\x01 \x01(\x0c\"\x1b\n\x0c\x44htFindValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"8\n\x08\x44htStore\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtRecord\"\t\n\x07\x44htPong\";\n\x08\x44htNodes\x12/\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x1d.aegis_hidden.wire.DhtContact\"i\n\x08\x44htValue\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtRecord\x12/\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x1d.aegis_hidden.wire.DhtContact\"\x0b\n\tDhtStored\"\x1c\n\nDhtRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xda\x03\n\nDhtMessage\x12\x14\n\x0csender_nonce\x18\x14 \x01(\x04\x12*\n\x04ping\x18\x01 \x01(\x0b\x32\x1a.aegis_hidden.wire.DhtPingH\x00\x12\x33\n\tfind_node\x18\x02 \x01(\x0b\x32\x1e.aegis_hidden.wire.DhtFindNodeH\x00\x12\x35\n\nfind_value\x18\x03 \x01(\x0b\x32\x1f.aegis_hidden.wire.DhtFindValueH\x00\x12,\n\x05store\x18\x04 \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtStoreH\x00\x12*\n\x04pong\x18\x0b \x01(\x0b\x32\x1a.aegis_hidden.wire.DhtPongH\x00\x12,\n\x05nodes\x18\x0c \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtNodesH\x00\x12,\n\x05value\x18\r \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtValueH\x00\x12.\n\x06stored\x18\x0e \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtStoredH\x00\x12\x30\n\x07refused\x18\x0f \x01(\x0b\x32\x1d.aegis_hidden.wire.DhtRefusedH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tdht.proto\x12\x11\x61\x65gis_hidden.wire\"@\n\nDhtContact\x12\x16\n\x0e\x65\x64\x32\x35\x35\x31\x39_public\x18\x01 \x01(\x0c\x12\x0b\n\x03i2p\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\"\x91\x01\n\tDhtRecord\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x04\x12\x18\n\x10publisher_record\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x17\n\x0fmldsa_signature\x18\x07 \x01(\x0c\"\t\n\x07\x44htPing\"\x1d\n\x0b\x44htFindNode\x12\x0e\n\x06target\x18\x01 \x01(\x0c\"\x1b\n\x0c\x44htFindValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"8\n\x08\x44htStore\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtRecord\"+\n\nDhtDeposit\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\"\x8a\x01\n\nDhtCollect\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\r\x12\x0c\n\x04time\x18\x03 \x01(\x04\x12\x18\n\x10publisher_record\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x17\n\x0fmldsa_signature\x18\x06 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x07 \x03(\x0c\"\t\n\x07\x44htPong\";\n\x08\x44htNodes\x12/\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x1d.aegis_hidden.wire.DhtContact\"i\n\x08\x44htValue\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtRecord\x12/\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x1d.aegis_hidden.wire.DhtContact\"\x0b\n\tDhtStored\";\n\x07\x44htMail\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x03 \x01(\r\"\x1c\n\nDhtRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xea\x04\n\nDhtMessage\x12\x14\n\x0csender_nonce\x18\x14 \x01(\x04\x12*\n\x04ping\x18\x01 \x01(\x0b\x32\x1a.aegis_hidden.wire.DhtPingH\x00\x12\x33\n\tfind_node\x18\x02 \x01(\x0b\x32\x1e.aegis_hidden.wire.DhtFindNodeH\x00\x12\x35\n\nfind_value\x18\x03 \x01(\x0b\x32\x1f.aegis_hidden.wire.DhtFindValueH\x00\x12,\n\x05store\x18\x04 \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtStoreH\x00\x12\x30\n\x07\x64\x65posit\x18\x05 \x01(\x0b\x32\x1d.aegis_hidden.wire.DhtDepositH\x00\x12\x30\n\x07\x63ollect\x18\x06 \x01(\x0b\x32\x1d.aegis_hidden.wire.DhtCollectH\x00\x12*\n\x04pong\x18\x0b \x01(\x0b\x32\x1a.aegis_hidden.wire.DhtPongH\x00\x12,\n\x05nodes\x18\x0c \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtNodesH\x00\x12,\n\x05value\x18\r \x01(\x0b\x32\x1b.aegis_hidden.wire.DhtValueH\x00\x12.\n\x06stored\x18\x0e \x01(\x0b\x32\x1c.aegis_hidden.wire.DhtStoredH\x00\x12\x30\n\x07refused\x18\x0f \x01(\x0b\x32\x1d.aegis_hidden.wire.DhtRefusedH\x00\x12*\n\x04mail\x18\x10 \x01(\x0b\x32\x1a.aegis_hidden.wire.DhtMailH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,16 +43,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DHTFINDVALUE']._serialized_end=315
   _globals['_DHTSTORE']._serialized_start=317
   _globals['_DHTSTORE']._serialized_end=373
-  _globals['_DHTPONG']._serialized_start=375
-  _globals['_DHTPONG']._serialized_end=384
-  _globals['_DHTNODES']._serialized_start=386
-  _globals['_DHTNODES']._serialized_end=445
-  _globals['_DHTVALUE']._serialized_start=447
-  _globals['_DHTVALUE']._serialized_end=552
-  _globals['_DHTSTORED']._serialized_start=554
-  _globals['_DHTSTORED']._serialized_end=565
-  _globals['_DHTREFUSED']._serialized_start=567
-  _globals['_DHTREFUSED']._serialized_end=595
-  _globals['_DHTMESSAGE']._serialized_start=598
-  _globals['_DHTMESSAGE']._serialized_end=1072
+  _globals['_DHTDEPOSIT']._serialized_start=375
+  _globals['_DHTDEPOSIT']._serialized_end=418
+  _globals['_DHTCOLLECT']._serialized_start=421
+  _globals['_DHTCOLLECT']._serialized_end=559
+  _globals['_DHTPONG']._serialized_start=561
+  _globals['_DHTPONG']._serialized_end=570
+  _globals['_DHTNODES']._serialized_start=572
+  _globals['_DHTNODES']._serialized_end=631
+  _globals['_DHTVALUE']._serialized_start=633
+  _globals['_DHTVALUE']._serialized_end=738
+  _globals['_DHTSTORED']._serialized_start=740
+  _globals['_DHTSTORED']._serialized_end=751
+  _globals['_DHTMAIL']._serialized_start=753
+  _globals['_DHTMAIL']._serialized_end=812
+  _globals['_DHTREFUSED']._serialized_start=814
+  _globals['_DHTREFUSED']._serialized_end=842
+  _globals['_DHTMESSAGE']._serialized_start=845
+  _globals['_DHTMESSAGE']._serialized_end=1463
 # @@protoc_insertion_point(module_scope)

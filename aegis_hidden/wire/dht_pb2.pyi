@@ -56,6 +56,32 @@ class DhtStore(_message.Message):
     record: DhtRecord
     def __init__(self, record: _Optional[_Union[DhtRecord, _Mapping]] = ...) -> None: ...
 
+class DhtDeposit(_message.Message):
+    __slots__ = ("key", "envelope")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    envelope: bytes
+    def __init__(self, key: _Optional[bytes] = ..., envelope: _Optional[bytes] = ...) -> None: ...
+
+class DhtCollect(_message.Message):
+    __slots__ = ("key", "day", "time", "publisher_record", "signature", "mldsa_signature", "delete")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_RECORD_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MLDSA_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    day: int
+    time: int
+    publisher_record: bytes
+    signature: bytes
+    mldsa_signature: bytes
+    delete: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, key: _Optional[bytes] = ..., day: _Optional[int] = ..., time: _Optional[int] = ..., publisher_record: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., mldsa_signature: _Optional[bytes] = ..., delete: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class DhtPong(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -78,6 +104,16 @@ class DhtStored(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DhtMail(_message.Message):
+    __slots__ = ("envelopes", "more", "deleted")
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedScalarFieldContainer[bytes]
+    more: bool
+    deleted: int
+    def __init__(self, envelopes: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ..., deleted: _Optional[int] = ...) -> None: ...
+
 class DhtRefused(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -85,25 +121,31 @@ class DhtRefused(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class DhtMessage(_message.Message):
-    __slots__ = ("sender_nonce", "ping", "find_node", "find_value", "store", "pong", "nodes", "value", "stored", "refused")
+    __slots__ = ("sender_nonce", "ping", "find_node", "find_value", "store", "deposit", "collect", "pong", "nodes", "value", "stored", "refused", "mail")
     SENDER_NONCE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
     FIND_VALUE_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    DEPOSIT_FIELD_NUMBER: _ClassVar[int]
+    COLLECT_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FIELD_NUMBER: _ClassVar[int]
     sender_nonce: int
     ping: DhtPing
     find_node: DhtFindNode
     find_value: DhtFindValue
     store: DhtStore
+    deposit: DhtDeposit
+    collect: DhtCollect
     pong: DhtPong
     nodes: DhtNodes
     value: DhtValue
     stored: DhtStored
     refused: DhtRefused
-    def __init__(self, sender_nonce: _Optional[int] = ..., ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ...) -> None: ...
+    mail: DhtMail
+    def __init__(self, sender_nonce: _Optional[int] = ..., ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., deposit: _Optional[_Union[DhtDeposit, _Mapping]] = ..., collect: _Optional[_Union[DhtCollect, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ..., mail: _Optional[_Union[DhtMail, _Mapping]] = ...) -> None: ...

@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 
 from aegis_hidden.dht import (
     MAX_CONTACTS,
+    Collect,
     Contact,
+    Deposit,
     DhtMessageError,
     FindNode,
     FindValue,
+    Mail,
+    MailboxAuth,
     Nodes,
     Ping,
     Pong,
@@ -33,10 +37,16 @@ records = st.builds(SignedRecord, st.binary(max_size=64), st.binary(max_size=200
                     st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.binary(max_size=100),
                     st.binary(max_size=64), st.binary(max_size=100))
 ids = st.binary(min_size=32, max_size=32)
+auths = st.builds(MailboxAuth, ids, st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1),
+                  st.binary(max_size=100), st.binary(max_size=64), st.binary(max_size=100))
+entry_ids = st.lists(st.binary(min_size=16, max_size=16), max_size=64).map(tuple)
 requests = st.one_of(st.just(Ping()), st.builds(FindNode, ids), st.builds(FindValue, ids),
-                     st.builds(Store, records))
+                     st.builds(Store, records), st.builds(Deposit, ids, st.binary(max_size=300)),
+                     st.builds(Collect, auths, entry_ids))
 responses = st.one_of(
     st.just(Pong()), st.just(Stored()), st.builds(Refused, st.text(max_size=100)),
+    st.builds(Mail, st.lists(st.binary(max_size=100), max_size=5).map(tuple), st.booleans(),
+              st.integers(0, 2**32 - 1)),
     st.builds(Nodes, st.lists(contacts, max_size=MAX_CONTACTS).map(tuple)),
     st.builds(Value, st.one_of(st.none(), records),
               st.lists(contacts, max_size=MAX_CONTACTS).map(tuple)),
@@ -118,3 +128,22 @@ def test_each_refusal_names_the_problem() -> None:
         decode_request(encode(Refused("no")))
     with pytest.raises(DhtMessageError):
         decode_request("text")  # type: ignore[arg-type]
+
+
+def test_mailbox_refusals_name_the_problem() -> None:
+    short_key = dht_pb2.DhtMessage(deposit=dht_pb2.DhtDeposit(key=b"k", envelope=b"x"))
+    with pytest.raises(DhtMessageError, match="mailbox key is 1 bytes"):
+        decode_request(short_key.SerializeToString())
+    many = dht_pb2.DhtMessage(collect=dht_pb2.DhtCollect(key=bytes(32), delete=[bytes(16)] * 65))
+    with pytest.raises(DhtMessageError, match="65 ids to delete"):
+        decode_request(many.SerializeToString())
+    odd = dht_pb2.DhtMessage(collect=dht_pb2.DhtCollect(key=bytes(32), delete=[bytes(15)]))
+    with pytest.raises(DhtMessageError, match="not 16 bytes"):
+        decode_request(odd.SerializeToString())
+    late = dht_pb2.DhtMessage(collect=dht_pb2.DhtCollect(key=bytes(32), time=2**63))
+    with pytest.raises(DhtMessageError, match="time out of range"):
+        decode_request(late.SerializeToString())
+    with pytest.raises(DhtMessageError, match="is a request"):
+        decode_response(encode(Deposit(bytes(32), b"x")))
+    with pytest.raises(DhtMessageError, match="is an answer"):
+        decode_request(encode(Mail((b"x",))))
