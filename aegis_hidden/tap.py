@@ -47,6 +47,7 @@ from .node import (
     NodeCore,
     NodeService,
     PeerRedactingObserver,
+    PubSubService,
     disable_core_dumps,
     is_duress_passphrase,
     wipe,
@@ -162,6 +163,9 @@ def makeService(options: Options) -> IService:
     core = _add_core_and_api(node, options, reactor)
     _add_sessions(node, core, options, reactor, mixing)
     _add_dht(node, core, options, reactor)
+    if options.config.pubsub.enabled:  # topic pub/sub on the pubsub channel of every session
+        PubSubService(core, options.config.pubsub, node.identity_service,
+                      reactor).setServiceParent(node)
     return node
 
 

@@ -24,6 +24,7 @@ from ._pool import (
     PeerRevoked,
     classify_failure,
 )
+from ._pubsub import PubSubService, TopicError, check_topic
 from ._service import NodeService
 
 __all__ = [
@@ -47,9 +48,12 @@ __all__ = [
     "PeerBlocked",
     "PeerRedactingObserver",
     "PeerRevoked",
+    "PubSubService",
     "RequestTimeout",
+    "TopicError",
     "UnknownTransport",
     "WipeReport",
+    "check_topic",
     "classify_failure",
     "disable_core_dumps",
     "identity_key",

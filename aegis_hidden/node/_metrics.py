@@ -79,6 +79,11 @@ class Metrics:
         "rpc_busy": "Requests on the rpc channel answered busy: the peer had too many "
                     "being answered.",
         "pubsub_unhandled": "Frames on the pubsub channel dropped: no pub/sub layer runs.",
+        "pubsub_published": "Messages this node published on pub/sub topics.",
+        "pubsub_delivered": "New pub/sub messages delivered to this node's application "
+                            "(event message_received with a topic).",
+        "pubsub_rpcs_out": "Pub/sub RPC frames sent to peers.",
+        "pubsub_rpcs_in": "Pub/sub RPC frames received from peers.",
         "dht_lookups_ok": "DHT lookups that ended well (a contact answered; a value lookup: "
                           "a verified value found).",
         "dht_lookups_failed": "DHT lookups that found nothing (event dht_lookup_failed).",

@@ -1,0 +1,149 @@
+"""Topic pub/sub as the node runs it (PubSubService): fake sessions, real identities,
+a task.Clock."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from aegis_hidden import identity
+from aegis_hidden.config import Config, parse_config
+from aegis_hidden.events import EventBus
+from aegis_hidden.node import IdentityService, NodeCore, PubSubService, TopicError
+from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier
+from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.testing import FakeNetwork, result_of
+
+NOW = 1_800_000_000
+
+
+class Node:
+    def __init__(self, net: FakeNetwork, clock: Clock, tmp: Path, name: str, seed: int,
+                 cfg: Config | None = None) -> None:
+        self.ident = identity.create(tmp / f"id-{name}", clock.seconds() - 10)
+        self.onion = self.ident.onion
+        self.events: list[dict[str, Any]] = []
+        bus = EventBus(now=clock.seconds)
+        bus.subscribe(self.events.append)
+        self.cfg = cfg or parse_config({})
+        self.service = IdentityService(self.ident, clock)
+        self.core = NodeCore(self.cfg, self.service, str(tmp), bus, clock,
+                             db=InlineSQLite(str(tmp / f"{name}.db")), local_address=self.onion)
+        self.core.attach_session_factory(net.node(self.onion))
+        self.core.startService()
+        result_of(self.core.when_ready())
+        self.pubsub = PubSubService(self.core, self.cfg.pubsub, self.service, clock,
+                                    rng=random.Random(seed))
+        self.pubsub.startService()
+
+    def connect(self, other: Node) -> None:
+        result_of(self.core.store.add(other.onion))
+        result_of(self.core.pool.get(other.onion))
+
+    def received(self, topic: str) -> list[dict[str, Any]]:
+        return [e for e in self.events
+                if e["type"] == "message_received" and e.get("topic") == topic]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    c = Clock()
+    c.advance(NOW)
+    return c
+
+
+def run(clock: Clock, seconds: float, step: float = 0.5) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+
+
+def mesh(clock: Clock, tmp: Path, n: int) -> list[Node]:
+    net = FakeNetwork()
+    nodes = [Node(net, clock, tmp, f"n{i}", i) for i in range(n)]
+    for i, a in enumerate(nodes):  # a line: n0 - n1 - n2 ...; nobody knows everyone
+        if i + 1 < n:
+            a.connect(nodes[i + 1])
+    return nodes
+
+
+def test_three_nodes_each_receive_every_message_once(clock: Clock, tmp_path: Path) -> None:
+    nodes = mesh(clock, tmp_path, 3)
+    for node in nodes:
+        node.pubsub.subscribe("news")
+    run(clock, 3)
+    published = [nodes[0].pubsub.publish("news", {"type": "text", "data": "first"}),
+                 nodes[2].pubsub.publish("news", {"type": "text", "data": "second"})]
+    run(clock, 10)
+    for i, node in enumerate(nodes):
+        got = node.received("news")
+        others = {p for j, p in enumerate(published) if j != (0 if i == 0 else 1)}
+        if i == 1:
+            others = set(published)
+        assert sorted(e["id"] for e in got) == sorted(others)  # each once, none of its own
+        for e in got:
+            assert e["message"]["type"] == "text" and "peer" not in e
+    first = next(e for e in nodes[2].received("news") if e["id"] == published[0])
+    assert first["author"] == nodes[0].onion and first["message"]["data"] == "first"
+    topics = nodes[1].pubsub.topics()
+    assert topics[0]["topic"] == "news" and topics[0]["messages_in"] == 2
+    assert {m["peer"] for m in topics[0]["mesh"]} == {nodes[0].onion, nodes[2].onion}
+    assert nodes[0].core.metrics.counters["pubsub_published"] == 1
+    assert nodes[1].core.metrics.counters["pubsub_delivered"] == 2
+
+
+def test_anonymous_topic_names_no_author(clock: Clock, tmp_path: Path) -> None:
+    nodes = mesh(clock, tmp_path, 3)
+    for node in nodes:
+        node.pubsub.subscribe("whispers", anonymous=True)
+    run(clock, 3)
+    mid = nodes[0].pubsub.publish("whispers", {"type": "text", "data": "psst"})
+    run(clock, 40)  # stem, then the embargo at the latest
+    for node in nodes[1:]:
+        got = node.received("whispers")
+        assert [e["id"] for e in got] == [mid]
+        assert "author" not in got[0] and "peer" not in got[0]
+
+
+def test_a_node_that_is_not_subscribed_gets_nothing(clock: Clock, tmp_path: Path) -> None:
+    nodes = mesh(clock, tmp_path, 3)
+    nodes[0].pubsub.subscribe("a")
+    nodes[1].pubsub.subscribe("a")
+    run(clock, 3)
+    nodes[0].pubsub.publish("a", {"type": "text", "data": "x"})
+    run(clock, 5)
+    assert len(nodes[1].received("a")) == 1
+    assert nodes[2].received("a") == []
+
+
+def test_bad_topics_and_kinds_are_refused(clock: Clock, tmp_path: Path) -> None:
+    node = mesh(clock, tmp_path, 1)[0]
+    for bad in ("", "x" * 129, "a\nb"):
+        with pytest.raises(TopicError):
+            node.pubsub.subscribe(bad)
+    node.pubsub.subscribe("t", anonymous=True)
+    with pytest.raises(TopicError, match="anonymous"):
+        node.pubsub.subscribe("t")
+    with pytest.raises(TopicError, match="at most"):
+        node.pubsub.publish("t", {"type": "x", "data": "y" * 70_000})
+    assert node.pubsub.unsubscribe("t") is True
+    assert node.pubsub.unsubscribe("t") is False
+
+
+def test_signatures_bind_both_keys_and_the_pin(tmp_path: Path) -> None:
+    a = identity.create(tmp_path / "a", NOW)
+    b = identity.create(tmp_path / "b", NOW)
+    signer = NodeSigner(a)
+    sig = signer.sign(b"body")
+    assert NodeVerifier().verify(signer.identity, b"body", sig)
+    assert not NodeVerifier().verify(signer.identity, b"other", sig)
+    # b's ML-DSA key beside a's Ed25519 key: the ML-DSA signature fails
+    mixed = a.ed25519_public + b.mldsa_public
+    assert not NodeVerifier().verify(mixed, b"body", sig)
+    # a pin that names another ML-DSA key refuses even valid signatures
+    assert not NodeVerifier(lambda onion: b.mldsa_public).verify(signer.identity, b"body", sig)
+    assert NodeVerifier(lambda onion: a.mldsa_public).verify(signer.identity, b"body", sig)
+    assert not NodeVerifier().verify(signer.identity[:10], b"body", sig)
