@@ -164,8 +164,9 @@ def test_dashboard_in_chromium(browser: Any, node: NodeProcess, tmp_path: Path) 
     assert cells[0] == peer and cells[1] in ("new", "disconnected") and cells[3] == "tor", cells
     assert cells[2].strip() == "0.50", cells  # a new peer's reputation
 
-    # the mixing profile and the feature-detected panels are drawn
+    # the mixing profile, the emergency state and the feature-detected panels are drawn
     assert "profile" in browser.find_element(By.ID, "mixing").text
+    assert "isolated\nno" in browser.find_element(By.ID, "counts").text
     for panel in ("topics-panel", "dht-panel", "audit-panel"):
         wait_for(lambda panel=panel: _attr(browser, f"#{panel}", "data-available"), 20,
                  f"the {panel} to be detected", [node])

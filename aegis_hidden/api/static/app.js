@@ -233,11 +233,21 @@
     const allReady = renderTransports(lastTransports);
 
     const counts = status.counts || {};
-    fillList($('counts'), [
+    const countRows = [
       ['peers', counts.peers], ['connected', counts.connected],
       ['blacklisted', counts.blacklisted], ['outbox', counts.outbox],
       ['session layer', status.session_layer ? 'attached' : 'none'],
-    ]);
+    ];
+    const emergency = status.emergency;
+    if (emergency) { // the emergency controls (isolate, throttle)
+      countRows.push(['isolated', emergency.isolated
+        ? 'yes, since ' + fmtTime(emergency.isolated_since) +
+          (emergency.isolation_reason ? ' (' + emergency.isolation_reason + ')' : '')
+        : 'no', emergency.isolated ? 'alert' : '']);
+      const cap = emergency.throttle && emergency.throttle.bytes_per_second;
+      countRows.push(['bandwidth cap', cap ? fmtBytes(cap) : 'none']);
+    }
+    fillList($('counts'), countRows);
 
     sessions = new Map((status.sessions || []).map((s) => [s.peer, s.transport]));
     const body = $('sessions').tBodies[0];
