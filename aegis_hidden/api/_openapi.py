@@ -121,6 +121,32 @@ def _emergency_paths() -> dict[str, Any]:
 
 
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_NO_PUBSUB = _json(_ref("Error"), "The node runs no pub/sub (`pubsub.enabled` is false).")
+TOPIC_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
+              "pattern": "^[^\\x00-\\x1f]+$",
+              "description": "at most 128 bytes of UTF-8, no control characters"}
+TOPIC_ACTION = {
+    "type": "object", "required": ["action", "topic"], "additionalProperties": False,
+    "if": {"required": ["anonymous"]},
+    "then": {"properties": {"action": {"const": "subscribe"}}},
+    "properties": {
+        "action": {"enum": ["subscribe", "unsubscribe"]},
+        "topic": TOPIC_NAME,
+        "anonymous": {"type": "boolean", "description": "subscribe: messages carry no "
+                      "author and are stemmed before they spread (docs/pubsub.md); default "
+                      "false"}}}
+TOPICS = {"type": "object", "required": ["topics"], "properties": {"topics": {
+    "type": "array", "items": {
+        "type": "object",
+        "required": ["topic", "anonymous", "mesh", "peers", "messages_in", "messages_out"],
+        "properties": {
+            "topic": {"type": "string"}, "anonymous": {"type": "boolean"},
+            "mesh": {"type": "array", "items": {
+                "type": "object", "required": ["peer", "score"],
+                "properties": {"peer": {"type": "string"}, "score": {"type": "number"}}}},
+            "peers": {"type": "integer", "description": "connected peers subscribed to it"},
+            "messages_in": {"type": "integer", "description": "delivered here"},
+            "messages_out": {"type": "integer", "description": "published here"}}}}}}
 _NO_DHT = _json(_ref("Error"), "The node runs no DHT (`dht.enabled` is false).")
 DHT_RECORD = {"type": "object", "required": ["key", "name", "value", "sequence", "expires",
                                              "publisher"],
@@ -227,18 +253,26 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/network/send": {
             "post": {
-                "summary": "Send a message reliably (outbox, acknowledgement, retries)",
+                "summary": "Send a message reliably (outbox, acknowledgement, retries), or "
+                           "publish it on a topic",
+                "description": (
+                    "A `target` of `topic:NAME` publishes the message on the topic "
+                    "(docs/pubsub.md): no outbox, no acknowledgement; `state` is "
+                    "`published` and `id` is the topic message's id (40 hex digits). "
+                    "Subscribers get it as a `message_received` event with `topic`."),
                 "operationId": "send",
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("SendRequest")}}},
                 "responses": {
                     "202": _json(_ref("Delivery"), "Stored in the outbox; `state` is where "
                                  "delivery stands now. Follow `delivery_state` events."),
-                    "409": _json(_ref("Error"), "The target is blacklisted."),
+                    "409": _json(_ref("Error"), "The target is blacklisted (a topic: the "
+                                 "pub/sub layer refused to publish on it)."),
                     "503": {**_json(_ref("Error"), "Backpressure: the session to the target "
                                     "still holds more unsent cells than it sends in an ack "
                                     "timeout. Nothing was stored; try again after "
-                                    "`Retry-After` seconds."),
+                                    "`Retry-After` seconds. A topic: the node runs no "
+                                    "pub/sub (`pubsub.enabled` false)."),
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
                     **_errors("400", "404", "413")},
             },
@@ -331,6 +365,33 @@ DOCUMENT: dict[str, Any] = {
                     "409": _json(_ref("Error"), "`confirm` names another node: nothing "
                                  "was changed."),
                     **_errors("400", "413")},
+            },
+        },
+        "/api/network/topics": {
+            "get": {
+                "summary": "Subscribed topics: kind, mesh peers and scores, messages in/out",
+                "operationId": "listTopics",
+                "responses": {"200": _json(TOPICS, "The topics this node subscribes to."),
+                              "503": _NO_PUBSUB, **_errors()},
+            },
+            "post": {
+                "summary": "Subscribe to a topic or unsubscribe from it",
+                "operationId": "changeTopic",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": TOPIC_ACTION}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["ok", "action", "topic",
+                                                                 "changed"],
+                                  "properties": {"ok": {"const": True},
+                                                 "action": {"enum": ["subscribe",
+                                                                     "unsubscribe"]},
+                                                 "topic": {"type": "string"},
+                                                 "anonymous": {"type": "boolean"},
+                                                 "changed": {"type": "boolean"}}},
+                                 "Done; `changed` false: not subscribed (unsubscribe)."),
+                    "409": _json(_ref("Error"), "Subscribed already with the other kind, or "
+                                 "`pubsub.max_topics` reached."),
+                    "503": _NO_PUBSUB, **_errors("400", "413")},
             },
         },
         "/api/network/dht": {
@@ -525,7 +586,10 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object", "required": ["target", "message"],
                 "additionalProperties": False,
                 "properties": {
-                    "target": {**ADDRESS, "description": "the peer (added first)"},
+                    "target": {"anyOf": [
+                        {**ADDRESS, "description": "the peer (added first)"},
+                        {"type": "string", "pattern": "^topic:[^\\x00-\\x1f]{1,128}$",
+                         "description": "`topic:NAME`: publish on the topic"}]},
                     "message": {"type": "object", "required": ["type"],
                                 "additionalProperties": False,
                                 "properties": {"type": {"type": "string", "minLength": 1,
@@ -551,9 +615,11 @@ DOCUMENT: dict[str, Any] = {
                                     "path, when done"},
                     "error": {"type": "string", "description": "why it failed"}}},
             "Delivery": {"type": "object", "required": ["id", "state"], "properties": {
-                "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "id": {"type": "string", "pattern": "^([0-9a-f]{32}|[0-9a-f]{40})$",
+                       "description": "40 hex digits: a topic message"},
                 "target": {"type": "string"},
-                "state": {"enum": ["queued", "sent", "acknowledged", "expired"]}}},
+                "state": {"enum": ["queued", "sent", "acknowledged", "expired",
+                                   "published"]}}},
             "Status": {"type": "object", "properties": {
                 "identity": {"type": "object"},
                 "transports": {

@@ -38,6 +38,7 @@ from ._deliveries import DeliveryLog
 from ._dht import DhtEndpoints
 from ._emergency import EmergencyEndpoints
 from ._openapi import openapi_json
+from ._pubsub import TopicEndpoints, is_topic_target
 from ._token import TokenChecker
 
 JSON = dict[str, Any]
@@ -68,7 +69,7 @@ class ApiError(Exception):
 # typos) are cut at the first unknown segment.
 _ROUTES: dict[str, Any] = {
     "api": {"network": {"peers": "{peer}", "messages": "{id}", "send": None,
-                        "status": None, "audit": "{id}",
+                        "status": None, "audit": "{id}", "topics": None,
                         "dht": {"records": "{key}", "crawl": None}},
             "openapi.json": None},
     "metrics": None,
@@ -300,6 +301,7 @@ class ApiResource(Resource):
         self.dht = DhtEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
         self.emergency = EmergencyEndpoints(core, lambda r: read_json_body(r, max_body_size),
                                             ApiError)
+        self.topics = TopicEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
         #: /api/network/audit/... (``_audit.NodeAudits``: its ``route`` gives the handlers)
         self.audits = audits
 
@@ -341,6 +343,7 @@ class ApiResource(Resource):
             ("network", "dht"): {"GET": self.dht.stats},
             ("network", "dht", "records"): {"POST": self.dht.put_record},
             ("network", "dht", "crawl"): {"POST": self.dht.crawl},
+            ("network", "topics"): {"GET": self.topics.list, "POST": self.topics.change},
             ("node", "emergency"): {"GET": self.emergency.status},
             ("node", "isolate"): {"POST": self.emergency.isolate},
             ("node", "resume"): {"POST": self.emergency.resume},
@@ -475,7 +478,8 @@ class ApiResource(Resource):
     async def send(self, request: Request) -> tuple[int, JSON]:
         body = read_json_body(request, self.max_body_size)
         _unknown_fields(body, {"target", "message"})
-        target = _address(body, "target")
+        topic = body.get("target") if is_topic_target(body.get("target")) else None
+        target = topic or _address(body, "target")
         assert target is not None
         message = body.get("message")
         if not isinstance(message, dict):
@@ -486,6 +490,8 @@ class ApiResource(Resource):
         if not isinstance(kind, str) or not kind or len(kind) > 200:
             raise ApiError(400, "\"message.type\" must be a non-empty string of at most 200 "
                            "characters", "message.type")
+        if topic is not None:  # "topic:NAME": published on the topic, no outbox
+            return self.topics.publish(topic, message)
         if not await self.core.resolve(target):  # in the store, or found in the DHT
             raise ApiError(404, f"unknown peer {target} (add it first)", "target")
         try:

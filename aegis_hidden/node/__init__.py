@@ -24,7 +24,7 @@ from ._pool import (
     PeerRevoked,
     classify_failure,
 )
-from ._pubsub import PubSubService, TopicError, check_topic
+from ._pubsub import PubSubService, TopicError, TopicMessageTooLarge, check_topic
 from ._service import NodeService
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "PubSubService",
     "RequestTimeout",
     "TopicError",
+    "TopicMessageTooLarge",
     "UnknownTransport",
     "WipeReport",
     "check_topic",

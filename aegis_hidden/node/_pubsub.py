@@ -73,6 +73,10 @@ class TopicError(ValueError):
     """A topic name or a call the pub/sub layer refuses (what was wrong, in words)."""
 
 
+class TopicMessageTooLarge(TopicError):
+    """A message larger than a pub/sub message may be."""
+
+
 def check_topic(topic: object) -> str:
     """``topic`` if it is a usable topic name, else :class:`TopicError`."""
     if not isinstance(topic, str) or not topic:
@@ -233,7 +237,8 @@ class PubSubService(Service):
         topic = check_topic(topic)
         data = strict_json.dumps(message, separators=(",", ":")).encode()
         if len(data) > MAX_DATA:
-            raise TopicError(f"the message is {len(data)} bytes as JSON, at most {MAX_DATA}")
+            raise TopicMessageTooLarge(f"the message is {len(data)} bytes as JSON, at most "
+                                       f"{MAX_DATA}")
         try:
             mid = self.pubsub.publish(topic, data)
         except PubSubError as e:
@@ -300,7 +305,7 @@ class PubSubService(Service):
             events.emit("message_received", **fields)
         elif isinstance(event, DeliveryState):
             events.emit("delivery_state", id=event.id.hex(), state=event.state,
-                        subscriber=author_onion(event.subscriber), topic_message=True)
+                        subscriber=author_onion(event.subscriber))
 
     def _report_scores(self) -> None:
         graylist = self.pubsub.thresholds.graylist

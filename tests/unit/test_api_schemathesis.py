@@ -25,11 +25,12 @@ from schemathesis.specs.openapi.checks import ignored_auth
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
+from aegis_hidden import identity
 from aegis_hidden.api import TokenChecker, build_root, load_or_create_token, openapi_json
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
-from aegis_hidden.node import NodeCore
+from aegis_hidden.node import NodeCore, PubSubService
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.testing import FakeDHT, FakeNetwork, result_of
 
@@ -58,6 +59,9 @@ class MemoryApi:
         self.core.attach_dht(FakeDHT())  # the DHT endpoints answer from the fake
         self.core.startService()
         result_of(self.core.when_ready())
+        # the topic endpoints run the real pub/sub service (no peers: nothing leaves)
+        PubSubService(self.core, Config().pubsub, identity.create(root / "identity", 0),
+                      clock).startService()
         token, _ = load_or_create_token(root / "api_token")
         self.auth = {"Authorization": f"Bearer {token}"}
         self.stub = StubTreq(build_root(self.core, TokenChecker(root / "api_token"), 4096))

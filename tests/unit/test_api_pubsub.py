@@ -1,0 +1,107 @@
+"""The topic endpoints (/api/network/topics, send to ``topic:NAME``) through StubTreq,
+over two in-memory nodes running the real PubSubService."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from aegis_hidden import identity
+from aegis_hidden.config import Config, parse_config
+from aegis_hidden.node import NodeCore, PubSubService
+from aegis_hidden.testing import result_of
+
+from .test_api import Api
+
+
+def _pubsub(core: NodeCore, tmp: Path, name: str, seed: int, cfg: Config) -> PubSubService:
+    ident = identity.create(tmp / f"id-{name}", 1_700_000_000)
+    service = PubSubService(core, cfg.pubsub, ident, core.reactor, rng=random.Random(seed))
+    service.startService()
+    return service
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Api:
+    cfg = parse_config({"pubsub": {"max_topics": 2}})
+    a = Api(tmp_path, cfg)
+    a.clock.advance(1_800_000_000)
+    _pubsub(a.a, tmp_path, "a", 1, cfg)
+    _pubsub(a.b, tmp_path, "b", 2, cfg)
+    result_of(a.a.store.add(a.b.local_address))
+    result_of(a.a.pool.get(a.b.local_address))
+    return a
+
+
+def test_subscribe_publish_and_list(api: Api) -> None:
+    code, body, _ = api.call("POST", "/api/network/topics",
+                             {"action": "subscribe", "topic": "news"})
+    assert code == 200 and body == {"ok": True, "action": "subscribe", "topic": "news",
+                                    "anonymous": False, "changed": True}
+    api.b.topics.subscribe("news")
+    for _ in range(6):
+        api.clock.advance(0.5)
+    code, body, _ = api.call("POST", "/api/network/send",
+                             {"target": "topic:news", "message": {"type": "t", "data": [1]}})
+    assert code == 202 and body["state"] == "published" and body["target"] == "topic:news"
+    assert len(body["id"]) == 40
+    api.clock.advance(1)
+    got = [e for e in api.b_events if e["type"] == "message_received"]
+    assert [(e["topic"], e["id"], e["message"]) for e in got] == [
+        ("news", body["id"], {"type": "t", "data": [1]})]
+    assert "peer" not in got[0]
+    code, listed, _ = api.call("GET", "/api/network/topics")
+    assert code == 200
+    [news] = listed["topics"]
+    assert news["messages_out"] == 1 and news["messages_in"] == 0
+    assert [m["peer"] for m in news["mesh"]] == [api.b.local_address]
+    code, body, _ = api.call("POST", "/api/network/topics",
+                             {"action": "unsubscribe", "topic": "news"})
+    assert code == 200 and body["changed"] is True
+    code, listed, _ = api.call("GET", "/api/network/topics")
+    assert listed == {"topics": []}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"action": "join", "topic": "x"}, "action"),
+    ({"action": "subscribe"}, "topic"),
+    ({"action": "subscribe", "topic": ""}, "topic"),
+    ({"action": "subscribe", "topic": "x" * 129}, "topic"),
+    ({"action": "subscribe", "topic": 5}, "topic"),
+    ({"action": "subscribe", "topic": "x", "anonymous": "yes"}, "anonymous"),
+    ({"action": "unsubscribe", "topic": "x", "anonymous": True}, "anonymous"),
+    ({"action": "subscribe", "topic": "x", "key": "k"}, "key"),
+])
+def test_bad_topic_bodies_are_400(api: Api, body: dict[str, object], field: str) -> None:
+    code, answer, _ = api.call("POST", "/api/network/topics", body)
+    assert code == 400 and answer["field"] == field
+    assert api.a.topics.topics() == []
+
+
+def test_conflicts_are_409_and_bad_targets_400(api: Api) -> None:
+    api.call("POST", "/api/network/topics",
+             {"action": "subscribe", "topic": "quiet", "anonymous": True})
+    code, body, _ = api.call("POST", "/api/network/topics",
+                             {"action": "subscribe", "topic": "quiet"})
+    assert code == 409 and body["field"] == "topic"
+    api.call("POST", "/api/network/topics", {"action": "subscribe", "topic": "second"})
+    code, body, _ = api.call("POST", "/api/network/topics",
+                             {"action": "subscribe", "topic": "third"})
+    assert code == 409 and "max_topics" in body["error"]
+    code, body, _ = api.call("POST", "/api/network/send",
+                             {"target": "topic:", "message": {"type": "t"}})
+    assert code == 400 and body["field"] == "target"
+    code, body, _ = api.call("POST", "/api/network/send",
+                             {"target": "topic:a\nb", "message": {"type": "t"}})
+    assert code == 400 and body["field"] == "target"
+
+
+def test_no_pubsub_is_503(tmp_path: Path) -> None:
+    a = Api(tmp_path)
+    code, body, _ = a.call("GET", "/api/network/topics")
+    assert code == 503 and "pubsub.enabled" in body["error"]
+    code, body, _ = a.call("POST", "/api/network/send",
+                           {"target": "topic:x", "message": {"type": "t"}})
+    assert code == 503
