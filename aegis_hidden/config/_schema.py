@@ -337,6 +337,22 @@ class DhtConfig:
         "bits (about 2^bits hashes per id: 16 took 0.16 s on average on the test machine, "
         "20 about 4 s; benchmarks/dht_puzzle.py). Every node of a network needs the same "
         "value; 0: no puzzle.")
+    mailbox_after: float = _f(
+        600.0, c.number(0, 86400, unit="seconds"),
+        "A message its peer has not acknowledged this long after it was queued is, at its "
+        "next failed attempt, also left in the peer's DHT mailbox, sealed to the peer's "
+        "X-Wing key (it stays in the outbox too; messages up to 16 KiB). 0: never.")
+    mailbox_ttl: float = _f(
+        172800.0, c.number(3600, 7 * 86400, unit="seconds"),
+        "How long this node holds letters left in other nodes' mailboxes. Longer than the "
+        "de-duplication window (2 days) brings nothing: an older message is dropped.")
+    mailbox_quota: int = _f(
+        262144, c.integer(32768, 16 * MiB),
+        "Bytes of letters this node holds for one mailbox key (one recipient, one day).")
+    mailbox_days: int = _f(
+        2, c.integer(0, 7),
+        "At start-up the node collects today's mailbox and this many days before; at "
+        "every maintenance tick, today's and yesterday's.")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,12 @@ with the routing table and the records kept in the node's state database
 * counts lookups (ok / failed) and refused records (``/metrics``) and emits
   ``dht_lookup_failed`` and ``dht_record_refused`` events;
 * **crawls** (:meth:`crawl`): asks every contact it can reach for its
-  neighbours until no new contact appears, and counts who answered.
+  neighbours until no new contact appears, and counts who answered;
+* runs **offline mailboxes**: holds letters for other nodes (``dht.mailbox_ttl``,
+  ``dht.mailbox_quota``), leaves a message the messenger could not deliver
+  within ``dht.mailbox_after`` in its peer's mailbox (:meth:`deposit_message`),
+  and collects this node's own mailboxes at start-up and every tick
+  (:meth:`collect_mail`), handing the letters to the messenger.
 """
 
 from __future__ import annotations
@@ -48,7 +53,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..addresses import OnionAddressError, public_key_from_onion_address, strip_port
+from ..addresses import (
+    OnionAddressError,
+    onion_address_from_public_key,
+    public_key_from_onion_address,
+    strip_port,
+)
 from ..config import DhtConfig
 from ..dht import (
     Contact,
@@ -57,17 +67,24 @@ from ..dht import (
     DhtPersistence,
     DhtRecordError,
     LookupResult,
+    MailboxError,
+    MailboxStore,
     RecordStore,
     Refused,
     RoutingTable,
     SignedRecord,
     StoreLimiter,
     encode,
+    mailbox_key,
+    open_letter,
     record_key,
+    seal_letter,
+    sign_auth,
     sign_record,
     solve_puzzle,
+    utc_day,
 )
-from ..identity import IdentityRecord, NodeIdentity, RecordKind
+from ..identity import IdentityRecord, NodeIdentity, RecordError, RecordKind, parse_record
 from ..interfaces import IDHT
 from ..peers import ORIGIN_PEER
 from ._channels import RpcHandler
@@ -160,7 +177,8 @@ class DhtService(Service):
                             republish_interval=config.republish_interval)
         dht = DhtCore(own, k=config.k, alpha=config.alpha, paths=config.disjoint_paths,
                       store=store, table=table,
-                      limiter=StoreLimiter(config.store_rate, config.store_burst), now=now)
+                      limiter=StoreLimiter(config.store_rate, config.store_burst), now=now,
+                      mailboxes=MailboxStore(ttl=config.mailbox_ttl, quota=config.mailbox_quota))
         dht.on_record_refused = self._record_refused
         self.node = DhtNode(dht, _DialingRpc(core), clock, self._rng,
                             timeout=config.request_timeout,
@@ -194,6 +212,10 @@ class DhtService(Service):
     def startService(self) -> None:
         super().startService()
         self._core.attach_dht(self)
+        messenger = self._core.messenger
+        messenger.mailbox = self.deposit_message if self.config.mailbox_after > 0 else None
+        messenger.mailbox_after = self.config.mailbox_after
+        self._collected_back = False  # the start-up collect (mailbox_days back) not done yet
         if isinstance(self._identity, IdentityService):
             self._unsubscribe = self._identity.subscribe(lambda _: self._republish_own())
         Deferred.fromCoroutine(self._start()).addBoth(self._settle)
@@ -241,6 +263,8 @@ class DhtService(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._core.messenger.mailbox == self.deposit_message:
+            self._core.messenger.mailbox = None
         self._core.detach_dht(self)
         return self.node.save().addErrback(
             lambda f: self.log.failure("saving the DHT state failed", f))
@@ -258,6 +282,10 @@ class DhtService(Service):
         if self._own_due():
             await self.publish_own()
         await self.node.maintain()
+        if len(self.dht.table):
+            back = 1 if self._collected_back else self.config.mailbox_days
+            await self.collect_mail(back)
+            self._collected_back = True
 
     async def bootstrap(self) -> int:
         """Learn the bootstrap contacts and look up our own id; contacts in the table."""
@@ -302,6 +330,71 @@ class DhtService(Service):
         self.log.info("DHT: identity record (sequence {sequence}) stored at {n} nodes",
                       sequence=record.sequence, n=self.own_stored)
         return self.own_stored
+
+    # -- mailboxes ----------------------------------------------------------------
+    def deposit_message(self, peer: str, data: bytes, msg_id: str) -> Deferred[int]:
+        """Seal ``data`` (an encoded message) to ``peer`` and leave it in today's mailbox
+        of ``peer``; how many holders took it. Fails (MailboxError) when the peer's
+        identity record is not known nor found, or the message is too large."""
+        return Deferred.fromCoroutine(self._deposit(peer, data))
+
+    async def _deposit(self, peer: str, data: bytes) -> int:
+        record = await self._record_of(peer)
+        onion = onion_address_from_public_key(record.ed25519_public)
+        key = mailbox_key(onion, utc_day(self._clock.seconds()))
+        envelope = seal_letter(onion, record.xwing_public, key, self._current().master, data)
+        return await self.node.deposit(key, envelope)
+
+    async def _record_of(self, peer: str) -> IdentityRecord:
+        info = self._core.store.get(peer)
+        if info is not None and info.record:
+            try:
+                record = parse_record(info.record)
+            except RecordError:
+                record = None
+            if record is not None and record.kind is RecordKind.IDENTITY:
+                return record
+        if peer.endswith(".onion"):
+            found = await self._resolve(peer)
+            if found is not None and found.kind is RecordKind.IDENTITY:
+                return found
+        raise MailboxError(f"no identity record of {peer}: its X-Wing key is not known")
+
+    async def collect_mail(self, days_back: int = 0) -> int:
+        """Collect this node's mailboxes of today and ``days_back`` days before; each
+        letter goes to the messenger (de-duplicated by message id) before the holders
+        delete it. The number of letters delivered as new or duplicate messages."""
+        ident = self._current()
+        today = utc_day(self._clock.seconds())
+        delivered = 0
+
+        for day in range(today, today - days_back - 1, -1):
+            key = mailbox_key(ident.onion, day)
+
+            def auth(delete: tuple[bytes, ...], day: int = day) -> Any:
+                return sign_auth(ident.master, ident.mldsa, ident.record.to_bytes(),
+                                 ident.onion, day, self._clock.seconds(), delete)
+
+            async def sink(envelopes: list[bytes], key: bytes = key) -> None:
+                nonlocal delivered
+                for envelope in envelopes:
+                    try:
+                        letter = open_letter(ident.onion, ident.xwing_secret, key, envelope)
+                    except MailboxError as e:
+                        # never opens for us (not ours, tampered): deleted like the others
+                        self._core.metrics.inc("dht_records_refused")
+                        self._core.events.emit("dht_record_refused", reason=type(e).__name__,
+                                               peer=None)
+                        continue
+                    if await self._core.messenger.receive_letter(letter.sender, letter.data):
+                        delivered += 1
+
+            await self.node.collect(key, auth, sink)
+        if delivered:
+            self._core.metrics.inc("mailbox_collected", delivered)
+            self._core.events.emit("mailbox_collected", letters=delivered)
+            self.log.info("DHT: {n} letters collected from this node's mailbox", n=delivered)
+        return delivered
 
     # -- IDHT ------------------------------------------------------------------
     def get(self, key: bytes, *, local: bool = True) -> Deferred[SignedRecord | None]:

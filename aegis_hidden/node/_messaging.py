@@ -37,6 +37,15 @@ our queue is empty counts as the peer's timeout.
 
 Request/response rides on the same path: a request is a message with ``rq``,
 the answer is a message with ``re`` = the request's id, both reliable.
+
+Offline mailboxes: when the DHT runs it sets :attr:`Messenger.mailbox`. A
+message still unacknowledged ``mailbox_after`` seconds after it was queued is,
+at its next failed attempt, also left in the peer's DHT mailbox (once per
+message and run; it stays in the outbox and is still retried). Letters the
+node collects from its own mailbox go through :meth:`receive_letter`, the
+same path as a message from a session: same id, same de-duplication, so a
+message that arrives both ways is delivered once. The ack goes out at once if
+a session with the sender is up, else to the sender's next retry.
 """
 
 from __future__ import annotations
@@ -104,6 +113,8 @@ def backlog(link: Any) -> int:
 
 
 RequestHandler = Callable[[str, dict[str, Any]], "Awaitable[dict[str, Any]] | dict[str, Any]"]
+#: leaves (peer, encoded message, message id) in the peer's mailbox; how many holders took it
+MailboxDepositor = Callable[[str, bytes, str], "Deferred[int]"]
 
 
 @dataclass
@@ -119,6 +130,7 @@ class _Pending:
     in_flight: bool = False
     acked: bool = False  # the ack arrived; its outbox delete is under way
     parked: bool = False  # its peer is not in the store: no retries until it is added
+    deposited: bool = False  # left in the peer's mailbox (or being left) in this run
 
     def cancel_timer(self) -> None:
         if self.call is not None and self.call.active():
@@ -182,6 +194,11 @@ class Messenger:
         #: Cells per second one link sends (the mixing profile's, under the node's
         #: bandwidth cap), None when not known: the node core sets it.
         self.link_rate: Callable[[], float | None] = lambda: None
+        #: set by the DHT service: leaves a message in a peer's mailbox (None: no DHT)
+        self.mailbox: MailboxDepositor | None = None
+        #: seconds a message waits unacknowledged before it is also left in the
+        #: peer's mailbox (0: never)
+        self.mailbox_after = 0.0
         pool.on_connected(self._peer_connected)
         store.on_change(self._peer_changed)
 
@@ -390,6 +407,33 @@ class Messenger:
         self.log.debug("message {msg_id} to {peer}: retry in {delay:g}s ({reason})",
                       msg_id=pending.message.msg_id, peer=pending.peer, delay=delay,
                       reason=reason)
+        self._maybe_deposit(pending)
+
+    def _maybe_deposit(self, pending: _Pending) -> None:
+        """Leave ``pending`` in its peer's mailbox too, once it waited ``mailbox_after``."""
+        deposit = self.mailbox
+        if deposit is None or self.mailbox_after <= 0 or pending.deposited:
+            return
+        if self._clock.seconds() - pending.message.created < self.mailbox_after:
+            return
+        pending.deposited = True
+        msg_id = pending.message.msg_id
+
+        def done(holders: int) -> None:
+            if not holders:
+                pending.deposited = False  # nobody took it: try at the next failure
+                return
+            self._metrics.inc("mailbox_deposited")
+            self._events.emit("mailbox_deposited", peer=pending.peer, id=msg_id,
+                              holders=holders)
+
+        def failed(f: Any) -> None:
+            # kept as tried: a message that cannot be left (too large for a letter, no
+            # identity record of the peer) is not tried again at every retry
+            self.log.info("message {msg_id} not left in {peer}'s mailbox: {error}",
+                          msg_id=msg_id, peer=pending.peer, error=f.getErrorMessage())
+
+        deposit(pending.peer, pending.data, msg_id).addCallbacks(done, failed)
 
     def _ack_timed_out(self, msg_id: str) -> None:
         pending = self._pending.get(msg_id)
@@ -502,6 +546,20 @@ class Messenger:
         else:
             Deferred.fromCoroutine(self._receive(peer, envelope)).addErrback(
                 lambda f: self.log.failure("receiving from {peer} failed", f, peer=peer))
+
+    async def receive_letter(self, sender: str, data: bytes) -> bool:
+        """A message ``sender`` left in our mailbox (its signature already checked):
+        delivered as if it came over a session; False if it is no message."""
+        try:
+            envelope = decode(data, self.max_message_size + 1024)
+        except EnvelopeError as e:
+            self.log.info("a letter from {peer} holds no message: {error}", peer=sender,
+                          error=str(e))
+            return False
+        if not isinstance(envelope, Message):
+            return False
+        await self._receive(sender, envelope)
+        return True
 
     async def _acked(self, peer: str, msg_id: str) -> None:
         pending = self._pending.get(msg_id)

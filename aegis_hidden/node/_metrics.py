@@ -89,6 +89,10 @@ class Metrics:
         "dht_lookups_failed": "DHT lookups that found nothing (event dht_lookup_failed).",
         "dht_records_refused": "DHT records refused: STOREs not taken, values that did not "
                                "verify (event dht_record_refused).",
+        "mailbox_deposited": "Messages left in an unreachable peer's DHT mailbox (event "
+                             "mailbox_deposited).",
+        "mailbox_collected": "Letters collected from this node's DHT mailbox and handed to "
+                             "messaging (event mailbox_collected).",
         "audits_passed": "Audits of the node's own traffic (POST /api/network/audit) "
                          "that passed every check.",
         "audits_failed": "Audits of the node's own traffic that failed a check.",
