@@ -3,17 +3,21 @@ over two in-memory nodes running the real PubSubService."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 
 from aegis_hidden import identity
+from aegis_hidden.cli import main
+from aegis_hidden.cli._api import ApiClient
 from aegis_hidden.config import Config, parse_config
 from aegis_hidden.node import NodeCore, PubSubService
 from aegis_hidden.testing import result_of
 
 from .test_api import Api
+from .test_api_cli import StubClient
 
 
 def _pubsub(core: NodeCore, tmp: Path, name: str, seed: int, cfg: Config) -> PubSubService:
@@ -105,3 +109,30 @@ def test_no_pubsub_is_503(tmp_path: Path) -> None:
     code, body, _ = a.call("POST", "/api/network/send",
                            {"target": "topic:x", "message": {"type": "t"}})
     assert code == 503
+
+
+def test_cli_sub_pub_topics(api: Api, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ApiClient, "from_args",
+                        classmethod(lambda cls, args: StubClient(api)))
+    assert main(["pubsub", "topics"]) == 0
+    assert capsys.readouterr().out.strip() == "no topics"
+    assert main(["pubsub", "sub", "chat"]) == 0
+    assert capsys.readouterr().out.strip() == "subscribed to chat"
+    api.b.topics.subscribe("chat")
+    api.clock.advance(1)
+    assert main(["pubsub", "pub", "chat", "plain words"]) == 0
+    assert capsys.readouterr().out.strip().endswith(": published")
+    api.clock.advance(1)
+    got = [e["message"] for e in api.b_events if e.get("topic") == "chat"]
+    assert got == [{"type": "text", "data": "plain words"}]
+    assert main(["pubsub", "topics"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("chat (normal): 1 in the mesh of 1 topic peers; 0 in, 1 out")
+    assert api.b.local_address in out
+    assert main(["pubsub", "topics", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["topics"][0]["topic"] == "chat"
+    assert main(["pubsub", "unsub", "chat"]) == 0
+    assert capsys.readouterr().out.strip() == "unsubscribed from chat"
+    assert main(["pubsub", "sub", ""]) == 1
+    assert "API said 400" in capsys.readouterr().err
