@@ -85,6 +85,7 @@ class DhtNode:
             = None
         self.last_lookup_seconds: float | None = None
         self._saved_records: frozenset[tuple[bytes, int, float | None]] | None = None
+        self._saved_mail: frozenset[tuple[bytes, bytes]] = frozenset()
         rpc.on_request(self._on_request)
 
     # -- answering -------------------------------------------------------------
@@ -269,7 +270,13 @@ class DhtNode:
         await self.persistence.open()
         contacts = await self.persistence.load_table(self.core.table, now)
         records, dropped = await self.persistence.load_records(self.core.store, now)
+        self.stats["letters_loaded"] += await self.persistence.load_mail(self.core.mailboxes, now)
+        self._saved_mail = self._mail_held()
         return contacts, records, dropped
+
+    def _mail_held(self) -> frozenset[tuple[bytes, bytes]]:
+        return frozenset((key, entry_id(envelope))
+                         for key, envelope, _ in self.core.mailboxes.entries())
 
     def save(self) -> Deferred[None]:
         """Write the table and the records to the database (nothing without persistence)."""
@@ -289,6 +296,10 @@ class DhtNode:
             writes.append(Deferred.fromCoroutine(self.persistence.save_records(self.core.store)))
             self._saved_records = held
             self.stats["records_saved"] += 1
+        mail = self._mail_held()
+        if mail != self._saved_mail:
+            writes.append(Deferred.fromCoroutine(self.persistence.save_mail(self.core.mailboxes)))
+            self._saved_mail = mail
         for write in writes:
             await write
 

@@ -4,8 +4,9 @@ Takes the node's database object (anything with ``run(fn) -> Deferred``, the
 public API of :mod:`aegis_hidden.peers`; it may be encrypted underneath) and
 uses only that. Two tables of its own, created if missing: ``dht_contacts``
 (one row per contact: key, optional I2P name, whether it was in a bucket or
-only a replacement, its order) and ``dht_records`` (the signed record bytes and
-when it is next republished). Loading re-checks every record (signature, expiry)
+only a replacement, its order), ``dht_records`` (the signed record bytes and
+when it is next republished) and ``dht_mail`` (sealed letters held for other
+nodes' mailboxes, with their expiry). Loading re-checks every record (signature, expiry)
 and drops what no longer verifies: a record on disk is trusted no more than one
 from the wire.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..wire import dht_pb2
 from ._ids import Contact
+from ._mailbox import ENVELOPE_SIZES, MailboxStore
 from ._messages import DhtMessageError, _record, _record_pb
 from ._records import DhtRecordError, RecordStore, SignedRecord, verify
 from ._table import RoutingTable
@@ -40,6 +42,11 @@ CREATE TABLE IF NOT EXISTS dht_records (
     data         BLOB NOT NULL,
     expires      INTEGER NOT NULL,
     republish_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dht_mail (
+    mailbox_key BLOB NOT NULL,
+    envelope    BLOB NOT NULL,
+    expires     REAL NOT NULL
 );
 """
 
@@ -160,3 +167,27 @@ class DhtPersistence:
 
             await self._db.run(delete)
         return loaded, len(dropped)
+
+    async def save_mail(self, store: MailboxStore) -> int:
+        """Replace the stored letters with everything ``store`` holds."""
+        rows = store.entries()
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM dht_mail")
+            conn.executemany("INSERT INTO dht_mail VALUES (?, ?, ?)", rows)
+            return len(rows)
+
+        return await self._db.run(write)
+
+    async def load_mail(self, store: MailboxStore, now: float) -> int:
+        """Load the letters not expired at ``now`` into ``store``; how many."""
+        def read(conn: sqlite3.Connection) -> list[tuple[bytes, bytes, float]]:
+            conn.execute("DELETE FROM dht_mail WHERE expires <= ?", (now,))
+            return list(conn.execute("SELECT mailbox_key, envelope, expires FROM dht_mail"))
+
+        loaded = 0
+        for key, envelope, expires in await self._db.run(read):
+            if len(key) == 32 and len(envelope) in ENVELOPE_SIZES:
+                store.load(bytes(key), bytes(envelope), float(expires))
+                loaded += 1
+        return loaded

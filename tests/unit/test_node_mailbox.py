@@ -182,3 +182,49 @@ def test_mailbox_settings_are_validated() -> None:
     cfg = parse_config({}).dht
     assert (cfg.mailbox_after, cfg.mailbox_ttl, cfg.mailbox_quota, cfg.mailbox_days) == (
         600.0, 172800.0, 262144, 2)
+
+
+def test_a_holder_keeps_its_letters_across_a_restart(clock: Clock, tmp_path: Path) -> None:
+    import random
+
+    from aegis_hidden.node import DhtService
+
+    net, nodes = build(clock, tmp_path, 4)
+    alice, bob, holder = nodes[1], nodes[2], nodes[3]
+    result_of(alice.core.store.add(bob.onion, record=bob.ident.record.to_bytes()))
+    offline(net, bob, nodes)
+    result_of(alice.core.messenger.send(bob.onion, {"type": "text", "data": "kept"}))
+    run(clock, 1000)
+    held = holder.dht.dht.mailboxes.entries()
+    assert len(held) == 1
+    result_of(holder.dht.stopService())
+    again = DhtService(holder.core, holder.cfg.dht, holder.service, clock, rng=random.Random(7))
+    again.startService()
+    result_of(again.when_ready())
+    assert again.dht.mailboxes.entries() == held
+    assert again.node.stats["letters_loaded"] == 1
+    result_of(again.stopService())
+
+
+def test_a_full_mailbox_is_collected_over_several_rounds_and_bad_letters_dropped(
+        clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.dht import seal_letter
+    from aegis_hidden.node._envelope import Message
+
+    _, nodes = build(clock, tmp_path, 4)
+    alice, bob, holder = nodes[1], nodes[2], nodes[3]
+    key = mailbox_key(bob.onion, utc_day(clock.seconds()))
+    ids = [f"{i:032x}" for i in range(6)]
+    for msg_id in ids:  # ~5 KiB letters: more than one answer holds (20 KiB)
+        data = Message(msg_id, clock.seconds(), {"type": "text", "data": "x" * 2000}).encode()
+        holder.dht.dht.mailboxes.put(
+            key, seal_letter(bob.onion, bob.ident.xwing_public, key, alice.ident.master, data),
+            clock.seconds())
+    # a letter sealed to someone else under bob's key: never opens, refused and deleted
+    holder.dht.dht.mailboxes.put(
+        key, seal_letter(bob.onion, alice.ident.xwing_public, key, alice.ident.master, b"x"),
+        clock.seconds())
+    assert result_of(bob.dht.collect_mail(0)) == 6
+    assert sorted(e["id"] for e in bob.of_type("message_received")) == ids
+    assert len(holder.dht.dht.mailboxes) == 0
+    assert [e["reason"] for e in bob.of_type("dht_record_refused")] == ["BadLetter"]
