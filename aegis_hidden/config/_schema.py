@@ -371,7 +371,12 @@ class PubSubConfig:
         600.0, c.number(10, 86400, unit="seconds"),
         "Messages kept per topic for IWANT and catch-up (also how long ids are remembered: "
         "1.5x this).")
-    max_topics: int = _f(64, c.integer(1, 10_000), "Most topics this node subscribes to.")
+    max_topics: int = _f(64, c.integer(1, 10_000),
+                         "Most topics this node subscribes to or hosts as a rendezvous point.")
+    rendezvous: int = _f(
+        3, c.integer(1, 20),
+        "Rendezvous points per topic: a subscriber dials the nodes this many closest to the "
+        "topic's DHT id, and such a node relays the topic for them (docs/pubsub.md).")
 
 
 @dataclass(frozen=True)

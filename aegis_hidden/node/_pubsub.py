@@ -20,6 +20,17 @@ channel:
   ``topic`` (and no ``peer``: the core does not say who relayed it; on a
   normal topic ``author`` is the publisher's onion), a delivery confirmation
   a ``delivery_state`` event;
+* **rendezvous through the DHT**: a node that subscribes to a normal topic
+  looks up the DHT id :func:`rendezvous_id` of the topic's name and dials the
+  ``pubsub.rendezvous`` contacts closest to it (again every
+  ``RENDEZVOUS_RETRY`` seconds while its mesh is below ``d_lo``). A node that
+  a peer tells of its subscription to a topic, and that is itself among the
+  ``pubsub.rendezvous`` nodes closest to that topic's id in its routing
+  table, *hosts* the topic: it joins the mesh as a relay (counted against
+  ``pubsub.max_topics``, nothing delivered to its application) while some
+  peer still subscribes. Subscribers that know no one meet there. The DHT
+  holds no record for it: its records are keyed by their publisher, so a
+  topic's subscribers could not share one key;
 * a peer whose score falls below the graylist threshold is reported to the
   peer store's reputation once (``protocol_violation``), and again only
   after it climbed back above it.
@@ -28,6 +39,7 @@ channel:
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import secrets
 from collections import Counter
@@ -47,7 +59,7 @@ from .. import _json as strict_json
 from ..addresses import onion_address_from_public_key
 from ..config import PubSubConfig
 from ..identity import NodeIdentity
-from ..peers import Behaviour
+from ..peers import ORIGIN_PEER, Behaviour
 from ..pubsub import (
     MAX_DATA,
     MAX_TOPIC,
@@ -65,6 +77,9 @@ from ._identity_service import IdentityService
 if TYPE_CHECKING:
     from ._core import NodeCore
 
+#: seconds between rendezvous lookups while a topic's mesh is below d_lo
+RENDEZVOUS_RETRY = 60.0
+_RENDEZVOUS_DOMAIN = b"aegis-hidden pubsub rendezvous\x00"
 _ED25519_SIZE = 32
 _ED25519_SIGNATURE = 64
 
@@ -86,6 +101,11 @@ def check_topic(topic: object) -> str:
     if any(ord(ch) < 0x20 or 0xD800 <= ord(ch) <= 0xDFFF for ch in topic):
         raise TopicError("a topic holds no control characters")
     return topic
+
+
+def rendezvous_id(topic: str) -> bytes:
+    """The DHT id a topic's subscribers meet at (anyone computes it from the name)."""
+    return hashlib.sha256(_RENDEZVOUS_DOMAIN + topic.encode("utf-8")).digest()
 
 
 class NodeSigner:
@@ -176,6 +196,9 @@ class PubSubService(Service):
         #: per topic: messages delivered here ("in") and published here ("out")
         self.counts: dict[str, Counter[str]] = {}
         self._graylisted: set[str] = set()
+        #: topics hosted as a rendezvous point (relayed, not delivered here)
+        self.hosted: set[str] = set()
+        self._rendezvous_at: dict[str, float] = {}  # topic -> time of the last lookup
         self._loop: LoopingCall | None = None
         core.pubsub.on_message(self._receive)
         core.pool.on_connected(self._connected)
@@ -209,6 +232,8 @@ class PubSubService(Service):
         try:
             self.pubsub.heartbeat()
             self._report_scores()
+            self._host()
+            self._meet()
         except Exception:  # noqa: BLE001 - logged; the loop must keep running
             self.log.failure("pub/sub heartbeat failed")
 
@@ -218,17 +243,25 @@ class PubSubService(Service):
         if topic not in self.pubsub.topics and len(self.pubsub.topics) >= self.config.max_topics:
             raise TopicError(f"already subscribed to pubsub.max_topics "
                              f"({self.config.max_topics}) topics")
+        if topic in self.hosted:  # hosted as a relay (normal): now ours as well
+            if anonymous:
+                raise TopicError(f"topic {topic!r} is relayed here as a normal topic")
+            self.hosted.discard(topic)
         try:
             self.pubsub.subscribe(topic, anonymous=bool(anonymous))
         except PubSubError as e:
             raise TopicError(str(e)) from None
         self.counts.setdefault(topic, Counter())
+        if not anonymous:
+            self._rendezvous(topic)
 
     def unsubscribe(self, topic: str) -> bool:
         """Whether this node was subscribed to ``topic``."""
         topic = check_topic(topic)
-        was = topic in self.pubsub.topics
-        self.pubsub.unsubscribe(topic)
+        was = topic in self.pubsub.topics and topic not in self.hosted
+        if was:
+            self.pubsub.unsubscribe(topic)
+            self._rendezvous_at.pop(topic, None)
         return was
 
     def publish(self, topic: str, message: dict[str, Any]) -> str:
@@ -250,7 +283,7 @@ class PubSubService(Service):
     def topics(self) -> list[dict[str, Any]]:
         """Subscribed topics: kind, mesh peers with their scores, messages in and out."""
         out = []
-        for topic in sorted(self.pubsub.topics):
+        for topic in sorted(set(self.pubsub.topics) - self.hosted):
             counts = self.counts.get(topic, Counter())
             out.append({
                 "topic": topic,
@@ -293,6 +326,8 @@ class PubSubService(Service):
     def _event(self, event: Event) -> None:
         events = self._core.events
         if isinstance(event, Received):
+            if event.topic in self.hosted:
+                return
             self.counts.setdefault(event.topic, Counter())["in"] += 1
             self._core.metrics.inc("pubsub_delivered")
             fields: dict[str, Any] = {"topic": event.topic, "id": event.id.hex(),
@@ -322,3 +357,69 @@ class PubSubService(Service):
 
     def _reputation_failed(self, failure: Failure) -> None:
         self.log.failure("reputation update failed", failure)
+
+    # -- rendezvous -------------------------------------------------------------
+    def _rendezvous(self, topic: str) -> None:
+        """Look up the topic's rendezvous id and dial the closest nodes (DHT running)."""
+        dht = self._core.dht
+        if dht is None or not hasattr(dht, "node"):
+            return
+        self._rendezvous_at[topic] = self._clock.seconds()
+        Deferred.fromCoroutine(self._dial_rendezvous(dht, topic)).addErrback(
+            lambda f: self.log.info("rendezvous lookup for a topic failed: {error}",
+                                    error=f.getErrorMessage()))
+
+    async def _dial_rendezvous(self, dht: Any, topic: str) -> int:
+        result = await dht.node.lookup(rendezvous_id(topic))
+        own = self._core.local_address
+        dialed = 0
+        for contact in result.closest[:self.config.rendezvous]:
+            onion = contact.onion
+            if onion == own or self._core.pool.connected(onion):
+                continue
+            if self._core.store.get(onion) is None:
+                await self._core.store.add(onion, origin=ORIGIN_PEER)
+            self._core.pool.get(onion).addErrback(lambda f: None)  # dial failures: the pool's
+            dialed += 1
+        return dialed
+
+    def _meet(self) -> None:
+        """Look up the rendezvous again for subscribed normal topics whose mesh is thin."""
+        now = self._clock.seconds()
+        for topic, anonymous in list(self.pubsub.topics.items()):
+            if anonymous or topic in self.hosted:
+                continue
+            if len(self.pubsub.mesh.get(topic, ())) >= self.pubsub.params.d_lo:
+                continue
+            if now - self._rendezvous_at.get(topic, 0.0) >= RENDEZVOUS_RETRY:
+                self._rendezvous(topic)
+
+    def _is_rendezvous(self, topic: str) -> bool:
+        dht = self._core.dht
+        table = getattr(getattr(dht, "dht", None), "table", None)
+        if table is None:
+            return False
+        target = rendezvous_id(topic)
+        n = self.config.rendezvous
+        closer = table.closest(target, n)
+        if len(closer) < n:
+            return True
+        t = int.from_bytes(target, "big")
+        own = int.from_bytes(table.own.id, "big") ^ t
+        return own < int.from_bytes(closer[-1].id, "big") ^ t
+
+    def _host(self) -> None:
+        """Host the topics peers announce if this node is one of their rendezvous points;
+        stop once no peer subscribes any more."""
+        announced: set[str] = set()
+        for state in self.pubsub.peers.values():
+            announced |= state.topics
+        for topic in sorted(self.hosted - announced):
+            self.hosted.discard(topic)
+            self.pubsub.unsubscribe(topic)
+        for topic in sorted(announced - set(self.pubsub.topics)):
+            if len(self.pubsub.topics) >= self.config.max_topics:
+                break
+            if self._is_rendezvous(topic):
+                self.hosted.add(topic)
+                self.pubsub.subscribe(topic)

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from aegis_hidden import identity
 from aegis_hidden.config import Config, parse_config
 from aegis_hidden.events import EventBus
-from aegis_hidden.node import IdentityService, NodeCore, PubSubService, TopicError
+from aegis_hidden.node import DhtService, IdentityService, NodeCore, PubSubService, TopicError
 from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.testing import FakeNetwork, result_of
@@ -147,3 +147,38 @@ def test_signatures_bind_both_keys_and_the_pin(tmp_path: Path) -> None:
     assert not NodeVerifier(lambda onion: b.mldsa_public).verify(signer.identity, b"body", sig)
     assert NodeVerifier(lambda onion: a.mldsa_public).verify(signer.identity, b"body", sig)
     assert not NodeVerifier().verify(signer.identity[:10], b"body", sig)
+
+
+def test_subscribers_that_know_no_one_meet_at_the_rendezvous(clock: Clock, tmp_path: Path,
+                                                             ) -> None:
+    net = FakeNetwork()
+    cfg = parse_config({"dht": {"puzzle_bits": 8}, "pubsub": {"rendezvous": 2}})
+    nodes = [Node(net, clock, tmp_path, f"n{i}", i, cfg) for i in range(6)]
+    dhts = [DhtService(n.core, cfg.dht, n.service, clock,
+                       bootstrap=[nodes[0].onion] if i else [], rng=random.Random(i))
+            for i, n in enumerate(nodes)]
+    for d in dhts:
+        d.startService()
+        result_of(d.when_ready())
+    for d in dhts[1:]:
+        result_of(d.tick())
+    for n in nodes:  # every session closed: nobody is connected to anybody
+        for peer in n.core.pool.peers():
+            n.core.pool.close(peer, "test")
+    run(clock, 2)
+    assert all(len(n.core.pool) == 0 for n in nodes)
+    a, b = nodes[2], nodes[5]
+    a.pubsub.subscribe("meet")
+    b.pubsub.subscribe("meet")
+    run(clock, 10)
+    hosts = [n for n in nodes if "meet" in n.pubsub.hosted]
+    assert hosts and all(n not in (a, b) for n in hosts)
+    assert all(n.pubsub.topics() == [] for n in hosts)  # relayed, not listed
+    mid = a.pubsub.publish("meet", {"type": "text", "data": "found you"})
+    run(clock, 10)
+    assert [e["id"] for e in b.received("meet")] == [mid]
+    assert all(n.received("meet") == [] for n in hosts)  # relays deliver nothing
+    b.pubsub.unsubscribe("meet")
+    a.pubsub.unsubscribe("meet")
+    run(clock, 5)
+    assert not any(n.pubsub.hosted for n in nodes)
