@@ -124,6 +124,11 @@ class PeerLink:
     def is_closed(self) -> bool:
         return self.close_reason is not None
 
+    def queued(self) -> int:
+        """Cells of this session not sent yet (waiting for the cell scheduler): the
+        messaging layer's measure of its own backpressure."""
+        return self._protocol.queued()
+
     def send_message(self, data: bytes) -> None:
         if self.close_reason is not None:
             raise SessionError(self.close_reason.reason,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
 
-from aegis_hidden.config import Config
+from aegis_hidden import tap
+from aegis_hidden.config import Config, parse_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
 from aegis_hidden.node import Backpressure, DeliveryState, NodeCore
 from aegis_hidden.peers import AUTO_BLOCK_BELOW, InlineSQLite
+from aegis_hidden.session.twisted import SessionFactory
 from aegis_hidden.testing import FakeNetwork, result_of
+from aegis_hidden.testing._sessions import MemoryTransportProvider, memory_identity
 
 
 class Backlog:
@@ -102,3 +106,28 @@ def test_silent_peer_still_charged_once_our_queue_is_empty(tmp_path: Path) -> No
     clock.advance(a.messenger.ack_timeout)
     assert a.store.require(peer).reputation < start
     assert a.store.require(peer).reputation > AUTO_BLOCK_BELOW
+
+
+def test_a_real_session_link_reports_its_unsent_cells(tmp_path: Path) -> None:
+    """What the messenger measures: PeerLink.queued() over real sessions on a balanced
+    scheduler (cells wait for their Poisson slots)."""
+    now = 1_800_000_000.0
+    clock = Clock()
+    clock.advance(now)
+    cfg = parse_config({})
+    provider = MemoryTransportProvider()
+    a_id, b_id = memory_identity(now), memory_identity(now)
+    layer = tap.build_mixing(cfg, tmp_path, clock, random.Random(1))
+    alice = SessionFactory(a_id, [provider], cfg, clock, scheduler=layer.scheduler)
+    bob = SessionFactory(b_id, [provider], cfg, clock)
+    provider.listen(b_id.onion, 7701, bob.server_factory())
+    d = alice.connect(b_id.onion)
+    provider.flush()
+    link = result_of(d)
+    for n in range(20):
+        link.send_message(f"m{n}".encode())
+    assert link.queued() == 20
+    for _ in range(2000):
+        clock.advance(0.05)
+        provider.flush()
+    assert link.queued() == 0
