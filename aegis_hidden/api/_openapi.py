@@ -500,7 +500,7 @@ DOCUMENT: dict[str, Any] = {
                     "`access_token` query parameter. Events: `hello`, `peer_connected`, "
                     "`peer_disconnected`, `message_received`, `delivery_state`, "
                     "`network_error`, `peer_changed`, `dht_lookup_failed`, `dht_record_refused`, "
-                    "and what other layers emit "
+                    "`mailbox_deposited`, `mailbox_collected`, and what other layers emit "
                     "(`tor_restarted`...). Every event has `seq`; one that names a peer has "
                     "it as `peer` and `peer_id`. `?since=SEQ` first replays the kept events "
                     "after SEQ (the last 1000, at most 32 MiB). Send `{\"type\": \"ping\"}` "
