@@ -7,7 +7,8 @@ channel:
   onion, or the ``.b32.i2p`` name a session came over), added when the pool
   reports it connected and removed when it closes;
 * the core's heartbeat runs from one ``LoopingCall`` on the reactor clock
-  (``pubsub.heartbeat``);
+  (``pubsub.heartbeat``); it also marks the sessions of mesh peers used, so
+  the pool's idle timeout does not close them under a quiet topic;
 * messages of normal topics are signed by this node's identity, Ed25519 and
   ML-DSA-65 both (:class:`NodeSigner`; the identity blob is the two public
   keys), and checked by :class:`NodeVerifier`, which also refuses an ML-DSA
@@ -231,6 +232,9 @@ class PubSubService(Service):
         """One heartbeat of the core, then scores into the reputation. Never raises."""
         try:
             self.pubsub.heartbeat()
+            for mesh in self.pubsub.mesh.values():  # the pool keeps mesh sessions open
+                for peer in mesh:
+                    self._core.pool.touch(peer)
             self._report_scores()
             self._host()
             self._meet()

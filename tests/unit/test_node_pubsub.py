@@ -93,6 +93,11 @@ def test_three_nodes_each_receive_every_message_once(clock: Clock, tmp_path: Pat
     assert {m["peer"] for m in topics[0]["mesh"]} == {nodes[0].onion, nodes[2].onion}
     assert nodes[0].core.metrics.counters["pubsub_published"] == 1
     assert nodes[1].core.metrics.counters["pubsub_delivered"] == 2
+    run(clock, 400, step=5)  # a quiet topic, longer than the pool's idle timeout
+    assert nodes[1].core.pool.connected(nodes[0].onion)
+    later = nodes[0].pubsub.publish("news", {"type": "text", "data": "still there"})
+    run(clock, 5)
+    assert [e["id"] for e in nodes[2].received("news")][-1] == later
 
 
 def test_anonymous_topic_names_no_author(clock: Clock, tmp_path: Path) -> None:
