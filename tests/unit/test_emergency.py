@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -274,3 +275,32 @@ def test_restart_transport_needs_a_restartable_provider(clock: Clock, tmp_path: 
     node.core.add_transport(Plain())  # type: ignore[arg-type]
     with pytest.raises(NotSupported):
         node.core.emergency.restart_transport("i2p")
+
+
+def test_a_provider_without_restart_is_stopped_and_started(clock: Clock,
+                                                           tmp_path: Path) -> None:
+    class I2PLike(Service):
+        name = "i2p"
+        calls: list[str] = []
+
+        def startService(self) -> None:
+            super().startService()
+            self.calls.append("start")
+
+        def stopService(self) -> Deferred[None]:
+            super().stopService()
+            self.calls.append("stop")
+            return succeed(None)
+
+        def when_ready(self) -> Deferred[None]:
+            return succeed(None)
+
+        def state(self) -> Mapping[str, Any]:
+            return {}
+
+    node = Node(FakeNetwork(), clock, tmp_path / "a")
+    i2p = I2PLike()
+    i2p.startService()
+    node.core.add_transport(i2p)  # type: ignore[arg-type]
+    result_of(node.core.emergency.restart_transport("i2p"))
+    assert i2p.calls == ["start", "stop", "start"] and i2p.running
