@@ -372,7 +372,8 @@ class PubSubConfig:
         "Messages kept per topic for IWANT and catch-up (also how long ids are remembered: "
         "1.5x this).")
     max_topics: int = _f(64, c.integer(1, 10_000),
-                         "Most topics this node subscribes to or hosts as a rendezvous point.")
+                         "Most topics this node subscribes to; as many again may be hosted "
+                         "as a rendezvous point for others.")
     rendezvous: int = _f(
         3, c.integer(1, 20),
         "Rendezvous points per topic: a subscriber dials the nodes this many closest to the "

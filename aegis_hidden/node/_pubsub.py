@@ -27,9 +27,9 @@ channel:
   ``RENDEZVOUS_RETRY`` seconds while its mesh is below ``d_lo``). A node that
   a peer tells of its subscription to a topic, and that is itself among the
   ``pubsub.rendezvous`` nodes closest to that topic's id in its routing
-  table, *hosts* the topic: it joins the mesh as a relay (counted against
-  ``pubsub.max_topics``, nothing delivered to its application) while some
-  peer still subscribes. Subscribers that know no one meet there. The DHT
+  table, *hosts* the topic: it joins the mesh as a relay (at most
+  ``pubsub.max_topics`` hosted topics, apart from its own; nothing delivered
+  to its application) while some peer still subscribes. Subscribers that know no one meet there. The DHT
   holds no record for it: its records are keyed by their publisher, so a
   topic's subscribers could not share one key;
 * a peer whose score falls below the graylist threshold is reported to the
@@ -244,7 +244,8 @@ class PubSubService(Service):
     # -- owner calls ------------------------------------------------------------
     def subscribe(self, topic: str, *, anonymous: bool = False) -> None:
         topic = check_topic(topic)
-        if topic not in self.pubsub.topics and len(self.pubsub.topics) >= self.config.max_topics:
+        own = set(self.pubsub.topics) - self.hosted
+        if topic not in own and len(own) >= self.config.max_topics:
             raise TopicError(f"already subscribed to pubsub.max_topics "
                              f"({self.config.max_topics}) topics")
         if topic in self.hosted:  # hosted as a relay (normal): now ours as well
@@ -422,7 +423,7 @@ class PubSubService(Service):
             self.hosted.discard(topic)
             self.pubsub.unsubscribe(topic)
         for topic in sorted(announced - set(self.pubsub.topics)):
-            if len(self.pubsub.topics) >= self.config.max_topics:
+            if len(self.hosted) >= self.config.max_topics:
                 break
             if self._is_rendezvous(topic):
                 self.hosted.add(topic)

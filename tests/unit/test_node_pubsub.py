@@ -12,9 +12,10 @@ from twisted.internet.task import Clock
 
 from aegis_hidden import identity
 from aegis_hidden.config import Config, parse_config
+from aegis_hidden.dht import node_id
 from aegis_hidden.events import EventBus
 from aegis_hidden.node import DhtService, IdentityService, NodeCore, PubSubService, TopicError
-from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier
+from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier, rendezvous_id
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.testing import FakeNetwork, result_of
 
@@ -173,17 +174,45 @@ def test_subscribers_that_know_no_one_meet_at_the_rendezvous(clock: Clock, tmp_p
     run(clock, 2)
     assert all(len(n.core.pool) == 0 for n in nodes)
     a, b = nodes[2], nodes[5]
-    a.pubsub.subscribe("meet")
-    b.pubsub.subscribe("meet")
+
+    def closest(topic: str) -> list[Node]:
+        target = int.from_bytes(rendezvous_id(topic), "big")
+        return sorted(nodes, key=lambda n: int.from_bytes(
+            node_id(n.ident.ed25519_public), "big") ^ target)[:2]
+
+    # a topic whose two rendezvous nodes are neither subscriber (identities are random)
+    topic = next(t for t in (f"meet-{i}" for i in range(1000))
+                 if a not in closest(t) and b not in closest(t))
+    a.pubsub.subscribe(topic)
+    b.pubsub.subscribe(topic)
     run(clock, 10)
-    hosts = [n for n in nodes if "meet" in n.pubsub.hosted]
-    assert hosts and all(n not in (a, b) for n in hosts)
+    hosts = [n for n in nodes if topic in n.pubsub.hosted]
+    assert hosts == [n for n in nodes if n in closest(topic)]
     assert all(n.pubsub.topics() == [] for n in hosts)  # relayed, not listed
-    mid = a.pubsub.publish("meet", {"type": "text", "data": "found you"})
+    mid = a.pubsub.publish(topic, {"type": "text", "data": "found you"})
     run(clock, 10)
-    assert [e["id"] for e in b.received("meet")] == [mid]
-    assert all(n.received("meet") == [] for n in hosts)  # relays deliver nothing
-    b.pubsub.unsubscribe("meet")
-    a.pubsub.unsubscribe("meet")
+    assert [e["id"] for e in b.received(topic)] == [mid]
+    assert all(n.received(topic) == [] for n in hosts)  # relays deliver nothing
+    b.pubsub.unsubscribe(topic)
+    a.pubsub.unsubscribe(topic)
     run(clock, 5)
     assert not any(n.pubsub.hosted for n in nodes)
+
+
+def test_hosted_topics_do_not_crowd_out_own_subscriptions(clock: Clock, tmp_path: Path,
+                                                          ) -> None:
+    cfg = parse_config({"pubsub": {"max_topics": 2}})
+    net = FakeNetwork()
+    host, peer = Node(net, clock, tmp_path, "h", 1, cfg), Node(net, clock, tmp_path, "p", 2, cfg)
+    host.connect(peer)
+    host.pubsub._is_rendezvous = lambda topic: True  # type: ignore[method-assign]
+    peer.pubsub.subscribe("t1")
+    peer.pubsub.subscribe("t2")
+    run(clock, 2)
+    assert host.pubsub.hosted == {"t1", "t2"}
+    host.pubsub.subscribe("mine")
+    host.pubsub.subscribe("t1")  # hosted: now its own as well
+    assert host.pubsub.hosted == {"t2"}
+    assert [t["topic"] for t in host.pubsub.topics()] == ["mine", "t1"]
+    with pytest.raises(TopicError, match="max_topics"):
+        host.pubsub.subscribe("another")
