@@ -388,10 +388,10 @@ class DhtService(Service):
                         continue
                     if await self._core.messenger.receive_letter(letter.sender, letter.data):
                         delivered += 1
+                        self._core.metrics.inc("mailbox_collected")
 
             await self.node.collect(key, auth, sink)
         if delivered:
-            self._core.metrics.inc("mailbox_collected", delivered)
             self._core.events.emit("mailbox_collected", letters=delivered)
             self.log.info("DHT: {n} letters collected from this node's mailbox", n=delivered)
         return delivered
