@@ -206,8 +206,10 @@ class PubSubService(Service):
         core.pool.on_disconnected(self._disconnected)
         metrics = core.metrics
         metrics.gauge("pubsub_topics", "Pub/sub topics this node subscribes to.",
-                      lambda: len(self.pubsub.topics))
-        metrics.gauge("pubsub_mesh_peers", "Mesh peers summed over subscribed topics.",
+                      lambda: len(set(self.pubsub.topics) - self.hosted))
+        metrics.gauge("pubsub_topics_hosted", "Pub/sub topics this node relays as a "
+                      "rendezvous point for others.", lambda: len(self.hosted))
+        metrics.gauge("pubsub_mesh_peers", "Mesh peers summed over all topics (hosted too).",
                       lambda: sum(len(m) for m in self.pubsub.mesh.values()))
 
     # -- lifecycle ------------------------------------------------------------

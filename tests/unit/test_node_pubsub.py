@@ -189,6 +189,8 @@ def test_subscribers_that_know_no_one_meet_at_the_rendezvous(clock: Clock, tmp_p
     hosts = [n for n in nodes if topic in n.pubsub.hosted]
     assert hosts == [n for n in nodes if n in closest(topic)]
     assert all(n.pubsub.topics() == [] for n in hosts)  # relayed, not listed
+    gauges = hosts[0].core.metrics.gauges
+    assert (gauges["pubsub_topics"][1](), gauges["pubsub_topics_hosted"][1]()) == (0, 1)
     mid = a.pubsub.publish(topic, {"type": "text", "data": "found you"})
     run(clock, 10)
     assert [e["id"] for e in b.received(topic)] == [mid]
