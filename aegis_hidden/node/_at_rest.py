@@ -175,7 +175,9 @@ def wipe(data_dir: Path, identity_dir: Path, extra: Iterable[Path] = ()) -> Wipe
         path = Path(f"{db}{suffix}")
         if path.exists():
             _delete(path, report)  # ciphertext whose key is gone
-    for name in ("status.json", *TOR_STATE):
+    # status.json and emergency.json (isolation, its reason as the operator typed it) name
+    # nothing secret but tell of the node's last state: overwritten too.
+    for name in ("status.json", "emergency.json", *TOR_STATE):
         if (data_dir / name).is_file():
             _overwrite(data_dir / name, report)
     return report

@@ -40,6 +40,7 @@ def test_the_wipe_leaves_nothing_that_opens(tmp_path: Path,
     (data / "tor").mkdir()
     (data / "tor" / "notice.log").write_text("bootstrapped\n")
     (data / "tor" / "state").write_text("EntryGuard x\n")
+    (data / "emergency.json").write_text('{"isolated": true, "reason": "raid"}')
     (data / "unrelated.txt").write_text("left alone\n")
     assert main(["wipe", "--data-dir", str(data), "--yes"]) == 0
     assert "overwritten" in capsys.readouterr().out
@@ -48,6 +49,7 @@ def test_the_wipe_leaves_nothing_that_opens(tmp_path: Path,
     assert not [p for p in ident_dir.rglob("*") if p.is_file()]
     assert not [p for p in (data / "i2p").rglob("*") if p.is_file()]
     assert not (data / "tor" / "notice.log").exists() and not (data / "tor" / "state").exists()
+    assert not (data / "emergency.json").exists()
     assert (data / "unrelated.txt").exists()  # only what the node writes
     with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal: nothing to open
         load(ident_dir, time.time(), passphrase=PASSPHRASE)
