@@ -11,10 +11,13 @@ and shows, one line each:
   event stream, in this process;
 * C finding B through the DHT (C was configured with A only) and its message to
   B acknowledged;
+* every node subscribing to a topic and A's message on it reaching them all
+  (C's WebSocket client among them), when the node has topics;
 * the mixing profile's cover traffic and loop round trips (``/metrics``);
 * A's privacy audit of its own traffic during the demo (``POST
   /api/network/audit``), with the path of its HTML report, kept in ``./.demo/``;
-* that topics and offline mailboxes are not in the node yet.
+* what it does not show (offline mailboxes; topics when the node has none),
+  asked of the node.
 
 It tears everything down when done, on Ctrl-C or SIGTERM (exit 130), and on a
 failed step (exit 1).
@@ -30,6 +33,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -54,6 +58,8 @@ DEMO_LOOP_RATE = 0.2
 #: seconds after the links are up before A's audit starts (the handshake flights
 #: are written at once, outside the schedule)
 SETTLE = 8.0
+#: the topic every node subscribes to
+DEMO_TOPIC = "demo"
 
 
 def register(sub: Any) -> None:
@@ -140,12 +146,19 @@ def audit_line(name: str, state: dict[str, Any], report_path: Path) -> str:
 
 
 def not_shown_line(topics_code: int, metric_names: Iterable[str]) -> str:
-    """What the demo does not show, asked of the running node: topics (is there a
-    ``/api/network/topics``: not 404) and offline mailboxes (any ``mailbox`` metric)."""
-    present = {"topics (pub/sub)": topics_code != 404,
-               "offline mailboxes": any("mailbox" in m for m in metric_names)}
-    missing = [k for k, v in present.items() if not v]
-    there = [k for k, v in present.items() if v]
+    """What the demo does not show, asked of the running node: topics when its
+    ``/api/network/topics`` does not answer 200 (404: not in the node; else, not
+    running), and offline mailboxes (in the node when it has a ``mailbox`` metric)."""
+    missing = []
+    there = []
+    if topics_code == 404:
+        missing.append("topics (pub/sub)")
+    elif topics_code != 200:
+        there.append("topics (pub/sub, off in this configuration)")
+    if any("mailbox" in m for m in metric_names):
+        there.append("offline mailboxes")
+    else:
+        missing.append("offline mailboxes")
     parts = []
     if missing:
         parts.append(f"{' and '.join(missing)}: not in the node yet (a message to a node "
@@ -402,6 +415,45 @@ def _step_dht(a: DemoNode, b: DemoNode, c: DemoNode, nodes: list[DemoNode]) -> N
         f"its message to {b.name} was acknowledged {time.monotonic() - t0:.1f}s later")
 
 
+def _topic(n: DemoNode, name: str) -> dict[str, Any]:
+    for t in n.ok("GET", "/api/network/topics", timeout=10)["topics"]:
+        if t.get("topic") == name:
+            return dict(t)
+    return {}
+
+
+def _meshed(n: DemoNode) -> bool:
+    return bool(_topic(n, DEMO_TOPIC).get("mesh"))
+
+
+def _step_topic(a: DemoNode, nodes: list[DemoNode], stream: EventStream) -> None:
+    """Every node subscribes to a topic; A publishes; C's WebSocket client gets it, and
+    every other subscriber's topic counter shows it."""
+    for n in nodes:
+        n.ok("POST", "/api/network/topics", {"action": "subscribe", "topic": DEMO_TOPIC})
+    t0 = time.monotonic()
+    for n in nodes:
+        _poll(partial(_meshed, n), 180, f"{n.name}'s mesh of topic {DEMO_TOPIC}", nodes)
+    meshes = ", ".join(f"{n.name} {len(_topic(n, DEMO_TOPIC)['mesh'])}" for n in nodes)
+    formed = time.monotonic() - t0
+    others = [n for n in nodes if n is not a]
+    before = {n.name: _topic(n, DEMO_TOPIC).get("messages_in", 0) for n in others}
+    message = {"type": "chat", "data": f"to everyone on {DEMO_TOPIC}, from {a.name}"}
+    t0 = time.monotonic()
+    sent = a.ok("POST", "/api/network/send", {"target": f"topic:{DEMO_TOPIC}",
+                                              "message": message})
+    got = stream.wait(lambda e: e.get("type") == "message_received"
+                      and e.get("topic") == DEMO_TOPIC and e.get("message") == message,
+                      180, f"topic message {sent['id']}")
+    _poll(lambda: all(_topic(n, DEMO_TOPIC).get("messages_in", 0) > before[n.name]
+                      for n in others), 180, "the topic message at every subscriber", nodes,
+          interval=0.2)
+    say(f"[demo] topic {DEMO_TOPIC!r}: meshes formed in {formed:.1f}s ({meshes} peers); "
+        f"{a.name} published, every subscriber had it {time.monotonic() - t0:.1f}s later "
+        f"({', '.join(n.name for n in others)}; {nodes[-1].name}'s WebSocket client got "
+        f"{json.dumps(got['message'])})")
+
+
 def _step_audit(a: DemoNode, started: dict[str, Any], root: Path, seconds: int,
                 nodes: list[DemoNode]) -> bool:
     audit_id = started["id"]
@@ -513,6 +565,8 @@ def run(args: argparse.Namespace) -> int:
         _step_websocket(a, c, stream)
         _step_dht(a, b, c, nodes)
         topics_code = a.call("GET", "/api/network/topics")[0]
+        if topics_code == 200:
+            _step_topic(a, nodes, stream)
         say(f"[demo] {not_shown_line(topics_code, a.metrics())}")
         passed = _step_audit(a, audit, root, args.audit_seconds, nodes)
         covered = _step_cover(nodes)
