@@ -491,12 +491,15 @@ def _step_cover(nodes: list[DemoNode]) -> bool:
     return covered and looped
 
 
-def _start_network(root: Path, timeout: float) -> tuple[TorNetwork, float]:
+def _start_network(root: Path, timeout: float, started: list[TorNetwork]) -> float:
+    """Start the private network (each one started is appended to ``started``, for the
+    teardown, before anything can fail); the seconds it took to bootstrap."""
     net = TorNetwork(root / "devnet")
+    started.append(net)
     net.setup()
     net.start()
     try:
-        return net, net.wait_bootstrapped(timeout)
+        return net.wait_bootstrapped(timeout)
     except TorNetworkError as e:
         # A fresh private network rarely never bootstraps its client (stuck at 95%,
         # no relays in its consensus): one fresh network is tried again.
@@ -505,9 +508,10 @@ def _start_network(root: Path, timeout: float) -> tuple[TorNetwork, float]:
         net.stop()
         shutil.rmtree(net.directory, ignore_errors=True)
         net = TorNetwork(root / "devnet")
+        started.append(net)
         net.setup()
         net.start()
-        return net, net.wait_bootstrapped(timeout)
+        return net.wait_bootstrapped(timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -526,14 +530,15 @@ def run(args: argparse.Namespace) -> int:
                        f"'aegis-hidden devnet down --dir {root / 'devnet'}'")
     began = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _on_term)
-    net: TorNetwork | None = None
+    nets: list[TorNetwork] = []
     nodes: list[DemoNode] = []
     stream = EventStream()
     ok = False
     interrupted = False
     try:
         say(f"[demo] starting a private Tor network in {root / 'devnet'} ...")
-        net, seconds = _start_network(root, args.timeout)
+        seconds = _start_network(root, args.timeout, nets)
+        net = nets[-1]
         say(f"[demo] network up: 3 authorities, 2 relays, 1 client; bootstrapped in "
             f"{seconds:.0f}s")
         names = [f"node-{chr(ord('a') + i)}" for i in range(args.nodes)]
@@ -578,8 +583,10 @@ def run(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, _Stop):
         say("\n[demo] interrupted")
         interrupted = True
-    except (TorNetworkError, StepFailed, CLIError, OSError) as e:
-        say(f"[demo] failed: {e}")
+    except (TorNetworkError, StepFailed, CLIError, OSError, KeyError, TypeError,
+            ValueError) as e:  # the last three: an API reply not as documented
+        say(f"[demo] failed: {type(e).__name__}: {e}" if isinstance(
+            e, KeyError | TypeError | ValueError) else f"[demo] failed: {e}")
         ok = False
     finally:
         signal.signal(signal.SIGTERM, _on_term)  # a second TERM during teardown is ignored
@@ -590,8 +597,8 @@ def run(args: argparse.Namespace) -> int:
                 n.proc.stop()
             except (KeyboardInterrupt, _Stop):
                 n.proc.stop(timeout=5)
-        if net is not None:
-            net.stop()
+        for started in nets:
+            started.stop()
         signal.signal(signal.SIGTERM, previous)
         clean = ["clean" if n.proc.stopped_cleanly()
                  else f"exit {n.proc.proc.returncode if n.proc.proc else '?'}" for n in nodes]
@@ -600,5 +607,6 @@ def run(args: argparse.Namespace) -> int:
         if ok and not all(n.proc.stopped_cleanly() for n in nodes):
             say("[demo] a node did not shut down cleanly; see its node.log")
             ok = False
-        say(f"[demo] {'done' if ok else 'FAILED'} in {time.monotonic() - began:.0f}s")
+        verdict = "done" if ok else "interrupted" if interrupted else "FAILED"
+        say(f"[demo] {verdict} in {time.monotonic() - began:.0f}s")
     return 0 if ok else 130 if interrupted else 1

@@ -188,3 +188,35 @@ def test_unreadable_event_is_kept_as_such(reactor: MemoryReactorClock) -> None:
     proto.onMessage(b"not json", False)
     proto.onMessage(b"[1, 2]", False)
     assert [sink.get_nowait()["type"] for _ in range(2)] == ["unreadable", "unreadable"]
+
+
+class _FakeNet:
+    """A private network that never bootstraps (or is interrupted while it tries)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started = False
+        self.stopped = False
+
+    def setup(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def wait_bootstrapped(self, timeout: float) -> float:
+        raise KeyboardInterrupt
+
+
+def test_started_network_is_known_to_the_teardown_before_its_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aegis_hidden.cli import _demo
+
+    monkeypatch.setattr(_demo, "TorNetwork", _FakeNet)
+    started: list[Any] = []
+    with pytest.raises(KeyboardInterrupt):
+        _demo._start_network(tmp_path, 1.0, started)
+    assert len(started) == 1 and started[0].started  # run() stops it in its finally
