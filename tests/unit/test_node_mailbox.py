@@ -12,8 +12,7 @@ from twisted.internet.task import Clock
 from aegis_hidden.config import parse_config
 from aegis_hidden.dht import MAX_LETTER, mailbox_key, utc_day
 from aegis_hidden.node import DeliveryState
-from aegis_hidden.testing import FakeNetwork, result_of
-from aegis_hidden.testing._fake_sessions import FakeUnreachable
+from aegis_hidden.testing import FakeNetwork, FakeUnreachable, result_of
 
 from .test_node_dht import NOW, Node
 
