@@ -69,7 +69,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .._backoff import Backoff
+from ..addresses import onion_address_from_public_key
 from ..events import EventBus
+from ..identity import RecordError, parse_record
 from ..peers import Behaviour, Database, PeerInfo, PeerStore
 from ._envelope import Ack, EnvelopeError, Message, check_body, decode
 from ._metrics import Metrics
@@ -558,8 +560,24 @@ class Messenger:
             return False
         if not isinstance(envelope, Message):
             return False
-        await self._receive(sender, envelope)
+        await self._receive(self._peer_of_onion(sender), envelope)
         return True
+
+    def _peer_of_onion(self, onion: str) -> str:
+        """The peer id messages from ``onion`` arrive under (a peer known only by its
+        ``.b32.i2p`` name whose record is that onion's is named by that name), so the
+        de-duplication sees one sender whichever way a message came."""
+        if self._store.get(onion) is not None:
+            return onion
+        for info in self._store.all():
+            if info.record:
+                try:
+                    key = parse_record(info.record).ed25519_public
+                except RecordError:
+                    continue
+                if onion_address_from_public_key(key) == onion:
+                    return info.peer_id
+        return onion
 
     async def _acked(self, peer: str, msg_id: str) -> None:
         pending = self._pending.get(msg_id)

@@ -227,3 +227,24 @@ def test_a_full_mailbox_is_collected_over_several_rounds_and_bad_letters_dropped
     assert sorted(e["id"] for e in bob.of_type("message_received")) == ids
     assert len(holder.dht.dht.mailboxes) == 0
     assert [e["reason"] for e in bob.of_type("dht_record_refused")] == ["BadLetter"]
+
+
+def test_a_letter_from_a_peer_known_by_its_i2p_name_is_named_by_it(clock: Clock,
+                                                                    tmp_path: Path) -> None:
+    from aegis_hidden import identity
+    from aegis_hidden.dht import seal_letter
+    from aegis_hidden.node._envelope import Message
+
+    _, nodes = build(clock, tmp_path, 4)
+    bob, holder = nodes[2], nodes[3]
+    carol = identity.create(tmp_path / "carol", clock.seconds() - 10)  # not a DHT node
+    i2p = "a" * 52 + ".b32.i2p"
+    result_of(bob.core.store.add(i2p, record=carol.record.to_bytes()))
+    key = mailbox_key(bob.onion, utc_day(clock.seconds()))
+    data = Message("f" * 32, clock.seconds(), {"type": "text", "data": "hi"}).encode()
+    holder.dht.dht.mailboxes.put(
+        key, seal_letter(bob.onion, bob.ident.xwing_public, key, carol.master, data),
+        clock.seconds())
+    assert result_of(bob.dht.collect_mail(0)) == 1
+    # the same de-duplication key as a copy arriving over an I2P session from that peer
+    assert [e["peer"] for e in bob.of_type("message_received")] == [i2p]
