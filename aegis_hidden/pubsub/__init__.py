@@ -14,8 +14,8 @@
 - the RPCs and their codec (``wire/pubsub.proto``: :func:`encode`,
   :func:`decode`, :class:`PubSubMessageError`, :func:`message_id`).
 
-docs/pubsub.md describes the protocol, its parameters, and what is not wired
-into the node yet.
+docs/pubsub.md describes the protocol, its parameters, and how the node runs
+this core (``node/_pubsub.py``).
 """
 
 from ._cache import Cached, MessageCache, SeenCache, TimedMap
