@@ -56,6 +56,8 @@ class Metrics:
         "sends_refused_backpressure": "Sends refused because the session to the peer "
                                       "still held too many unsent cells (API 503).",
         "peer_churn": "Session openings plus closings.",
+        "sessions_closed_idle": "Stale sessions the pool closed: unused for the idle timeout, "
+                                "or idle beyond the pool's keep-idle size.",
         "auth_failures": "API requests or WebSocket upgrades with a wrong or missing token.",
         "session_auth_failures": "Sessions that failed the handshake or a signature check.",
         "protocol_errors": "Malformed messages received from peers.",

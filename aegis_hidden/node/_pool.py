@@ -404,13 +404,16 @@ class ConnectionPool:
         """Close sessions unused for ``idle_timeout``; beyond ``keep_idle`` sessions
         unused for ``idle_grace``, close the least recently used."""
         now = self._clock.seconds()
+        closed: set[str] = set()
         for peer, used in list(self._last_used.items()):
             if now - used >= self.idle_timeout:
                 self.log.debug("closing idle session to {peer}", peer=peer)
-                self.close(peer, "idle")
-        if self.keep_idle is None:
-            return
-        idle = sorted((used, peer) for peer, used in self._last_used.items()
-                      if now - used >= self.idle_grace)
-        for _, peer in idle[:max(0, len(idle) - self.keep_idle)]:
+                closed.add(peer)
+        if self.keep_idle is not None:
+            idle = sorted((used, peer) for peer, used in self._last_used.items()
+                          if now - used >= self.idle_grace and peer not in closed)
+            closed.update(peer for _, peer in idle[:max(0, len(idle) - self.keep_idle)])
+        for peer in sorted(closed):
+            if peer in self._links:
+                self._metrics.inc("sessions_closed_idle")
             self.close(peer, "idle")

@@ -263,9 +263,11 @@ def test_pool_reuses_limits_and_expires_idle(net: FakeNetwork, clock: Clock,
     result_of(a.core.send(others[2].address, {"type": "x"}))
     assert len(a.core.pool) == 2
     assert not a.core.pool.connected(others[0].address)  # least recently used evicted
+    assert a.core.metrics.counters["sessions_closed_idle"] == 0  # an eviction is not idle
     clock.advance(a.core.pool.idle_timeout + 100)
     assert len(a.core.pool) == 0
     assert sum(e["type"] == "peer_disconnected" for e in a.events) == 3
+    assert "aegis_sessions_closed_idle_total 2\n" in a.core.metrics.render()
 
 
 def test_blacklisted_peer_refused_at_accept(net: FakeNetwork, clock: Clock,
@@ -393,6 +395,7 @@ def test_pool_keeps_at_most_connection_pool_size_idle(net: FakeNetwork, clock: C
     assert len(a.core.pool) == 3
     clock.advance(a.core.pool.idle_grace)
     assert a.core.pool.peers() == [others[2].address]  # the most recently used stays
+    assert a.core.metrics.counters["sessions_closed_idle"] == 2
 
 
 def test_incoming_session_from_a_non_anonymous_name_is_refused(net: FakeNetwork, clock: Clock,
