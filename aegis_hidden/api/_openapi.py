@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from .. import __version__ as _version
+from ..mixing import MAX_BYTES_PER_SECOND, MIN_BYTES_PER_SECOND
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -92,8 +93,11 @@ def _emergency_paths() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
                 "required": ["bytes_per_second"], "properties": {
-                    "bytes_per_second": {"type": ["integer", "null"], "minimum": 0,
-                                         "maximum": 10_000_000_000}}}}}},
+                    # exactly what the node accepts: null or 0 lift the cap
+                    "bytes_per_second": {"anyOf": [
+                        {"type": "null"}, {"type": "integer", "enum": [0]},
+                        {"type": "integer", "minimum": MIN_BYTES_PER_SECOND,
+                         "maximum": MAX_BYTES_PER_SECOND}]}}}}}},
             "responses": {"200": _json(EMERGENCY, "The cap is in force (or lifted)."),
                           "409": _json(_ref("Error"), "The node has no cell scheduler."),
                           **_errors("400", "413")}}},

@@ -40,13 +40,15 @@ from ._scheduler import (
     PoissonScheduler,
     SchedulerStats,
 )
-from ._throttle import Throttle, check_bytes_per_second
+from ._throttle import MAX_BYTES_PER_SECOND, MIN_BYTES_PER_SECOND, Throttle, check_bytes_per_second
 from ._trace import JsonLinesTraceSink, read_trace
 
 __all__ = [
     "DEFAULT_PROFILE",
     "LOOP_ID_BYTES",
     "LOOP_RTT_BUCKETS",
+    "MAX_BYTES_PER_SECOND",
+    "MIN_BYTES_PER_SECOND",
     "PROFILES",
     "QUEUE_DELAY_BUCKETS",
     "CellCounter",
