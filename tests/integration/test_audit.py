@@ -7,7 +7,8 @@ trap's loopback is not counted.
 
 The audit: three nodes with the ``balanced`` profile (a -> b -> c -> a) and, as
 the positive control, two with ``off`` (d -> e -> d) message one another at a
-steady pace (one message every 1.25 s per node, each carrying a random canary)
+steady pace (one message every 1.25 s ± 15 % per node, each node with its own
+period and phase, each message carrying a random canary)
 while tcpdump captures loopback. The capture is restricted to this test's own
 ports (the nodes' tor SOCKS and control ports, their listen ports, the private
 network's relays) because other programs on a shared machine use loopback too;
@@ -34,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -66,7 +68,7 @@ AEGIS = str(Path(sys.executable).with_name("aegis-hidden"))
 LAMBDA = 2.0  # the balanced profile's λ
 EXCHANGE = 80  # seconds of messages once every link is up (80 one-second bins for correlation)
 SETTLE = 8.0  # seconds after every link is up before the nodes' own audits start
-PERIOD = 1.25  # seconds between one node's messages: a steady application pace
+PERIOD = 1.25  # seconds between one node's messages (each node within 15 % of it)
 
 
 # -- the leak trap ------------------------------------------------------------
@@ -297,19 +299,26 @@ def _run_exchange(tor_network: TorNetwork, balanced: list[NodeProcess],
             assert status == 202, body
             audits[n.name] = (n, body["id"])
 
-        # a steady pace: each node messages the next one every PERIOD seconds
-        end = time.monotonic() + EXCHANGE
-        due = time.monotonic()
+        # Each node messages the next one at a steady pace of its own: a period within
+        # 15 % of PERIOD and a random phase. A steady pace is what `off` must give away
+        # (its writes follow it); one tick shared by every node would instead put a
+        # node's incoming and outgoing messages in the same second by the test's doing,
+        # which the correlation check rightly reads as matched counts.
+        pace = random.Random(secrets.randbits(64))
+        now = time.monotonic()
+        end = now + EXCHANGE
+        period = {me.name: PERIOD * pace.uniform(0.85, 1.15) for me, _ in pairs}
+        due = {me.name: now + pace.uniform(0, period[me.name]) for me, _ in pairs}
         sent_count = 0
         while time.monotonic() < end:
-            for me, peer in pairs:
-                status, body = call(me, "POST", "/api/network/send", {
-                    "target": peer.onion,
-                    "message": {"type": "chat", "data": f"{canary.hex()} {sent_count}"}})
-                assert status == 202, body
-                sent_count += 1
-            due += PERIOD
-            time.sleep(max(0.0, due - time.monotonic()))
+            me, peer = min(pairs, key=lambda pair: due[pair[0].name])
+            time.sleep(max(0.0, due[me.name] - time.monotonic()))
+            status, body = call(me, "POST", "/api/network/send", {
+                "target": peer.onion,
+                "message": {"type": "chat", "data": f"{canary.hex()} {sent_count}"}})
+            assert status == 202, body
+            sent_count += 1
+            due[me.name] += period[me.name]
     finally:
         capture = dump.stop()
     print(f"{sent_count} messages sent; capture {len(capture)} bytes ({dump.stats})")
