@@ -39,6 +39,7 @@ with the routing table and the records kept in the node's state database
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 from collections import deque
@@ -367,6 +368,8 @@ class DhtService(Service):
         ident = self._current()
         today = utc_day(self._clock.seconds())
         delivered = 0
+        # the same letter comes from each of its holders: handed over (and counted) once
+        seen: set[tuple[str, bytes]] = set()
 
         for day in range(today, today - days_back - 1, -1):
             key = mailbox_key(ident.onion, day)
@@ -386,6 +389,10 @@ class DhtService(Service):
                         self._core.events.emit("dht_record_refused", reason=type(e).__name__,
                                                peer=None)
                         continue
+                    copy = (letter.sender, hashlib.sha256(letter.data).digest())
+                    if copy in seen:
+                        continue
+                    seen.add(copy)
                     if await self._core.messenger.receive_letter(letter.sender, letter.data):
                         delivered += 1
                         self._core.metrics.inc("mailbox_collected")
