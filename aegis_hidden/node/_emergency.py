@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .. import _json as strict_json
 from ..events import EventBus
 from ..interfaces import IPeerLink, ITransportProvider
 from ..mixing import Throttle, check_bytes_per_second
@@ -93,7 +94,7 @@ class EmergencyControls:
     # -- state file ---------------------------------------------------------
     def _load(self) -> None:
         try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
+            data = strict_json.loads(self._path.read_bytes())
         except FileNotFoundError:
             return
         except (OSError, ValueError) as e:

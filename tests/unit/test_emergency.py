@@ -304,3 +304,12 @@ def test_a_provider_without_restart_is_stopped_and_started(clock: Clock,
     node.core.add_transport(i2p)  # type: ignore[arg-type]
     result_of(node.core.emergency.restart_transport("i2p"))
     assert i2p.calls == ["start", "stop", "start"] and i2p.running
+
+
+def test_state_file_with_a_non_finite_cap_starts_isolated(clock: Clock, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / STATE_FILE).write_text(
+        '{"isolated": false, "since": null, "reason": "", "throttle_bytes_per_second": NaN}')
+    node = Node(FakeNetwork(), clock, tmp_path / "a")
+    assert node.core.emergency.isolated
+    assert node.core.emergency.status()["isolation_reason"] == "state file unreadable"
