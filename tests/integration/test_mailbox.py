@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from aegis_hidden.cli._common import CLIError
-from aegis_hidden.testing import TorNetwork, free_ports, prepare_node, start_node, wait_for
+from aegis_hidden.testing import TorNetwork, start_node, wait_for
 
-from .test_dht import Api, _published
+from .test_dht import Api, _published, dht_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -41,28 +41,9 @@ def counter(api: Api, name: str) -> int:
 def nodes(tor_network: TorNetwork, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[list[Api]]:
     root = tmp_path_factory.mktemp("mailbox")
-    ports = free_ports(N)
-    control = f"127.0.0.1:{tor_network.client.control_port}"
-    apis: list[Api] = []
-    first_onion: str | None = None
-    for i in range(N):
-        node = prepare_node(
-            tor_network, f"m{i}", root / f"m{i}",
-            bootstrap=[first_onion] if first_onion else [],
-            extra={"tor": {"mode": "connect", "control_port": control},
-                   "api": {"enabled": True, "listen_address": f"127.0.0.1:{ports[i]}"},
-                   "mixing": {"profile": "off"},
-                   "dht": {"maintenance_interval": 5, "request_timeout": 30,
-                           "mailbox_after": 15}})
-        first_onion = first_onion or node.onion
-        apis.append(Api(node, ports[i]))
-    try:
-        for api in apis:
-            start_node(api.node, api=True)
+    with dht_nodes(tor_network, root, "m", N, dht={"mailbox_after": 15},
+                   check_logs=False) as apis:
         yield apis
-    finally:
-        for api in apis:
-            api.node.stop()
 
 
 def test_a_message_to_an_offline_peer_arrives_once_through_its_mailbox(

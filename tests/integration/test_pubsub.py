@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from aegis_hidden.cli._common import CLIError
-from aegis_hidden.testing import TorNetwork, free_ports, prepare_node, start_node, wait_for
+from aegis_hidden.testing import TorNetwork, wait_for
 
-from .test_dht import Api
+from .test_dht import Api, dht_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -32,31 +32,8 @@ def nodes(request: pytest.FixtureRequest, tor_network: TorNetwork,
     """6 nodes on one mixing profile: ``off`` (cells at once) and ``balanced`` (Poisson
     slots with cover, relayed anonymous traffic through the mix pool)."""
     root = tmp_path_factory.mktemp(f"pubsub-{request.param}")
-    ports = free_ports(N)
-    control = f"127.0.0.1:{tor_network.client.control_port}"
-    apis: list[Api] = []
-    first_onion: str | None = None
-    for i in range(N):
-        node = prepare_node(
-            tor_network, f"p{i}", root / f"p{i}",
-            bootstrap=[first_onion] if first_onion else [],
-            extra={"tor": {"mode": "connect", "control_port": control},
-                   "api": {"enabled": True, "listen_address": f"127.0.0.1:{ports[i]}"},
-                   "mixing": {"profile": request.param},
-                   "dht": {"maintenance_interval": 5, "request_timeout": 30}})
-        first_onion = first_onion or node.onion
-        apis.append(Api(node, ports[i]))
-    try:
-        for api in apis:
-            start_node(api.node, api=True)
+    with dht_nodes(tor_network, root, "p", N, mixing=request.param) as apis:
         yield apis
-    finally:
-        for api in apis:
-            api.node.stop()
-        for api in apis:
-            if api.node.stopped_cleanly():
-                log = api.node.log_file.read_text(errors="replace")
-                assert "#critical]" not in log, api.node.log_tail(40)
 
 
 def _topic(api: Api) -> dict[str, Any] | None:
