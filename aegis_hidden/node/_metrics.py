@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def sample(value: float) -> str:
+    """A sample value in Prometheus text, exact: an integer stays whole (a record's
+    expiry in Unix seconds keeps its last digit, which ``:g`` would round away), a
+    float keeps every digit ``repr`` gives, and the specials are Prometheus' own."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
 
 
 @dataclass
@@ -131,11 +145,11 @@ class Metrics:
                     f"{full} {self.counters[name]}"]
         for name, (doc, read) in sorted(self.gauges.items()):
             full = f"aegis_{name}"
-            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {read():g}"]
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {sample(read())}"]
         for name, (doc, label, read_all) in sorted(self.labelled.items()):
             full = f"aegis_{name}"
             out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge"]
-            out += [f'{full}{{{label}="{value}"}} {n:g}'
+            out += [f'{full}{{{label}="{value}"}} {sample(n)}'
                     for value, n in sorted(read_all().items())]
         name = "aegis_message_ack_latency_seconds"
         out += [f"# HELP {name} Time from first send to the peer's acknowledgement.",
@@ -188,11 +202,11 @@ def mixing_lines(snap: dict[str, Any]) -> list[str]:
             f"# TYPE {name} gauge", f'{name}{{profile="{snap["profile"]}"}} 1']
     name = "aegis_mixing_cover_rate"
     out += [f"# HELP {name} Slots per second on each link (lambda; 0: no schedule, no cover).",
-            f"# TYPE {name} gauge", f"{name} {snap['cover_rate']:g}"]
+            f"# TYPE {name} gauge", f"{name} {sample(snap['cover_rate'])}"]
     for key, metric, doc in MIXING_GAUGES:
         if key in snap:
             full = f"aegis_{metric}"
-            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {snap[key]:g}"]
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} gauge", f"{full} {sample(snap[key])}"]
     for key, metric, doc in MIXING_COUNTERS:
         if key in snap:
             full = f"aegis_{metric}_total"

@@ -108,3 +108,18 @@ def test_sessions_by_transport(tmp_path: Path) -> None:
     assert _value(text, 'aegis_sessions{transport="memory"}') == 1
     assert _value(text, 'aegis_sessions{transport="tor"}') == 0
     assert _value(text, "aegis_active_connections") == 1
+
+
+def test_gauges_render_exact_values() -> None:
+    """A gauge is rendered with every digit: ``:g`` rounded a record expiry of
+    1,000,003 s to ``1e+06`` (six significant digits), losing three seconds."""
+    from aegis_hidden.node._metrics import Metrics, sample
+
+    assert sample(1_000_003) == "1000003"
+    assert sample(1_796_000_123.0) == "1796000123"
+    assert sample(0.1234567891) == "0.1234567891"
+    assert sample(math.inf) == "+Inf" and sample(-math.inf) == "-Inf"
+    assert sample(math.nan) == "NaN"
+    metrics = Metrics()
+    metrics.gauge("record_expiry_seconds", "Seconds until the record expires.", lambda: 1_000_003.0)
+    assert "aegis_record_expiry_seconds 1000003\n" in metrics.render()
