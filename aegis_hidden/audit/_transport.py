@@ -1,9 +1,9 @@
 """What a capture's tor connections look like on the wire: Tor's TLS, or obfs4.
 
-Pure functions over the bytes of a pcap file (``tcpdump -w``): no capture
-library, no sockets. Each TCP connection is reassembled per direction from its
-SYN on (a connection the capture joined mid-stream is reported but not judged),
-and its first bytes are judged:
+Pure functions over the bytes of a pcap or pcapng file (``tcpdump -w``,
+Wireshark, ``dumpcap``): no capture library, no sockets. Each TCP connection is
+reassembled per direction from its SYN on (a connection the capture joined
+mid-stream is reported but not judged), and its first bytes are judged:
 
 - **tls**: the client's first bytes are a TLS record header, ``16 03`` (a
   handshake record, TLS 1.x): what a censor's DPI matches for Tor's relay links.
@@ -44,7 +44,7 @@ _SYN, _ACK = 0x02, 0x10
 
 
 class CaptureError(ValueError):
-    """The file is not a pcap capture this reader understands (pcapng is not)."""
+    """The file is not a pcap or pcapng capture this reader understands."""
 
 
 class TransportLook(enum.Enum):
@@ -132,10 +132,12 @@ def shannon_entropy(data: bytes) -> float:
 
 
 def read_pcap(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(link type, frame) of every packet of a classic pcap file."""
+    """(link type, frame) of every packet of a classic pcap or a pcapng file."""
+    if data[:4] == _PCAPNG_SHB:
+        yield from _read_pcapng(data)
+        return
     if len(data) < 24 or data[:4] not in _PCAP_MAGIC:
-        raise CaptureError("not a pcap file (pcapng is not supported: capture with "
-                           "tcpdump -w, or convert with editcap -F pcap)")
+        raise CaptureError("neither a pcap nor a pcapng file (capture with tcpdump -w)")
     order = _PCAP_MAGIC[data[:4]]
     (linktype,) = struct.unpack(order + "I", data[20:24])
     linktype &= 0x0FFFFFFF
@@ -147,6 +149,48 @@ def read_pcap(data: bytes) -> Iterator[tuple[int, bytes]]:
             return  # a capture cut short (tcpdump killed): keep what is whole
         yield linktype, data[pos:pos + incl]
         pos += incl
+
+
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_IDB, _PCAPNG_SPB, _PCAPNG_EPB = 1, 3, 6
+_PCAPNG_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+
+
+def _read_pcapng(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The packets of a pcapng file: every section (its byte order from its
+    header block), its interfaces' link types and snap lengths, enhanced and
+    simple packet blocks; other blocks (statistics, name resolution) are skipped."""
+    order = ""
+    interfaces: list[tuple[int, int]] = []  # (link type, snap length) of this section
+    pos = 0
+    while pos + 12 <= len(data):
+        if data[pos:pos + 4] == _PCAPNG_SHB:
+            magic = data[pos + 8:pos + 12]
+            if magic not in _PCAPNG_ORDER:
+                raise CaptureError(f"pcapng section at byte {pos}: bad byte-order magic")
+            order, interfaces = _PCAPNG_ORDER[magic], []
+        elif not order:
+            raise CaptureError("a pcapng file must start with a section header block")
+        kind, total = struct.unpack(order + "II", data[pos:pos + 8])
+        if total < 12 or total % 4 or pos + total > len(data):
+            if pos + total > len(data) and total >= 12:
+                return  # a capture cut short: keep what is whole
+            raise CaptureError(f"pcapng block at byte {pos}: bad length {total}")
+        body = data[pos + 8:pos + total - 4]
+        pos += total
+        if kind == _PCAPNG_IDB and len(body) >= 8:
+            linktype, _, snap = struct.unpack(order + "HHI", body[:8])
+            interfaces.append((linktype, snap))
+        elif kind == _PCAPNG_EPB and len(body) >= 20:
+            iface, _, _, incl, _ = struct.unpack(order + "IIIII", body[:20])
+            if iface >= len(interfaces) or 20 + incl > len(body):
+                raise CaptureError(f"pcapng packet block before byte {pos}: interface "
+                                   f"{iface} or length {incl} out of range")
+            yield interfaces[iface][0], body[20:20 + incl]
+        elif kind == _PCAPNG_SPB and len(body) >= 4 and interfaces:
+            (orig,) = struct.unpack(order + "I", body[:4])
+            snap = interfaces[0][1] or orig
+            yield interfaces[0][0], body[4:4 + min(orig, snap)]
 
 
 def _network_layer(linktype: int, frame: bytes) -> bytes | None:

@@ -161,8 +161,68 @@ def test_lost_segment_stops_the_stream_at_the_gap() -> None:
 
 
 def test_not_a_pcap() -> None:
-    with pytest.raises(CaptureError, match="pcapng"):
+    with pytest.raises(CaptureError, match="neither a pcap nor a pcapng"):
+        list(read_pcap(b"GIF89a" + bytes(40)))
+    with pytest.raises(CaptureError, match="byte-order magic"):
         list(read_pcap(b"\x0a\x0d\x0d\x0a" + bytes(40)))
+
+
+def _pcapng(frames: list[bytes], linktype: int, order: str = "<", simple: bool = False) -> bytes:
+    """A pcapng file written by hand: section header, one interface, the packets
+    (enhanced packet blocks, or simple ones), a statistics block to skip."""
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        n = len(body) + 12
+        return struct.pack(order + "II", kind, n) + body + struct.pack(order + "I", n)
+
+    out = block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack(order + "HHI", linktype, 0, 0))
+    for f in frames:
+        if simple:
+            out += block(3, struct.pack(order + "I", len(f)) + f)
+        else:
+            out += block(6, struct.pack(order + "IIIII", 0, 0, 0, len(f), len(f)) + f)
+    return out + block(5, struct.pack(order + "III", 0, 0, 0))
+
+
+@pytest.mark.parametrize(("order", "simple"), [("<", False), (">", False), ("<", True)])
+def test_pcapng_reads_as_the_same_packets(order: str, simple: bool) -> None:
+    cap = Capture()
+    cap.connection(("127.0.0.1", 50001), BRIDGE, rand(3000), rand(2000))
+    data = _pcapng(cap.frames, 1, order, simple)
+    assert list(read_pcap(data)) == list(read_pcap(cap.bytes()))
+    assert [r.to_json() for r in transport_report(data)] == \
+        [r.to_json() for r in transport_report(cap.bytes())]
+
+
+def test_pcapng_written_by_dpkt() -> None:
+    """An independent writer (dpkt's) gives the same packets."""
+    import io
+
+    import dpkt
+
+    cap = Capture()
+    cap.connection(("127.0.0.1", 50001), BRIDGE, rand(3000), b"")
+    out = io.BytesIO()
+    writer = dpkt.pcapng.Writer(out, linktype=1)
+    for i, f in enumerate(cap.frames):
+        writer.writepkt(f, ts=1.0 + i)
+    assert list(read_pcap(out.getvalue())) == [(1, f) for f in cap.frames]
+
+
+def test_pcapng_cut_short_keeps_whole_packets_and_bad_blocks_are_refused() -> None:
+    cap = Capture()
+    cap.connection(("127.0.0.1", 50001), BRIDGE, rand(3000), b"")
+    data = _pcapng(cap.frames, 1)
+    whole = list(read_pcap(data))
+    assert list(read_pcap(data[:-10])) == whole  # only the statistics block cut
+    stats_len = 24
+    cut = data[:len(data) - stats_len - 7]  # the last packet block cut in the middle
+    assert list(read_pcap(cut)) == whole[:-1]
+    bad = bytearray(data)
+    bad[-stats_len + 4:-stats_len + 8] = struct.pack("<I", 13)  # not a multiple of 4
+    with pytest.raises(CaptureError, match="bad length"):
+        list(read_pcap(bytes(bad)))
 
 
 def test_truncated_capture_keeps_whole_packets() -> None:
