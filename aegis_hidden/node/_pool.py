@@ -149,6 +149,7 @@ class ConnectionPool:
         self._links: dict[str, ChannelLink] = {}
         self._extra: set[Any] = set()  # second links of a peer (crossed dials), kept for receiving
         self._last_used: dict[str, float] = {}
+        self._outgoing: set[str] = set()  # peers whose session in use this node dialed
         self._dialing: dict[str, list[Deferred[IPeerLink]]] = {}
         self._connected_listeners: list[Callable[[str], None]] = []
         self._disconnected_listeners: list[Callable[[str], None]] = []
@@ -196,6 +197,11 @@ class ConnectionPool:
 
     def link(self, peer: str) -> IPeerLink | None:
         return self._links.get(peer)
+
+    def dialed(self, peer: str) -> bool:
+        """Whether this node dialed the session in use with ``peer`` (False: the peer did,
+        or there is none). Pub/sub keeps a quota of such peers in its meshes."""
+        return peer in self._outgoing
 
     def touch(self, peer: str) -> None:
         if peer in self._links:
@@ -357,6 +363,8 @@ class ConnectionPool:
         if outgoing:
             self._make_room()
         self._links[peer] = adopted
+        if outgoing:
+            self._outgoing.add(peer)
         self._last_used[peer] = self._clock.seconds()
         self._metrics.inc("peer_churn")
         record: Any = getattr(link, "record", None)
@@ -392,6 +400,7 @@ class ConnectionPool:
     def _forget(self, peer: str) -> None:
         self._links.pop(peer, None)
         self._last_used.pop(peer, None)
+        self._outgoing.discard(peer)
 
     def close(self, peer: str, reason: str) -> None:
         link = self._links.get(peer)

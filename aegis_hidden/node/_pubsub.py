@@ -5,7 +5,8 @@ channel:
 
 * every live session is a pub/sub peer (named as the pool names it: the
   onion, or the ``.b32.i2p`` name a session came over), added when the pool
-  reports it connected and removed when it closes;
+  reports it connected (as outbound when this node dialed it) and removed
+  when it closes;
 * the core's heartbeat runs from one ``LoopingCall`` on the reactor clock
   (``pubsub.heartbeat``); it also marks the sessions of mesh peers used, so
   the pool's idle timeout does not close them under a quiet topic;
@@ -217,7 +218,7 @@ class PubSubService(Service):
         super().startService()
         self._core.topics = self
         for peer in self._core.pool.peers():
-            self.pubsub.add_peer(peer)
+            self.pubsub.add_peer(peer, outbound=self._core.pool.dialed(peer))
         loop = self._loop = LoopingCall(self.heartbeat)
         loop.clock = self._clock
         loop.start(self.config.heartbeat, now=False)
@@ -305,8 +306,8 @@ class PubSubService(Service):
 
     # -- the channel ------------------------------------------------------------
     def _connected(self, peer: str) -> None:
-        if self.running:
-            self.pubsub.add_peer(peer)
+        if self.running:  # peers this node dialed fill the mesh's outbound quota (D_out)
+            self.pubsub.add_peer(peer, outbound=self._core.pool.dialed(peer))
 
     def _disconnected(self, peer: str) -> None:
         self.pubsub.remove_peer(peer)

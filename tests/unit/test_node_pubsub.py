@@ -101,6 +101,17 @@ def test_three_nodes_each_receive_every_message_once(clock: Clock, tmp_path: Pat
     assert [e["id"] for e in nodes[2].received("news")][-1] == later
 
 
+def test_peers_this_node_dialed_are_outbound_for_the_mesh_quota(clock: Clock,
+                                                                 tmp_path: Path) -> None:
+    a, b, c = mesh(clock, tmp_path, 3)  # a dialed b, b dialed c
+    assert a.core.pool.dialed(b.onion) and not b.core.pool.dialed(a.onion)
+    assert a.pubsub.pubsub.peers[b.onion].outbound
+    assert not b.pubsub.pubsub.peers[a.onion].outbound
+    assert b.pubsub.pubsub.peers[c.onion].outbound
+    b.core.pool.close(c.onion, "test")
+    assert not b.core.pool.dialed(c.onion) and c.onion not in b.pubsub.pubsub.peers
+
+
 def test_anonymous_topic_names_no_author(clock: Clock, tmp_path: Path) -> None:
     nodes = mesh(clock, tmp_path, 3)
     for node in nodes:
