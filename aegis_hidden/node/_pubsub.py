@@ -33,6 +33,10 @@ channel:
   to its application) while some peer still subscribes. Subscribers that know no one meet there. The DHT
   holds no record for it: its records are keyed by their publisher, so a
   topic's subscribers could not share one key;
+* the score's identity term (in place of gossipsub's IP colocation) reads how
+  long the peer store has known a peer and the difficulty of its DHT puzzle;
+  peers offered on PRUNE (peer exchange, with their signed records) are
+  dialled when their record checks out, as many as the mesh lacks to reach D;
 * a peer whose score falls below the graylist threshold is reported to the
   peer store's reputation once (``protocol_violation``), and again only
   after it climbed back above it.
@@ -60,7 +64,8 @@ from twisted.python.failure import Failure
 from .. import _json as strict_json
 from ..addresses import onion_address_from_public_key
 from ..config import PubSubConfig
-from ..identity import NodeIdentity
+from ..dht import check_puzzle, node_id_of_onion
+from ..identity import NodeIdentity, RecordError, verify_record
 from ..peers import ORIGIN_PEER, Behaviour
 from ..pubsub import (
     MAX_DATA,
@@ -68,6 +73,8 @@ from ..pubsub import (
     DeliveryState,
     Event,
     GossipParams,
+    IdentityCost,
+    PeersOffered,
     PubSubCore,
     PubSubError,
     Received,
@@ -194,7 +201,8 @@ class PubSubService(Service):
         self.pubsub = PubSubCore(
             clock=clock.seconds, rng=rng if rng is not None else secrets.SystemRandom(),
             send=self._send, on_event=self._event, signer=NodeSigner(identity),
-            verifier=NodeVerifier(pins), params=params)
+            verifier=NodeVerifier(pins), params=params, identity=self.identity_cost,
+            peer_record=self._record_of)
         #: per topic: messages delivered here ("in") and published here ("out")
         self.counts: dict[str, Counter[str]] = {}
         self._graylisted: set[str] = set()
@@ -349,6 +357,64 @@ class PubSubService(Service):
         elif isinstance(event, DeliveryState):
             events.emit("delivery_state", id=event.id.hex(), state=event.state,
                         subscriber=author_onion(event.subscriber))
+        elif isinstance(event, PeersOffered):
+            self._peer_exchange(event)
+
+    # -- the identity term and peer exchange --------------------------------------
+    def identity_cost(self, peer: str) -> IdentityCost | None:
+        """What the score's identity term reads (the core asks once a minute per peer): how
+        long this node has known ``peer`` (its peer store entry) and the difficulty of its
+        DHT puzzle (zero bits its routing-table contact's nonce gives; 0 when not there)."""
+        info = self._core.store.get(peer)
+        if info is None:
+            return None
+        return IdentityCost(max(0.0, self._clock.seconds() - info.added), self._puzzle_bits(peer))
+
+    def _puzzle_bits(self, peer: str) -> int:
+        table = getattr(getattr(self._core.dht, "dht", None), "table", None)
+        if table is None or not peer.endswith(".onion"):
+            return 0
+        try:
+            target = node_id_of_onion(peer)
+        except ValueError:
+            return 0
+        found = table.closest(target, 1)
+        if not found or found[0].id != target:
+            return 0
+        bits = 0
+        while bits < 32 and check_puzzle(target, found[0].nonce, bits + 1):
+            bits += 1
+        return bits
+
+    def _record_of(self, peer: str) -> bytes:
+        """The signed record offered with ``peer`` on PRUNE (empty when not stored)."""
+        info = self._core.store.get(peer)
+        return info.record if info is not None and info.record else b""
+
+    def _peer_exchange(self, offer: PeersOffered) -> None:
+        """Dial peers offered on PRUNE whose signed record is their onion's, as many as the
+        topic's mesh lacks to reach D; once connected they are ordinary peers."""
+        want = self.pubsub.params.d - len(self.pubsub.mesh.get(offer.topic, ()))
+        now = self._clock.seconds()
+        for info in offer.peers:
+            if want <= 0:
+                break
+            onion = info.peer
+            if onion == self._core.local_address or self._core.pool.connected(onion):
+                continue
+            try:
+                verify_record(info.record, onion, now)
+            except (RecordError, ValueError):
+                continue
+            want -= 1
+            Deferred.fromCoroutine(self._dial_offered(onion, info.record)).addErrback(
+                lambda f: self.log.info("dialling a peer offered on PRUNE failed: {error}",
+                                        error=f.getErrorMessage()))
+
+    async def _dial_offered(self, onion: str, record: bytes) -> None:
+        if self._core.store.get(onion) is None:
+            await self._core.store.add(onion, record=record, origin=ORIGIN_PEER)
+        await self._core.pool.get(onion)
 
     def _report_scores(self) -> None:
         graylist = self.pubsub.thresholds.graylist

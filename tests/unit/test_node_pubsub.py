@@ -12,11 +12,12 @@ from twisted.internet.task import Clock
 
 from aegis_hidden import identity
 from aegis_hidden.config import Config, parse_config
-from aegis_hidden.dht import node_id
+from aegis_hidden.dht import check_puzzle, node_id
 from aegis_hidden.events import EventBus
 from aegis_hidden.node import DhtService, IdentityService, NodeCore, PubSubService, TopicError
 from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier, rendezvous_id
 from aegis_hidden.peers import InlineSQLite
+from aegis_hidden.pubsub import PeerInfo, PeersOffered
 from aegis_hidden.testing import FakeNetwork, result_of
 
 NOW = 1_800_000_000
@@ -110,6 +111,52 @@ def test_peers_this_node_dialed_are_outbound_for_the_mesh_quota(clock: Clock,
     assert b.pubsub.pubsub.peers[c.onion].outbound
     b.core.pool.close(c.onion, "test")
     assert not b.core.pool.dialed(c.onion) and c.onion not in b.pubsub.pubsub.peers
+
+
+def test_identity_term_reads_the_peer_store_age_and_the_dht_puzzle(clock: Clock,
+                                                                    tmp_path: Path) -> None:
+    net = FakeNetwork()
+    cfg = parse_config({"dht": {"puzzle_bits": 8}})
+    nodes = [Node(net, clock, tmp_path, f"n{i}", i, cfg) for i in range(3)]
+    a, b, c = nodes
+    a.connect(b)
+    assert a.pubsub.identity_cost(c.onion) is None  # unknown to the peer store
+    cost = a.pubsub.identity_cost(b.onion)
+    assert cost is not None and cost.age == 0 and cost.difficulty == 0  # no DHT running
+    dhts = [DhtService(n.core, cfg.dht, n.service, clock,
+                       bootstrap=[b.onion] if n is not b else [], rng=random.Random(i))
+            for i, n in enumerate(nodes)]
+    for d in dhts:
+        d.startService()
+        result_of(d.when_ready())
+    result_of(dhts[0].tick())
+    clock.advance(100)
+    contact = next(x for x in dhts[0].dht.table.contacts() if x.onion == b.onion)
+    cost = a.pubsub.identity_cost(b.onion)
+    assert cost is not None and cost.age == 100
+    assert cost.difficulty >= 8  # at least what the table demands, as the nonce gives it
+    assert check_puzzle(contact.id, contact.nonce, cost.difficulty)
+    assert not check_puzzle(contact.id, contact.nonce, cost.difficulty + 1)
+    assert a.pubsub.pubsub.scores.identity_term(b.onion) > 0
+
+
+def test_peers_offered_on_prune_are_dialled_when_their_record_checks_out(clock: Clock,
+                                                                          tmp_path: Path) -> None:
+    net = FakeNetwork()
+    a, b, c, d = (Node(net, clock, tmp_path, f"n{i}", i) for i in range(4))
+    a.connect(b)
+    a.pubsub.subscribe("news")
+    forged = PeerInfo(d.onion, c.ident.record.to_bytes())  # c's record offered as d
+    offer = PeersOffered("news", b.onion, (forged, PeerInfo(c.onion, c.ident.record.to_bytes())))
+    a.pubsub._event(offer)
+    run(clock, 1)
+    assert a.core.pool.connected(c.onion) and a.core.pool.dialed(c.onion)
+    assert not a.core.pool.connected(d.onion) and a.core.store.get(d.onion) is None
+    assert c.onion in a.pubsub.pubsub.peers
+    # the record a PRUNE offers with a peer is the one stored for it (the session's)
+    stored = a.core.store.get(c.onion)
+    assert stored is not None and stored.record and a.pubsub._record_of(c.onion) == stored.record
+    assert a.pubsub._record_of(d.onion) == b""
 
 
 def test_anonymous_topic_names_no_author(clock: Clock, tmp_path: Path) -> None:
