@@ -66,7 +66,10 @@ class GossipParams:
 
     d: int = 6
     d_lo: int = 4
-    d_hi: int = 12
+    #: gossipsub's example is 12; a mesh push gives each node about (mean degree - 2)
+    #: duplicates, and GRAFTs accepted up to 12 leave meshes of 8-9 peers on average
+    #: (about 7 duplicates); up to 9, about 7 (docs/pubsub.md, the simulation)
+    d_hi: int = 9
     d_score: int = 4  # kept by score when the mesh is pruned back to D
     d_out: int = 2  # outbound peers (this node dialed them) kept in the mesh
     d_lazy: int = 6  # peers told IHAVE per topic per heartbeat, at least
@@ -138,7 +141,9 @@ class DeliveryState:
 
 @dataclass(frozen=True)
 class PeersOffered:
-    """Peers a well-scored peer offered on PRUNE (records unverified: the owner checks them)."""
+    """Peers a well-scored peer offered on PRUNE for a subscribed topic, none of them a peer
+    already; the records are unverified: the owner checks each and may dial it (gossipsub's
+    peer exchange), after which it is an ordinary peer (``add_peer``)."""
 
     topic: str
     source: str
@@ -300,7 +305,7 @@ class PubSubCore:
         if not self.params.flood:
             mesh = self.mesh[topic] = set()
             for peer in sorted(self.fanout.pop(topic, set())):
-                if self._score(peer) >= 0 and len(mesh) < self.params.d:
+                if self._at_least(peer, 0.0) and len(mesh) < self.params.d:
                     self._graft(topic, peer)
             self._fanout_used.pop(topic, None)
             want = self.params.d - len(mesh)
@@ -393,7 +398,7 @@ class PubSubCore:
         if state is None:
             self.stats["from unknown peer"] += 1
             return
-        if self.params.scoring and self.scores.score(peer) < self.thresholds.graylist:
+        if not self._at_least(peer, self.thresholds.graylist):
             self.stats["graylisted"] += 1
             return
         for s in rpc.subscriptions:
@@ -540,7 +545,7 @@ class PubSubCore:
         if p.flood or (publishing and p.flood_publish):
             pool = self._topic_peers.get(topic, set())
             targets = [peer for peer in sorted(pool) if peer != came_from and (
-                not p.scoring or self.scores.score(peer) >= self.thresholds.publish)]
+                self._at_least(peer, self.thresholds.publish))]
         elif topic in self.mesh:
             targets = sorted(self.mesh[topic])
         else:
@@ -566,7 +571,7 @@ class PubSubCore:
         fan = self.fanout.get(topic)
         if fan is None:
             pool = [peer for peer in sorted(self._topic_peers.get(topic, set()))
-                    if self._score(peer) >= self.thresholds.publish]
+                    if self._at_least(peer, self.thresholds.publish)]
             fan = self.fanout[topic] = set(self._rng.sample(pool, min(self.params.d, len(pool))))
         self._fanout_used[topic] = now
         return fan
@@ -580,7 +585,7 @@ class PubSubCore:
                 and topic in self.peers[held[0]].topics:
             return held[0]
         pool = [peer for peer in sorted(self._topic_peers.get(topic, set()))
-                if peer != exclude and self._score(peer) >= 0]
+                if peer != exclude and self._at_least(peer, 0.0)]
         if not pool:
             return None
         choice = self._rng.choice(pool)
@@ -628,7 +633,7 @@ class PubSubCore:
     def _on_ihave(self, peer: str, state: _Peer, ih: IHave) -> None:
         if ih.topic not in self.topics or self.params.flood:
             return
-        if self._score(peer) < self.thresholds.gossip:
+        if not self._at_least(peer, self.thresholds.gossip):
             self.stats["ihave ignored: score"] += 1
             return
         state.ihaves += 1
@@ -651,7 +656,7 @@ class PubSubCore:
         self.stats["iwant sent"] += len(want)
 
     def _on_iwant(self, peer: str, iw: IWant) -> None:
-        if self._score(peer) < self.thresholds.gossip:
+        if not self._at_least(peer, self.thresholds.gossip):
             self.stats["iwant ignored: score"] += 1
             return
         for mid in iw.ids:
@@ -682,13 +687,17 @@ class PubSubCore:
         for peer in pool:  # in random order: scores are computed only for the peers drawn
             if want <= 0:
                 break
-            if self._score(peer) >= self.thresholds.gossip:
+            if self._at_least(peer, self.thresholds.gossip):
                 self._q(peer).ihave.append(ihave)
                 want -= 1
 
     # -- the mesh -----------------------------------------------------------------------
     def _score(self, peer: str) -> float:
         return self.scores.score(peer) if self.params.scoring else 0.0
+
+    def _at_least(self, peer: str, threshold: float) -> bool:
+        """``_score(peer) >= threshold`` for a threshold of 0 or below (cheaper)."""
+        return not self.params.scoring or self.scores.at_least(peer, threshold)
 
     def _backed_off(self, topic: str, peer: str) -> bool:
         until = self._backoff.get((topic, peer))
@@ -700,7 +709,7 @@ class PubSubCore:
         for peer in sorted(self._topic_peers.get(topic, set())):
             if peer in mesh or self._backed_off(topic, peer):
                 continue
-            if self._score(peer) >= 0:
+            if self._at_least(peer, 0.0):
                 out.append(peer)
         return out
 
@@ -716,7 +725,7 @@ class PubSubCore:
         offered: tuple[PeerInfo, ...] = ()
         if px and self.params.prune_peers:
             pool = [x for x in sorted(self._topic_peers.get(topic, set()))
-                    if x != peer and self._score(x) >= 0]
+                    if x != peer and self._at_least(x, 0.0)]
             chosen = self._rng.sample(pool, min(self.params.prune_peers, len(pool)))
             record = self._peer_record
             offered = tuple(PeerInfo(x, record(x) if record is not None else b"") for x in chosen)
@@ -736,7 +745,7 @@ class PubSubCore:
             self.scores.penalty(peer)
             self._q(peer).prune.append(Prune(topic, (), int(p.prune_backoff)))
             return
-        if self._score(peer) < 0:
+        if not self._at_least(peer, 0.0):
             self._prune(topic, peer, p.prune_backoff, px=False)
             return
         if len(mesh) >= p.d_hi and not state.outbound:
@@ -755,14 +764,18 @@ class PubSubCore:
         backoff = min(float(pr.backoff) if pr.backoff else self.params.prune_backoff, 3600.0)
         self._backoff[(topic, peer)] = max(self._backoff.get((topic, peer), 0.0),
                                            self._clock() + backoff)
-        if pr.peers and self._score(peer) >= self.thresholds.accept_px:
-            self._emit(PeersOffered(topic, peer, pr.peers))
+        if pr.peers and topic in self.topics and self._score(peer) >= self.thresholds.accept_px:
+            # only peers this node has no session with; the owner checks each record and dials
+            fresh = tuple(x for x in pr.peers if x.peer not in self.peers and x.peer != peer)
+            if fresh:
+                self.stats["px offered"] += len(fresh)
+                self._emit(PeersOffered(topic, peer, fresh))
 
     def _maintain(self, topic: str, now: float) -> None:
         p = self.params
         mesh = self.mesh[topic]
         for peer in sorted(mesh):
-            if self._score(peer) < 0:
+            if not self._at_least(peer, 0.0):
                 self._prune(topic, peer, p.prune_backoff, px=False)
         if len(mesh) < p.d_lo:
             candidates = self._candidates(topic)
@@ -813,11 +826,11 @@ class PubSubCore:
         fan = self.fanout[topic]
         pool = self._topic_peers.get(topic, set())
         for peer in sorted(fan):
-            if peer not in pool or self._score(peer) < self.thresholds.publish:
+            if peer not in pool or not self._at_least(peer, self.thresholds.publish):
                 fan.discard(peer)
         if len(fan) < self.params.d:
             more = [x for x in sorted(pool) if x not in fan
-                    and self._score(x) >= self.thresholds.publish]
+                    and self._at_least(x, self.thresholds.publish)]
             fan.update(self._rng.sample(more, min(self.params.d - len(fan), len(more))))
 
     # -- acks -----------------------------------------------------------------------------
@@ -864,7 +877,7 @@ class PubSubCore:
             self.stats["catch-up: too soon"] += 1
             self.scores.penalty(peer)
             return
-        if self._score(peer) < self.thresholds.gossip:
+        if not self._at_least(peer, self.thresholds.gossip):
             return
         state.catch_up_at[req.topic] = now
         since = now - min(float(req.within), p.retain)

@@ -10,6 +10,7 @@ the peer that sent it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,8 +57,10 @@ class Message:
     signature: bytes
     ack_from: tuple[bytes, ...] = ()
 
-    @property
+    @functools.cached_property
     def id(self) -> bytes:
+        # computed once per object (a relay asks for it at every step); not a field, so
+        # equality, hashing and the codec do not see it
         return message_id(self.topic, self.nonce, self.data)
 
 

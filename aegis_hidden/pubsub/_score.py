@@ -135,10 +135,13 @@ class PeerScore:
         #: (time in the mesh moves them too: they are refreshed at every heartbeat)
         self._cached: dict[str, float] = {}
         self._identity_cached: dict[str, tuple[float, float]] = {}  # peer -> (term, until)
+        #: the score when last computed, kept until something could have lowered it: first
+        #: deliveries only raise a score, so they leave it (``at_least`` answers from it)
+        self._floor: dict[str, float] = {}
 
     # -- membership ---------------------------------------------------------
     def add_peer(self, peer: str) -> None:
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         stats = self._peers.get(peer)
         if stats is None:
             self._peers[peer] = _PeerStats()
@@ -150,7 +153,7 @@ class PeerScore:
         if stats is None:
             return
         positive = self.score(peer) > 0
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         if positive:
             del self._peers[peer]  # nothing worth remembering
             self._identity_cached.pop(peer, None)
@@ -163,7 +166,7 @@ class PeerScore:
             t.first_deliveries = 0.0  # keep only what counts against it
 
     def graft(self, peer: str, topic: str) -> None:
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -171,7 +174,7 @@ class PeerScore:
         t.in_mesh, t.grafted_at, t.mesh_time, t.mesh_active = True, self._clock(), 0.0, False
 
     def prune(self, peer: str, topic: str) -> None:
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -182,9 +185,13 @@ class PeerScore:
             t.mesh_failure += deficit * deficit
         t.in_mesh = False
 
+    def _forget_score(self, peer: str) -> None:
+        self._cached.pop(peer, None)
+        self._floor.pop(peer, None)
+
     # -- events -------------------------------------------------------------
     def first_delivery(self, peer: str, topic: str) -> None:
-        self._cached.pop(peer, None)
+        self._cached.pop(peer, None)  # raises the score: the floor stays
         stats = self._peers.get(peer)
         if stats is None:
             return
@@ -195,7 +202,6 @@ class PeerScore:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
 
     def near_first_delivery(self, peer: str, topic: str, first_seen: float) -> None:
-        self._cached.pop(peer, None)
         """A duplicate: it counts for P3 when it came within the window after the first copy."""
         stats = self._peers.get(peer)
         if stats is None:
@@ -204,15 +210,16 @@ class PeerScore:
         p = self.params.for_topic(topic)
         if t.in_mesh and self._clock() - first_seen <= p.mesh_deliveries_window:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
+            self._cached.pop(peer, None)  # only a change moves the score
 
     def invalid(self, peer: str, topic: str) -> None:
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         stats = self._peers.get(peer)
         if stats is not None:
             stats.topic(topic).invalid += 1
 
     def penalty(self, peer: str, count: float = 1.0) -> None:
-        self._cached.pop(peer, None)
+        self._forget_score(peer)
         stats = self._peers.get(peer)
         if stats is not None:
             stats.behaviour += count
@@ -268,13 +275,21 @@ class PeerScore:
         excess = stats.behaviour - self.params.behaviour_penalty_threshold
         if excess > 0:
             total += self.params.behaviour_penalty_weight * excess * excess
-        self._cached[peer] = total
+        self._cached[peer] = self._floor[peer] = total
         return total
+
+    def at_least(self, peer: str, threshold: float) -> bool:
+        """``score(peer) >= threshold``, from the floor when it settles the question."""
+        floor = self._floor.get(peer)
+        if floor is not None and floor >= threshold:
+            return True
+        return self.score(peer) >= threshold
 
     def decay(self) -> None:
         """One decay step (at every heartbeat); forgets disconnected peers whose time is up."""
         now = self._clock()
         self._cached.clear()
+        self._floor.clear()
         zero = self.params.decay_to_zero
         gone = []
         for peer, stats in self._peers.items():

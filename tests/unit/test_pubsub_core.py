@@ -150,6 +150,39 @@ def test_an_oversubscribed_mesh_is_pruned_back_to_d_with_peer_exchange() -> None
     assert len(pruned) == 16 - p.d
 
 
+def test_peer_exchange_offers_only_new_peers_and_the_owner_dials_them() -> None:
+    net, spokes = _hub(outbound=True)
+    net.connect("s00", "s01")  # s00 already has a session with s01
+    net.run(2.5)
+    offered = {n: [e for e in net.events[n] if isinstance(e, PeersOffered)] for n in spokes}
+    pruned = [n for n in spokes if offered[n]]
+    assert len(pruned) == 16 - GossipParams().d
+    for n in pruned:
+        for e in offered[n]:
+            names = {x.peer for x in e.peers}
+            assert names and not names & (set(net.cores[n].peers) | {n, "hub"}), (n, names)
+    a = next(n for n in pruned if n not in ("s00", "s01"))
+    assert net.cores[a].mesh_peers(T) == []  # the hub was its only peer, and it is backed off
+    for x in offered[a][0].peers:  # what the node does with a PeersOffered: dial each
+        net.connect(a, x.peer)
+    net.run(2)
+    new = {x.peer for x in offered[a][0].peers}
+    assert net.cores[a].mesh_peers(T) and set(net.cores[a].mesh_peers(T)) <= new
+    assert net.cores[a].peers[next(iter(new))].outbound
+
+
+def test_peer_exchange_from_a_peer_below_accept_px_is_ignored() -> None:
+    names = ["hub"] + [f"s{i:02d}" for i in range(16)]
+    net = Net(names)  # default accept_px: 5, which a peer of two seconds does not reach
+    for n in names[1:]:
+        net.connect("hub", n)
+    for n in names:
+        net.cores[n].subscribe(T)
+    net.run(2.5)
+    assert len(net.cores["hub"].mesh_peers(T)) == GossipParams().d
+    assert not any(isinstance(e, PeersOffered) for n in names for e in net.events[n])
+
+
 def test_inbound_grafts_stop_at_d_hi_and_the_rest_are_pruned_with_px() -> None:
     net, spokes = _hub(outbound=False)
     net.run(3)
