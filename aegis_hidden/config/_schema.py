@@ -364,7 +364,8 @@ class PubSubConfig:
         "normal topics signed by this node's Ed25519 + ML-DSA-65 identity).")
     d: int = _f(6, c.integer(1, 64), "Mesh degree D: peers per topic mesh.")
     d_lo: int = _f(4, c.integer(1, 64), "Below this many mesh peers, the heartbeat grafts up to D.")
-    d_hi: int = _f(12, c.integer(1, 128), "Above this many mesh peers, the heartbeat prunes to D.")
+    d_hi: int = _f(9, c.integer(1, 128), "Above this many mesh peers, the heartbeat prunes to D "
+                   "(and a GRAFT from a peer this node did not dial is refused at this many).")
     heartbeat: float = _f(1.0, c.number(0.1, 60, unit="seconds"),
                           "Mesh upkeep, gossip and timers run this often.")
     history: float = _f(
