@@ -379,6 +379,30 @@ class PubSubConfig:
         3, c.integer(1, 20),
         "Rendezvous points per topic: a subscriber dials the nodes this many closest to the "
         "topic's DHT id, and such a node relays the topic for them (docs/pubsub.md).")
+    broadcast: bool = _f(
+        True, c.boolean(),
+        "Subscribe to the network-wide broadcast topic (pubsub.broadcast_topic) and relay it, "
+        "within the rate limits below; its messages arrive as message_received events with "
+        "\"broadcast\": true.")
+    broadcast_topic: str = _f("aegis-hidden/broadcast", c.text(max_len=128),
+                              "The broadcast topic's name (every node of one network must "
+                              "use the same).")
+    broadcast_rate: float = _f(
+        1.0, c.number(0.01, 600, unit="messages per minute"),
+        "Broadcasts one publisher may send (token bucket, refilled at this rate); a relayed "
+        "message over it is dropped and its forwarding peer gets a behaviour penalty.")
+    broadcast_burst: int = _f(3, c.integer(1, 1000),
+                              "Broadcasts one publisher may send at once (the bucket's size).")
+    broadcast_peer_rate: float = _f(
+        30.0, c.number(0.1, 6000, unit="messages per minute"),
+        "Broadcast messages taken from one forwarding peer (token bucket, burst of "
+        "pubsub.broadcast_peer_burst); over it: dropped, behaviour penalty.")
+    broadcast_peer_burst: int = _f(10, c.integer(1, 10_000),
+                                   "Broadcast messages one forwarding peer may send at once.")
+    broadcast_max_bytes: int = _f(
+        2048, c.integer(64, 65536),
+        "Largest broadcast payload (bytes of JSON); larger ones are refused when published "
+        "and dropped with a behaviour penalty when relayed.")
 
 
 @dataclass(frozen=True)
