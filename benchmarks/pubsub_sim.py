@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import multiprocessing
 import resource
 import sys
@@ -59,23 +60,24 @@ from aegis_hidden.sim import (
 
 HEADER = (f"   {'attack':<13} {'protocol':<10} {'delivery':>9} {'victims':>8} {'p50 s':>6} "
           f"{'p99 s':>6} {'p99/none':>8} {'dup/msg':>7} {'mesh':>5} {'RPCs/node':>9} "
-          f"{'Sybil slots':>11}")
+          f"{'Sybil slots':>11} {'PX dials':>8} {'cpu s':>6}")
 
 
-def row(r: PubSubResult, baseline: float) -> str:
+def row(r: PubSubResult, baseline: float, cpu: float) -> str:
     victims = f"{r.victim_delivery * 100:7.2f}%" if r.scenario.attack == "eclipse" else "       -"
     return (f"   {r.scenario.label()} {r.delivery * 100:8.2f}% {victims} {r.latency_p50:6.2f} "
             f"{r.latency_p99:6.2f} {r.latency_p99 / baseline:7.2f}x {r.duplicates:7.2f} "
-            f"{r.mesh_degree:5.1f} {r.rpcs_per_node:9.0f} {r.sybils_in_mesh * 100:10.1f}%")
+            f"{r.mesh_degree:5.1f} {r.rpcs_per_node:9.0f} {r.sybils_in_mesh * 100:10.1f}% "
+            f"{r.px_dials:8d} {cpu:6.0f}")
 
 
 ANON_HEADER = (f"   {'topic':<40} {'first spy names publisher':>26} {'delivery':>9} "
-               f"{'p50 s':>6} {'p99 s':>6}")
+               f"{'p50 s':>6} {'p99 s':>6} {'cpu s':>6}")
 
 
-def anon_row(a: AnonymityResult) -> str:
+def anon_row(a: AnonymityResult, cpu: float) -> str:
     return (f"   {a.scenario.label():<40} {a.first_spy * 100:25.1f}% {a.delivery * 100:8.2f}% "
-            f"{a.latency_p50:6.2f} {a.latency_p99:6.2f}")
+            f"{a.latency_p50:6.2f} {a.latency_p99:6.2f} {cpu:6.0f}")
 
 
 def scenarios(args: argparse.Namespace) -> tuple[list[PubSubScenario], list[AnonymityScenario]]:
@@ -104,13 +106,23 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _map(fn: Callable[[T, int], R], items: list[T], seeds: list[int], jobs: int) -> Iterator[R]:
-    """``fn(item, seed)`` for each item, in order; in ``jobs`` processes when above 1."""
+def _timed(fn: Callable[[T, int], R], item: T, seed: int) -> tuple[R, float]:
+    """``fn(item, seed)`` and the CPU seconds it took (not part of the figures)."""
+    started = time.process_time()
+    result = fn(item, seed)
+    return result, time.process_time() - started
+
+
+def _map(fn: Callable[[T, int], R], items: list[T], seeds: list[int],
+         jobs: int) -> Iterator[tuple[R, float]]:
+    """``fn(item, seed)`` and its CPU seconds for each item, in order; in ``jobs`` processes
+    when above 1."""
+    timed = functools.partial(_timed, fn)
     if jobs <= 1:
-        yield from map(fn, items, seeds)
+        yield from map(timed, items, seeds)
         return
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        yield from pool.map(fn, items, seeds)
+        yield from pool.map(timed, items, seeds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER)
         baseline: dict[str, float] = {}
         seeds = [args.seed * 1000 + n % len(PROTOCOLS) for n in range(len(runs))]
-        for r in _map(simulate_pubsub, runs, seeds, args.jobs):
+        for r, cpu in _map(simulate_pubsub, runs, seeds, args.jobs):
             results.append(r)
             if r.scenario.attack == "none":
                 baseline[r.scenario.protocol] = r.latency_p99
-            print(row(r, baseline[r.scenario.protocol]), flush=True)
+            print(row(r, baseline[r.scenario.protocol], cpu), flush=True)
         print()
     anon_results: list[AnonymityResult] = []
     if args.part in ("all", "anonymity"):
@@ -159,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
               f"spies; {anons[0].messages} messages from honest publishers, seed {args.seed}")
         print(ANON_HEADER)
         seeds = [args.seed * 2000 + n for n in range(len(anons))]
-        for ar in _map(simulate_anonymity, anons, seeds, args.jobs):
+        for ar, cpu in _map(simulate_anonymity, anons, seeds, args.jobs):
             anon_results.append(ar)
-            print(anon_row(ar), flush=True)
+            print(anon_row(ar, cpu), flush=True)
     peak = max(resource.getrusage(who).ru_maxrss
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"fingerprint {pubsub_fingerprint(results)}/{pubsub_fingerprint(anon_results)}; "

@@ -184,6 +184,10 @@ class _Out:
         self.stem: list[Message] = []
         self.acks: list[Ack] = []
 
+    def only_publish(self) -> bool:
+        return not (self.subs or self.ihave or self.iwant or self.graft or self.prune
+                    or self.idontwant or self.stem or self.acks)
+
     def rpcs(self) -> Iterable[Rpc]:
         # one RPC in the common case; long lists are cut so each stays within the decoder's limits
         step = MAX_ENTRIES
@@ -241,6 +245,8 @@ class PubSubCore:
         self._peer_record = peer_record
         self.scores = PeerScore(score_params if score_params is not None else ScoreParams(),
                                 clock, identity)
+        if self.params.scoring:
+            self._at_least = self.scores.at_least  # type: ignore[method-assign]
         self._ephemeral = EphemeralKeys(rng, clock, ephemeral_lifetime)
         p = self.params
         self.peers: dict[str, _Peer] = {}
@@ -502,7 +508,7 @@ class PubSubCore:
         first = self.seen.first_seen(mid)
         if first is not None:
             self.stats["duplicate"] += 1
-            if not catch_up:
+            if not catch_up and self.params.scoring:
                 self.scores.near_first_delivery(peer, topic, first)
             return
         if m.anonymous != anonymous:
@@ -515,7 +521,7 @@ class PubSubCore:
         self.seen.add(mid, now)
         self._promises.pop(mid, None)
         self._requested.pop(mid)
-        if not catch_up:
+        if not catch_up and self.params.scoring:
             self.scores.first_delivery(peer, topic)
         self._accept(m, mid, peer, forward=not catch_up, caught_up=catch_up)
 
@@ -696,8 +702,9 @@ class PubSubCore:
         return self.scores.score(peer) if self.params.scoring else 0.0
 
     def _at_least(self, peer: str, threshold: float) -> bool:
-        """``_score(peer) >= threshold`` for a threshold of 0 or below (cheaper)."""
-        return not self.params.scoring or self.scores.at_least(peer, threshold)
+        """``_score(peer) >= threshold`` for a threshold of 0 or below (cheaper; without
+        scoring every peer passes; with scoring ``__init__`` binds ``scores.at_least``)."""
+        return True
 
     def _backed_off(self, topic: str, peer: str) -> bool:
         until = self._backoff.get((topic, peer))
@@ -953,8 +960,17 @@ class PubSubCore:
         if not self._out:
             return
         out, self._out = self._out, {}
+        peers = self.peers
+        single: dict[int, Rpc] = {}  # one message alone: the same (immutable) RPC for every peer
         for peer, pending in out.items():
-            if peer not in self.peers:
+            if peer not in peers:
+                continue
+            if len(pending.publish) == 1 and pending.only_publish():
+                m = pending.publish[0]
+                rpc = single.get(id(m))
+                if rpc is None:
+                    rpc = single[id(m)] = Rpc(publish=(m,))
+                self._send(peer, rpc, 0.0)
                 continue
             for rpc in pending.rpcs():
                 if rpc:

@@ -206,9 +206,11 @@ class PeerScore:
         stats = self._peers.get(peer)
         if stats is None:
             return
-        t = stats.topic(topic)
-        p = self.params.for_topic(topic)
-        if t.in_mesh and self._clock() - first_seen <= p.mesh_deliveries_window:
+        t = stats.topics.get(topic)
+        if t is None or not t.in_mesh:
+            return
+        p = self.params.topics.get(topic, self.params.default_topic)
+        if self._clock() - first_seen <= p.mesh_deliveries_window:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
             self._cached.pop(peer, None)  # only a change moves the score
 
@@ -256,8 +258,10 @@ class PeerScore:
             return 0.0
         now = self._clock()
         total = 0.0
+        topics = self.params.topics
+        default = self.params.default_topic
         for topic, t in stats.topics.items():
-            p = self.params.for_topic(topic)
+            p = topics.get(topic, default)
             s = 0.0
             if t.in_mesh:
                 mesh_time = now - t.grafted_at
@@ -271,7 +275,10 @@ class PeerScore:
             s += p.invalid_weight * t.invalid * t.invalid
             total += p.topic_weight * s
         total = min(total, self.params.topic_score_cap)
-        total += self.identity_term(peer)
+        if self._identity is not None:
+            held_identity = self._identity_cached.get(peer)
+            total += (held_identity[0] if held_identity is not None and held_identity[1] > now
+                      else self.identity_term(peer))
         excess = stats.behaviour - self.params.behaviour_penalty_threshold
         if excess > 0:
             total += self.params.behaviour_penalty_weight * excess * excess
@@ -286,27 +293,65 @@ class PeerScore:
         return self.score(peer) >= threshold
 
     def decay(self) -> None:
-        """One decay step (at every heartbeat); forgets disconnected peers whose time is up."""
+        """One decay step (at every heartbeat); forgets disconnected peers whose time is up.
+
+        A peer's floor (``at_least``) is carried over, lowered by whatever the decay takes
+        from its score: the exact change of P2, P3, P3b and P4, when negative (P1 only grows
+        with time, P7 only shrinks). It is dropped when the identity term is due for a
+        refresh, so that term is asked again at the next computation.
+        """
         now = self._clock()
         self._cached.clear()
-        self._floor.clear()
+        floors, self._floor = self._floor, {}
         zero = self.params.decay_to_zero
+        topics = self.params.topics
+        default = self.params.default_topic
+        identity = self._identity is not None
+        held_identity = self._identity_cached
         gone = []
         for peer, stats in self._peers.items():
             if not stats.connected and now >= stats.forget_at:
                 gone.append(peer)
                 continue
+            floor = floors.get(peer)
+            if floor is not None and identity:
+                held = held_identity.get(peer)
+                if held is None or held[1] <= now:
+                    floor = None
+            change = 0.0
             for topic, t in stats.topics.items():
-                p = self.params.for_topic(topic)
-                if t.in_mesh and not t.mesh_active and (
+                p = topics.get(topic, default)
+                was_active = t.mesh_active
+                if t.in_mesh and not was_active and (
                         now - t.grafted_at >= p.mesh_deliveries_activation):
                     t.mesh_active = True
-                if not (t.first_deliveries or t.mesh_deliveries or t.mesh_failure or t.invalid):
+                if not (t.first_deliveries or t.mesh_deliveries or t.mesh_failure or t.invalid
+                        or t.mesh_active != was_active):
                     continue
-                t.first_deliveries = _decayed(t.first_deliveries, p.first_deliveries_decay, zero)
-                t.mesh_deliveries = _decayed(t.mesh_deliveries, p.mesh_deliveries_decay, zero)
-                t.mesh_failure = _decayed(t.mesh_failure, p.mesh_failure_penalty_decay, zero)
-                t.invalid = _decayed(t.invalid, p.invalid_decay, zero)
+                fd, md, mf, bad = t.first_deliveries, t.mesh_deliveries, t.mesh_failure, t.invalid
+                if fd:
+                    v = fd * p.first_deliveries_decay
+                    t.first_deliveries = v if v >= zero or v <= -zero else 0.0
+                if md:
+                    v = md * p.mesh_deliveries_decay
+                    t.mesh_deliveries = v if v >= zero or v <= -zero else 0.0
+                if mf:
+                    t.mesh_failure = _decayed(mf, p.mesh_failure_penalty_decay, zero)
+                if bad:
+                    t.invalid = _decayed(bad, p.invalid_decay, zero)
+                if floor is None:
+                    continue
+                d = (p.first_deliveries_weight * (t.first_deliveries - fd)
+                     + p.mesh_failure_penalty_weight * (t.mesh_failure - mf)
+                     + p.invalid_weight * (t.invalid * t.invalid - bad * bad))
+                if t.in_mesh and t.mesh_active:
+                    threshold = p.mesh_deliveries_threshold
+                    before = threshold - md if was_active and md < threshold else 0.0
+                    after = threshold - t.mesh_deliveries if t.mesh_deliveries < threshold else 0.0
+                    d += p.mesh_deliveries_weight * (after * after - before * before)
+                change += p.topic_weight * d
+            if floor is not None:
+                self._floor[peer] = floor + min(change, 0.0)
             if stats.behaviour:
                 stats.behaviour = _decayed(stats.behaviour, self.params.behaviour_penalty_decay,
                                            zero)

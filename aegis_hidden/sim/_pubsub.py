@@ -46,10 +46,12 @@ from ..pubsub import (
     Event,
     GossipParams,
     IdentityCost,
+    PeersOffered,
     PubSubCore,
     Received,
     Rpc,
     ScoreParams,
+    Thresholds,
     TopicScoreParams,
     decode,
     encode,
@@ -69,6 +71,12 @@ SIM_TOPIC_SCORE = TopicScoreParams(
     mesh_deliveries_cap=20.0, mesh_deliveries_activation=15.0, mesh_deliveries_window=3.0,
     mesh_failure_penalty_weight=-4.0, mesh_failure_penalty_decay=0.95,
 )
+
+
+#: peer exchange is taken from peers scoring at least 1 (the core's default is 5, which no
+#: peer reaches within the simulated minute): an honest identity's term alone (old, 20-bit
+#: puzzle: 1.8) qualifies, a Sybil's (under an hour, 16 bits: 0.7) does not
+SIM_THRESHOLDS = Thresholds(accept_px=1.0)
 
 
 def protocol_params(protocol: str) -> GossipParams:
@@ -123,6 +131,7 @@ class PubSubResult:
     rpcs_per_node: float  # RPCs sent per honest node over the run
     sybils_in_mesh: float  # share of honest nodes' mesh slots held by Sybils at the end
     mesh_degree: float  # honest nodes' mean mesh size at the end
+    px_dials: int = 0  # sessions honest nodes opened to peers offered on PRUNE
 
 
 class _MemoVerify:
@@ -164,6 +173,7 @@ class _Network:
         self.events: dict[str, list[tuple[float, Event]]] = {}
         self.silenced: set[str] = set()  # attacking Sybils: their messages are stripped
         self.sent: Counter[str] = Counter()
+        self.px_dials: Counter[str] = Counter()  # sessions opened to peers offered on PRUNE
         self.verify = _MemoVerify()
         self.observe: Callable[[str, str, Rpc], None] | None = None
 
@@ -175,18 +185,35 @@ class _Network:
         self.events[name] = log
         clock = self.clock
 
-        def send(peer: str, rpc: Rpc, delay: float) -> None:
-            self._send(name, peer, rpc, delay)
-
         def on_event(event: Event) -> None:
-            log.append((clock.now, event))
+            if isinstance(event, PeersOffered):
+                self._px(name, event)
+            else:
+                log.append((clock.now, event))
 
         core = PubSubCore(clock=lambda: clock.now, rng=random.Random(self.rng.getrandbits(64)),
-                          send=send, on_event=on_event, signer=signer, verifier=self.verify,
+                          send=functools.partial(self._send, name), on_event=on_event,
+                          signer=signer, verifier=self.verify,
                           params=params, score_params=score, identity=self.identities.get,
-                          forward_delay=forward_delay, verify_ephemeral=self.verify.ephemeral)
+                          forward_delay=forward_delay, verify_ephemeral=self.verify.ephemeral,
+                          peer_record=_sim_record, thresholds=SIM_THRESHOLDS)
         self.cores[name] = core
         return core
+
+    def _px(self, name: str, offer: PeersOffered) -> None:
+        """Peer exchange as the node does it: dial offered peers whose record checks out,
+        as many as the topic's mesh lacks to reach D; the session is up after a round trip."""
+        core = self.cores[name]
+        want = core.params.d - len(core.mesh.get(offer.topic, ()))
+        for info in offer.peers:
+            if want <= 0:
+                break
+            if info.peer not in self.cores or info.record != _sim_record(info.peer):
+                continue
+            want -= 1
+            self.px_dials[name] += 1
+            wait = self._latency() + self._latency()
+            self.clock.call_later(wait, functools.partial(self.connect, name, info.peer))
 
     def connect(self, dialer: str, listener: str) -> None:
         if dialer in self.cores[listener].peers:
@@ -194,15 +221,21 @@ class _Network:
         self.cores[dialer].add_peer(listener, outbound=True)
         self.cores[listener].add_peer(dialer, outbound=False)
 
+    def _latency(self) -> float:
+        """One link's one-way delay: log-normal (Box-Muller draws: cheaper than
+        ``lognormvariate``, the same distribution)."""
+        return math.exp(self.link_rng.gauss(self.mu, self.sigma))
+
     def _send(self, src: str, dst: str, rpc: Rpc, delay: float) -> None:
         if src in self.silenced and (rpc.publish or rpc.stem):
+            if not (rpc.subscriptions or rpc.ihave or rpc.iwant or rpc.graft or rpc.prune
+                    or rpc.idontwant or rpc.acks or rpc.catch_up or rpc.catch_up_answer):
+                return  # nothing left once the messages are stripped
             rpc = dataclasses.replace(rpc, publish=(), stem=())
-            if not rpc:
-                return
         self.sent[src] += 1
-        wait = self.link_rng.lognormvariate(self.mu, self.sigma) + delay
         payload: Rpc | bytes = encode(rpc) if self.codec else rpc
-        self.clock.call_later(wait, lambda: self._arrive(src, dst, payload))
+        self.clock.call_later(math.exp(self.link_rng.gauss(self.mu, self.sigma)) + delay,
+                              functools.partial(self._arrive, src, dst, payload))
 
     def _arrive(self, src: str, dst: str, payload: Rpc | bytes) -> None:
         core = self.cores[dst]
@@ -232,6 +265,11 @@ class _Network:
 
     def at(self, when: float, fn: Callable[[], None]) -> None:
         self.clock.call_later(max(0.0, when - self.clock.now), fn)
+
+
+def _sim_record(peer: str) -> bytes:
+    """What stands for a peer's signed record in a PRUNE's peer exchange."""
+    return b"sim record " + peer.encode()
 
 
 def _honest_names(n: int) -> list[str]:
@@ -344,6 +382,7 @@ def simulate_pubsub(sc: PubSubScenario, seed: int) -> PubSubResult:
         rpcs_per_node=sum(net.sent[n] for n in names) / len(names),
         sybils_in_mesh=sybil_slots / slots if slots else 0.0,
         mesh_degree=slots / len(names),
+        px_dials=sum(net.px_dials[n] for n in names),
     )
 
 

@@ -21,6 +21,7 @@ from aegis_hidden.pubsub import (
     IHave,
     IWant,
     Message,
+    PeerScore,
     PeersOffered,
     PubSubCore,
     PubSubError,
@@ -636,3 +637,44 @@ def test_small_order_keys_are_refused_though_their_forged_signatures_would_verif
     good = Ed25519Signer.from_rng(random.Random(3))
     assert not weak_ed25519_key(good.identity)
     assert verify_ed25519(good.identity, b"x", good.sign(b"x"))
+
+
+def test_at_least_answers_as_a_fresh_score_would_through_events_and_decays() -> None:
+    """The floor ``at_least`` keeps across first deliveries and decays never says yes
+    where the score, computed afresh, says no (and agrees with it everywhere)."""
+    params = ScoreParams(default_topic=TopicScoreParams(
+        first_deliveries_decay=0.8, mesh_deliveries_threshold=3.0, mesh_deliveries_weight=-4.0,
+        mesh_deliveries_activation=3.0, mesh_failure_penalty_weight=-3.0))
+    for seed in range(30):
+        rng = random.Random(seed)
+        clock = Clock()
+        identity = {"p": IdentityCost(3 * 86400, 12)}.get
+        sut = PeerScore(params, clock.seconds, identity)
+        ref = PeerScore(params, clock.seconds, identity)
+        for s in (sut, ref):
+            s.add_peer("p")
+        for _ in range(200):
+            event = rng.choice(["graft", "prune", "first", "near", "near", "invalid", "penalty",
+                                "decay", "decay", "first", "first"])
+            for s in (sut, ref):
+                if event == "graft":
+                    s.graft("p", T)
+                elif event == "prune":
+                    s.prune("p", T)
+                elif event == "first":
+                    s.first_delivery("p", T)
+                elif event == "near":
+                    s.near_first_delivery("p", T, clock.seconds())
+                elif event == "invalid":
+                    s.invalid("p", T)
+                elif event == "penalty":
+                    s.penalty("p")
+            if event == "decay":
+                clock.advance(1)  # time moves only here, so every score of an interval agrees
+                sut.decay()
+                ref.decay()
+            for threshold in (-80.0, -50.0, -10.0, -1.0, 0.0, 0.5, 2.0):
+                ref._cached.clear()
+                ref._floor.clear()
+                assert sut.at_least("p", threshold) == (ref.score("p") >= threshold), (
+                    seed, event, threshold)

@@ -50,6 +50,9 @@ def test_same_seed_same_figures_and_attacks_change_them() -> None:
     assert a == b and pubsub_fingerprint([a]) == pubsub_fingerprint([b])
     assert a.messages == 8 and a.delivery == 1.0
     assert a.duplicates > 0 and a.latency_p50 < a.latency_p99
+    assert a.px_dials > 0  # peers offered on PRUNE are dialled, as the node does
+    mesh = simulate_pubsub(dataclasses.replace(SMALL, protocol="mesh"), seed=3)
+    assert mesh.px_dials == 0  # without scores no peer reaches accept_px
     cold = simulate_pubsub(dataclasses.replace(SMALL, attack="cold boot", protocol="mesh"),
                            seed=3)
     assert cold.sybils_in_mesh > 0  # without scores, Sybils keep their mesh slots
