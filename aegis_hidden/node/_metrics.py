@@ -100,6 +100,16 @@ class Metrics:
                             "(event message_received with a topic).",
         "pubsub_rpcs_out": "Pub/sub RPC frames sent to peers.",
         "pubsub_rpcs_in": "Pub/sub RPC frames received from peers.",
+        "pubsub_unreadable": "Pub/sub messages not delivered here: sealed to a group key "
+                             "this node does not hold, or refused on a private topic.",
+        "pubsub_invitations_sent": "Private-topic invitations sent (messaging path).",
+        "pubsub_invitations_received": "Private-topic invitations received and held "
+                                       "(event topic_invitation).",
+        "pubsub_invitations_refused": "Private-topic invitations refused: malformed, or not "
+                                      "opening for this node (event network_error).",
+        "pubsub_broadcast_dropped": "Broadcast messages dropped: over a publisher's or a "
+                                    "forwarding peer's rate, or too large (a behaviour "
+                                    "penalty each).",
         "dht_lookups_ok": "DHT lookups that ended well (a contact answered; a value lookup: "
                           "a verified value found).",
         "dht_lookups_failed": "DHT lookups that found nothing (event dht_lookup_failed).",
