@@ -24,7 +24,14 @@ from ._pool import (
     PeerRevoked,
     classify_failure,
 )
-from ._pubsub import PubSubService, TopicError, TopicMessageTooLarge, check_topic
+from ._pubsub import (
+    PubSubService,
+    TopicError,
+    TopicKeyError,
+    TopicMessageTooLarge,
+    TopicRateLimited,
+    check_topic,
+)
 from ._service import NodeService
 
 __all__ = [
@@ -51,7 +58,9 @@ __all__ = [
     "PubSubService",
     "RequestTimeout",
     "TopicError",
+    "TopicKeyError",
     "TopicMessageTooLarge",
+    "TopicRateLimited",
     "UnknownTransport",
     "WipeReport",
     "check_topic",

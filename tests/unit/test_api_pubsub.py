@@ -16,7 +16,7 @@ from aegis_hidden.config import Config, parse_config
 from aegis_hidden.node import NodeCore, PubSubService
 from aegis_hidden.testing import result_of
 
-from .test_api import Api
+from .test_api import Api, onion
 from .test_api_cli import StubClient
 
 
@@ -29,7 +29,7 @@ def _pubsub(core: NodeCore, tmp: Path, name: str, seed: int, cfg: Config) -> Pub
 
 @pytest.fixture
 def api(tmp_path: Path) -> Api:
-    cfg = parse_config({"pubsub": {"max_topics": 2}})
+    cfg = parse_config({"pubsub": {"max_topics": 2, "broadcast": False}})
     a = Api(tmp_path, cfg)
     a.clock.advance(1_800_000_000)
     _pubsub(a.a, tmp_path, "a", 1, cfg)
@@ -43,7 +43,8 @@ def test_subscribe_publish_and_list(api: Api) -> None:
     code, body, _ = api.call("POST", "/api/network/topics",
                              {"action": "subscribe", "topic": "news"})
     assert code == 200 and body == {"ok": True, "action": "subscribe", "topic": "news",
-                                    "anonymous": False, "changed": True}
+                                    "anonymous": False, "changed": True, "private": False,
+                                    "key_id": None, "accepted": False, "created": False}
     api.b.topics.subscribe("news")
     for _ in range(6):
         api.clock.advance(0.5)
@@ -65,7 +66,7 @@ def test_subscribe_publish_and_list(api: Api) -> None:
                              {"action": "unsubscribe", "topic": "news"})
     assert code == 200 and body["changed"] is True
     code, listed, _ = api.call("GET", "/api/network/topics")
-    assert listed == {"topics": []}
+    assert listed == {"topics": [], "invitations": [], "broadcast": None}
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -136,3 +137,98 @@ def test_cli_sub_pub_topics(api: Api, capsys: pytest.CaptureFixture[str],
     assert capsys.readouterr().out.strip() == "unsubscribed from chat"
     assert main(["pubsub", "sub", ""]) == 1
     assert "API said 400" in capsys.readouterr().err
+
+
+def test_private_topics_rotate_and_invite_through_the_api(api: Api) -> None:
+    code, body, _ = api.call("POST", "/api/network/topics",
+                             {"action": "subscribe", "topic": "club", "private": True})
+    assert code == 200 and body["private"] and body["created"] and len(body["key_id"]) == 16
+    assert "key" not in body and "keys" not in json.dumps(body)
+    code, listed, _ = api.call("GET", "/api/network/topics")
+    [club] = listed["topics"]
+    assert (club["private"], club["key_id"], listed["invitations"]) == (True, body["key_id"], [])
+    code, rotated, _ = api.call("POST", "/api/network/topics",
+                                {"action": "rotate", "topic": "club"})
+    assert code == 200 and rotated["key_id"] not in (None, body["key_id"])
+    code, err, _ = api.call("POST", "/api/network/topics", {"action": "rotate", "topic": "x"})
+    assert code == 409 and "not a private topic" in err["error"]
+    # b's identity record never reached a here: the invitation cannot be sealed to it
+    code, err, _ = api.call("POST", "/api/network/topics",
+                            {"action": "invite", "topic": "club",
+                             "peer": api.b.local_address})
+    assert code == 409 and "no identity record" in err["error"]
+    code, err, _ = api.call("POST", "/api/network/topics",
+                            {"action": "invite", "topic": "club", "peer": onion()})
+    assert code == 404 and err["field"] == "peer"
+    key = "A" * 43 + "="
+    code, shared, _ = api.call("POST", "/api/network/topics",
+                               {"action": "subscribe", "topic": "shared", "key": key})
+    assert code == 200 and shared["private"] and not shared["created"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"action": "invite", "topic": "club"}, "peer"),
+    ({"action": "invite", "topic": "club", "peer": "nope"}, "peer"),
+    ({"action": "invite", "topic": "club", "peer": "a" * 52 + ".b32.i2p"}, "peer"),
+    ({"action": "unsubscribe", "topic": "club", "peer": onion()}, "peer"),
+    ({"action": "rotate", "topic": "club", "private": True}, "private"),
+    ({"action": "subscribe", "topic": "club", "private": "yes"}, "private"),
+    ({"action": "subscribe", "topic": "club", "key": 5}, "key"),
+    ({"action": "subscribe", "topic": "club", "key": "A" * 43 + "=", "private": False},
+     "private"),
+])
+def test_bad_private_topic_bodies_are_400(api: Api, body: dict[str, object],
+                                          field: str) -> None:
+    code, answer, _ = api.call("POST", "/api/network/topics", body)
+    assert code == 400 and answer["field"] == field
+
+
+def test_confirm_from_is_checked(api: Api) -> None:
+    api.call("POST", "/api/network/topics", {"action": "subscribe", "topic": "news"})
+    for confirm, code_wanted in ((["nope"], 400), ([], 400), ("x", 400),
+                                 ([onion() for _ in range(17)], 400),
+                                 ([api.b.local_address], 409)):
+        code, body, _ = api.call("POST", "/api/network/send", {
+            "target": "topic:news", "message": {"type": "t"}, "confirm_from": confirm})
+        assert (code, body["field"]) == (code_wanted, "confirm_from" if code == 400
+                                         else "target"), (confirm, body)
+    code, body, _ = api.call("POST", "/api/network/send", {
+        "target": api.b.local_address, "message": {"type": "t"},
+        "confirm_from": [api.b.local_address]})
+    assert code == 400 and body["field"] == "confirm_from"
+
+
+def test_broadcast_over_the_rate_is_429(tmp_path: Path) -> None:
+    cfg = parse_config({"pubsub": {"broadcast_burst": 1}})
+    a = Api(tmp_path, cfg)
+    a.clock.advance(1_800_000_000)
+    _pubsub(a.a, tmp_path, "a", 1, cfg)
+    code, listed, _ = a.call("GET", "/api/network/topics")
+    assert listed["broadcast"] == "aegis-hidden/broadcast"
+    assert [t["broadcast"] for t in listed["topics"]] == [True]
+    send = {"target": "topic:aegis-hidden/broadcast", "message": {"type": "news"}}
+    code, body, _ = a.call("POST", "/api/network/send", send)
+    assert code == 202
+    code, body, headers = a.call("POST", "/api/network/send", send)
+    assert code == 429 and "broadcast_rate" in body["error"]
+    assert int(headers.getRawHeaders("retry-after")[0]) == 60
+    code, body, _ = a.call("POST", "/api/network/send",
+                           {**send, "message": {"type": "news", "data": "x" * 3000}})
+    assert code == 413
+
+
+def test_cli_private_rotate_and_broadcast(api: Api, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ApiClient, "from_args",
+                        classmethod(lambda cls, args: StubClient(api)))
+    assert main(["pubsub", "sub", "--private", "club"]) == 0
+    out = capsys.readouterr().out.strip()
+    kid = api.a.topics.topics()[0]["key_id"]
+    assert out == f"subscribed to club (private); new key, key id {kid}"
+    assert main(["pubsub", "rotate", "club"]) == 0
+    new = api.a.topics.topics()[0]["key_id"]
+    assert capsys.readouterr().out.strip() == f"club: new key id {new} (invite the members again)"
+    assert main(["pubsub", "topics"]) == 0
+    assert f"club (normal, private, key id {new})" in capsys.readouterr().out
+    assert main(["pubsub", "broadcast", "hello"]) == 1  # broadcast off in this fixture
+    assert "no broadcast topic" in capsys.readouterr().err

@@ -3,21 +3,32 @@ a task.Clock."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from aegis_hidden import identity
 from aegis_hidden.config import Config, parse_config
 from aegis_hidden.dht import check_puzzle, node_id
 from aegis_hidden.events import EventBus
-from aegis_hidden.node import DhtService, IdentityService, NodeCore, PubSubService, TopicError
+from aegis_hidden.node import (
+    DhtService,
+    IdentityService,
+    NodeCore,
+    PubSubService,
+    TopicError,
+    TopicKeyError,
+    TopicMessageTooLarge,
+    TopicRateLimited,
+)
 from aegis_hidden.node._pubsub import NodeSigner, NodeVerifier, rendezvous_id
 from aegis_hidden.peers import InlineSQLite
-from aegis_hidden.pubsub import PeerInfo, PeersOffered
+from aegis_hidden.pubsub import PeerInfo, PeersOffered, make_invitation
 from aegis_hidden.testing import FakeNetwork, result_of
 
 NOW = 1_800_000_000
@@ -31,7 +42,7 @@ class Node:
         self.events: list[dict[str, Any]] = []
         bus = EventBus(now=clock.seconds)
         bus.subscribe(self.events.append)
-        self.cfg = cfg or parse_config({})
+        self.cfg = cfg or parse_config({"pubsub": {"broadcast": False}})
         self.service = IdentityService(self.ident, clock)
         self.core = NodeCore(self.cfg, self.service, str(tmp), bus, clock,
                              db=InlineSQLite(str(tmp / f"{name}.db")), local_address=self.onion)
@@ -216,7 +227,8 @@ def test_signatures_bind_both_keys_and_the_pin(tmp_path: Path) -> None:
 def test_subscribers_that_know_no_one_meet_at_the_rendezvous(clock: Clock, tmp_path: Path,
                                                              ) -> None:
     net = FakeNetwork()
-    cfg = parse_config({"dht": {"puzzle_bits": 8}, "pubsub": {"rendezvous": 2}})
+    cfg = parse_config({"dht": {"puzzle_bits": 8},
+                        "pubsub": {"rendezvous": 2, "broadcast": False}})
     nodes = [Node(net, clock, tmp_path, f"n{i}", i, cfg) for i in range(6)]
     dhts = [DhtService(n.core, cfg.dht, n.service, clock,
                        bootstrap=[nodes[0].onion] if i else [], rng=random.Random(i))
@@ -261,7 +273,7 @@ def test_subscribers_that_know_no_one_meet_at_the_rendezvous(clock: Clock, tmp_p
 
 def test_hosted_topics_do_not_crowd_out_own_subscriptions(clock: Clock, tmp_path: Path,
                                                           ) -> None:
-    cfg = parse_config({"pubsub": {"max_topics": 2}})
+    cfg = parse_config({"pubsub": {"max_topics": 2, "broadcast": False}})
     net = FakeNetwork()
     host, peer = Node(net, clock, tmp_path, "h", 1, cfg), Node(net, clock, tmp_path, "p", 2, cfg)
     host.connect(peer)
@@ -276,3 +288,206 @@ def test_hosted_topics_do_not_crowd_out_own_subscriptions(clock: Clock, tmp_path
     assert [t["topic"] for t in host.pubsub.topics()] == ["mine", "t1"]
     with pytest.raises(TopicError, match="max_topics"):
         host.pubsub.subscribe("another")
+
+
+# -- private topics, catch-up after a restart, confirmations, broadcast ------------------
+def _topic(node: Node, name: str) -> dict[str, Any]:
+    return next(t for t in node.pubsub.topics() if t["topic"] == name)
+
+
+def _invite(clock: Clock, inviter: Node, invitee: Node, topic: str) -> dict[str, Any]:
+    """Invite over a direct session (opened for it, closed after); the invitation event."""
+    inviter.connect(invitee)
+    run(clock, 2)
+    result_of(Deferred.fromCoroutine(inviter.pubsub.invite(topic, invitee.onion)))
+    run(clock, 3)
+    inviter.core.pool.close(invitee.onion, "test")
+    run(clock, 1)
+    return [e for e in invitee.events if e["type"] == "topic_invitation"][-1]
+
+
+def test_private_topic_members_read_and_a_relay_only_forwards(clock: Clock,
+                                                              tmp_path: Path) -> None:
+    a, relay, b = mesh(clock, tmp_path, 3)  # a - relay - b: b hears a only through relay
+    made = a.pubsub.subscribe("club", private=True)
+    assert made["private"] and made["created"] and len(made["key_id"]) == 16
+    relay.pubsub.subscribe("club")  # not a member: no key
+    invitation = _invite(clock, a, b, "club")
+    assert invitation == {**invitation, "peer": a.onion, "topic": "club", "anonymous": False,
+                          "key_id": made["key_id"]}
+    assert "key" not in invitation and b.pubsub.pending_invitations()[0]["topic"] == "club"
+    joined = b.pubsub.subscribe("club", private=True)  # accepts the invitation
+    assert joined["accepted"] and joined["key_id"] == made["key_id"] and not joined["created"]
+    assert b.pubsub.pending_invitations() == []
+    assert not a.core.pool.connected(b.onion)
+    run(clock, 5)
+    secret = "the plaintext the relay must not see"
+    mid = a.pubsub.publish("club", {"type": "text", "data": secret})
+    run(clock, 5)
+    got = b.received("club")
+    assert [(e["id"], e["message"]["data"], e["private"]) for e in got] == [(mid, secret, True)]
+    assert relay.received("club") == []  # forwarded, not read
+    assert _topic(relay, "club")["unreadable"] == 1 and _topic(relay, "club")["messages_in"] == 0
+    cached = relay.pubsub.pubsub.cache.get(bytes.fromhex(mid))
+    assert cached is not None and secret.encode() not in cached.message.data
+    assert len(cached.message.data) == 256  # the smallest length class
+    # a plaintext message on the topic (from the relay, which has no key) is refused
+    relay.pubsub.publish("club", {"type": "text", "data": "let me in"})
+    run(clock, 5)
+    assert len(b.received("club")) == 1 and _topic(b, "club")["refused"] == 1
+    # rotation: a new key, read by b only once invited again
+    new = a.pubsub.rotate("club")
+    assert new != made["key_id"]
+    a.pubsub.publish("club", {"type": "text", "data": "after the rotation"})
+    run(clock, 5)
+    assert len(b.received("club")) == 1 and _topic(b, "club")["unreadable"] == 1
+    _invite(clock, a, b, "club")
+    assert b.pubsub.subscribe("club", private=True)["key_id"] == new
+    a.pubsub.publish("club", {"type": "text", "data": "re-invited"})
+    run(clock, 5)
+    assert [e["message"]["data"] for e in b.received("club")][-1] == "re-invited"
+
+
+def test_bad_keys_and_invitations_are_refused(clock: Clock, tmp_path: Path) -> None:
+    a, b, c = mesh(clock, tmp_path, 3)
+    for bad in ("not base64!", "AAAA", b"\x00" * 31):
+        with pytest.raises(TopicKeyError):
+            a.pubsub.subscribe("club", key=bad)
+    assert "club" not in a.pubsub.pubsub.topics
+    with pytest.raises(TopicError, match="not a private topic"):
+        result_of(Deferred.fromCoroutine(a.pubsub.invite("club", b.onion)))
+    a.pubsub.subscribe("club", private=True)
+    with pytest.raises(TopicError, match="no identity record"):
+        result_of(Deferred.fromCoroutine(a.pubsub.invite("club", "x" * 56 + ".onion")))
+    # invitations that are malformed, or sealed for someone else, reach b's messaging
+    good = make_invitation(bytes(32), "club", False, inviter=a.onion, invitee=c.onion,
+                           invitee_xwing=c.ident.xwing_public)
+    broken = {"type": "pubsub_invite", "data": {**good["data"], "v": 9}}
+    for body in (good, broken, {"type": "pubsub_invite", "data": "x"}):
+        result_of(Deferred.fromCoroutine(a.core.send(b.onion, body)))
+        run(clock, 2)
+    refused = [e for e in b.events if e["type"] == "network_error"
+               and "topic invitation refused" in e["error"]]
+    assert [e["peer"] for e in refused] == [a.onion] * 3
+    assert "does not open" in refused[0]["error"] and "data.v" in refused[1]["error"]
+    assert b.pubsub.pending_invitations() == []
+    assert b.core.metrics.counters["pubsub_invitations_refused"] == 3
+
+
+def _restart(node: Node, clock: Clock, peers: list[Node]) -> None:
+    """A new PubSubService on the same core and database (the old one stopped), its
+    sessions opened again (as after a restart: peers announce their topics anew)."""
+    for peer in peers:
+        node.core.pool.close(peer.onion, "restart")
+    node.pubsub = PubSubService(node.core, node.cfg.pubsub, node.service, clock,
+                                rng=random.Random(99))
+    node.pubsub.startService()
+    for peer in peers:
+        node.connect(peer)
+
+
+def test_a_restarted_subscriber_catches_up_exactly_once(clock: Clock, tmp_path: Path) -> None:
+    a, b = mesh(clock, tmp_path, 2)
+    a.pubsub.subscribe("log")
+    b.pubsub.subscribe("log", private=True, key=bytes(range(32)))
+    a.pubsub.subscribe("log", key=bytes(range(32)))
+    run(clock, 3)
+    before = a.pubsub.publish("log", {"type": "n", "data": 0})
+    run(clock, 3)
+    assert [e["id"] for e in b.received("log")] == [before]
+    result_of(b.pubsub.stopService() or succeed(None))
+    missed = [a.pubsub.publish("log", {"type": "n", "data": i}) for i in (1, 2)]
+    run(clock, 5)
+    assert len(b.received("log")) == 1  # b's pub/sub is down
+    _restart(b, clock, [a])
+    assert b.pubsub.pubsub.topics == {"log": False} and "log" in b.pubsub.groups
+    run(clock, 80)  # both catch-up rounds
+    got = b.received("log")
+    assert sorted(e["id"] for e in got[1:]) == sorted(missed)  # each once, not `before`
+    assert all(e.get("caught_up") for e in got[1:]) and got[1]["message"]["type"] == "n"
+    t = _topic(b, "log")
+    assert (t["caught_up"], t["messages_in"], t["private"]) == (2, 2, True)
+
+
+def test_confirmations_from_named_subscribers(clock: Clock, tmp_path: Path) -> None:
+    a, b, c = mesh(clock, tmp_path, 3)
+    for node in (a, b, c):
+        node.pubsub.subscribe("news")
+    run(clock, 3)
+    with pytest.raises(TopicError, match="no identity record"):
+        a.pubsub.publish("news", {"type": "t"}, confirm_from=["y" * 56 + ".onion"])
+    c.connect(a)  # c's record reaches a (the pub/sub path stays a - b - c for the message)
+    run(clock, 2)
+    c.core.pool.close(a.onion, "test")
+    run(clock, 1)
+    mid = a.pubsub.publish("news", {"type": "t", "data": 1}, confirm_from=[c.onion, b.onion])
+    run(clock, 5)
+    states = [e for e in a.events if e["type"] == "delivery_state" and e["id"] == mid]
+    assert sorted((e["subscriber"], e["state"], e["topic"]) for e in states) == sorted(
+        [(b.onion, "acknowledged", "news"), (c.onion, "acknowledged", "news")])
+    assert _topic(a, "news")["confirmations"][0]["subscribers"] == {
+        c.onion: "acknowledged", b.onion: "acknowledged"}
+    c.pubsub.unsubscribe("news")  # named, but no longer there: expires after ack_timeout
+    run(clock, 2)
+    late = a.pubsub.publish("news", {"type": "t", "data": 2}, confirm_from=[c.onion])
+    run(clock, 5)
+    assert _topic(a, "news")["confirmations"][-1] == {"id": late,
+                                                      "subscribers": {c.onion: "pending"}}
+    run(clock, 125)
+    assert _topic(a, "news")["confirmations"][-1]["subscribers"] == {c.onion: "expired"}
+    assert [e["state"] for e in a.events if e["type"] == "delivery_state"
+            and e["id"] == late] == ["expired"]
+
+
+def _broadcast_nodes(clock: Clock, tmp: Path, cfgs: list[dict[str, Any]]) -> list[Node]:
+    net = FakeNetwork()
+    nodes = [Node(net, clock, tmp, f"b{i}", i, parse_config({"pubsub": cfg}))
+             for i, cfg in enumerate(cfgs)]
+    for x, y in itertools.pairwise(nodes):
+        x.connect(y)
+    run(clock, 3)
+    return nodes
+
+
+def test_broadcast_reaches_everyone_within_the_publisher_rate(clock: Clock,
+                                                               tmp_path: Path) -> None:
+    # the first node allows itself more than the others allow any publisher
+    loud, relay, far = _broadcast_nodes(clock, tmp_path, [{"broadcast_burst": 10}, {}, {}])
+    topic = relay.cfg.pubsub.broadcast_topic
+    assert _topic(relay, topic)["broadcast"] and relay.pubsub.broadcast == topic
+    ids = [loud.pubsub.publish(topic, {"type": "news", "data": i}) for i in range(6)]
+    run(clock, 5)
+    assert [e["id"] for e in relay.received(topic)] == ids[:3]  # burst 3 a publisher
+    assert [e["id"] for e in far.received(topic)] == ids[:3]
+    assert all(e["broadcast"] for e in far.received(topic))
+    assert relay.pubsub.pubsub.stats["broadcast dropped: publisher rate"] == 3
+    assert relay.core.metrics.counters["pubsub_broadcast_dropped"] == 3
+    assert relay.pubsub.pubsub.score(loud.onion) < 0 <= relay.pubsub.pubsub.score(far.onion)
+    # this node's own limit: the default burst of 3, then one a minute
+    for i in range(3):
+        far.pubsub.publish(topic, {"type": "news", "data": i})
+    with pytest.raises(TopicRateLimited) as refused:
+        far.pubsub.publish(topic, {"type": "news", "data": 3})
+    assert 1 <= refused.value.retry_after <= 60
+    run(clock, 61)
+    far.pubsub.publish(topic, {"type": "news", "data": 4})
+    with pytest.raises(TopicMessageTooLarge):
+        far.pubsub.publish(topic, {"type": "news", "data": "x" * 3000})
+    with pytest.raises(TopicError, match="normal topic"):
+        far.pubsub.subscribe(topic, anonymous=True)
+    with pytest.raises(TopicError, match="cannot be private"):
+        far.pubsub.subscribe(topic, private=True)
+
+
+def test_broadcast_per_forwarding_peer_limit(clock: Clock, tmp_path: Path) -> None:
+    lax = {"broadcast_burst": 100, "broadcast_peer_burst": 100}
+    nodes = _broadcast_nodes(clock, tmp_path, [lax, {"broadcast_peer_burst": 4,
+                                                     "broadcast_burst": 100}])
+    src, dst = nodes
+    topic = src.cfg.pubsub.broadcast_topic
+    for i in range(7):
+        src.pubsub.publish(topic, {"type": "news", "data": i})
+    run(clock, 3)
+    assert len(dst.received(topic)) == 4
+    assert dst.pubsub.pubsub.stats["broadcast dropped: peer rate"] == 3
+    assert dst.pubsub.pubsub.score(src.onion) < 0
