@@ -477,7 +477,7 @@ class ApiResource(Resource):
 
     async def send(self, request: Request) -> tuple[int, JSON]:
         body = read_json_body(request, self.max_body_size)
-        _unknown_fields(body, {"target", "message"})
+        _unknown_fields(body, {"target", "message", "confirm_from"})
         topic = body.get("target") if is_topic_target(body.get("target")) else None
         target = topic or _address(body, "target")
         assert target is not None
@@ -491,7 +491,10 @@ class ApiResource(Resource):
             raise ApiError(400, "\"message.type\" must be a non-empty string of at most 200 "
                            "characters", "message.type")
         if topic is not None:  # "topic:NAME": published on the topic, no outbox
-            return self.topics.publish(topic, message)
+            return self.topics.publish(topic, message, body.get("confirm_from"), request)
+        if "confirm_from" in body:
+            raise ApiError(400, "\"confirm_from\" goes with a topic target (a message to a "
+                           "peer is acknowledged by that peer)", "confirm_from")
         if not await self.core.resolve(target):  # in the store, or found in the DHT
             raise ApiError(404, f"unknown peer {target} (add it first)", "target")
         try:
