@@ -129,28 +129,79 @@ _NO_PUBSUB = _json(_ref("Error"), "The node runs no pub/sub (`pubsub.enabled` is
 TOPIC_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
               "pattern": "^[^\\x00-\\x1f]+$",
               "description": "at most 128 bytes of UTF-8, no control characters"}
+ONION = {"type": "string", "format": "aegis-peer-address", "minLength": 62, "maxLength": 62,
+         "pattern": "^[a-zA-Z2-7]{54}[aeimquyAEIMQUY4][dD]\\.(onion|ONION)$",
+         "description": "a v3 onion address (checksum and version checked)"}
+GROUP_KEY_ID = {"type": ["string", "null"], "pattern": "^[0-9a-f]{16}$",
+                "description": "a private topic's current group key id (null: not private)"}
 TOPIC_ACTION = {
     "type": "object", "required": ["action", "topic"], "additionalProperties": False,
-    "if": {"required": ["anonymous"]},
-    "then": {"properties": {"action": {"const": "subscribe"}}},
+    "allOf": [
+        {"if": {"anyOf": [{"required": ["anonymous"]}, {"required": ["private"]},
+                          {"required": ["key"]}]},
+         "then": {"properties": {"action": {"const": "subscribe"}}}},
+        {"if": {"required": ["peer"]},
+         "then": {"properties": {"action": {"const": "invite"}}}},
+        {"if": {"properties": {"action": {"const": "invite"}}},
+         "then": {"required": ["peer"]}},
+        {"if": {"required": ["key"]}, "then": {"properties": {"private": {"const": True}}}}],
     "properties": {
-        "action": {"enum": ["subscribe", "unsubscribe"]},
+        "action": {"enum": ["subscribe", "unsubscribe", "invite", "rotate"],
+                   "description": "invite: send `peer` the private topic's group key, "
+                   "sealed to its X-Wing key, over the reliable messaging path (it arrives "
+                   "there as a `topic_invitation` event and is accepted by subscribing with "
+                   "`private`); rotate: a new group key (older ones kept to read; members "
+                   "must be invited again)"},
         "topic": TOPIC_NAME,
         "anonymous": {"type": "boolean", "description": "subscribe: messages carry no "
                       "author and are stemmed before they spread (docs/pubsub.md); default "
-                      "false"}}}
-TOPICS = {"type": "object", "required": ["topics"], "properties": {"topics": {
-    "type": "array", "items": {
+                      "false (accepting an invitation: the invitation's kind)"},
+        "private": {"type": "boolean", "description": "subscribe: a private topic, with "
+                    "this node's key for it, else the key of an invitation received for it, "
+                    "else a new key"},
+        "key": {"type": "string", "pattern": "^[A-Za-z0-9+/_-]{43}=?$",
+                "description": "subscribe: a private topic's group key shared out of band "
+                "(32 bytes, base64 or base64url); never shown by the API"},
+        "peer": {**ONION, "description": "invite: the invitee's onion address"}}}
+CONFIRMATIONS = {"type": "array", "description": "the last 20 messages published here with "
+                 "`confirm_from`", "items": {
+                     "type": "object", "required": ["id", "subscribers"],
+                     "properties": {"id": {"type": "string", "pattern": "^[0-9a-f]{40}$"},
+                                    "subscribers": {"type": "object", "additionalProperties": {
+                                        "enum": ["pending", "acknowledged", "expired"]}}}}}
+TOPICS = {"type": "object", "required": ["topics", "invitations", "broadcast"], "properties": {
+    "topics": {"type": "array", "items": {
         "type": "object",
-        "required": ["topic", "anonymous", "mesh", "peers", "messages_in", "messages_out"],
+        "required": ["topic", "anonymous", "private", "key_id", "broadcast", "mesh", "peers",
+                     "messages_in", "messages_out", "caught_up", "unreadable", "refused",
+                     "confirmations"],
         "properties": {
             "topic": {"type": "string"}, "anonymous": {"type": "boolean"},
+            "private": {"type": "boolean"}, "key_id": GROUP_KEY_ID,
+            "broadcast": {"type": "boolean", "description": "the network-wide broadcast topic"},
             "mesh": {"type": "array", "items": {
                 "type": "object", "required": ["peer", "score"],
                 "properties": {"peer": {"type": "string"}, "score": {"type": "number"}}}},
             "peers": {"type": "integer", "description": "connected peers subscribed to it"},
             "messages_in": {"type": "integer", "description": "delivered here"},
-            "messages_out": {"type": "integer", "description": "published here"}}}}}}
+            "messages_out": {"type": "integer", "description": "published here"},
+            "caught_up": {"type": "integer", "description": "of messages_in, delivered by "
+                          "catch-up (asked automatically after subscribing or starting)"},
+            "unreadable": {"type": "integer", "description": "sealed to a group key not held "
+                           "here: relayed, not delivered"},
+            "refused": {"type": "integer", "description": "private topic: plaintext, or an "
+                        "envelope that did not open; not delivered"},
+            "confirmations": CONFIRMATIONS}}},
+    "invitations": {"type": "array", "description": "invitations received, not accepted yet",
+                    "items": {"type": "object",
+                              "required": ["topic", "peer", "anonymous", "key_id", "received"],
+                              "properties": {"topic": {"type": "string"},
+                                             "peer": {"type": "string"},
+                                             "anonymous": {"type": "boolean"},
+                                             "key_id": {"type": "string"},
+                                             "received": {"type": "integer"}}}},
+    "broadcast": {"type": ["string", "null"], "description": "the broadcast topic's name "
+                  "(null: pubsub.broadcast is off)"}}}
 _NO_DHT = _json(_ref("Error"), "The node runs no DHT (`dht.enabled` is false).")
 DHT_RECORD = {"type": "object", "required": ["key", "name", "value", "sequence", "expires",
                                              "publisher"],
@@ -263,7 +314,13 @@ DOCUMENT: dict[str, Any] = {
                     "A `target` of `topic:NAME` publishes the message on the topic "
                     "(docs/pubsub.md): no outbox, no acknowledgement; `state` is "
                     "`published` and `id` is the topic message's id (40 hex digits). "
-                    "Subscribers get it as a `message_received` event with `topic`."),
+                    "Subscribers get it as a `message_received` event with `topic`. "
+                    "`confirm_from` names subscribers asked to confirm delivery: each "
+                    "answer (or its absence after 120 s) is a `delivery_state` event with "
+                    "`id`, `topic`, `subscriber` and `state` (`acknowledged`, `expired`), "
+                    "and is listed under the topic in GET /api/network/topics. On a "
+                    "private topic the message is sealed to the group key; on the "
+                    "broadcast topic it is rate-limited (`pubsub.broadcast_rate`)."),
                 "operationId": "send",
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("SendRequest")}}},
@@ -271,7 +328,12 @@ DOCUMENT: dict[str, Any] = {
                     "202": _json(_ref("Delivery"), "Stored in the outbox; `state` is where "
                                  "delivery stands now. Follow `delivery_state` events."),
                     "409": _json(_ref("Error"), "The target is blacklisted (a topic: the "
-                                 "pub/sub layer refused to publish on it)."),
+                                 "pub/sub layer refused to publish on it, or a subscriber "
+                                 "in `confirm_from` has no identity record here)."),
+                    "429": {**_json(_ref("Error"), "A broadcast over this node's "
+                                    "`pubsub.broadcast_rate`: try again after "
+                                    "`Retry-After` seconds."),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
                     "503": {**_json(_ref("Error"), "Backpressure: the session to the target "
                                     "still holds more unsent cells than it sends in an ack "
                                     "timeout. Nothing was stored; try again after "
@@ -379,7 +441,8 @@ DOCUMENT: dict[str, Any] = {
                               "503": _NO_PUBSUB, **_errors()},
             },
             "post": {
-                "summary": "Subscribe to a topic or unsubscribe from it",
+                "summary": "Subscribe to a topic (normal, anonymous, private) or "
+                           "unsubscribe; invite a peer to a private topic; rotate its key",
                 "operationId": "changeTopic",
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": TOPIC_ACTION}}},
@@ -388,13 +451,37 @@ DOCUMENT: dict[str, Any] = {
                                                                  "changed"],
                                   "properties": {"ok": {"const": True},
                                                  "action": {"enum": ["subscribe",
-                                                                     "unsubscribe"]},
+                                                                     "unsubscribe",
+                                                                     "rotate"]},
                                                  "topic": {"type": "string"},
                                                  "anonymous": {"type": "boolean"},
+                                                 "private": {"type": "boolean"},
+                                                 "key_id": GROUP_KEY_ID,
+                                                 "accepted": {"type": "boolean",
+                                                              "description": "an invitation "
+                                                              "was accepted"},
+                                                 "created": {"type": "boolean",
+                                                             "description": "a new key was "
+                                                             "made"},
                                                  "changed": {"type": "boolean"}}},
                                  "Done; `changed` false: not subscribed (unsubscribe)."),
-                    "409": _json(_ref("Error"), "Subscribed already with the other kind, or "
-                                 "`pubsub.max_topics` reached."),
+                    "202": _json({"type": "object", "required": ["ok", "action", "topic",
+                                                                 "peer", "id", "state"],
+                                  "properties": {"ok": {"const": True},
+                                                 "action": {"const": "invite"},
+                                                 "topic": {"type": "string"},
+                                                 "peer": {"type": "string"},
+                                                 "changed": {"type": "boolean"},
+                                                 "id": {"type": "string",
+                                                        "pattern": "^[0-9a-f]{32}$"},
+                                                 "state": {"type": "string"}}},
+                                 "invite: the invitation is in the outbox; follow "
+                                 "`delivery_state` events of `id`."),
+                    "404": _json(_ref("Error"), "invite: unknown peer (add it first)."),
+                    "409": _json(_ref("Error"), "Subscribed already with the other kind, "
+                                 "`pubsub.max_topics` reached, not a private topic here "
+                                 "(invite, rotate), no identity record of the invitee, or "
+                                 "the invitee is blacklisted."),
                     "503": _NO_PUBSUB, **_errors("400", "413")},
             },
         },
@@ -504,7 +591,8 @@ DOCUMENT: dict[str, Any] = {
                     "`access_token` query parameter. Events: `hello`, `peer_connected`, "
                     "`peer_disconnected`, `message_received`, `delivery_state`, "
                     "`network_error`, `peer_changed`, `dht_lookup_failed`, `dht_record_refused`, "
-                    "`mailbox_deposited`, `mailbox_collected`, and what other layers emit "
+                    "`mailbox_deposited`, `mailbox_collected`, `topic_invitation`, and "
+                    "what other layers emit "
                     "(`tor_restarted`...). Every event has `seq`; one that names a peer has "
                     "it as `peer` and `peer_id`. `?since=SEQ` first replays the kept events "
                     "after SEQ (the last 1000, at most 32 MiB). Send `{\"type\": \"ping\"}` "
@@ -589,11 +677,19 @@ DOCUMENT: dict[str, Any] = {
             "SendRequest": {
                 "type": "object", "required": ["target", "message"],
                 "additionalProperties": False,
+                "if": {"required": ["confirm_from"]},
+                "then": {"properties": {"target": {"type": "string",
+                                                   "pattern": "^topic:"}}},
                 "properties": {
                     "target": {"anyOf": [
                         {**ADDRESS, "description": "the peer (added first)"},
                         {"type": "string", "pattern": "^topic:[^\\x00-\\x1f]{1,128}$",
                          "description": "`topic:NAME`: publish on the topic"}]},
+                    "confirm_from": {"type": "array", "minItems": 1, "maxItems": 16,
+                                     "items": ONION,
+                                     "description": "topic targets only: onions of "
+                                     "subscribers asked to confirm delivery (their identity "
+                                     "records must be known here)"},
                     "message": {"type": "object", "required": ["type"],
                                 "additionalProperties": False,
                                 "properties": {"type": {"type": "string", "minLength": 1,
