@@ -22,8 +22,10 @@ Columns: delivery (share of message x honest subscriber pairs delivered),
 victims (the same for the eclipse victims), latency p50/p99 from publish to
 delivery (virtual seconds), duplicates (extra copies received per delivered
 message per node), mesh (honest nodes' mean mesh size at the end; 0 when
-flooding), RPCs sent per honest node, and the share of honest mesh slots
-Sybils hold at the end. The second table is the first-spy estimator:
+flooding), RPCs sent per honest node, the share of honest mesh slots
+Sybils hold at the end, the sessions honest nodes opened to peers offered on
+PRUNE (peer exchange), and the CPU seconds of the row (not part of the
+figures or the fingerprint). The second table is the first-spy estimator:
 10 % of the honest nodes are spies that name the peer they first heard a
 message from as its publisher. Same seed, same figures (fingerprint line).
 By default RPCs are handed over as objects; --codec sends every RPC through

@@ -18,6 +18,11 @@ they join with everyone and attack from the start; ``covert flash``: they
 behave until publishing starts, then attack at once; ``eclipse``: every Sybil
 dials every one of a few victims, and attacks from the start.
 
+Peer exchange runs as in the node: a node offered peers on PRUNE (by a peer
+scoring at least ``SIM_THRESHOLDS.accept_px``) dials, after two link delays,
+as many as its mesh lacks to reach D. Signatures are real Ed25519, each
+distinct one verified once for the whole network (:class:`_MemoVerify`).
+
 A second experiment measures anonymity: a share of the honest nodes are
 spies (they run the protocol faithfully and note, for every message, when
 and from whom they got it first, stem or fluff); the first-spy estimator
