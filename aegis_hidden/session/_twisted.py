@@ -133,6 +133,10 @@ class PeerLink:
         if self.close_reason is not None:
             raise SessionError(self.close_reason.reason,
                                f"session with {self.peer} is closed ({self.close_reason.detail})")
+        if self._protocol.close_pending is not None:
+            raise SessionError(CloseReason.NORMAL,
+                               f"session with {self.peer} is closing "
+                               f"({self._protocol.close_pending})")
         self._protocol.session.send_message(data)
         self._protocol.pump()
 
@@ -143,8 +147,7 @@ class PeerLink:
             self._deliver(data)
 
     def close(self, reason: str) -> None:
-        self._protocol.session.close(CloseReason.NORMAL, reason)
-        self._protocol.pump()
+        self._protocol.close_link(reason)
 
     def when_closed(self) -> Deferred[str]:
         d: Deferred[str] = Deferred()
@@ -220,6 +223,8 @@ class SessionProtocol(Protocol):
         self.link: PeerLink | None = None
         self._timer: IDelayedCall | None = None
         self._closing = False
+        #: A local close waiting for the scheduler's slots (see :meth:`close_link`).
+        self.close_pending: str | None = None
         self.on_lost: Callable[[], None] | None = None
 
     def connectionMade(self) -> None:
@@ -245,9 +250,36 @@ class SessionProtocol(Protocol):
     def queued(self) -> int:
         return self.session.queued()
 
+    def close_link(self, reason: str) -> None:
+        """Close the session with a CLOSE cell (NORMAL, ``reason``), after the queued cells.
+
+        On a paced scheduler (one that sends cover in its slots: ``paced`` true)
+        the queued cells leave at the link's slots, at most the scheduler's
+        burst per write, and the CLOSE takes the first slot after them in place
+        of a cover cell: a close does not write the backlog at once, which
+        would tell an observer how many cells were waiting. Nothing more can
+        be queued meanwhile. Otherwise (the immediate scheduler, or nothing
+        queued) the queued cells and the CLOSE are written at once.
+        """
+        if self.session.closed or self.close_pending is not None:
+            return
+        if (self._registered and self.session.established and self.session.queued()
+                and getattr(self.scheduler, "paced", False)):
+            self.close_pending = reason
+            self.scheduler.notify(self)
+            return
+        self.session.close(CloseReason.NORMAL, reason)
+        self.pump()
+
     def emit(self, count: int, cover: int = 0) -> int:
         """Seal up to ``count`` queued cells and ``cover`` cover cells; one write."""
         if self.closed or not self.session.established:
+            return 0
+        if self.close_pending is not None and not self.session.queued() and (count or cover):
+            # The backlog has left: this slot carries the CLOSE instead of a cover cell.
+            reason, self.close_pending = self.close_pending, None
+            self.session.close(CloseReason.NORMAL, reason)
+            self.pump()
             return 0
         before = self.session.queued()
         out = self.session.seal_queued(count, cover)
