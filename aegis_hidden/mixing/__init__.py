@@ -23,7 +23,7 @@ not.
 
 from ._loops import LOOP_ID_BYTES, LOOP_RTT_BUCKETS, LoopCover, LoopMonitor, LostLoop, PathStats
 from ._metrics import metrics_snapshot
-from ._node import CellCounter, MixingLayer, MixingService
+from ._node import DRAIN_SECONDS, CellCounter, MixingLayer, MixingService
 from ._pool import MixPool, PoolStats
 from ._profiles import (
     DEFAULT_PROFILE,
@@ -45,6 +45,7 @@ from ._trace import JsonLinesTraceSink, read_trace
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "DRAIN_SECONDS",
     "LOOP_ID_BYTES",
     "LOOP_RTT_BUCKETS",
     "MAX_BYTES_PER_SECOND",

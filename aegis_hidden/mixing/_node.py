@@ -20,6 +20,7 @@ from random import Random
 from typing import IO, Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -66,6 +67,11 @@ class CellCounter:
 
 
 Forward = Callable[[], None]
+
+#: At shutdown, how long the scheduler keeps running for sessions that close
+#: with cells queued (they leave at their slots, then the CLOSE); what is
+#: still queued after that is lost with the connection.
+DRAIN_SECONDS = 5.0
 
 
 class MixingLayer:
@@ -188,6 +194,12 @@ class MixingLayer:
             "trace": self.trace.inner is not None,
         }
 
+    def drained(self, timeout: float) -> Deferred[None]:
+        """Fires when the scheduler holds no session any more (or after ``timeout``)."""
+        if isinstance(self.scheduler, PoissonScheduler):
+            return self.scheduler.drained(timeout)
+        return succeed(None)
+
     def stop(self) -> None:
         """Cancel the scheduler's, the loops' and the pool's timers (forwarded items
         still waiting are dropped: their sessions are closed) and flush and close
@@ -219,9 +231,14 @@ class MixingService(Service):
         super().startService()
         self.layer.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """Stops after the node core has closed the sessions (it is before the core in
+        the tree): sessions closing with cells queued send them at their slots, then
+        their CLOSE, so the timer runs until they are gone, at most DRAIN_SECONDS."""
         super().stopService()
-        self.layer.stop()
+        d = self.layer.drained(DRAIN_SECONDS)
+        d.addBoth(lambda _: self.layer.stop())
+        return d
 
 
 def _release(send: Forward) -> None:

@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from random import Random, SystemRandom
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -147,6 +148,9 @@ class PoissonScheduler:
     log = Logger()
     #: The node's bandwidth cap (None: none); set by the node's emergency controls.
     throttle: Throttle | None = None
+    #: Links leave only at slots: a session closing with cells queued lets them go at
+    #: its slots and sends its CLOSE in the next one (SessionProtocol.close_link).
+    paced = True
 
     def __init__(self, clock: IReactorTime, random: Random, rate: float, *, burst: int = 1,
                  constant: bool = False, trace: ITraceSink | None = None,
@@ -170,6 +174,7 @@ class PoissonScheduler:
         self._heap: list[_Slot] = []
         self._seq = itertools.count()
         self._call: IDelayedCall | None = None
+        self._drained: list[Deferred[None]] = []
         self.stats = SchedulerStats()
 
     # -- ICellScheduler ---------------------------------------------------
@@ -188,6 +193,10 @@ class PoissonScheduler:
         if entry is not None:
             entry.live = False  # its slot is dropped lazily when it reaches the top
             self._arm()
+        if not self._entries and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
 
     def notify(self, link: ICellLink) -> None:
         """Queued cells wait for the link's next slot; only note when they came."""
@@ -199,6 +208,28 @@ class PoissonScheduler:
     @property
     def links(self) -> int:
         return len(self._entries)
+
+    def drained(self, timeout: float) -> Deferred[None]:
+        """Fires once no link is registered (every session closed: a closing one
+        sends its queued cells at its slots, then its CLOSE), or after ``timeout``
+        seconds on the clock, whichever comes first. The node waits on this at
+        shutdown before :meth:`stop`."""
+        d: Deferred[None] = Deferred()
+        if not self._entries:
+            d.callback(None)
+            return d
+        self._drained.append(d)
+        timer = self._clock.callLater(timeout, lambda: None if d.called else d.callback(None))
+
+        def cancel(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            if d in self._drained:
+                self._drained.remove(d)
+            return result
+
+        d.addBoth(cancel)
+        return d
 
     def stop(self) -> None:
         """Forget every link and cancel the timer (service shutdown)."""

@@ -249,10 +249,10 @@ def test_balanced_links_write_on_a_poisson_schedule_and_off_links_do_not(
               + f"; {len(per_write)} writes after the handshake, {multi} of more than one "
               f"cell (at most {max(per_write, default=0)})")
         if name == "balanced":  # one cell per slot, a backlog at most `burst` per slot
-            # One write of BURST + 1 cells was seen once (in a full-suite run on a loaded
-            # machine: 4 queued cells and one more sealed outside the slot's count; the
-            # cause is not found yet). Tolerated by one cell, not more, until it is.
-            assert max(per_write) <= BURST + 1, per_write
+            # Including the close at the node's stop: a session closing with cells
+            # queued sends them at its slots, then the CLOSE in a slot of its own
+            # (it once wrote the backlog and the CLOSE at once: 4 + 1 cells).
+            assert max(per_write) <= BURST, per_write
         results[name] = (len(links), len(pooled), p)
     print(f"messages sent: {sent_count}")
     n_links, n_gaps, p_balanced = results["balanced"]

@@ -16,7 +16,14 @@ from zope.interface.verify import verifyObject
 from aegis_hidden.config import Config
 from aegis_hidden.identity import NodeIdentity
 from aegis_hidden.interfaces import ICellLink, ICellScheduler, IPeerLink, ITraceSink
-from aegis_hidden.session import Closed, CloseReason, MessageReceived, Session, SessionParams
+from aegis_hidden.session import (
+    Closed,
+    CloseReason,
+    MessageReceived,
+    Session,
+    SessionError,
+    SessionParams,
+)
 from aegis_hidden.session._scheduler import ImmediateScheduler
 from aegis_hidden.session.twisted import PeerLink, SessionFactory, SessionProtocol
 from aegis_hidden.testing._sessions import MemoryTransportProvider, memory_identity
@@ -196,6 +203,50 @@ def test_close_is_sealed_after_the_queued_cells(
     assert scheduler.links == []  # unregistered
     clock.advance(20)  # a slot after the close writes nothing and does not fail
     provider.flush()
+
+
+def test_a_close_on_a_poisson_link_sends_the_backlog_at_its_slots_never_more_than_burst(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The integration run once saw one write of BURST + 1 cells on a balanced link,
+    # at the node's stop: a close sealed every queued cell and the CLOSE in one
+    # write, outside the schedule (here it would be 10 + 1 cells), which tells an
+    # observer how many cells were waiting.
+    import random
+
+    from aegis_hidden.mixing import PoissonScheduler
+
+    burst = 4
+    scheduler = PoissonScheduler(clock, random.Random(5), 2.0, burst=burst)
+    writes: list[tuple[float, int]] = []
+    write = FakeTransport.write
+
+    def recording(transport: FakeTransport, data: bytes) -> None:
+        if not transport.isServer:
+            writes.append((clock.seconds(), len(data) // CELL))
+        write(transport, data)
+
+    provider, link, theirs = _pair(clock, identities, scheduler,
+                                   SessionParams(compression_threshold=1 << 20))
+    got: list[bytes] = []
+    theirs.set_receiver(got.append)
+    monkeypatch.setattr(FakeTransport, "write", recording)
+    messages = [b"%d" % k * 100 for k in range(10)]  # one cell each
+    for m in messages:
+        link.send_message(m)
+    assert link.queued() == 10
+    link.close("done")
+    provider.flush()
+    assert writes == [] and not link.is_closed  # nothing leaves outside a slot
+    with pytest.raises(SessionError, match="closing"):
+        link.send_message(b"late")  # nothing joins the backlog once the close is asked
+    _run(clock, provider, seconds=60, step=0.01)
+    assert got == messages  # every queued message, once, in order, then the CLOSE
+    assert outcome(theirs.when_closed()) == "normal: peer closed: done"
+    assert link.close_reason is not None and scheduler.links == 0
+    # one write per slot, each at most `burst` cells; the CLOSE has a slot of its own
+    assert [k for _, k in writes] == [4, 4, 2, 1]
+    assert len({t for t, _ in writes}) == len(writes)
 
 
 def test_seal_queued_in_the_sans_io_session_keeps_nonces_in_send_order(

@@ -22,6 +22,7 @@ from aegis_hidden.config import Config, parse_config
 from aegis_hidden.identity import NodeIdentity
 from aegis_hidden.interfaces import ITraceSink
 from aegis_hidden.mixing import (
+    DRAIN_SECONDS,
     CellCounter,
     ImmediateScheduler,
     MixingLayer,
@@ -300,13 +301,32 @@ def test_the_layer_stops_after_the_core_and_takes_its_timer_and_trace_with_it(
                            scheduler=layer.scheduler, trace=layer.trace)
     bob = SessionFactory(identities[1], [provider], cfg, clock)
     provider.listen(identities[1].onion, PORT, bob.server_factory())
-    outcome(alice.connect(identities[1].onion))
+    incoming: list[Any] = []
+    bob.on_incoming(incoming.append)
+    link = outcome(alice.connect(identities[1].onion))
+    second = outcome(alice.connect(identities[1].onion))
     provider.flush()
     assert clock.getDelayedCalls()  # the scheduler's one timer (and the session's)
+    got: list[bytes] = []
+    incoming[0].set_receiver(got.append)
     mixing = MixingService(layer)
     mixing.startService()
-    mixing.stopService()
+    messages = [b"%d" % k * 50 for k in range(6)]
+    for m in messages:
+        link.send_message(m)
+    link.close("node stopping")  # as the core does before the layer stops
     scheduler: Any = layer.scheduler
+    stopped = mixing.stopService()
+    assert not stopped.called and scheduler._call is not None  # the backlog's slots run on
+    start = clock.seconds()
+    while not link.is_closed:
+        clock.advance(0.05)
+        provider.flush()
+    assert got == messages and clock.seconds() - start < DRAIN_SECONDS
+    # the other session is never closed: the layer stops DRAIN_SECONDS after it was asked
+    assert not stopped.called and not second.is_closed
+    clock.advance(start + DRAIN_SECONDS - clock.seconds())
+    assert outcome(stopped) is None
     assert scheduler.links == 0 and scheduler._call is None  # its timer is cancelled
     assert layer.trace.inner is None  # the trace file is flushed and closed
     assert (tmp_path / "t.jsonl").read_text().count("\n") > 0
