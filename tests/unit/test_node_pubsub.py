@@ -491,3 +491,21 @@ def test_broadcast_per_forwarding_peer_limit(clock: Clock, tmp_path: Path) -> No
     assert len(dst.received(topic)) == 4
     assert dst.pubsub.pubsub.stats["broadcast dropped: peer rate"] == 3
     assert dst.pubsub.pubsub.score(src.onion) < 0
+
+
+def test_an_anonymous_private_topic(clock: Clock, tmp_path: Path) -> None:
+    a, relay, b = mesh(clock, tmp_path, 3)
+    kid = a.pubsub.subscribe("whispers", anonymous=True, private=True)["key_id"]
+    relay.pubsub.subscribe("whispers", anonymous=True)
+    assert _invite(clock, a, b, "whispers")["anonymous"] is True
+    with pytest.raises(TopicError, match="anonymous"):
+        b.pubsub.subscribe("whispers", anonymous=False, private=True)
+    joined = b.pubsub.subscribe("whispers", private=True)  # the invitation's kind
+    assert (joined["anonymous"], joined["key_id"]) == (True, kid)
+    run(clock, 5)
+    mid = a.pubsub.publish("whispers", {"type": "text", "data": "quietly"})
+    run(clock, 60)  # stem, then fluff (or the embargo)
+    got = b.received("whispers")
+    assert [(e["id"], e["message"]["data"]) for e in got] == [(mid, "quietly")]
+    assert "author" not in got[0] and relay.received("whispers") == []
+    assert _topic(relay, "whispers")["unreadable"] == 1
