@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -137,8 +137,7 @@ class PeerLink:
             raise SessionError(CloseReason.NORMAL,
                                f"session with {self.peer} is closing "
                                f"({self._protocol.close_pending})")
-        self._protocol.session.send_message(data)
-        self._protocol.pump()
+        self._protocol.send_message(data)
 
     def set_receiver(self, callback: Callable[[bytes], None]) -> None:
         self._receiver = callback
@@ -207,6 +206,7 @@ class SessionProtocol(Protocol):
         scheduler: ICellScheduler | None = None,
         trace: ITraceSink | None = None,
         trace_salt: bytes = b"",
+        trace_kind: Callable[[bytes], str] | None = None,
     ) -> None:
         self.session = session
         self.scheduler: ICellScheduler = scheduler if scheduler is not None else ImmediateScheduler()
@@ -215,6 +215,10 @@ class SessionProtocol(Protocol):
         self._trace_id = hashlib.sha256(
             trace_salt + self.link_id.to_bytes(8, "big")).hexdigest()[:16] if trace else ""
         self._in_bytes = 0
+        # With a trace: what kind ("real", "loop") each queued message's cells are,
+        # as [cells, kind] runs in queue order (``trace_kind`` names a message's kind).
+        self._trace_kind = trace_kind if trace is not None else None
+        self._kinds: deque[list[Any]] = deque()
         self._registered = False
         self.clock = clock
         self.transport_name = transport_name
@@ -236,10 +240,31 @@ class SessionProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._trace is not None:
             cover = self.session.cover_received
+            events = len(self.session._events)
             self.session.receive_data(data)
-            self._trace_in(len(data), self.session.cover_received - cover)
+            kind = self._trace_kind
+            loops = 0 if kind is None else sum(
+                1 for e in self.session._events[events:]
+                if isinstance(e, MessageReceived) and kind(e.data) == "loop")
+            self._trace_in(len(data), self.session.cover_received - cover, loops)
         else:
             self.session.receive_data(data)
+        self.pump()
+
+    def send_message(self, data: bytes) -> None:
+        """Queue one message (its kind noted for the trace) and tell the scheduler."""
+        kind = self._trace_kind
+        if kind is None:
+            self.session.send_message(data)
+        else:
+            before = self.session.queued()
+            self.session.send_message(data)
+            cells, name = self.session.queued() - before, kind(data)
+            kinds = self._kinds
+            if kinds and kinds[-1][1] == name:
+                kinds[-1][0] += cells
+            else:
+                kinds.append([cells, name])
         self.pump()
 
     # -- ICellLink ------------------------------------------------------------
@@ -288,26 +313,44 @@ class SessionProtocol(Protocol):
             self.transport.write(out)
             if self._trace is not None:
                 cells = len(out) // self.session.params.cell_size
-                self._trace_out(cells - min(cover, cells), min(cover, cells))
+                self._trace_out(cells - min(cover, cells), min(cover, cells), sent)
         return sent
 
-    def _trace_out(self, real: int, cover: int) -> None:
+    def _trace_out(self, real: int, cover: int, queued: int) -> None:
+        """Record a write: ``real`` cells that are not cover, ``queued`` of them taken
+        from the queue (their kinds in :attr:`_kinds`; the others control cells)."""
         assert self._trace is not None
         now = self.clock.seconds()
         size = self.session.params.cell_size
-        for k in range(real + cover):
-            self._trace.record(now, self._trace_id, "out", size, "real" if k < real else "cover")
+        record, link = self._trace.record, self._trace_id
+        kinds = self._kinds
+        left = real
+        while queued > 0 and kinds:
+            run = kinds[0]
+            take = min(queued, run[0])
+            for _ in range(take):
+                record(now, link, "out", size, run[1])
+            queued -= take
+            left -= take
+            run[0] -= take
+            if run[0] <= 0:
+                kinds.popleft()
+        for _ in range(left):
+            record(now, link, "out", size, "real")
+        for _ in range(cover):
+            record(now, link, "out", size, "cover")
 
-    def _trace_in(self, received: int, cover: int) -> None:
+    def _trace_in(self, received: int, cover: int, loops: int = 0) -> None:
         assert self._trace is not None
         size = self.session.params.cell_size
         cells = (self._in_bytes + received) // size - self._in_bytes // size
         self._in_bytes += received
         now = self.clock.seconds()
         cover = min(cover, cells)
+        loops = min(loops, cells - cover)  # a loop (or its return) is one cell
         for k in range(cells):
-            self._trace.record(now, self._trace_id, "in", size,
-                               "real" if k < cells - cover else "cover")
+            kind = "real" if k < cells - cover - loops else "loop" if k < cells - cover else "cover"
+            self._trace.record(now, self._trace_id, "in", size, kind)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost()
@@ -334,7 +377,9 @@ class SessionProtocol(Protocol):
         if out and self.transport is not None and not self._closing:
             self.transport.write(out)
             if self._trace is not None:
-                self._trace_out(len(out) // self.session.params.cell_size, 0)
+                # handshake flights, or a close's queued cells and its CLOSE
+                cells = len(out) // self.session.params.cell_size
+                self._trace_out(cells, 0, cells)
         for event in self.session.events():
             if isinstance(event, MessageReceived):
                 if self.link is not None:
@@ -414,6 +459,7 @@ class SessionFactory:
         handshake_limit: TokenBucket | None = None,
         scheduler: ICellScheduler | None = None,
         trace: ITraceSink | None = None,
+        trace_kind: Callable[[bytes], str] | None = None,
     ) -> None:
         # The node's identity service (read at every session: no stale copy), or a
         # bare identity (tests, tools).
@@ -426,6 +472,9 @@ class SessionFactory:
             ImmediateScheduler(int(config.performance.message_batch_size))
         #: Where cell traces go (None: nowhere); link ids are salted per factory.
         self.trace = trace
+        #: What kind a message is in the trace ("real", or "loop" for loop cover; None:
+        #: every message is "real"): the node's loop frames are one cell each.
+        self.trace_kind = trace_kind
         self._trace_salt = os.urandom(16)
         self.providers = list(providers)
         self.config = config
@@ -639,7 +688,8 @@ class SessionFactory:
     # -- helpers ----------------------------------------------------------
     def _protocol_extras(self) -> dict[str, Any]:
         """The shared cell scheduler and trace sink, for every SessionProtocol built."""
-        return {"scheduler": self.scheduler, "trace": self.trace, "trace_salt": self._trace_salt}
+        return {"scheduler": self.scheduler, "trace": self.trace, "trace_salt": self._trace_salt,
+                "trace_kind": self.trace_kind}
 
     def _session_extras(self, claimed: list[str] | None = None) -> dict[str, Any]:
         """The shared record cache and ML-DSA pin lookup, for every Session built.
