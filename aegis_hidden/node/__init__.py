@@ -14,6 +14,7 @@ from ._dht import DhtService, identity_key, record_json
 from ._emergency import EmergencyControls, EmergencyError, NotSupported, UnknownTransport
 from ._envelope import EnvelopeError
 from ._identity_service import IdentityService
+from ._loops import loop_trace_kind
 from ._messaging import Backpressure, DeliveryState, MessageTooLarge, Messenger, RequestTimeout
 from ._metrics import Metrics
 from ._pool import (
@@ -68,6 +69,7 @@ __all__ = [
     "disable_core_dumps",
     "identity_key",
     "is_duress_passphrase",
+    "loop_trace_kind",
     "record_json",
     "set_duress_passphrase",
     "wipe",

@@ -30,10 +30,30 @@ from twisted.logger import Logger
 from ..events import EventBus
 from ..mixing import LOOP_ID_BYTES, LoopMonitor, LostLoop
 from ..peers import Behaviour, PeerStore
-from ._channels import Channel, send_frame
+from ._channels import Channel, FrameError, decode_frame, send_frame
 from ._control import ControlError, ControlKind
 from ._metrics import Metrics
 from ._pool import ConnectionPool
+
+#: Bytes of a loop frame at most (channel, kind, id: about 21 bytes encoded).
+_LOOP_FRAME_MAX = 64
+
+
+def loop_trace_kind(message: bytes) -> str:
+    """The kind a session message has in the local cell trace: ``"loop"`` for a loop
+    or a loop return (one cell each, on both the sending and the returning node),
+    ``"real"`` for anything else. For ``SessionFactory(trace_kind=...)``: only
+    asked when the trace is on."""
+    if len(message) > _LOOP_FRAME_MAX:
+        return "real"
+    try:
+        channel, payload = decode_frame(message)
+    except FrameError:
+        return "real"
+    if (channel == Channel.CONTROL and len(payload) == 1 + LOOP_ID_BYTES
+            and payload[0] in (ControlKind.LOOP, ControlKind.LOOP_RETURN)):
+        return "loop"
+    return "real"
 
 
 class PeerLoops:
