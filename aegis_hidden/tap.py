@@ -50,6 +50,7 @@ from .node import (
     PubSubService,
     disable_core_dumps,
     is_duress_passphrase,
+    loop_trace_kind,
     wipe,
 )
 from .node._peering import PeeringService
@@ -249,7 +250,8 @@ def _add_sessions(node: NodeService, core: NodeCore, options: Options, reactor: 
     # connected peers get it in a record push from the core).
     sessions = SessionFactory(node.identity_service, core.transports, cfg, reactor,
                               record_cache=core.record_cache, mldsa_pin=core.mldsa_pin,
-                              scheduler=mixing.scheduler, trace=mixing.trace)
+                              scheduler=mixing.scheduler, trace=mixing.trace,
+                              trace_kind=loop_trace_kind)
     core.attach_session_factory(sessions)
     core.attach_mixing(mixing)
     # Transports own their listeners: each serves a server factory made for it, so
