@@ -295,3 +295,60 @@ def test_seal_queued_before_the_handshake_is_refused(
 def test_rekey_cells_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="rekey_cells"):
         SessionParams(rekey_cells=0)
+
+
+def test_loop_cells_are_traced_as_loop_on_the_sending_and_the_returning_side(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    # Issue 11 item 6: the local trace says whether a cell was real, cover or loop.
+    import random
+
+    from aegis_hidden.mixing import LOOP_ID_BYTES, PoissonScheduler
+    from aegis_hidden.node import loop_trace_kind
+    from aegis_hidden.node._channels import Channel, encode_frame, send_frame
+    from aegis_hidden.node._control import ControlKind
+
+    provider = MemoryTransportProvider()
+    traces = Trace(), Trace()
+    alice = SessionFactory(identities[0], [provider], Config(), clock,
+                           scheduler=PoissonScheduler(clock, random.Random(3), 2.0, burst=4),
+                           trace=traces[0], trace_kind=loop_trace_kind)
+    bob = SessionFactory(identities[1], [provider], Config(), clock, trace=traces[1],
+                         trace_kind=loop_trace_kind)
+    incoming: list[IPeerLink] = []
+    bob.on_incoming(incoming.append)
+    provider.listen(identities[1].onion, PORT, bob.server_factory())
+    link = outcome(alice.connect(identities[1].onion))
+    (theirs,) = incoming
+    provider.flush()
+    loop_id = os.urandom(LOOP_ID_BYTES)
+
+    def answer(data: bytes) -> None:  # bob answers a loop at once, as PeerLoops does
+        if loop_trace_kind(data) == "loop":
+            send_frame(theirs, Channel.CONTROL, bytes([ControlKind.LOOP_RETURN]) + loop_id)
+
+    theirs.set_receiver(answer)
+    got: list[bytes] = []
+    link.set_receiver(got.append)
+    for k in range(2):  # before and after the loop: data, and a control frame not a loop
+        link.send_message(encode_frame(Channel.MESSAGING, b"hello %d" % k))
+        link.send_message(encode_frame(Channel.CONTROL, bytes([ControlKind.RECORD_PUSH]) + loop_id))
+        if k == 0:
+            send_frame(link, Channel.CONTROL, bytes([ControlKind.LOOP]) + loop_id)
+    _run(clock, provider, seconds=10, step=0.01)
+    assert got == [encode_frame(Channel.CONTROL, bytes([ControlKind.LOOP_RETURN]) + loop_id)]
+
+    def kinds(trace: Trace, direction: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, _, d, _, kind in trace.cells:
+            if d == direction:
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
+    sent, back = kinds(traces[0], "out"), kinds(traces[0], "in")
+    assert sent["loop"] == 1 and back["loop"] == 1  # the sender: its loop, and the return
+    assert sent["real"] >= 4 and sent["cover"] > 0
+    assert kinds(traces[1], "in")["loop"] == 1  # the returning side: the loop it got...
+    assert kinds(traces[1], "out")["loop"] == 1  # ...and the return it sent
+    assert kinds(traces[1], "in")["cover"] == sent["cover"]
+    # without a kind function every message is "real" (as before)
+    assert loop_trace_kind(b"\x00" * 200) == "real" and loop_trace_kind(b"junk") == "real"
