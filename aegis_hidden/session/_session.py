@@ -226,17 +226,23 @@ class Session:
         except Exception as e:  # noqa: BLE001 - bytes from the wire must never crash the caller
             self._internal_error(e, "receive_data")
 
-    def send_message(self, data: bytes) -> None:
+    def send_message(self, data: bytes, *, bulk: bool = False) -> None:
         """Queue one application message as DATA cells (§3.3). Raises MessageTooLarge.
 
         The cells are sealed when they leave (:meth:`data_to_send` or
-        :meth:`seal_queued`), not here.
+        :meth:`seal_queued`), not here. A ``bulk`` message (stream data) is
+        sealed only when no other message waits, and another message waits at
+        most the rest of the bulk message being sealed (wire's ``CellQueue``).
         """
         if self.state is not State.ESTABLISHED:
             self._require_established()
         flags, payload = prepare_message(data, self.params.compression_threshold,
                                          self.params.max_message_size)
-        self._record.cells.push(flags, payload)
+        self._record.cells.push(flags, payload, bulk=bulk)
+
+    def bulk_queued(self) -> int:
+        """Bulk (stream data) cells among :meth:`queued`."""
+        return self._record.cells.bulk_queued
 
     def queued(self) -> int:
         """Plaintext cells waiting to be sealed."""

@@ -139,6 +139,15 @@ class PeerLink:
                                f"({self._protocol.close_pending})")
         self._protocol.send_message(data)
 
+    def send_bulk(self, data: bytes) -> None:
+        """Queue one message in the bulk class (stream data): it leaves only when no
+        other message waits, so control traffic and small messages are not stuck
+        behind it (:meth:`Session.send_message`). Not counted in a trace's kinds."""
+        if self.close_reason is not None or self._protocol.close_pending is not None:
+            self.send_message(b"")  # raises the closed / closing error
+        self._protocol.session.send_message(data, bulk=True)
+        self._protocol.pump()
+
     def set_receiver(self, callback: Callable[[bytes], None]) -> None:
         self._receiver = callback
         queued, self._queued = self._queued, []

@@ -343,6 +343,13 @@ class CellQueue:
     :func:`prepare_message` returned (0 or ZSTD); MORE is set on every cell of
     a message but the last, and every cell but the last is full. The same bytes
     as ``encode_inner`` over :func:`fragment`, without the enum arithmetic.
+
+    Two priority classes: a message pushed with ``bulk=True`` (stream data)
+    waits in a second queue that is sealed only when the first is empty. The
+    cells of one message stay together on the wire (the reader reassembles a
+    message from consecutive cells), so a bulk message that has begun is
+    finished first: a message pushed behind bulk data waits at most the rest of
+    one bulk message (:attr:`bulk_started`), however much bulk data is queued.
     """
 
     def __init__(self, cell_size: int) -> None:
@@ -350,14 +357,19 @@ class CellQueue:
         self._room = inner_body_capacity(cell_size)
         # Runs of one-cell messages (their plaintexts) and longer messages being cut.
         self._q: deque[deque[bytes] | _Cutting] = deque()
-        #: How many cells are waiting.
+        self._bulk: deque[deque[bytes] | _Cutting] = deque()
+        #: How many cells are waiting (both classes).
         self.queued = 0
+        #: How many of them are bulk cells.
+        self.bulk_queued = 0
+        #: A bulk message is part-sealed: its remaining cells go before anything else.
+        self.bulk_started = False
 
-    def push(self, flags: int, payload: bytes) -> None:
-        """Queue the cells of one prepared message."""
+    def push(self, flags: int, payload: bytes, *, bulk: bool = False) -> None:
+        """Queue the cells of one prepared message (``bulk``: in the low class)."""
         room = self._room
         size = len(payload)
-        q = self._q
+        q = self._bulk if bulk else self._q
         if size <= room:
             plain = _INNER.pack(DATA_TYPE, flags, size) + payload + bytes(room - size)
             if q and isinstance(last := q[-1], deque):
@@ -365,12 +377,16 @@ class CellQueue:
             else:
                 q.append(deque((plain,)))
             self.queued += 1
+            if bulk:
+                self.bulk_queued += 1
             return
         if type(payload) is not bytes:
             payload = bytes(payload)  # cut later: a caller's buffer may change meanwhile
         cutting = _Cutting(room, flags, payload)
         q.append(cutting)
         self.queued += cutting.left
+        if bulk:
+            self.bulk_queued += cutting.left
 
     def seal(self, k: int, encrypt: Encrypt, iv: int, count: int, nonce_size: int,
              out: list[bytes]) -> None:
@@ -379,31 +395,50 @@ class CellQueue:
         plaintext, None)``, the caller's key and nonce rule (docs/protocol.md §4)."""
         if not 0 <= k <= self.queued:
             raise ValueError(f"cannot seal {k} cells, {self.queued} queued")
-        q = self._q
         self.queued -= k
+        bulk = self._bulk
         while k:
-            run = q[0]
-            if isinstance(run, deque):
-                m = len(run)
-                if k >= m:
-                    out.extend([encrypt((iv ^ c).to_bytes(nonce_size), plain, None)
-                                for c, plain in enumerate(run, count)])
-                    q.popleft()
+            if bulk and (self.bulk_started or not self._q):
+                run = bulk[0]
+                if isinstance(run, _Cutting):
+                    # At most the rest of this message: then the normal class again.
+                    m = _seal_run(bulk, min(k, run.left), encrypt, iv, count, nonce_size, out)
+                    self.bulk_started = bool(bulk) and bulk[0] is run
                 else:
-                    m = k
-                    popleft = run.popleft
-                    out.extend([encrypt((iv ^ c).to_bytes(nonce_size), popleft(), None)
-                                for c in range(count, count + m)])
+                    m = _seal_run(bulk, k, encrypt, iv, count, nonce_size, out)
+                self.bulk_queued -= m
             else:
-                m = run.seal(k, encrypt, iv, count, nonce_size, out)
-                if not run.left:
-                    q.popleft()
+                m = _seal_run(self._q, k, encrypt, iv, count, nonce_size, out)
             count += m
             k -= m
 
     def clear(self) -> None:
         self._q.clear()
-        self.queued = 0
+        self._bulk.clear()
+        self.queued = self.bulk_queued = 0
+        self.bulk_started = False
+
+
+def _seal_run(q: deque[deque[bytes] | _Cutting], k: int, encrypt: Encrypt, iv: int,
+              count: int, nonce_size: int, out: list[bytes]) -> int:
+    """Seal up to ``k`` cells from the head run of ``q``; returns how many."""
+    run = q[0]
+    if isinstance(run, deque):
+        m = len(run)
+        if k >= m:
+            out.extend([encrypt((iv ^ c).to_bytes(nonce_size), plain, None)
+                        for c, plain in enumerate(run, count)])
+            q.popleft()
+        else:
+            m = k
+            popleft = run.popleft
+            out.extend([encrypt((iv ^ c).to_bytes(nonce_size), popleft(), None)
+                        for c in range(count, count + m)])
+        return m
+    m = run.seal(k, encrypt, iv, count, nonce_size, out)
+    if not run.left:
+        q.popleft()
+    return m
 
 
 class _Cutting:
