@@ -9,7 +9,9 @@ channel (:class:`ChannelRouter`):
 * ``rpc`` (2): unreliable request/response with timeouts and no outbox, for the
   DHT (:class:`RpcChannel`);
 * ``pubsub`` (3): a hook for topic pub/sub (:class:`PubSubChannel`);
-* ``control`` (4): node-to-node control messages, the record push (:mod:`._control`).
+* ``control`` (4): node-to-node control messages, the record push (:mod:`._control`);
+* ``stream`` (5): ordered byte streams with credit windows (:mod:`._streams`,
+  :mod:`aegis_hidden.streams`); their DATA goes in the session's bulk class.
 
 A frame for a channel this node does not know is counted
 (``frames_unknown_channel``) and ignored, never held against the peer: newer
@@ -51,6 +53,7 @@ class Channel(enum.IntEnum):
     RPC = frame_pb2.RPC
     PUBSUB = frame_pb2.PUBSUB
     CONTROL = frame_pb2.CONTROL
+    STREAM = frame_pb2.STREAM
 
 
 MAX_CHANNEL = 2**31 - 1  # a protobuf enum is an int32

@@ -24,19 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x66rame.proto\x12\x11\x61\x65gis_hidden.wire\"E\n\x05\x46rame\x12+\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x1a.aegis_hidden.wire.Channel\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\xab\x01\n\nRpcMessage\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".aegis_hidden.wire.RpcMessage.Kind\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0c\n\x08RESPONSE\x10\x02\x12\t\n\x05\x45RROR\x10\x03*S\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\r\n\tMESSAGING\x10\x01\x12\x07\n\x03RPC\x10\x02\x12\n\n\x06PUBSUB\x10\x03\x12\x0b\n\x07\x43ONTROL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x66rame.proto\x12\x11\x61\x65gis_hidden.wire\"E\n\x05\x46rame\x12+\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x1a.aegis_hidden.wire.Channel\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\xab\x01\n\nRpcMessage\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".aegis_hidden.wire.RpcMessage.Kind\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0c\n\x08RESPONSE\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"\xf0\x01\n\rStreamMessage\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.aegis_hidden.wire.StreamMessage.Kind\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0e\n\x06opener\x18\x03 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x05 \x01(\x04\x12\r\n\x05label\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\x08\n\x04\x44\x41TA\x10\x02\x12\n\n\x06\x43REDIT\x10\x03\x12\t\n\x05\x43LOSE\x10\x04\x12\t\n\x05RESET\x10\x05*_\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\r\n\tMESSAGING\x10\x01\x12\x07\n\x03RPC\x10\x02\x12\n\n\x06PUBSUB\x10\x03\x12\x0b\n\x07\x43ONTROL\x10\x04\x12\n\n\x06STREAM\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'frame_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=279
-  _globals['_CHANNEL']._serialized_end=362
+  _globals['_CHANNEL']._serialized_start=522
+  _globals['_CHANNEL']._serialized_end=617
   _globals['_FRAME']._serialized_start=34
   _globals['_FRAME']._serialized_end=103
   _globals['_RPCMESSAGE']._serialized_start=106
   _globals['_RPCMESSAGE']._serialized_end=277
   _globals['_RPCMESSAGE_KIND']._serialized_start=211
   _globals['_RPCMESSAGE_KIND']._serialized_end=277
+  _globals['_STREAMMESSAGE']._serialized_start=280
+  _globals['_STREAMMESSAGE']._serialized_end=520
+  _globals['_STREAMMESSAGE_KIND']._serialized_start=438
+  _globals['_STREAMMESSAGE_KIND']._serialized_end=520
 # @@protoc_insertion_point(module_scope)

@@ -12,11 +12,13 @@ class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RPC: _ClassVar[Channel]
     PUBSUB: _ClassVar[Channel]
     CONTROL: _ClassVar[Channel]
+    STREAM: _ClassVar[Channel]
 CHANNEL_UNSPECIFIED: Channel
 MESSAGING: Channel
 RPC: Channel
 PUBSUB: Channel
 CONTROL: Channel
+STREAM: Channel
 
 class Frame(_message.Message):
     __slots__ = ("channel", "payload")
@@ -47,3 +49,35 @@ class RpcMessage(_message.Message):
     body: bytes
     error: str
     def __init__(self, id: _Optional[int] = ..., kind: _Optional[_Union[RpcMessage.Kind, str]] = ..., body: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StreamMessage(_message.Message):
+    __slots__ = ("kind", "id", "opener", "data", "credit", "label", "error")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[StreamMessage.Kind]
+        OPEN: _ClassVar[StreamMessage.Kind]
+        DATA: _ClassVar[StreamMessage.Kind]
+        CREDIT: _ClassVar[StreamMessage.Kind]
+        CLOSE: _ClassVar[StreamMessage.Kind]
+        RESET: _ClassVar[StreamMessage.Kind]
+    KIND_UNSPECIFIED: StreamMessage.Kind
+    OPEN: StreamMessage.Kind
+    DATA: StreamMessage.Kind
+    CREDIT: StreamMessage.Kind
+    CLOSE: StreamMessage.Kind
+    RESET: StreamMessage.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPENER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    kind: StreamMessage.Kind
+    id: int
+    opener: bool
+    data: bytes
+    credit: int
+    label: str
+    error: str
+    def __init__(self, kind: _Optional[_Union[StreamMessage.Kind, str]] = ..., id: _Optional[int] = ..., opener: _Optional[bool] = ..., data: _Optional[bytes] = ..., credit: _Optional[int] = ..., label: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
