@@ -114,9 +114,9 @@ def test_frame_is_the_protobuf_message() -> None:
     frame = frame_pb2.Frame()
     frame.ParseFromString(data)
     assert (frame.channel, frame.payload) == (frame_pb2.RPC, b"x")
-    assert [int(c) for c in Channel] == [1, 2, 3, 4]
+    assert [int(c) for c in Channel] == [1, 2, 3, 4, 5]
     assert {c.name: int(c) for c in Channel} == {
-        n: frame_pb2.Channel.Value(n) for n in ("MESSAGING", "RPC", "PUBSUB", "CONTROL")}
+        n: frame_pb2.Channel.Value(n) for n in ("MESSAGING", "RPC", "PUBSUB", "CONTROL", "STREAM")}
 
 
 @pytest.mark.parametrize("data", [b"not json", b'{"k": "msg"}', b"\x00\x01", b"",
