@@ -371,7 +371,7 @@ class PubSubService(Service):
         if self._core.topics is self:
             self._core.topics = None
         if self._loaded and self._dirty:
-            return self._save()
+            return self._save().addErrback(self._save_failed)
         return None
 
     def heartbeat(self) -> None:
@@ -438,6 +438,13 @@ class PubSubService(Service):
 
         own = set(self.pubsub.topics) - self.hosted - {self.broadcast}
         horizon = self._clock.seconds() - self.pubsub.params.seen_ttl
+        most = self.pubsub.params.max_per_topic
+        for topic, ids in list(self._delivered.items()):  # bounded: by time, then by count
+            kept = sorted(((at, mid) for mid, at in ids.items() if at > horizon), reverse=True)
+            if kept:
+                self._delivered[topic] = {mid: at for at, mid in reversed(kept[:most])}
+            else:
+                del self._delivered[topic]
         return {
             "v": STATE_VERSION,
             "topics": {t: {"anonymous": self.pubsub.topics[t],
@@ -445,8 +452,8 @@ class PubSubService(Service):
                            if t in self.groups else []} for t in sorted(own)},
             "invitations": {t: [inviter, inv.anonymous, b64(inv.key), at]
                             for t, (inviter, inv, at) in self.invitations.items()},
-            "delivered": {t: [[mid.hex(), at] for mid, at in ids.items() if at > horizon]
-                          for t, ids in self._delivered.items() if ids},
+            "delivered": {t: [[mid.hex(), at] for mid, at in ids.items()]
+                          for t, ids in self._delivered.items()},
         }
 
     def _save(self) -> Deferred[None]:

@@ -3,7 +3,9 @@ a task.Clock."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -407,6 +409,17 @@ def test_a_restarted_subscriber_catches_up_exactly_once(clock: Clock, tmp_path: 
     assert all(e.get("caught_up") for e in got[1:]) and got[1]["message"]["type"] == "n"
     t = _topic(b, "log")
     assert (t["caught_up"], t["messages_in"], t["private"]) == (2, 2, True)
+    # the ids kept with the state are bounded by time (1.5 x history): later, one is left
+    run(clock, 1000, step=10)
+    b.connect(a)  # the quiet topic's session may have gone idle
+    run(clock, 3)
+    last = a.pubsub.publish("log", {"type": "n", "data": 3})
+    run(clock, 3)
+    row = result_of(b.core.db.run(lambda c: c.execute(
+        "SELECT value FROM node_secrets WHERE name = 'pubsub_state'").fetchone()))
+    state = json.loads(bytes(row[0]))
+    assert state["delivered"] == {"log": [[last, state["delivered"]["log"][0][1]]]}
+    assert state["topics"]["log"]["keys"] == [base64.b64encode(bytes(range(32))).decode()]
 
 
 def test_confirmations_from_named_subscribers(clock: Clock, tmp_path: Path) -> None:
