@@ -103,3 +103,28 @@ def test_invitations_open_only_for_the_invitee_topic_and_inviter() -> None:
     for case, who, whom, key, match in cases:
         with pytest.raises(InvitationError, match=match):
             read_invitation(case, inviter=who, invitee=whom, xwing_secret=key)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["v", "topic", "anonymous", "key_id", "sealed", "x"]),
+                       _JSON, max_size=6), st.sampled_from(["pubsub_invite", "other"]))
+def test_any_body_is_an_invitation_or_an_invitation_error(data: dict[str, object],
+                                                          kind: str) -> None:
+    secret, _ = xwing.generate_keypair()
+    with pytest.raises(InvitationError):
+        read_invitation({"type": kind, "data": data}, inviter="a" * 56 + ".onion",
+                        invitee="b" * 56 + ".onion", xwing_secret=secret)
+
+
+@given(st.binary(max_size=600))
+def test_any_bytes_open_or_raise_a_private_message_error(data: bytes) -> None:
+    for candidate in (data, b"AHG1" + key_id(KEY) + data):
+        try:
+            open_message({key_id(KEY): KEY}, "club", candidate)
+        except PrivateMessageError:
+            continue
+        raise AssertionError("forged bytes opened")
