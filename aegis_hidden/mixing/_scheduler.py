@@ -287,23 +287,60 @@ class PoissonScheduler:
         # The hot path: every slot of every link passes here, so the loop keeps
         # what it uses in locals and takes every slot due now in one wakeup.
         self._call = None
-        now = self._clock.seconds()
+        clock = self._clock
+        now = clock.seconds()
         heap = self._heap
-        pop, push, seq = heapq.heappop, heapq.heappush, self._seq
         horizon = now + _EPSILON
         late = now - self.resolution - _EPSILON
         constant, gaps = self.constant, self._gaps
         stats = self.stats
+        # Without a bandwidth cap or a trace, a slot is handled inline (the common
+        # case); its counts are added to the stats once per wakeup.
+        fast = self.throttle is None and self._trace is None
+        burst = self.burst
+        slots = real = cover = bursts = 0
+        counts, delay_sum = stats.queue_delay_counts, 0.0
         while heap and heap[0][0] <= horizon:
-            due, _, entry = pop(heap)
+            # The slot stays at the top of the heap until its link's next slot
+            # replaces it (one sift instead of a pop and a push).
+            due, _, entry = heap[0]
             if not entry.live:
+                heapq.heappop(heap)
                 continue
             link = entry.link
             if link.closed:
                 entry.live = False
                 self._entries.pop(id(link), None)
+                heapq.heappop(heap)
                 continue
-            self._slot(entry, link, now, stats)
+            if fast:
+                slots += 1
+                queued = link.queued()
+                if queued != entry.known:
+                    entry.discover(queued, now)  # queued without a notify (e.g. a REKEY)
+                if queued:
+                    sent = link.emit(queued if queued < burst else burst)
+                    if sent:
+                        real += sent
+                        if sent > 1:
+                            bursts += 1
+                        seen = entry.seen
+                        if seen and seen[0][1] > sent:  # all from the oldest arrival
+                            head = seen[0]
+                            head[1] -= sent
+                            entry.known -= sent
+                            delay = now - head[0]
+                            counts[bisect.bisect_left(QUEUE_DELAY_BUCKETS, delay)] += sent
+                            delay_sum += delay * sent
+                        else:
+                            entry.sent(sent, now, stats)
+                    # A slot the record layer spent on a control cell (a REKEY) sends
+                    # no cover after it: a slot is never two writes.
+                else:
+                    link.emit(0, 1)
+                    cover += 1
+            else:
+                self._slot(entry, link, now, stats)
             if constant:
                 nxt = due + 1.0 / self.rate
             else:
@@ -317,17 +354,38 @@ class PoissonScheduler:
                 stats.late_slots += 1
                 nxt = now + self._gap()
                 gaps = self._gaps
-            push(heap, (nxt, next(seq), entry))
+            if heap and heap[0][2] is entry:
+                heapq.heapreplace(heap, (nxt, next(self._seq), entry))
+            else:  # the link re-armed or the heap changed during its emit
+                heapq.heappush(heap, (nxt, next(self._seq), entry))
+                self._drop(entry, due)
+        if slots:
+            stats.slots += slots
+            stats.real_cells += real
+            stats.cover_cells += cover
+            stats.burst_slots += bursts
+            stats.queue_delay_sum += delay_sum
         while heap and not heap[0][2].live:
-            pop(heap)
+            heapq.heappop(heap)
         if self._call is None and heap:  # nothing re-armed the timer meanwhile
             due = heap[0][0]
             if self.resolution:
                 due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
-            clock = self._clock
-            self._call = clock.callLater(max(0.0, due - clock.seconds()), self._fire)
+            delay = due - clock.seconds()
+            self._call = clock.callLater(delay if delay > 0.0 else 0.0, self._fire)
         else:
             self._arm()
+
+    def _drop(self, entry: _Entry, due: float) -> None:
+        """Remove the slot (``due``, ``entry``) that was at the top of the heap when
+        its link was handled, wherever it is now (the rare case)."""
+        heap = self._heap
+        for k, item in enumerate(heap):
+            if item[2] is entry and item[0] == due:
+                heap[k] = heap[-1]
+                heap.pop()
+                heapq.heapify(heap)
+                return
 
     def _slot(self, entry: _Entry, link: ICellLink, now: float, stats: SchedulerStats) -> None:
         throttle = self.throttle
