@@ -253,7 +253,7 @@ class MixingConfig:
     trace_file: str | None = _f(
         None, c.optional(c.text()),
         "Write one JSON line per cell sent or received (time, salted link hash, direction, "
-        "size, real/cover) to this file, relative to the data dir (created 0600). For tests "
+        "size, real/cover/loop) to this file, relative to the data dir (created 0600). For tests "
         "and the privacy audit: the trace is as sensitive as the node. Null: no trace.")
 
 
