@@ -226,6 +226,29 @@ DHT_STATS = {"type": "object", "required": ["routing_table", "records", "lookups
                      "recent": {"type": "array", "items": {"type": "object"}}}},
                  "requests_answered": {"type": "integer"}, "rpc_failures": {"type": "integer"},
                  "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
+                 "misbehaviour": {
+                     "type": "object", "additionalProperties": {"type": "integer"},
+                     "description": "answers held against contacts' reputation, by behaviour "
+                                    "(docs/reputation.md)"},
+                 "evicted": {"type": "integer",
+                             "description": "contacts evicted for reputation below 0.2"},
+                 "paths": {"type": "object", "description": "lookup queries sent per network "
+                           "(disjoint paths spread over Tor and I2P)", "properties": {
+                               "tor": {"type": "integer"}, "i2p": {"type": "integer"}}},
+                 "revoked": {"type": "boolean",
+                             "description": "this node publishes its own revocation"},
+                 "mailbox": {"type": "object", "description": "offline mailboxes", "properties": {
+                     "letters_held": {"type": "integer",
+                                      "description": "letters held for other nodes"},
+                     "bytes_held": {"type": "integer"},
+                     "accepted": {"type": "integer",
+                                  "description": "deposits taken to hold for others"},
+                     "deposited": {"type": "integer",
+                                   "description": "messages this node left in mailboxes"},
+                     "collected": {"type": "integer",
+                                   "description": "letters collected from this node's mailbox"},
+                     "refused": {"type": "object", "additionalProperties": {"type": "integer"},
+                                 "description": "deposits and collects refused, by reason"}}},
                  "contacts": {"type": "array", "items": {"type": "string"}}}}
 
 

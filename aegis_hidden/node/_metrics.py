@@ -119,6 +119,14 @@ class Metrics:
                              "mailbox_deposited).",
         "mailbox_collected": "Letters collected from this node's DHT mailbox and handed to "
                              "messaging (event mailbox_collected).",
+        "mailbox_accepted": "Letters this node took to hold for another node's DHT mailbox.",
+        "mailbox_refused": "Mailbox deposits and collects this node refused (by reason in "
+                           "GET /api/network/dht, mailbox.refused).",
+        "dht_misbehaviour": "DHT answers held against a contact's reputation: timeouts, "
+                            "malformed or unfitting answers, unsolved contacts, forged records, "
+                            "refusals without a reason (docs/reputation.md).",
+        "dht_contacts_evicted": "DHT contacts evicted from the routing table for reputation "
+                                "below 0.2 or a blacklisting.",
         "audits_passed": "Audits of the node's own traffic (POST /api/network/audit) "
                          "that passed every check.",
         "audits_failed": "Audits of the node's own traffic that failed a check.",
