@@ -79,6 +79,19 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"lookups     {lookups['ok']} ok, {lookups['failed']} failed")
     if reply["refused"]:
         print("refused     " + ", ".join(f"{k} {v}" for k, v in reply["refused"].items()))
+    if reply.get("misbehaviour"):
+        print("judged      " + ", ".join(f"{k} {v}" for k, v in reply["misbehaviour"].items())
+              + f"; {reply.get('evicted', 0)} contacts evicted")
+    paths = reply.get("paths")
+    if paths:
+        print(f"paths       {paths['tor']} queries over Tor, {paths['i2p']} over I2P")
+    mail = reply.get("mailbox")
+    if mail:
+        print(f"mailbox     {mail['letters_held']} letters ({mail['bytes_held']} bytes) held "
+              f"for others, {mail['accepted']} accepted; {mail['deposited']} deposited, "
+              f"{mail['collected']} collected")
+        if mail["refused"]:
+            print("  refused   " + ", ".join(f"{k} {v}" for k, v in mail["refused"].items()))
     return 0
 
 

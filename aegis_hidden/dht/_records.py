@@ -13,6 +13,17 @@ an expiry. Signed body (integers big-endian)::
 
 Refusals are typed (:class:`DhtRecordError` and its subclasses), so the caller
 can count each reason.
+
+**Revocations.** A node's identity revocation (kind REVOCATION, signed by both
+keys, ``expires`` 0: permanent) travels as a record of its own, made by
+:func:`revocation_record`: name ``identity`` (the key of the identity record it
+ends), the revocation as its publisher record, an empty value, sequence = the
+revocation's, ``expires`` 0, and no signatures of its own (everything that
+matters is inside the revocation, which is signed). Anybody who holds the
+revocation can therefore store and serve it, not only its author, which is
+how it reaches nodes that were offline. :func:`verify` accepts exactly that
+shape; at its key a revocation replaces any record (whatever the sequence),
+nothing replaces it, and it never expires.
 """
 
 from __future__ import annotations
@@ -38,6 +49,10 @@ MAX_LIFETIME = 7 * 24 * 3600
 REPUBLISH_INTERVAL = 3600
 # offset of the Ed25519 key in an identity record (after magic, version, kind)
 _PUBLISHER_AT = 10
+# offset of the kind byte in an identity record (after the 8-byte magic and the version)
+_KIND_AT = 9
+#: the name of the record that carries a node's identity record (or its revocation)
+IDENTITY_NAME = b"identity"
 
 
 class DhtRecordError(ValueError):
@@ -96,6 +111,17 @@ class SignedRecord:
         return (DOMAIN + self.key + struct.pack(">B", len(self.name)) + self.name
                 + struct.pack(">QQI", self.sequence, self.expires, len(self.value)) + self.value)
 
+    @property
+    def is_revocation(self) -> bool:
+        """Whether this is a revocation record (the publisher record's kind says so;
+        :func:`verify` checks the rest)."""
+        return (len(self.publisher_record) > _KIND_AT
+                and self.publisher_record[_KIND_AT] == RecordKind.REVOCATION.value)
+
+    def alive(self, now: float) -> bool:
+        """Not expired at ``now`` (a revocation never expires)."""
+        return self.is_revocation or self.expires > now
+
     def same_content(self, other: SignedRecord) -> bool:
         return (self.name, self.value, self.sequence, self.expires) == (
             other.name, other.value, other.sequence, other.expires)
@@ -122,8 +148,37 @@ def sign(master: Ed25519PrivateKey, mldsa: MLDSA65PrivateKey, publisher_record: 
                         master.sign(message), mldsa.sign(message))
 
 
+def revocation_record(revocation: bytes) -> SignedRecord:
+    """The DHT record that carries ``revocation`` (a signed identity revocation) at the
+    key of its identity record; :func:`verify` checks it."""
+    rec = parse_record(revocation)
+    if rec.kind is not RecordKind.REVOCATION:
+        raise DhtRecordError("not a revocation")
+    return SignedRecord(IDENTITY_NAME, b"", rec.sequence, 0, bytes(revocation))
+
+
+def _verify_revocation(record: SignedRecord, now: float) -> SignedRecord:
+    if (record.name != IDENTITY_NAME or record.value or record.expires != 0
+            or record.signature or record.mldsa_signature):
+        raise BadRecordSignature("a revocation record is name \"identity\", an empty value, "
+                                 "expires 0 and no signatures of its own")
+    try:
+        rec = parse_record(record.publisher_record)
+        verify_record(rec, onion_address_from_public_key(rec.ed25519_public), now)
+    except RecordError as e:
+        raise BadRecordSignature(f"revocation refused: {e}") from None
+    if rec.kind is not RecordKind.REVOCATION or rec.expires != 0:
+        raise BadRecordSignature("not a permanent revocation")
+    if record.sequence != rec.sequence:
+        raise BadRecordSignature("the record's sequence is not the revocation's")
+    return record
+
+
 def verify(record: SignedRecord, now: float) -> SignedRecord:
-    """Check ``record`` is whole, signed by its publisher's two keys, and alive at ``now``."""
+    """Check ``record`` is whole, signed by its publisher's two keys, and alive at ``now``
+    (or is a revocation record, see the module's docstring)."""
+    if record.is_revocation:
+        return _verify_revocation(record, now)
     if not record.signature or not record.mldsa_signature or not record.publisher_record:
         raise UnsignedRecord("record carries no signature or no publisher record")
     _check_limits(record.name, record.value, record.sequence, record.expires)
@@ -176,7 +231,7 @@ class RecordStore:
 
     def get(self, key: bytes, now: float) -> SignedRecord | None:
         held = self._held.get(key)
-        if held is None or held.record.expires <= now:
+        if held is None or not held.record.alive(now):
             return None
         return held.record
 
@@ -194,6 +249,14 @@ class RecordStore:
         held = self._held.get(key)
         if held is not None:
             old = held.record
+            if old.is_revocation:  # permanent: nothing replaces it
+                if record.is_revocation and record.same_content(old) \
+                        and record.publisher_record == old.publisher_record:
+                    return False
+                raise StaleRecord("this identity is revoked: its revocation is held")
+            if record.is_revocation:  # overrides any record of that identity
+                held.record = record
+                return True
             if record.sequence < old.sequence:
                 raise StaleRecord(f"sequence {record.sequence} is lower than {old.sequence} held")
             if record.sequence == old.sequence:
@@ -222,7 +285,7 @@ class RecordStore:
 
     def expire(self, now: float) -> list[bytes]:
         """Drop every record expired at ``now``; the keys dropped."""
-        gone = [k for k, h in self._held.items() if h.record.expires <= now]
+        gone = [k for k, h in self._held.items() if not h.record.alive(now)]
         for key in gone:
             self._forget(key)
         return gone
@@ -240,12 +303,13 @@ class RecordStore:
         """Records whose republish time has come at ``now`` (rescheduled one interval on)."""
         due = []
         for held in self._held.values():
-            if held.republish_at <= now and held.record.expires > now:
+            if held.republish_at <= now and held.record.alive(now):
                 due.append(held.record)
                 held.republish_at = now + self.republish_interval
         return due
 
     def next_due(self) -> float | None:
         """When :meth:`due_republish` or :meth:`expire` next has something (None: empty)."""
-        times = [min(h.republish_at, h.record.expires) for h in self._held.values()]
+        times = [h.republish_at if h.record.is_revocation
+                 else min(h.republish_at, h.record.expires) for h in self._held.values()]
         return min(times) if times else None

@@ -12,8 +12,16 @@ with the routing table and the records kept in the node's state database
 * **publishes this node's identity record** under a key anyone can compute
   from the onion address alone (:func:`identity_key`): a signed DHT record
   named ``identity`` whose publisher record *is* the node's current identity
-  record (its value is empty, or the node's revocation). It is re-signed
-  when the identity record changes and at half its ``dht.record_lifetime``;
+  record (its value is empty). It is re-signed when the identity record
+  changes and at half its ``dht.record_lifetime``. Once the node holds a
+  revocation of its own (``identity revoke`` wrote ``revocation.bin``), it
+  publishes the revocation record (:func:`~aegis_hidden.dht._records.revocation_record`)
+  at that key instead: it replaces the identity record at every holder and
+  never expires;
+* **stores and serves revocations it learns** of other nodes (from a record
+  push, or a lookup): the record cache tells it, and it holds the revocation
+  record at that identity's key and STOREs it at the k closest, so nodes that
+  were offline learn it by lookup;
 * **resolves** a peer known by nothing but its onion address
   (:meth:`resolve`): the identity record found is checked by the
   :class:`~._records.RecordKeeper` (signatures, pin, rollback; a revocation
@@ -28,6 +36,16 @@ with the routing table and the records kept in the node's state database
   records at every tick;
 * counts lookups (ok / failed) and refused records (``/metrics``) and emits
   ``dht_lookup_failed`` and ``dht_record_refused`` events;
+* **judges contacts** (docs/reputation.md): an RPC that times out, an answer
+  that does not decode or does not fit the request, contacts that fail the
+  puzzle, a forged or invalid record, a refusal without a reason each cost
+  the contact reputation in the peer store; a contact below
+  :data:`MIN_REPUTATION` (or blacklisted) is evicted from the routing table,
+  never asked and its requests are refused;
+* **spreads the d disjoint paths over Tor and I2P** where the node runs both
+  and a contact's owner gave it the contact's I2P destination: a query on an
+  odd path to a contact with no live session is sent over I2P (to its
+  ``.b32.i2p``), on an even path over Tor (:func:`path_network`);
 * **crawls** (:meth:`crawl`): asks every contact it can reach for its
   neighbours until no new contact appears, and counts who answered;
 * runs **offline mailboxes**: holds letters for other nodes (``dht.mailbox_ttl``,
@@ -42,12 +60,12 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -62,19 +80,36 @@ from ..addresses import (
 )
 from ..config import DhtConfig
 from ..dht import (
+    Collect,
     Contact,
+    Deposit,
     DhtCore,
+    DhtMessageError,
     DhtNode,
     DhtPersistence,
     DhtRecordError,
+    FindNode,
+    FindValue,
+    Lookup,
     LookupResult,
+    Mail,
     MailboxError,
     MailboxStore,
+    Nodes,
+    Ping,
+    Pong,
+    Query,
     RecordStore,
     Refused,
     RoutingTable,
     SignedRecord,
+    Store,
+    Stored,
     StoreLimiter,
+    Value,
+    check_puzzle,
+    decode_request,
+    decode_response,
     encode,
     mailbox_key,
     open_letter,
@@ -85,18 +120,66 @@ from ..dht import (
     solve_puzzle,
     utc_day,
 )
+from ..dht._records import IDENTITY_NAME as IDENTITY_NAME  # re-exported: the name of that record
+from ..dht._records import revocation_record
 from ..identity import IdentityRecord, NodeIdentity, RecordError, RecordKind, parse_record
 from ..interfaces import IDHT
-from ..peers import ORIGIN_PEER
-from ._channels import RpcHandler
+from ..peers import ORIGIN_PEER, Behaviour, PeerInfo
+from ._channels import RpcHandler, RpcRemoteError, RpcTimeout, RpcUnreachable
 from ._identity_service import IdentityService
 from ._pool import link_onion
 
 if TYPE_CHECKING:
     from ._core import NodeCore
 
-#: the name of the record that carries a node's identity record
-IDENTITY_NAME = b"identity"
+#: a contact whose reputation is below this is evicted from the routing table and
+#: never asked (docs/reputation.md); below 0.1 the peer store blacklists it as well
+MIN_REPUTATION = 0.2
+
+#: the answers that fit each request (a REFUSED with a reason fits any)
+_EXPECTED: dict[type, tuple[type, ...]] = {
+    Ping: (Pong,), FindNode: (Nodes,), FindValue: (Value,), Store: (Stored,),
+    Deposit: (Stored,), Collect: (Mail,),
+}
+#: record refusals that say the peer forged something (not a race or a clock)
+_FORGED = frozenset({"BadRecordSignature", "UnsignedRecord", "DhtRecordError",
+                     "BadMailboxAuth"})
+
+
+def path_network(path: int | None, networks: Iterable[str], i2p: str | None) -> str:
+    """The network a lookup query on disjoint path ``path`` goes over: ``"i2p"`` for an
+    odd path when the node runs both Tor and I2P and the contact's I2P destination
+    is known (its owner gave it: record push with the binding), else ``"tor"``."""
+    have = set(networks)
+    if path is not None and path % 2 == 1 and i2p and {"tor", "i2p"} <= have:
+        return "i2p"
+    return "tor"
+
+
+class _PathLookup(Lookup[SignedRecord]):
+    """A lookup that tells the service each query's path as it hands it out (the
+    driver sends the query right after: :meth:`DhtService.route` reads it)."""
+
+    note: Callable[[Query], None] | None = None
+
+    def next_queries(self) -> list[Query]:
+        out = super().next_queries()
+        if self.note is not None:
+            for q in out:
+                self.note(q)
+        return out
+
+
+class _NodeDhtCore(DhtCore):
+    """The core whose lookups note their queries' paths (for the Tor/I2P spread)."""
+
+    note_query: Callable[[Query], None] | None = None
+
+    def lookup(self, target: bytes, **options: Any) -> Lookup[SignedRecord]:
+        found = super().lookup(target, **options)
+        found.__class__ = _PathLookup
+        cast(_PathLookup, found).note = self.note_query
+        return found
 
 
 def identity_key(onion: str) -> bytes:
@@ -125,10 +208,12 @@ def record_json(record: SignedRecord) -> dict[str, Any]:
 
 class _DialingRpc:
     """The core's rpc channel, adding a contact the peer store does not know before
-    asking it (the pool dials only peers in the store)."""
+    asking it (the pool dials only peers in the store); the service judges every
+    answer (reputation), refuses to ask shunned contacts and picks the network."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeCore, service: DhtService) -> None:
         self._core = core
+        self._service = service
 
     def on_request(self, handler: RpcHandler) -> None:
         def by_onion(peer: str, body: bytes) -> Any:
@@ -140,11 +225,28 @@ class _DialingRpc:
                 if onion is None:
                     return encode(Refused("no onion identity for this session"))
                 peer = onion
-            return handler(peer, body)
+            if self._service.shunned(peer) is not None:
+                return encode(Refused("reputation too low"))
+            answer = handler(peer, body)
+            if isinstance(answer, bytes):
+                self._service.count_mail(body, answer)
+            return answer
 
         self._core.rpc.on_request(by_onion)
 
     def request(self, peer: str, payload: bytes, timeout: float) -> Deferred[bytes]:
+        service = self._service
+        why = service.shunned(peer)
+        if why is not None:
+            service.evict(peer, why)
+            return fail(RpcUnreachable(f"not asking {peer}: {why}"))
+        name = service.route(peer)
+        d = self._send(name, payload, timeout)
+        d.addCallbacks(service.judge_answer, service.judge_failure,
+                       callbackArgs=(peer, payload), errbackArgs=(peer,))
+        return d
+
+    def _send(self, peer: str, payload: bytes, timeout: float) -> Deferred[bytes]:
         store = self._core.store
         if store.get(peer) is not None:
             return self._core.rpc.request(peer, payload, timeout)
@@ -176,12 +278,25 @@ class DhtService(Service):
         store = RecordStore(max_records=config.max_records,
                             max_per_publisher=config.max_records_per_publisher,
                             republish_interval=config.republish_interval)
-        dht = DhtCore(own, k=config.k, alpha=config.alpha, paths=config.disjoint_paths,
+        dht = _NodeDhtCore(own, k=config.k, alpha=config.alpha, paths=config.disjoint_paths,
                       store=store, table=table,
                       limiter=StoreLimiter(config.store_rate, config.store_burst), now=now,
                       mailboxes=MailboxStore(ttl=config.mailbox_ttl, quota=config.mailbox_quota))
         dht.on_record_refused = self._record_refused
-        self.node = DhtNode(dht, _DialingRpc(core), clock, self._rng,
+        dht.note_query = self._note_query
+        #: onion -> the disjoint path of the query about to be sent to it
+        self._path_of: dict[str, int] = {}
+        #: queries sent per network (the Tor/I2P spread of the disjoint paths)
+        self.path_networks: Counter[str] = Counter()
+        #: misbehaviour seen per kind (each cost the contact reputation)
+        self.misbehaviour: Counter[str] = Counter()
+        self.evicted = 0
+        #: letters taken to hold for other nodes, and deposits/collects refused by reason
+        self.mail_accepted = 0
+        self.mail_refused: Counter[str] = Counter()
+        self._revocations_held: set[str] = set()
+        self._listening = False
+        self.node = DhtNode(dht, _DialingRpc(core, self), clock, self._rng,
                             timeout=config.request_timeout,
                             persistence=DhtPersistence(core.db))
         self.node.on_lookup = self._lookup_done
@@ -200,6 +315,10 @@ class DhtService(Service):
                       lambda: len(self.node.core.table))
         metrics.gauge("dht_records_held", "DHT records this node holds.",
                       lambda: len(self.node.core.store))
+        metrics.gauge("dht_mailbox_letters", "Letters this node holds for other nodes' "
+                      "mailboxes.", lambda: len(self.node.core.mailboxes))
+        metrics.gauge("dht_mailbox_bytes", "Bytes of letters this node holds for other "
+                      "nodes' mailboxes.", lambda: self.node.core.mailboxes.size)
 
     @property
     def dht(self) -> DhtCore:
@@ -219,6 +338,10 @@ class DhtService(Service):
         self._collected_back = False  # the start-up collect (mailbox_days back) not done yet
         if isinstance(self._identity, IdentityService):
             self._unsubscribe = self._identity.subscribe(lambda _: self._republish_own())
+        cache = getattr(self._core.records, "cache", None)
+        if cache is not None and not self._listening:
+            cache.add_listener(self._record_learnt)  # no way to remove: guarded by running
+            self._listening = True
         Deferred.fromCoroutine(self._start()).addBoth(self._settle)
 
     async def _start(self) -> None:
@@ -300,6 +423,8 @@ class DhtService(Service):
         if not len(self.dht.table):
             return False
         own = self.own_record
+        if self._own_revocation() is not None:  # permanent: published until somebody took it
+            return own is None or not own.is_revocation or self.own_stored == 0
         if own is None or self.own_stored == 0:
             return True
         now = self._clock.seconds()
@@ -321,11 +446,18 @@ class DhtService(Service):
         return sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), name, value,
                            sequence, int(now + lifetime))
 
-    async def publish_own(self) -> int:
-        """Sign and STORE this node's identity record; how many holders took it."""
+    def _own_revocation(self) -> IdentityRecord | None:
         revocation = getattr(self._core.records, "revocation", None)
-        value = revocation.to_bytes() if isinstance(revocation, IdentityRecord) else b""
-        record = self.sign(IDENTITY_NAME, value, self.config.record_lifetime)
+        return revocation if isinstance(revocation, IdentityRecord) else None
+
+    async def publish_own(self) -> int:
+        """STORE this node's identity record (signed now), or its revocation record once
+        it holds one; how many holders took it."""
+        revocation = self._own_revocation()
+        if revocation is not None:
+            record = revocation_record(revocation.to_bytes())
+        else:
+            record = self.sign(IDENTITY_NAME, b"", self.config.record_lifetime)
         self.own_record = record
         self.own_stored = await self.node.put(record)
         self.log.info("DHT: identity record (sequence {sequence}) stored at {n} nodes",
@@ -410,7 +542,8 @@ class DhtService(Service):
         held = self.dht.store.get(key, self._clock.seconds()) if local else None
         if held is not None:
             return Deferred.fromCoroutine(_value(held))
-        return self.node.get(key, quorum=self.config.quorum)
+        return self.node.lookup(key, value=True, quorum=self.config.quorum).addCallback(
+            lambda found: _newest(found.values))
 
     def put(self, name: bytes, value: bytes, lifetime: float) -> Deferred[int]:
         """Sign a record of ours called ``name`` and STORE it at the k closest."""
@@ -433,7 +566,7 @@ class DhtService(Service):
             key = identity_key(onion)
         except ValueError:
             return None
-        record = await self.node.get(key, quorum=self.config.quorum)
+        record = await self.get(key, local=False)
         if record is None:
             return None
         return await self.learn(onion, record)
@@ -445,7 +578,9 @@ class DhtService(Service):
         ident = keeper.learn(onion, record.publisher_record)
         if ident is None:
             return None
-        if record.value:
+        if record.is_revocation:
+            return ident  # the pool refuses to dial it from now on
+        if record.value:  # the older form: a revocation as the identity record's value
             revocation = keeper.learn(onion, record.value)
             if revocation is not None and revocation.kind is RecordKind.REVOCATION:
                 return revocation
@@ -486,6 +621,11 @@ class DhtService(Service):
             "requests_answered": s["requests_answered"],
             "rpc_failures": s["rpc_failures"],
             "refused": dict(sorted(self.dht.refused.items())),
+            "misbehaviour": dict(sorted(self.misbehaviour.items())),
+            "evicted": self.evicted,
+            "paths": {"tor": self.path_networks["tor"], "i2p": self.path_networks["i2p"]},
+            "revoked": self.own_record is not None and self.own_record.is_revocation,
+            "mailbox": self.mailbox_stats(),
             "contacts": self.contacts(),
         }
 
@@ -540,6 +680,157 @@ class DhtService(Service):
         self._core.metrics.inc("dht_records_refused")
         self._core.events.emit("dht_record_refused", reason=reason,
                                peer=peer.onion if peer is not None else None)
+        if peer is not None and reason in _FORGED:
+            self.observe(peer.onion, Behaviour.DHT_BAD_RECORD)
+
+    # -- revocations learnt of other nodes ------------------------------------------
+    def _record_learnt(self, record: IdentityRecord) -> None:
+        """The record cache accepted ``record``: a revocation is held and served here,
+        and stored at the k closest (once per identity and run)."""
+        if not self.running or record.kind is not RecordKind.REVOCATION:
+            return
+        onion = record.onion
+        if onion in self._revocations_held or onion == self._current().onion:
+            return
+        self._revocations_held.add(onion)
+        try:
+            held = revocation_record(record.to_bytes())
+            self.dht.store.put(held, self._clock.seconds())
+        except DhtRecordError as e:
+            self.log.info("revocation of {onion} not held: {error}", onion=onion, error=str(e))
+            return
+        self.log.info("DHT: holding the revocation of {onion}", onion=onion)
+        if len(self.dht.table):
+            self.node.put(held).addErrback(
+                lambda f: self.log.failure("storing a revocation failed", f))
+
+    # -- reputation ---------------------------------------------------------------
+    def shunned(self, peer: str) -> str | None:
+        """Why ``peer`` is not asked nor answered (None: it is)."""
+        info = self._core.store.get(peer)
+        if info is None:
+            return None
+        if info.blocked(self._clock.seconds()):
+            return "blacklisted"
+        if info.reputation < MIN_REPUTATION:
+            return f"reputation {info.reputation:.3f} below {MIN_REPUTATION}"
+        return None
+
+    def evict(self, peer: str, why: str) -> None:
+        """Drop ``peer`` from the routing table (if it is there)."""
+        try:
+            contact = Contact.of_onion(peer)
+        except ValueError:
+            return
+        table = self.dht.table
+        if not any(c.id == contact.id for c in (*table.contacts(), *table.siblings())):
+            return
+        table.remove(contact)
+        self.evicted += 1
+        self._core.metrics.inc("dht_contacts_evicted")
+        self.log.info("DHT: {peer} evicted from the routing table ({why})", peer=peer, why=why)
+
+    def observe(self, peer: str, behaviour: Behaviour) -> Deferred[None]:
+        """Hold ``behaviour`` against ``peer`` (peer store); evict it if it fell too low."""
+        self.misbehaviour[behaviour.value] += 1
+        self._core.metrics.inc("dht_misbehaviour")
+        d = Deferred.fromCoroutine(self._core.store.observe(peer, behaviour))
+
+        def judged(info: PeerInfo | None) -> None:
+            if info is not None:
+                why = self.shunned(peer)
+                if why is not None:
+                    self.evict(peer, f"{why} after {behaviour.value}")
+
+        return d.addCallback(judged).addErrback(
+            lambda f: self.log.failure("reputation update for {peer} failed", f, peer=peer))
+
+    def judge_answer(self, answer: bytes, peer: str, payload: bytes) -> bytes:
+        """Hold a wrong answer against ``peer``; the answer goes on unchanged."""
+        behaviour = self._misbehaviour(payload, answer)
+        if behaviour is not None:
+            self.observe(peer, behaviour)
+        return answer
+
+    def judge_failure(self, failure: Failure, peer: str) -> Failure:
+        """An RPC timeout, or an error answer, is held against ``peer`` (a dial that
+        failed is judged by the pool already); the failure goes on."""
+        if failure.check(RpcTimeout):
+            self.observe(peer, Behaviour.DHT_TIMEOUT)
+        elif failure.check(RpcRemoteError):
+            self.observe(peer, Behaviour.DHT_REFUSED)
+        return failure
+
+    def _misbehaviour(self, payload: bytes, answer: bytes) -> Behaviour | None:
+        try:
+            response = decode_response(answer)
+        except DhtMessageError:
+            return Behaviour.DHT_BAD_ANSWER
+        if isinstance(response, Refused):
+            return None if response.reason.strip() else Behaviour.DHT_REFUSED
+        try:
+            request = decode_request(payload)
+        except DhtMessageError:
+            return None  # not one of ours: nothing to hold against the peer
+        if not isinstance(response, _EXPECTED.get(type(request), ())):
+            return Behaviour.DHT_BAD_ANSWER
+        bits = self.dht.puzzle_bits
+        if bits > 0 and isinstance(response, Nodes | Value) and any(
+                not check_puzzle(c.id, c.nonce, bits) for c in response.contacts):
+            return Behaviour.DHT_BAD_CONTACTS
+        return None
+
+    # -- Tor/I2P spread of the disjoint paths ---------------------------------------
+    def _note_query(self, query: Query) -> None:
+        self._path_of[query.contact.onion] = query.path
+
+    def networks(self) -> set[str]:
+        """The transports this node runs (``tor``, ``i2p``)."""
+        return {str(getattr(p, "name", "")) for p in self._core.transports}
+
+    def route(self, peer: str) -> str:
+        """The name to send a request to ``peer`` by: its onion, or its ``.b32.i2p`` for
+        a lookup query on an I2P path (see :func:`path_network`) when no session with
+        it is live (a live session is used whatever network it runs over)."""
+        path = self._path_of.pop(peer, None)
+        info = self._core.store.get(peer)
+        i2p = info.i2p_destination if info is not None else None
+        network = path_network(path, self.networks(), i2p)
+        if network == "i2p" and i2p and self._core.pool.link(peer) is None:
+            self.path_networks["i2p"] += 1
+            return i2p
+        self.path_networks["tor"] += 1
+        return peer
+
+    # -- mailbox figures --------------------------------------------------------------
+    def count_mail(self, body: bytes, answer: bytes) -> None:
+        """Count a deposit taken, or a deposit or collect refused (by reason)."""
+        try:
+            request = decode_request(body)
+        except DhtMessageError:
+            return
+        if not isinstance(request, Deposit | Collect):
+            return
+        try:
+            response = decode_response(answer)
+        except DhtMessageError:
+            return
+        if isinstance(response, Stored):
+            self.mail_accepted += 1
+            self._core.metrics.inc("mailbox_accepted")
+        elif isinstance(response, Refused):
+            reason = response.reason.split(": ", 1)[-1] or "refused"
+            self.mail_refused[reason] += 1
+            self._core.metrics.inc("mailbox_refused")
+
+    def mailbox_stats(self) -> dict[str, Any]:
+        boxes = self.dht.mailboxes
+        counters = self._core.metrics.counters
+        return {"letters_held": len(boxes), "bytes_held": boxes.size,
+                "accepted": self.mail_accepted,
+                "deposited": counters.get("mailbox_deposited", 0),
+                "collected": counters.get("mailbox_collected", 0),
+                "refused": dict(sorted(self.mail_refused.items()))}
 
 
 def _contacts(addresses: Iterable[str], own: Contact, puzzle_bits: int) -> list[Contact]:
@@ -559,6 +850,13 @@ def _contacts(addresses: Iterable[str], own: Contact, puzzle_bits: int) -> list[
 
 async def _value(record: SignedRecord) -> SignedRecord | None:
     return record
+
+
+def _newest(values: Iterable[SignedRecord]) -> SignedRecord | None:
+    """A revocation among ``values`` (it overrides any record), else the highest
+    sequence (a replayed old one loses)."""
+    values = list(values)
+    return next((v for v in values if v.is_revocation), None) or DhtCore.newest(values)
 
 
 async def _refuse(error: Exception) -> int:

@@ -25,6 +25,11 @@ class Behaviour(enum.Enum):
     PROTOCOL_VIOLATION = "protocol_violation"
     INVALID_SIGNATURE = "invalid_signature"
     LOOP_LOST = "loop_lost"
+    DHT_TIMEOUT = "dht_timeout"
+    DHT_REFUSED = "dht_refused"
+    DHT_BAD_ANSWER = "dht_bad_answer"
+    DHT_BAD_CONTACTS = "dht_bad_contacts"
+    DHT_BAD_RECORD = "dht_bad_record"
 
 
 # behaviour -> (target, weight)
@@ -36,6 +41,12 @@ WEIGHTS: dict[Behaviour, tuple[float, float]] = {
     Behaviour.PROTOCOL_VIOLATION: (0.0, 0.25),
     Behaviour.INVALID_SIGNATURE: (0.0, 0.50),
     Behaviour.LOOP_LOST: (0.0, 0.05),
+    # the DHT (node/_dht.py): a contact that answers wrongly or not at all
+    Behaviour.DHT_TIMEOUT: (0.0, 0.05),
+    Behaviour.DHT_REFUSED: (0.0, 0.10),
+    Behaviour.DHT_BAD_ANSWER: (0.0, 0.25),
+    Behaviour.DHT_BAD_CONTACTS: (0.0, 0.25),
+    Behaviour.DHT_BAD_RECORD: (0.0, 0.50),
 }
 
 

@@ -37,6 +37,23 @@ def test_stats(fake: FakeDHT, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["contacts"] == ["a.onion", "b.onion"]
 
 
+def test_stats_show_mailbox_figures(fake: FakeDHT, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = fake.stats()
+    mail = {"letters_held": 3, "bytes_held": 6144, "accepted": 4, "deposited": 1,
+            "collected": 2, "refused": {"MailboxFull": 1}}
+    monkeypatch.setattr(fake, "stats", lambda: {
+        **plain, "mailbox": mail, "misbehaviour": {"dht_timeout": 2}, "evicted": 1,
+        "paths": {"tor": 5, "i2p": 3}})
+    assert main(["dht", "stats"]) == 0
+    out = capsys.readouterr().out
+    assert ("mailbox     3 letters (6144 bytes) held for others, 4 accepted; 1 deposited, "
+            "2 collected") in out
+    assert "  refused   MailboxFull 1" in out
+    assert "judged      dht_timeout 2; 1 contacts evicted" in out
+    assert "paths       5 queries over Tor, 3 over I2P" in out
+
+
 def test_put_then_get(fake: FakeDHT, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dht", "put", "topic", "hello world", "--lifetime", "600"]) == 0
     assert "stored at 1 nodes" in capsys.readouterr().out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.task import Clock
@@ -322,3 +322,268 @@ class FakeRpc:
         from twisted.internet.defer import Deferred
 
         return Deferred()
+
+
+# -- reputation: contacts that answer wrongly or not at all ----------------------------
+def _answer_with(node: Node, answer: Any) -> list[str]:
+    """Make ``node`` answer every DHT request with ``answer(body)``; who asked."""
+    asked: list[str] = []
+
+    def handler(peer: str, body: bytes) -> Any:
+        asked.append(peer)
+        return answer(body)
+
+    node.core.rpc.on_request(handler)
+    return asked
+
+
+def _in_table(node: Node, other: Node) -> bool:
+    return other.onion in node.dht.contacts()
+
+
+def test_a_contact_that_never_answers_loses_reputation_and_is_evicted(
+        clock: Clock, tmp_path: Path) -> None:
+    from twisted.internet.defer import Deferred
+
+    from aegis_hidden.dht import Contact
+    from aegis_hidden.node._dht import MIN_REPUTATION
+
+    nodes = network(clock, tmp_path, 4)
+    a, b = nodes[1], nodes[2]
+    assert _in_table(a, b)
+    asked = _answer_with(b, lambda body: Deferred())  # never answers
+    start = a.core.store.get(b.onion)
+    assert start is not None
+    pings = 0
+    while _in_table(a, b):
+        d = a.dht.node.ping(Contact.of_onion(b.onion))
+        clock.advance(a.cfg.dht.request_timeout + 1)
+        assert result_of(d) is False
+        pings += 1
+        assert pings < 100
+    info = a.core.store.get(b.onion)
+    assert info is not None and info.reputation < MIN_REPUTATION < start.reputation
+    assert a.dht.misbehaviour["dht_timeout"] >= pings  # the maintenance tick asks too
+    assert a.core.metrics.counters["dht_contacts_evicted"] == 1
+    # never asked again: a lookup does not reach it, and its own requests are refused
+    before = len(asked)
+    result_of(a.dht.node.lookup(b.dht.dht.own.id))
+    assert len(asked) == before
+    assert a.dht.stats()["evicted"] == 1
+
+
+@pytest.mark.parametrize(("kind", "answer"), [
+    ("dht_bad_answer", lambda body: b"\xff\x00 not a DHT answer"),
+    ("dht_refused", lambda body: _encode_refused("")),
+    ("dht_bad_answer", lambda body: _encode_pong()),  # a PONG to a FIND_NODE
+])
+def test_wrong_answers_cost_reputation(clock: Clock, tmp_path: Path, kind: str,
+                                       answer: Any) -> None:
+    from aegis_hidden.peers import WEIGHTS, Behaviour
+
+    nodes = network(clock, tmp_path, 3)
+    a, b = nodes[1], nodes[2]
+    _answer_with(b, answer)
+    before = a.core.store.get(b.onion)
+    assert before is not None
+    found = result_of(a.dht.node.ask_nodes(a.dht.dht.table.closest(b.dht.dht.own.id, 1)[0],
+                                           b.dht.dht.own.id))
+    assert found is None
+    after = a.core.store.get(b.onion)
+    assert after is not None
+    weight = WEIGHTS[Behaviour(kind)][1]
+    assert after.reputation == pytest.approx(before.reputation * (1 - weight))
+    assert a.dht.misbehaviour == {kind: 1}
+    assert a.core.metrics.counters["dht_misbehaviour"] == 1
+
+
+def _encode_refused(reason: str) -> bytes:
+    from aegis_hidden.dht import Refused, encode
+
+    return encode(Refused(reason))
+
+
+def _encode_pong() -> bytes:
+    from aegis_hidden.dht import Pong, encode
+
+    return encode(Pong())
+
+
+def test_a_refusal_with_a_reason_costs_nothing(clock: Clock, tmp_path: Path) -> None:
+    nodes = network(clock, tmp_path, 3)
+    a, b = nodes[1], nodes[2]
+    _answer_with(b, lambda body: _encode_refused("store rate exceeded"))
+    before = a.core.store.get(b.onion)
+    result_of(a.dht.node.ask_nodes(a.dht.dht.table.closest(b.dht.dht.own.id, 1)[0],
+                                   b.dht.dht.own.id))
+    after = a.core.store.get(b.onion)
+    assert before is not None and after is not None
+    assert after.reputation == before.reputation and not a.dht.misbehaviour
+
+
+def test_contacts_that_fail_the_puzzle_and_forged_records_cost_reputation(
+        clock: Clock, tmp_path: Path) -> None:
+    import dataclasses
+
+    from aegis_hidden.dht import Contact, Nodes, Value, check_puzzle, encode
+
+    nodes = network(clock, tmp_path, 4)
+    a, b, c = nodes[1], nodes[2], nodes[3]
+    unsolved = Contact(c.ident.ed25519_public, nonce=0)
+    nonce = 0
+    while check_puzzle(unsolved.id, nonce, a.cfg.dht.puzzle_bits):
+        nonce += 1  # a nonce that does not solve it
+    unsolved = Contact(c.ident.ed25519_public, nonce=nonce)
+    _answer_with(b, lambda body: encode(Nodes((unsolved,))))
+    result_of(a.dht.node.ask_nodes(Contact.of_onion(b.onion), c.dht.dht.own.id))
+    assert a.dht.misbehaviour == {"dht_bad_contacts": 1}
+
+    # a value lookup answered with a record whose signature was tampered with
+    record = c.dht.sign(b"topic", b"v", 600)
+    forged = dataclasses.replace(record, value=b"forged")
+    _answer_with(b, lambda body: encode(Value(forged)))
+    before = a.core.store.get(b.onion)
+    assert before is not None
+    lookup = a.dht.dht.lookup(record.key, seeds=[Contact.of_onion(b.onion)])
+    assert [q.contact.onion for q in lookup.next_queries()] == [b.onion]
+    answer = result_of(a.dht.node._ask(Contact.of_onion(b.onion),
+                                       a.dht.dht.find_value(record.key)))
+    assert not a.dht.dht.feed(lookup, Contact.of_onion(b.onion), answer, clock.seconds())
+    after = a.core.store.get(b.onion)
+    assert after is not None and after.reputation == pytest.approx(before.reputation * 0.5)
+    assert a.dht.misbehaviour["dht_bad_record"] == 1
+    assert a.of_type("dht_record_refused")[-1]["reason"] == "BadRecordSignature"
+
+
+# -- revocations in the DHT -------------------------------------------------------------
+def test_the_revocation_record_overrides_and_is_never_replaced(clock: Clock,
+                                                              tmp_path: Path) -> None:
+    import dataclasses
+
+    from aegis_hidden.dht import BadRecordSignature, RecordStore, StaleRecord, verify_record
+    from aegis_hidden.dht._records import revocation_record
+
+    ident = identity.create(tmp_path / "r", NOW - 10)
+    now = clock.seconds()
+    normal = sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), IDENTITY_NAME,
+                         b"", int(now) + 10, int(now) + 3600)
+    revocation = identity.revoke(ident, now, "key lost")
+    record = revocation_record(revocation.to_bytes())
+    assert record.key == identity_key(ident.onion) and record.expires == 0
+    assert verify_record(record, now + 10 * 365 * 86400) is record  # never expires
+    store = RecordStore()
+    store.put(normal, now)
+    assert normal.sequence > record.sequence
+    assert store.put(record, now)  # overrides a higher sequence
+    assert store.get(record.key, now + 86400 * 30) == record
+    newer = sign_record(ident.master, ident.mldsa, ident.record.to_bytes(), IDENTITY_NAME,
+                        b"", normal.sequence + 1, int(now) + 3600)
+    with pytest.raises(StaleRecord):
+        store.put(newer, now)
+    assert not store.put(record, now)  # the same again
+    assert store.expire(now + 86400 * 365) == []
+    assert store.due_republish(now + 7200) == [record]
+    for bad in (dataclasses.replace(record, value=b"x"),
+                dataclasses.replace(record, expires=int(now) + 60),
+                dataclasses.replace(record, sequence=record.sequence + 1),
+                dataclasses.replace(record, publisher_record=revocation.to_bytes()[:-1] + b"\0")):
+        with pytest.raises(BadRecordSignature):
+            verify_record(bad, now)
+
+
+def test_a_revoked_node_publishes_its_revocation_and_others_refuse_to_dial_it(
+        clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.node import PeerRevoked
+
+    net = FakeNetwork()
+    first = Node(net, clock, tmp_path, "n0", 0, [])
+    nodes = [first] + [Node(net, clock, tmp_path, f"n{i}", i, [first.onion]) for i in range(1, 5)]
+    for node in nodes:
+        node.start()
+    for node in nodes[1:]:
+        result_of(node.dht.tick())
+    a = nodes[1]
+    revocation = identity.revoke(a.ident, clock.seconds(), "key lost")
+    a.core.records.revoke(revocation)
+    result_of(a.dht.tick())
+    own = a.dht.own_record
+    assert own is not None and own.is_revocation
+    assert a.dht.stats()["revoked"] is True
+    # the nodes with a session got it pushed; they hold it and store it on
+    holders = [n for n in nodes if n is not a and (r := n.dht.dht.store.get(
+        own.key, clock.seconds())) is not None and r.is_revocation]
+    assert len(holders) == 4
+    # a stops for good; a node that was offline meanwhile joins later and looks a up
+    net.remove(a.onion)
+    late = Node(net, clock, tmp_path, "late", 9, [first.onion])
+    late.start()
+    result_of(late.dht.tick())
+    assert not late.core.records.is_revoked(a.onion)
+    learnt = result_of(late.dht.resolve(a.onion))
+    assert learnt is not None and learnt.kind is RecordKind.REVOCATION
+    assert late.core.records.is_revoked(a.onion)
+    with pytest.raises(PeerRevoked):
+        result_of(late.core.pool.get(a.onion))
+
+
+def test_a_node_that_learns_a_revocation_holds_and_stores_it(clock: Clock,
+                                                             tmp_path: Path) -> None:
+    nodes = network(clock, tmp_path, 5)
+    a, b = nodes[1], nodes[2]
+    others = [n for n in nodes if n not in (a, b)]
+    revocation = identity.revoke(a.ident, clock.seconds(), "key lost")
+    key = identity_key(a.onion)
+    for n in others:
+        n.dht.dht.store._held.pop(key, None)
+    # b learns it other than through the DHT (a record push does the same)
+    assert b.core.records.learn(a.onion, revocation.to_bytes(), "push") is not None
+    held = b.dht.dht.store.get(key, clock.seconds())
+    assert held is not None and held.is_revocation
+    holders = [n for n in others if (r := n.dht.dht.store.get(key, clock.seconds()))
+               is not None and r.is_revocation]
+    assert holders  # stored at the closest that answered
+    found = result_of(others[0].dht.get(key, local=False))
+    assert found is not None and found.is_revocation
+
+
+# -- the Tor/I2P spread of disjoint paths ----------------------------------------------
+def test_path_network_spreads_odd_paths_over_i2p_when_both_run() -> None:
+    from aegis_hidden.node._dht import path_network
+
+    b32 = "a" * 52 + ".b32.i2p"
+    both = ("tor", "i2p")
+    assert [path_network(p, both, b32) for p in range(4)] == ["tor", "i2p", "tor", "i2p"]
+    assert path_network(1, ("tor",), b32) == "tor"  # no I2P here
+    assert path_network(1, both, None) == "tor"  # its owner gave no I2P destination
+    assert path_network(None, both, b32) == "tor"  # not a lookup query
+
+
+def test_lookup_paths_go_over_both_networks(clock: Clock, tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    from types import SimpleNamespace
+
+    cfg = parse_config({"dht": {"puzzle_bits": 8, "disjoint_paths": 2}})
+    net = FakeNetwork()
+    nodes = [Node(net, clock, tmp_path, "n0", 0, [], cfg)]
+    nodes += [Node(net, clock, tmp_path, f"n{i}", i, [nodes[0].onion], cfg) for i in range(1, 7)]
+    for n in nodes:
+        n.start()
+    for n in nodes[1:]:
+        result_of(n.dht.tick())
+    a = nodes[1]
+    aliases = {}
+    for n in nodes:
+        b32 = base64.b32encode(hashlib.sha256(n.onion.encode()).digest()).decode()
+        aliases[n.onion] = b32.lower().rstrip("=") + ".b32.i2p"
+        net._nodes[aliases[n.onion]] = net._nodes[n.onion]
+    for n in nodes:
+        if n is not a:
+            result_of(a.core.store.add(n.onion, i2p_destination=aliases[n.onion]))
+            a.core.pool.close(n.onion, "test")
+    a.core.transports.extend([cast(Any, SimpleNamespace(name=n)) for n in ("tor", "i2p")])
+    result = result_of(a.dht.node.lookup(nodes[-1].dht.dht.own.id))
+    assert result.closest
+    spread = a.dht.stats()["paths"]
+    assert spread["i2p"] >= 1 and spread["tor"] >= 1
+    assert any(p.endswith(".b32.i2p") for p in a.core.pool.peers())

@@ -80,6 +80,12 @@ def test_a_message_to_an_offline_peer_reaches_it_once_through_its_mailbox(
     assert all(len(h.dht.dht.mailboxes) == 1 and h.dht.dht.mailboxes.keys() == [key]
                for h in holders)
     assert alice.core.metrics.counters["mailbox_deposited"] == 1
+    for h in holders:
+        mail = h.dht.stats()["mailbox"]
+        assert mail["letters_held"] == 1 and mail["accepted"] == 1
+        assert mail["bytes_held"] == len(h.dht.dht.mailboxes.entries()[0][1]) > 0
+    assert alice.dht.stats()["mailbox"]["deposited"] == 1
+    assert "aegis_dht_mailbox_letters 1" in holders[0].core.metrics.render()
 
     # the sender goes away, the recipient comes back: its tick collects
     offline(net, alice, nodes)
@@ -88,6 +94,8 @@ def test_a_message_to_an_offline_peer_reaches_it_once_through_its_mailbox(
     got = received(bob, msg_id)
     assert len(got) == 1 and got[0]["peer"] == alice.onion and got[0]["message"]["data"] == "hi"
     assert bob.of_type("mailbox_collected")[0]["letters"] == 1
+    assert bob.dht.stats()["mailbox"]["collected"] == 1
+    assert all(h.dht.stats()["mailbox"]["letters_held"] == 0 for h in holders)
     assert all(len(h.dht.dht.mailboxes) == 0 for h in holders)  # deleted after delivery
     result_of(bob.dht.tick())
     assert len(received(bob, msg_id)) == 1
@@ -248,3 +256,16 @@ def test_a_letter_from_a_peer_known_by_its_i2p_name_is_named_by_it(clock: Clock,
     assert result_of(bob.dht.collect_mail(0)) == 1
     # the same de-duplication key as a copy arriving over an I2P session from that peer
     assert [e["peer"] for e in bob.of_type("message_received")] == [i2p]
+
+
+def test_refused_deposits_are_counted_by_reason(clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.dht import Deposit
+
+    _, nodes = build(clock, tmp_path, 3)
+    a, b = nodes[1], nodes[2]
+    key = mailbox_key(a.onion, utc_day(clock.seconds()))
+    answer = result_of(a.dht.node._ask(b.dht.dht.own, a.dht.dht.request(Deposit(key, b"x" * 10))))
+    assert answer is not None
+    mail = b.dht.stats()["mailbox"]
+    assert mail["refused"] == {"MailNotPadded": 1} and mail["accepted"] == 0
+    assert b.core.metrics.counters["mailbox_refused"] == 1
