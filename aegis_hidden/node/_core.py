@@ -103,6 +103,7 @@ class NodeCore(Service):
         self.pubsub = PubSubChannel(self.channels, self.metrics)
         self.dht: Any = None  # the DhtService (node._dht) while it runs: resolves peers
         self.topics: Any = None  # the PubSubService (node._pubsub) while it runs
+        self.streams: Any = None  # the StreamService (node._streams)
         self._on_identity = on_identity
         self.store.on_change(self._peer_changed)
         self.transports: list[ITransportProvider] = []
