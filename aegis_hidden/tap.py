@@ -48,6 +48,7 @@ from .node import (
     NodeService,
     PeerRedactingObserver,
     PubSubService,
+    StreamService,
     disable_core_dumps,
     is_duress_passphrase,
     loop_trace_kind,
@@ -164,6 +165,7 @@ def makeService(options: Options) -> IService:
     core = _add_core_and_api(node, options, reactor)
     _add_sessions(node, core, options, reactor, mixing)
     _add_dht(node, core, options, reactor)
+    StreamService(core).setServiceParent(node)  # byte streams on the stream channel
     if options.config.pubsub.enabled:  # topic pub/sub on the pubsub channel of every session
         PubSubService(core, options.config.pubsub, node.identity_service,
                       reactor).setServiceParent(node)

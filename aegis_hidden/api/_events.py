@@ -294,11 +294,16 @@ class EventsResource(WebSocketResource):
     method but GET with a 405 (``Allow: GET``), and a GET that does not ask for a
     WebSocket upgrade with a 426 (never autobahn's HTML version page)."""
 
-    def __init__(self, factory: EventsFactory) -> None:
+    def __init__(self, factory: EventsFactory, streams: Any = None) -> None:
         super().__init__(factory)
         self._auth = factory.auth
+        #: ``/network/streams/{id}`` (``_streams.StreamSocketResource``), if any
+        self.streams = streams
 
     def render(self, request: Request) -> bytes | int:
+        if self.streams is not None and (request.postpath or [b""])[0] == b"streams":
+            result: bytes | int = self.streams.render(request)
+            return result
         refused = self._auth.authorize(request, allow_query=True)
         if refused is not None:
             return refused
@@ -321,5 +326,5 @@ class EventsResource(WebSocketResource):
                 "error": "/network is a WebSocket: send a GET with \"Upgrade: websocket\" "
                          "(e.g. new WebSocket(\"ws://HOST/network?access_token=TOKEN\"))",
                 "field": None}).encode()
-        result: bytes | int = super().render(request)
-        return result
+        upgraded: bytes | int = super().render(request)
+        return upgraded

@@ -126,6 +126,34 @@ def _emergency_paths() -> dict[str, Any]:
 
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _NO_PUBSUB = _json(_ref("Error"), "The node runs no pub/sub (`pubsub.enabled` is false).")
+_NO_STREAMS = _json(_ref("Error"), "The node runs no streams.")
+STREAM = {"type": "object", "required": ["id", "peer", "outgoing", "credit", "send_buffered",
+                                         "recv_buffered", "room"], "properties": {
+    "id": {"type": "string", "description": "the stream's id for /network/streams/{id}"},
+    "peer": {"type": "string"},
+    "outgoing": {"type": "boolean", "description": "this node opened it"},
+    "number": {"type": "integer"},
+    "label": {"type": "string"},
+    "credit": {"type": "integer", "description": "bytes the peer still lets this node send"},
+    "send_buffered": {"type": "integer",
+                      "description": "bytes taken from the application, not sent yet"},
+    "recv_buffered": {"type": "integer", "description": "bytes received, not read yet"},
+    "granted": {"type": "integer", "description": "bytes this node still lets the peer send"},
+    "room": {"type": "integer", "description": "bytes a write would take now (0: "
+                                               "backpressure)"},
+    "bytes_sent": {"type": "integer"}, "bytes_received": {"type": "integer"},
+    "high_water": {"type": "integer", "description": "most bytes the stream held at once"},
+    "local_closed": {"type": "boolean"}, "remote_closed": {"type": "boolean"},
+    "attached": {"type": "boolean", "description": "a WebSocket reads it"}}}
+STREAMS = {"type": "object", "required": ["streams", "buffered", "high_water", "limits"],
+           "properties": {
+               "streams": {"type": "array", "items": STREAM},
+               "buffered": {"type": "integer", "description": "bytes all streams hold now"},
+               "high_water": {"type": "integer",
+                              "description": "most bytes all streams held at once"},
+               "limits": {"type": "object", "properties": {
+                   "window": {"type": "integer"}, "send_buffer": {"type": "integer"},
+                   "chunk": {"type": "integer"}, "max_streams": {"type": "integer"}}}}}
 TOPIC_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
               "pattern": "^[^\\x00-\\x1f]+$",
               "description": "at most 128 bytes of UTF-8, no control characters"}
@@ -508,6 +536,45 @@ DOCUMENT: dict[str, Any] = {
                     "503": _NO_PUBSUB, **_errors("400", "413")},
             },
         },
+        "/api/network/streams": {
+            "get": {
+                "summary": "Open byte streams with their backpressure (credit, buffered bytes)",
+                "operationId": "listStreams",
+                "responses": {"200": _json(STREAMS, "Every open stream."),
+                              "503": _NO_STREAMS, **_errors()},
+            },
+            "post": {
+                "summary": "Open a byte stream to a peer (the bytes go over "
+                           "/network/streams/{id})",
+                "operationId": "openStream",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["peer"],
+                               "additionalProperties": False, "properties": {
+                                   "peer": ONION,
+                                   "label": {"type": "string", "maxLength": 200}}}}}},
+                "responses": {
+                    "201": _json({**STREAM, "properties": {
+                        **STREAM["properties"], "websocket": {"type": "string"}}},
+                        "Opened; connect to `websocket` for its bytes."),
+                    "404": _json(_ref("Error"), "Unknown peer (add it first)."),
+                    "409": _json(_ref("Error"), "The peer is blocked."),
+                    "429": _json(_ref("Error"), "The peer has as many open streams as "
+                                 "allowed."),
+                    "502": _json(_ref("Error"), "The peer could not be reached."),
+                    "503": _NO_STREAMS, **_errors("400", "413")},
+            },
+        },
+        "/api/network/streams/{id}": {
+            "get": {
+                "summary": "One open stream",
+                "operationId": "getStream",
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(STREAM, "The stream."),
+                              "404": _json(_ref("Error"), "No such stream (or it is over)."),
+                              "503": _NO_STREAMS, **_errors()},
+            },
+        },
         "/api/network/dht": {
             "get": {
                 "summary": "The DHT: routing table, records held, lookups ok/failed, contacts",
@@ -614,7 +681,8 @@ DOCUMENT: dict[str, Any] = {
                     "`access_token` query parameter. Events: `hello`, `peer_connected`, "
                     "`peer_disconnected`, `message_received`, `delivery_state`, "
                     "`network_error`, `peer_changed`, `dht_lookup_failed`, `dht_record_refused`, "
-                    "`mailbox_deposited`, `mailbox_collected`, `topic_invitation`, and "
+                    "`mailbox_deposited`, `mailbox_collected`, `topic_invitation`, "
+                    "`stream_opened`, `stream_closed`, `stream_reset`, and "
                     "what other layers emit "
                     "(`tor_restarted`...). Every event has `seq`; one that names a peer has "
                     "it as `peer` and `peer_id`. `?since=SEQ` first replays the kept events "
@@ -638,6 +706,38 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"101": {"description": "Switching to the WebSocket protocol"},
                               "400": _json(_ref("Error"), "`since` is not a non-negative "
                                            "integer."),
+                              "426": _json(_ref("Error"), "Not a WebSocket upgrade."),
+                              **_errors()},
+            },
+        },
+        "/network/streams/{id}": {
+            "get": {
+                "summary": "WebSocket of one stream's bytes (binary messages both ways)",
+                "description": (
+                    "Upgrade to a WebSocket (token as for /network). Binary messages from "
+                    "the client are written to the stream; binary messages to the client "
+                    "are the peer's bytes. Text messages are JSON: to the node "
+                    "`{\"type\": \"close\"}` (no more bytes) or `{\"type\": \"reset\"}`; "
+                    "from the node `open` (the stream), `eof` (the peer closed and all was "
+                    "read), then `closed` or `reset` (with `error`). Backpressure: when the "
+                    "stream takes no more, the node stops reading the socket; it reads the "
+                    "stream only while the socket has less than 256 KiB unsent. Incoming "
+                    "streams are announced by `stream_opened` events on /network."),
+                "operationId": "streamSocket",
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "Upgrade", "in": "header", "required": True,
+                                "schema": {"const": "websocket"}},
+                               {"name": "Connection", "in": "header", "required": True,
+                                "schema": {"const": "Upgrade"}},
+                               {"name": "Sec-WebSocket-Version", "in": "header",
+                                "required": True, "schema": {"const": "13"}},
+                               {"name": "Sec-WebSocket-Key", "in": "header", "required": True,
+                                "schema": {"type": "string",
+                                           "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}},
+                               {"name": "access_token", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"101": {"description": "Switching to the WebSocket protocol"},
                               "426": _json(_ref("Error"), "Not a WebSocket upgrade."),
                               **_errors()},
             },

@@ -27,6 +27,7 @@ from ._deliveries import DeliveryLog
 from ._events import EventsFactory, EventsResource
 from ._onion import ApiOnionService, OnionPublisher
 from ._static import dashboard_resources
+from ._stream_socket import StreamSocketFactory, StreamSocketResource
 from ._token import TokenChecker, load_or_create_token
 from ._web import (
     ApiResource,
@@ -62,7 +63,8 @@ def build_root(core: NodeCore, checker: TokenChecker, max_body_size: int,
     factory = EventsFactory(core.events, auth, core.local_address, reactor=core.reactor)
     core.metrics.gauge("events_clients", "WebSocket event subscribers connected now.",
                        lambda: len(factory.clients))
-    root.putChild(b"network", EventsResource(factory))
+    streams = StreamSocketResource(StreamSocketFactory(core, auth, reactor=core.reactor))
+    root.putChild(b"network", EventsResource(factory, streams))
     index, static = dashboard_resources()
     root.putChild(b"", index)
     root.putChild(b"static", static)

@@ -39,6 +39,7 @@ from ._dht import DhtEndpoints
 from ._emergency import EmergencyEndpoints
 from ._openapi import openapi_json
 from ._pubsub import TopicEndpoints, is_topic_target
+from ._streams import StreamEndpoints
 from ._token import TokenChecker
 
 JSON = dict[str, Any]
@@ -70,10 +71,11 @@ class ApiError(Exception):
 _ROUTES: dict[str, Any] = {
     "api": {"network": {"peers": "{peer}", "messages": "{id}", "send": None,
                         "status": None, "audit": "{id}", "topics": None,
+                        "streams": "{id}",
                         "dht": {"records": "{key}", "crawl": None}},
             "openapi.json": None},
     "metrics": None,
-    "network": None,
+    "network": {"streams": "{id}"},
     "static": {"app.js": None, "app.css": None, "favicon.svg": None},
 }
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
@@ -302,6 +304,8 @@ class ApiResource(Resource):
         self.emergency = EmergencyEndpoints(core, lambda r: read_json_body(r, max_body_size),
                                             ApiError)
         self.topics = TopicEndpoints(core, lambda r: read_json_body(r, max_body_size), ApiError)
+        self.streams = StreamEndpoints(core, lambda r: read_json_body(r, max_body_size),
+                                       ApiError)
         #: /api/network/audit/... (``_audit.NodeAudits``: its ``route`` gives the handlers)
         self.audits = audits
 
@@ -344,6 +348,7 @@ class ApiResource(Resource):
             ("network", "dht", "records"): {"POST": self.dht.put_record},
             ("network", "dht", "crawl"): {"POST": self.dht.crawl},
             ("network", "topics"): {"GET": self.topics.list, "POST": self.topics.change},
+            ("network", "streams"): {"GET": self.streams.list, "POST": self.streams.open},
             ("node", "emergency"): {"GET": self.emergency.status},
             ("node", "isolate"): {"POST": self.emergency.isolate},
             ("node", "resume"): {"POST": self.emergency.resume},
@@ -357,6 +362,9 @@ class ApiResource(Resource):
         elif len(path) == 4 and path[:3] == ["network", "dht", "records"]:
             key, args = ("network", "dht", "records", "*"), (path[3],)
             routes[key] = {"GET": self.dht.get_record}
+        elif len(path) == 3 and path[:2] == ["network", "streams"]:
+            key, args = ("network", "streams", "*"), (path[2],)
+            routes[key] = {"GET": self.streams.get}
         elif len(path) == 3 and path[:2] == ["network", "messages"]:
             key, args = ("network", "messages", "*"), (path[2],)
             routes[key] = {"GET": self.get_message}

@@ -34,6 +34,7 @@ from ._pubsub import (
     check_topic,
 )
 from ._service import NodeService
+from ._streams import StreamService, StreamWatcher, UnknownStream
 
 __all__ = [
     "WIPE_CONFIRMATION",
@@ -58,10 +59,13 @@ __all__ = [
     "PeerRevoked",
     "PubSubService",
     "RequestTimeout",
+    "StreamService",
+    "StreamWatcher",
     "TopicError",
     "TopicKeyError",
     "TopicMessageTooLarge",
     "TopicRateLimited",
+    "UnknownStream",
     "UnknownTransport",
     "WipeReport",
     "check_topic",

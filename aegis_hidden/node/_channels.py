@@ -130,10 +130,14 @@ class ChannelLink:
         return getattr(self.raw, name)
 
 
-def send_frame(link: IPeerLink, channel: int, payload: bytes) -> None:
-    """Send one frame on ``link`` (a session, or a :class:`ChannelLink` of one)."""
+def send_frame(link: IPeerLink, channel: int, payload: bytes, *, bulk: bool = False) -> None:
+    """Send one frame on ``link`` (a session, or a :class:`ChannelLink` of one);
+    ``bulk`` (stream data) in the session's low priority class, where it has one."""
     raw = link.raw if isinstance(link, ChannelLink) else link
-    raw.send_message(encode_frame(channel, payload))
+    if bulk and hasattr(raw, "send_bulk"):
+        raw.send_bulk(encode_frame(channel, payload))
+    else:
+        raw.send_message(encode_frame(channel, payload))
 
 
 class Links(Protocol):

@@ -103,7 +103,8 @@ StreamKey = tuple[str, bool, int]
 
 @dataclasses.dataclass(frozen=True)
 class Send:
-    """One STREAM-channel payload for ``peer``; ``bulk`` for DATA (the low class)."""
+    """One STREAM-channel payload for ``peer``; ``bulk`` for DATA and CLOSE (the
+    session's low class, which keeps their order; OPEN, CREDIT and RESET go first)."""
 
     peer: str
     payload: bytes
@@ -401,7 +402,8 @@ class StreamCore:
     def _send(self, s: Stream, m: frame_pb2.StreamMessage) -> None:
         m.id = s.key[2]
         m.opener = s.key[1]
-        self._sends.append(Send(s.peer, encode(m), m.kind == _M.DATA))
+        # CLOSE goes in the bulk class too: it must not overtake the stream's DATA.
+        self._sends.append(Send(s.peer, encode(m), m.kind in (_M.DATA, _M.CLOSE)))
 
     def _flush(self, s: Stream) -> None:
         chunk = self.limits.chunk

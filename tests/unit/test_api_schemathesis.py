@@ -30,7 +30,7 @@ from aegis_hidden.api import TokenChecker, build_root, load_or_create_token, ope
 from aegis_hidden.config import Config
 from aegis_hidden.events import EventBus
 from aegis_hidden.identity import onion_address_from_public_key
-from aegis_hidden.node import NodeCore, PubSubService
+from aegis_hidden.node import NodeCore, PubSubService, StreamService
 from aegis_hidden.peers import InlineSQLite
 from aegis_hidden.testing import FakeDHT, FakeNetwork, result_of
 
@@ -62,6 +62,7 @@ class MemoryApi:
         # the topic endpoints run the real pub/sub service (no peers: nothing leaves)
         PubSubService(self.core, Config().pubsub, identity.create(root / "identity", 0),
                       clock).startService()
+        StreamService(self.core)  # the stream endpoints (no peers: opens fail with 502)
         token, _ = load_or_create_token(root / "api_token")
         self.auth = {"Authorization": f"Bearer {token}"}
         self.stub = StubTreq(build_root(self.core, TokenChecker(root / "api_token"), 4096))
@@ -121,6 +122,7 @@ LABELS = [cast(Any, r).ok().label for r in schemathesis.openapi.from_dict(
 #: Operations the in-memory ring cannot drive (the integration test does).
 NOT_IN_MEMORY = {
     "GET /network": "a WebSocket upgrade needs a real connection; StubTreq cannot hold one",
+    "GET /network/streams/{id}": "a WebSocket too (tests/integration/test_streams.py)",
 }
 
 
