@@ -723,7 +723,11 @@ class DhtService(Service):
         except ValueError:
             return
         table = self.dht.table
-        if not any(c.id == contact.id for c in (*table.contacts(), *table.siblings())):
+        known = table.contacts()
+        siblings = getattr(table, "siblings", None)  # S/Kademlia's sibling list, if kept
+        if callable(siblings):
+            known += siblings()
+        if not any(c.id == contact.id for c in known):
             return
         table.remove(contact)
         self.evicted += 1
