@@ -16,7 +16,7 @@ from ._common import CLIError
 
 # Each name is a module of this package with a register(subparsers) function.
 COMMAND_MODULES = ["_identity", "_config", "_devnet", "_demo", "_api", "_peers", "_status", "_db",
-                   "_wipe", "_doctor", "_dht", "_audit", "_emergency", "_pubsub"]
+                   "_wipe", "_doctor", "_dht", "_audit", "_emergency", "_pubsub", "_stream"]
 
 
 def build_parser() -> argparse.ArgumentParser:
