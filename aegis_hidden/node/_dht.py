@@ -238,6 +238,7 @@ class _DialingRpc:
         service = self._service
         why = service.shunned(peer)
         if why is not None:
+            service.forget_path(peer)
             service.evict(peer, why)
             return fail(RpcUnreachable(f"not asking {peer}: {why}"))
         name = service.route(peer)
@@ -787,6 +788,10 @@ class DhtService(Service):
     # -- Tor/I2P spread of the disjoint paths ---------------------------------------
     def _note_query(self, query: Query) -> None:
         self._path_of[query.contact.onion] = query.path
+
+    def forget_path(self, peer: str) -> None:
+        """The query noted for ``peer`` is not sent (the contact is shunned)."""
+        self._path_of.pop(peer, None)
 
     def networks(self) -> set[str]:
         """The transports this node runs (``tor``, ``i2p``)."""
