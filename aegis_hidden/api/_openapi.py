@@ -127,7 +127,7 @@ def _emergency_paths() -> dict[str, Any]:
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _NO_PUBSUB = _json(_ref("Error"), "The node runs no pub/sub (`pubsub.enabled` is false).")
 _NO_STREAMS = _json(_ref("Error"), "The node runs no streams.")
-STREAM = {"type": "object", "required": ["id", "peer", "outgoing", "credit", "send_buffered",
+STREAM: dict[str, Any] = {"type": "object", "required": ["id", "peer", "outgoing", "credit", "send_buffered",
                                          "recv_buffered", "room"], "properties": {
     "id": {"type": "string", "description": "the stream's id for /network/streams/{id}"},
     "peer": {"type": "string"},

@@ -134,7 +134,9 @@ def test_session_loss_resets_the_streams(pair: tuple[Clock, Node, Node]) -> None
     _, rid = opened(clock, a, b)
     w = Watcher(b.streams, rid)
     b.streams.attach(rid, w)
-    a.core.pool.link(b.onion).close("test")
+    link = a.core.pool.link(b.onion)
+    assert link is not None
+    link.close("test")
     run(clock, 2)
     assert w.end is not None and w.end[0] is not None
     assert a.of("stream_reset") and b.of("stream_reset")
@@ -164,12 +166,17 @@ def test_stream_frames_are_bulk_and_other_frames_are_not(pair: tuple[Clock, Node
                                                          ) -> None:
     clock, a, b = pair
     sid, rid = opened(clock, a, b)
-    link = a.core.pool.link(b.onion)
-    raw = getattr(link, "raw", link)
+    link: Any = a.core.pool.link(b.onion)
+    raw: Any = getattr(link, "raw", link)
     sent: list[tuple[bool, bytes]] = []
-    raw.send_bulk = lambda data: sent.append((True, data))  # type: ignore[attr-defined]
     original = raw.send_message
-    raw.send_message = lambda data: (sent.append((False, data)), original(data))
+
+    def normal(data: bytes) -> None:
+        sent.append((False, data))
+        original(data)
+
+    raw.send_bulk = lambda data: sent.append((True, data))
+    raw.send_message = normal
     a.streams.write(sid, b"x" * 20_000)
     a.streams.close(sid)
     assert [bulk for bulk, _ in sent] == [True, True, True, True]  # 3 chunks and CLOSE
