@@ -204,12 +204,14 @@ class DhtCore:
 
     # -- asking --------------------------------------------------------------
     def lookup(self, target: bytes, *, paths: int | None = None,
-               seeds: Iterable[Contact] | None = None, quorum: int = 1) -> Lookup[SignedRecord]:
-        """A lookup of ``target`` from this node's closest contacts (or ``seeds``)."""
+               seeds: Iterable[Contact] | None = None, quorum: int = 1,
+               until_found: bool = False) -> Lookup[SignedRecord]:
+        """A lookup of ``target`` from this node's closest contacts (or ``seeds``);
+        ``until_found``: a node lookup that ends once an answer names the target."""
         start = list(seeds) if seeds is not None else self.table.closest(target, self.k)
         return Lookup(target, start, k=self.k, alpha=self.alpha,
                       paths=self.paths if paths is None else paths, own_id=self.own.id,
-                      quorum=quorum)
+                      quorum=quorum, until_found=until_found)
 
     @staticmethod
     def newest(values: Iterable[SignedRecord]) -> SignedRecord | None:

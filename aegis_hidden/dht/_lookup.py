@@ -15,6 +15,13 @@ The driver loop::
     on a timeout or an error: lookup.on_failure(contact)
     ... until lookup.done; then lookup.result()
 
+With ``until_found`` (a node lookup that wants one node, not the k closest
+to an id) the lookup ends as soon as an answer names the target's own
+contact: a contact is the node's key, so nobody else can pass for it, and
+asking on for the k closest would only add rounds (libp2p's FindPeer and
+S/Kademlia's evaluation stop there too). Lookups that place or fetch records
+keep Kademlia's rule.
+
 A value is fed only after the driver verified it (a bad one is a failure). A
 value lookup ends at the first value, or with ``quorum = q`` once q contacts
 gave one: a holder that replays an old (validly signed) record is then
@@ -52,6 +59,7 @@ class LookupResult(Generic[V]):
     value_depth: int | None  # depth of the query that returned the value
     target_seen: bool = False  # some answer named the target's own contact
     values: tuple[V, ...] = ()  # every value fed, in arrival order (``value`` is the first)
+    found_depth: int | None = None  # depth of the first answer that named the target
 
     def found(self, target: bytes) -> bool:
         """``target`` itself answered (it is among the closest that answered)."""
@@ -80,7 +88,8 @@ class LookupMisuse(Exception):
 
 class Lookup(Generic[V]):
     def __init__(self, target: bytes, seeds: Iterable[Contact], *, k: int = 20, alpha: int = 3,
-                 paths: int = 1, own_id: bytes | None = None, quorum: int = 1) -> None:
+                 paths: int = 1, own_id: bytes | None = None, quorum: int = 1,
+                 until_found: bool = False) -> None:
         if len(target) != 32:
             raise ValueError("a lookup target is 32 bytes")
         if k < 1 or alpha < 1 or paths < 1 or quorum < 1:
@@ -100,11 +109,16 @@ class Lookup(Generic[V]):
         self._rounds = 0
         self._value: V | None = None
         self._value_depth: int | None = None
+        #: end the lookup once an answer names the target (a node lookup for one node)
+        self.until_found = until_found
+        self._found_depth: int | None = None
         start = sorted({c.id: c for c in seeds if c.id != own_id}.values(), key=self._dist)[:k]
         n = max(1, min(paths, len(start)))
         self._paths = [_Path(i) for i in range(n)]
         for i, c in enumerate(start):
             self._add(self._paths[i % n], c, 1)
+        if any(c.id == target for c in start):
+            self._found_depth = 0  # the asker knows the target already
         if not start:
             for p in self._paths:
                 p.done = True
@@ -141,11 +155,15 @@ class Lookup(Generic[V]):
 
     @property
     def done(self) -> bool:
-        return len(self._values) >= self.quorum or all(p.done for p in self._paths)
+        return (len(self._values) >= self.quorum or self._found()
+                or all(p.done for p in self._paths))
+
+    def _found(self) -> bool:
+        return self.until_found and self._found_depth is not None
 
     def next_queries(self) -> list[Query]:
         """The queries to send now (each contact is handed out once)."""
-        if len(self._values) >= self.quorum:
+        if len(self._values) >= self.quorum or self._found():
             return []
         out: list[Query] = []
         for path in self._paths:
@@ -206,6 +224,8 @@ class Lookup(Generic[V]):
                 self._value = value
                 self._value_depth = cand.depth
         for c in contacts[: self.k]:
+            if c.id == self.target and self._found_depth is None:
+                self._found_depth = cand.depth
             self._add(path, c, cand.depth + 1)
         self._check_done(path)
 
@@ -222,4 +242,4 @@ class Lookup(Generic[V]):
         closest = sorted(answered.values(), key=self._dist)[: self.k]
         seen = any((p.index, self.target) in self._candidate_of for p in self._paths)
         return LookupResult(closest, self._value, self._messages, self._failures, self._rounds,
-                            self._value_depth, seen, tuple(self._values))
+                            self._value_depth, seen, tuple(self._values), self._found_depth)

@@ -137,9 +137,11 @@ class DhtNode:
         return self._ask(contact, self.core.find_node(target)).addCallback(contacts)
 
     def lookup(self, target: bytes, *, value: bool = False, paths: int | None = None,
-               quorum: int = 1) -> Deferred[LookupResult[SignedRecord]]:
-        """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end."""
-        lookup = self.core.lookup(target, paths=paths, quorum=quorum)
+               quorum: int = 1, until_found: bool = False
+               ) -> Deferred[LookupResult[SignedRecord]]:
+        """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end
+        (``until_found``: a node lookup that ends once an answer names the target)."""
+        lookup = self.core.lookup(target, paths=paths, quorum=quorum, until_found=until_found)
         payload = self.core.find_value(target) if value else self.core.find_node(target)
         started = self._clock.seconds()
         self.core.table.touch(target, started)

@@ -7,6 +7,16 @@ driver to ping the least recently seen contact (Kademlia's rule: old contacts
 that still answer are the ones most likely to stay). If the ping fails the
 oldest is dropped and the freshest replacement takes its place; a contact that
 fails ``max_failures`` requests in a row is dropped the same way.
+
+Beside the buckets the table keeps S/Kademlia's sibling list (Baumgart & Mies
+2007, §4.2): the ``sibling_size`` contacts closest to the own id that it has
+seen (5k by default, S/Kademlia's η·s with η = 5, s = k), whether or not
+their bucket had room. The buckets near the own id are the ones that fill
+up in a large network, so without it a node would not know all the nodes
+next to it, and those are whom it shares responsibility for nearby keys
+with: :meth:`closest` answers from the buckets and the siblings together,
+so lookups and the check of "am I among the k closest to this key" for keys
+near the node see every neighbour it knows.
 """
 
 from __future__ import annotations
@@ -42,8 +52,14 @@ class Bucket:
 class RoutingTable:
     def __init__(self, own: Contact, *, k: int = K, refresh_interval: float = REFRESH_INTERVAL,
                  max_failures: int = MAX_FAILURES, now: float = 0.0,
-                 puzzle_bits: int = 0) -> None:
+                 puzzle_bits: int = 0, sibling_size: int | None = None) -> None:
         self.own = own
+        self._own_int = int.from_bytes(own.id, "big")
+        #: how many contacts closest to the own id the sibling list keeps
+        self.sibling_size = 5 * k if sibling_size is None else sibling_size
+        self._siblings: list[tuple[int, Contact]] = []  # (distance to own, contact), closest first
+        self._sibling_failures: dict[bytes, int] = {}
+        self._extra: dict[bytes, Contact] = {}  # siblings whose bucket had no room
         #: contacts whose nonce does not solve their id's puzzle at this difficulty
         #: never enter the table (0: no puzzle)
         self.puzzle_bits = puzzle_bits
@@ -66,6 +82,55 @@ class RoutingTable:
     def contacts(self) -> list[Contact]:
         return [c for _, b in sorted(self.buckets.items()) for c in b.contacts]
 
+    def siblings(self) -> list[Contact]:
+        """The sibling list: the contacts known closest to the own id, closest first."""
+        return [c for _, c in self._siblings]
+
+    def _add_sibling(self, contact: Contact) -> None:
+        if self.sibling_size <= 0:
+            return
+        d = int.from_bytes(contact.id, "big") ^ self._own_int
+        sib = self._siblings
+        if len(sib) >= self.sibling_size and d >= sib[-1][0]:
+            return
+        lo, hi = 0, len(sib)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sib[mid][0] < d:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(sib) and sib[lo][0] == d:
+            sib[lo] = (d, contact)  # seen again: the newest contact (nonce, I2P name)
+        else:
+            sib.insert(lo, (d, contact))
+            if len(sib) > self.sibling_size:
+                for _, gone in sib[self.sibling_size:]:
+                    self._extra.pop(gone.id, None)
+                del sib[self.sibling_size:]
+        if contact.id in self._extra:
+            self._extra[contact.id] = contact
+
+    def _drop_sibling(self, contact: Contact) -> None:
+        d = int.from_bytes(contact.id, "big") ^ self._own_int
+        if self._siblings and d <= self._siblings[-1][0]:
+            self._siblings = [(e, c) for e, c in self._siblings if e != d]
+        self._sibling_failures.pop(contact.id, None)
+        self._extra.pop(contact.id, None)
+
+    def _sibling_only(self) -> list[Contact]:
+        return list(self._extra.values())
+
+    def _sync_extra(self, contact: Contact) -> None:
+        """``contact`` is a sibling outside the buckets unless a bucket holds it."""
+        if contact.id in self._index:
+            self._extra.pop(contact.id, None)
+        elif self._siblings and (int.from_bytes(contact.id, "big") ^ self._own_int
+                                 <= self._siblings[-1][0]) and any(
+                                     e == int.from_bytes(contact.id, "big") ^ self._own_int
+                                     for e, _ in self._siblings):
+            self._extra[contact.id] = contact
+
     def bucket(self, index: int) -> Bucket:
         found = self.buckets.get(index)
         if found is None:
@@ -79,6 +144,8 @@ class RoutingTable:
         if not check_puzzle(contact.id, contact.nonce, self.puzzle_bits):
             self.puzzle_refused += 1
             return None
+        self._add_sibling(contact)
+        self._sibling_failures.pop(contact.id, None)
         bucket = self.bucket(bucket_index(self.own.id, contact.id))
         bucket.touched = now
         self._failures.pop(contact.id, None)
@@ -90,7 +157,9 @@ class RoutingTable:
         if len(bucket.contacts) < self.k:
             bucket.contacts.append(contact)
             self._index[contact.id] = contact
+            self._extra.pop(contact.id, None)
             return None
+        self._sync_extra(contact)
         bucket.replacements = [c for c in bucket.replacements if c.id != contact.id]
         bucket.replacements.append(contact)
         del bucket.replacements[:-self.k]
@@ -116,6 +185,11 @@ class RoutingTable:
     def failed(self, contact: Contact) -> Contact | None:
         """A request to ``contact`` failed; after ``max_failures`` in a row it is dropped."""
         if contact.id not in self._index:
+            if any(c.id == contact.id for c in self._sibling_only()):
+                n = self._sibling_failures.get(contact.id, 0) + 1
+                self._sibling_failures[contact.id] = n
+                if n >= self.max_failures:
+                    self._drop_sibling(contact)
             return None
         n = self._failures.get(contact.id, 0) + 1
         self._failures[contact.id] = n
@@ -124,7 +198,9 @@ class RoutingTable:
         return self.remove(contact)
 
     def remove(self, contact: Contact) -> Contact | None:
-        """Drop ``contact``; the replacement promoted in its place, if any."""
+        """Drop ``contact`` (from its bucket and the sibling list); the replacement
+        promoted in its place, if any."""
+        self._drop_sibling(contact)
         if contact.id not in self._index:
             return None
         bucket = self.bucket(bucket_index(self.own.id, contact.id))
@@ -137,15 +213,37 @@ class RoutingTable:
             promoted = bucket.replacements.pop()
             bucket.contacts.append(promoted)
             self._index[promoted.id] = promoted
+            self._extra.pop(promoted.id, None)
             return promoted
         return None
 
     def closest(self, target: bytes, n: int | None = None,
                 exclude: bytes | None = None) -> list[Contact]:
-        """The ``n`` (default k) known contacts closest to ``target``."""
+        """The ``n`` (default k) known contacts closest to ``target`` (buckets and siblings).
+
+        Only the buckets that can hold them are sorted: with ``b`` the bucket
+        ``target`` falls in, every contact of bucket b is closer to it than
+        any of the buckets below b, and those are closer than any of bucket
+        b + 1, b + 2, ... in turn (XOR distance).
+        """
         n = self.k if n is None else n
         t = int.from_bytes(target, "big")
-        found = [c for c in self._index.values() if c.id != exclude]
+        b = (t ^ self._own_int).bit_length() - 1
+        found: list[Contact] = []
+        if b >= 0 and b in self.buckets:
+            found.extend(self.buckets[b].contacts)
+        if len(found) < n + 1:
+            for i, below in self.buckets.items():
+                if i < b:
+                    found.extend(below.contacts)
+            i = b + 1
+            while len(found) < n + 1 and i < ID_BITS:
+                above = self.buckets.get(i)
+                if above is not None:
+                    found.extend(above.contacts)
+                i += 1
+        found.extend(self._sibling_only())
+        found = [c for c in found if c.id != exclude]
         found.sort(key=lambda c: int.from_bytes(c.id, "big") ^ t)
         return found[:n]
 

@@ -289,3 +289,101 @@ def test_any_lookup_terminates_asking_each_contact_once(seed: int, alpha: int, p
     r = lookup.result()
     assert r.messages == len(asked) and len(r.closest) <= 8
     assert r.closest == sorted(r.closest, key=lambda c: distance(c.id, target))
+
+
+# -- sibling lists (S/Kademlia §4.2) and lookups that end at the target ---------
+
+def _near(own: Contact, rng: random.Random, index: int) -> Contact:
+    """A contact whose id falls in ``own``'s bucket ``index`` (keys drawn until one does)."""
+    while True:
+        c = contact(rng)
+        if bucket_index(own.id, c.id) == index:
+            return c
+
+
+def test_the_sibling_list_keeps_the_closest_even_when_their_bucket_is_full() -> None:
+    rng = random.Random(20)
+    own = contact(rng)
+    table = RoutingTable(own, k=2, sibling_size=6)
+    near = [_near(own, rng, 250) for _ in range(5)]  # one bucket, room for 2
+    far = [_near(own, rng, 255) for _ in range(3)]
+    for c in near + far:
+        table.observe(c, 1.0)
+    assert sum(1 for c in near if c in table) == 2  # the bucket kept its first two
+    by_distance = sorted(near + far, key=lambda c: distance(c.id, own.id))
+    assert table.siblings() == by_distance[:6]
+    # lookups and the responsibility check see the siblings the buckets had no room for
+    got = table.closest(own.id, 5)
+    assert got == by_distance[:5]
+    assert all(c in got for c in near)
+    # without a sibling list the neighbours the bucket had no room for are unknown
+    plain = RoutingTable(own, k=2, sibling_size=0)
+    for c in near + far:
+        plain.observe(c, 1.0)
+    assert plain.siblings() == [] and len(plain.closest(own.id, 5)) == 4
+
+
+def test_a_sibling_that_keeps_failing_is_dropped_and_a_closer_one_displaces_the_farthest() -> None:
+    rng = random.Random(21)
+    own = contact(rng)
+    table = RoutingTable(own, k=1, sibling_size=3, max_failures=2)
+    a, b, c = (_near(own, rng, 250) for _ in range(3))
+    for x in (a, b, c):
+        table.observe(x, 0.0)
+    outside = [x for x in (a, b, c) if x not in table]
+    assert len(outside) == 2 and len(table.siblings()) == 3
+    gone = outside[0]
+    table.failed(gone)
+    assert gone in table.siblings()
+    table.failed(gone)
+    assert gone not in table.siblings() and gone not in table.closest(own.id, 10)
+    # a sibling seen again counts from zero; a closer newcomer pushes out the farthest
+    closer = _near(own, rng, 246)
+    table.observe(gone, 1.0)
+    table.observe(closer, 1.0)
+    sibs = table.siblings()
+    assert len(sibs) == 3 and sibs[0] == closer
+    assert max((a, b, c), key=lambda x: distance(x.id, own.id)) not in sibs
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), near_own=st.booleans(), n=st.integers(1, 40))
+def test_closest_from_the_buckets_equals_sorting_everything(seed: int, near_own: bool,
+                                                           n: int) -> None:
+    rng = random.Random(seed)
+    own = contact(rng)
+    table = RoutingTable(own, k=4, sibling_size=10)
+    for _ in range(120):
+        table.observe(contact(rng), 0.0)
+    target = own.id if near_own else rng.randbytes(32)
+    known = {c.id: c for c in table.contacts() + table.siblings()}
+    expected = sorted(known.values(), key=lambda c: distance(c.id, target))[:n]
+    assert table.closest(target, n) == expected
+    exclude = expected[0].id
+    assert table.closest(target, n, exclude=exclude) == [
+        c for c in sorted(known.values(), key=lambda c: distance(c.id, target))
+        if c.id != exclude][:n]
+
+
+def test_a_lookup_until_found_ends_at_the_first_answer_naming_the_target() -> None:
+    cores = network(200, seed=22)
+    ids = list(cores)
+    rng = random.Random(23)
+    shorter = 0
+    for _ in range(15):
+        a, b = rng.sample(ids, 2)
+        if any(c.id == b for c in cores[a].table.contacts()):
+            quick = cores[a].lookup(b, until_found=True)
+            assert quick.done and quick.next_queries() == []  # known already: no query
+            assert quick.result().found_depth == 0
+            continue
+        full = cores[a].lookup(b)
+        run(full, cores[a], cores)
+        quick = cores[a].lookup(b, until_found=True)
+        run(quick, cores[a], cores)
+        r, q = full.result(), quick.result()
+        assert q.target_seen and q.found_depth is not None and q.found_depth <= q.rounds
+        assert q.messages <= r.messages and q.rounds <= r.rounds
+        assert r.found_depth is not None  # the full lookup saw it too, and went on
+        shorter += q.messages < r.messages
+    assert shorter > 0
