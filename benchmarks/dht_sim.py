@@ -1,21 +1,28 @@
-"""DHT simulation: lookups over 10,000 nodes with and without adversaries, d=1 and d=4.
+"""DHT simulation: lookups over 10,000 nodes, d = 1 against d = 4, adversaries and churn.
 
-    .venv/bin/python benchmarks/dht_sim.py [--seed N] [--nodes N] [--lookups N] [--join [--refresh N]]
+    nice .venv/bin/python benchmarks/dht_sim.py [--seed N] [--nodes N] [--lookups N] [--paths D]
+        [--converged | --join-buckets] [--refresh N]
 
-Drives the real sans-I/O Kademlia core (aegis_hidden.dht: routing tables,
-the lookup state machine, the protobuf codec) over an in-memory network on a
-virtual clock (aegis_hidden.sim._dht): one-way delay log-normal with median
-0.6 s (an onion-service hop; not yet measured on the private Tor network),
-1 % loss per message, 10 s timeout, k = 20, α = 3 per path. Adversaries are a
-random share of the nodes that drop every request, lie (answer with the k
-adversaries closest to the target) or eclipse (answer with k Sybils whose
-keys were ground to sit closer to the target than the k-th honest node, and
-which answer with one another). Success: the target's contact was learnt.
-Rounds: the longest chain of queries; messages: requests sent per lookup;
-seconds: virtual time per lookup. The second table looks up signed records
-(real Ed25519 + ML-DSA-65 signatures, verified by the asker's core) held by
-the k closest nodes, some of them adversaries serving forgeries or replays.
-Same seed, same figures (the fingerprint line shows it at a glance).
+Drives the real sans-I/O Kademlia core (aegis_hidden.dht: routing tables with
+sibling lists, the lookup state machine, the protobuf codec) over an in-memory
+network on a virtual clock (aegis_hidden.sim._dht). The routing tables are
+built by joining (each node knows one node already in, looks up its own id and
+--refresh random ids; --join-buckets adds Kademlia's refresh of every bucket
+farther than its closest neighbour; --converged draws converged tables
+instead). Links: a request over a warm session takes a log-normal round trip of
+median 0.15 s, one to a peer without a session adds a dial of median 2.3 s
+(both derived from lookups measured on the private Tor network, see
+aegis_hidden/sim/_dht.py), each node keeps 50 sessions; 1 % loss per message,
+10 s timeout, k = 20, alpha = 3 per path. Node lookups end once an answer names
+the target (a FIND_NODE for one node). Adversaries are a random share of the
+nodes that drop every request, lie (answer with the k adversaries closest to
+the target) or eclipse (answer with k Sybils ground to sit closer to the
+target than the k-th honest node, which answer with one another). Success: the
+target's contact was learnt. Rounds: the deepest query sent (the longest chain
+of queries); msgs: requests per lookup; dials: those that needed a new session;
+sec: virtual seconds per lookup. Then signed records (real Ed25519 + ML-DSA-65
+signatures) with forged and replayed copies, and last 30 % churn per hour with
+bucket refresh on the nodes' clocks. Same seed, same figures.
 """
 
 from __future__ import annotations
@@ -37,15 +44,17 @@ from aegis_hidden.sim import (
     simulate_lookups,
     simulate_values,
 )
+from aegis_hidden.sim._dht import simulate_churn
 
 HEADER = (f"   {'scenario':<32} {'success':>8} {'rounds':>7} {'r p95':>6} {'msgs':>7} "
-          f"{'m p95':>6} {'timeouts':>8} {'sec med':>8} {'sec p95':>8}")
+          f"{'m p95':>6} {'dials':>6} {'timeouts':>8} {'sec med':>8} {'sec p95':>8}")
 
 
 def row(r: DhtResult) -> str:
     return (f"   {r.scenario.label():<32} {r.success * 100:7.1f}% {r.rounds_median:7.1f} "
             f"{r.rounds_p95:6.0f} {r.messages_mean:7.1f} {r.messages_p95:6.0f} "
-            f"{r.timeouts_mean:8.1f} {r.seconds_median:8.1f} {r.seconds_p95:8.1f}")
+            f"{r.dials_mean:6.1f} {r.timeouts_mean:8.1f} {r.seconds_median:8.2f} "
+            f"{r.seconds_p95:8.2f}")
 
 
 VALUE_HEADER = (f"   {'scenario':<32} {'q':>2} {'newest':>7} {'stale':>6} {'none':>6} "
@@ -66,27 +75,37 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--lookups", type=int, default=300, help="lookups per scenario")
-    ap.add_argument("--join", action="store_true",
-                    help="build the tables by joining (each node knows one, looks up its own "
-                         "id and --refresh random ids) instead of drawing converged tables")
+    ap.add_argument("--paths", type=int, default=4, help="the chosen d, against d = 1")
+    ap.add_argument("--converged", action="store_true",
+                    help="draw converged tables instead of building them by joining")
+    ap.add_argument("--join-buckets", action="store_true",
+                    help="joining nodes also refresh every bucket farther than their "
+                         "closest neighbour (Kademlia's join; slower to build)")
     ap.add_argument("--refresh", type=int, default=2,
-                    help="random lookups each node makes when it joins (with --join)")
+                    help="random lookups each node makes when it joins")
+    ap.add_argument("--churn-window", type=float, default=600.0,
+                    help="virtual seconds of churn measured")
     args = ap.parse_args()
     started = time.perf_counter()
-    network = DhtNetwork(args.nodes, args.seed, join=args.join, refresh=args.refresh)
+    cpu0 = time.process_time()
+    network = DhtNetwork(args.nodes, args.seed, join=not args.converged, refresh=args.refresh,
+                         join_buckets=args.join_buckets)
     built = time.perf_counter() - started
-    how = (f"joined one by one, {args.refresh} refresh lookups, "
-           f"{network.join_messages / args.nodes:.0f} requests per join"
-           if args.join else "converged tables")
+    how = ("converged tables" if args.converged else
+           f"joined one by one: own id{', non-full buckets' if args.join_buckets else ''}"
+           f" and {args.refresh} random lookups, "
+           f"{network.join_messages / args.nodes:.0f} requests per join")
     print(f"DHT simulation: {args.nodes} nodes ({how}), {args.lookups} lookups per scenario, "
           f"seed {args.seed} (tables built in {built:.1f}s)")
+    sibs = sorted(len(c.table.siblings()) for c in network.cores.values())
+    sizes = sorted(len(c.table) for c in network.cores.values())
+    print(f"routing tables: median {sizes[len(sizes) // 2]} contacts (min {sizes[0]}); "
+          f"sibling lists: median {sibs[len(sibs) // 2]} (min {sibs[0]})")
     print(HEADER)
     results = []
-    for n, (fraction, behaviour) in enumerate([(0.0, "drop"), (0.1, "drop"), (0.2, "drop"),
-                                               (0.3, "drop"), (0.1, "lie"), (0.2, "lie"),
-                                               (0.3, "lie"), (0.5, "lie"), (0.1, "eclipse"),
-                                               (0.2, "eclipse"), (0.3, "eclipse")]):
-        for paths in (1, 4):
+    plan = [(0.0, "drop")] + [(f, b) for b in ("drop", "lie", "eclipse") for f in (0.1, 0.2, 0.3)]
+    for n, (fraction, behaviour) in enumerate(plan):
+        for paths in (1, args.paths):
             scenario = DhtScenario(fraction, behaviour, paths, lookups=args.lookups)
             r = simulate_lookups(network, scenario, args.seed * 1000 + n)
             results.append(r)
@@ -98,15 +117,38 @@ def main() -> int:
     print(VALUE_HEADER)
     values = []
     for n, (fraction, behaviour, paths, quorum) in enumerate([
-            (0.2, "forge", 1, 1), (0.2, "forge", 1, 3), (0.2, "replay", 1, 1),
-            (0.2, "replay", 1, 3), (0.3, "replay", 1, 3), (0.3, "replay", 4, 3)]):
+            (0.2, "forge", 1, 1), (0.2, "forge", 1, 3), (0.3, "forge", args.paths, 3),
+            (0.2, "replay", 1, 1), (0.2, "replay", 1, 3), (0.3, "replay", 1, 3),
+            (0.3, "replay", args.paths, 3)]):
         scenario = DhtScenario(fraction, behaviour, paths, lookups=args.lookups)
         v = simulate_values(network, scenario, args.seed * 2000 + n, quorum=quorum)
         values.append(v)
         print(value_row(v), flush=True)
+    forged = sum(v.forged_seen for v in values)
+    forged_refused = sum(v.forged_refused for v in values)
+    replays = sum(v.replays_refused + v.replays_accepted for v in values)
+    replays_refused = sum(v.replays_refused for v in values)
+    print(f"   refused: forged {forged_refused}/{forged} "
+          f"({100 * forged_refused / max(1, forged):.0f}%), replayed lower-sequence STOREs "
+          f"{replays_refused}/{replays} ({100 * replays_refused / max(1, replays):.0f}%)")
+    print()
+    print(f"Churn: 30% of the nodes leave per hour and come back after 30 min on average "
+          f"(steady state), {args.churn_window:.0f} virtual seconds; every node refreshes its")
+    print("stale buckets at its own phase of the hour; returning nodes look up their own id.")
+    print(HEADER)
+    report = simulate_churn(network, [DhtScenario(paths=p, churn=0.3, lookups=args.lookups)
+                                      for p in (1, args.paths)], args.seed * 3000,
+                            window=args.churn_window)
+    for r in report.results:
+        results.append(r)
+        print(row(r), flush=True)
+    print(f"   {report.offline_start} away at the start, {report.left} left, "
+          f"{report.returned} came back, {report.refresh_lookups} refresh lookups, "
+          f"{report.maintenance_messages} maintenance requests")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"fingerprint {dht_fingerprint(results)}/{dht_fingerprint(values)}; "
-          f"wall {time.perf_counter() - started:.0f}s, peak memory {peak:.0f} MiB")
+          f"wall {time.perf_counter() - started:.0f}s, CPU {time.process_time() - cpu0:.0f}s, "
+          f"peak memory {peak:.0f} MiB")
     return 0
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
 import heapq
 import math
@@ -64,10 +65,28 @@ from ..dht import (
     encode,
     sign_record,
 )
+from ..dht._ids import bucket_index
 from ..identity import MAX_RECORD_LIFETIME, IdentityRecord, RecordKind
 from ..identity import sign_record as sign_identity_record
 
 BEHAVIOURS = ("drop", "lie", "eclipse")
+
+#: Link latencies, from the lookups measured on the private Tor network
+#: (tests/integration/test_dht.py, docs/dht.md "On the private Tor network"):
+#: a lookup over warm sessions (one round of parallel requests among 8 nodes)
+#: took 0.09-0.25 s, median 0.17-0.21 s, so one request over a warm session is
+#: log-normal with median 0.15 s, sigma 0.35 (exp(+-1.5 sigma) spans 0.09-0.25 s).
+#: A cold bootstrap lookup (two rounds, every contact dialled afresh, up to six in
+#: parallel) took 3.3-10.4 s, median 5.5-5.9 s: a dial (descriptor, rendezvous
+#: circuit, post-quantum handshake) of median 2.3 s, sigma 0.4, gives two rounds of
+#: median 2.3 s + the slowest of six (about 3.8 s), 6.1 s.
+WARM_RTT = 0.15
+WARM_SIGMA = 0.35
+COLD_DIAL = 2.3
+COLD_SIGMA = 0.4
+#: sessions a node keeps open (``network.max_connections``' default), least recently used
+#: closed first
+MAX_SESSIONS = 50
 
 
 @dataclass(frozen=True)
@@ -77,12 +96,19 @@ class DhtScenario:
     paths: int = 1  # d: 1 is plain Kademlia, more is S/Kademlia's disjoint lookup
     alpha: int = 3  # parallel queries per path
     lookups: int = 200
-    latency_median: float = 0.6  # one-way seconds
-    latency_sigma: float = 0.5  # of the log-normal
+    #: round trip of one request over a warm session (log-normal median, sigma), seconds
+    warm_rtt: float = WARM_RTT
+    warm_sigma: float = WARM_SIGMA
+    #: what dialling a peer without a session adds (rendezvous circuit + handshake)
+    cold_dial: float = COLD_DIAL
+    cold_sigma: float = COLD_SIGMA
     loss: float = 0.01  # per message
-    timeout: float = 10.0  # seconds until a request counts as failed
+    timeout: float = 10.0  # seconds until a request counts as failed (the node's default)
+    churn: float = 0.0  # share of the nodes that leave (and come back) per hour
 
     def label(self) -> str:
+        if self.churn:
+            return f"churn {self.churn * 100:.0f}%/h{'':<15} d={self.paths}"
         adv = f"{self.adversaries * 100:.0f}% {self.behaviour}" if self.adversaries else "none"
         return f"adversaries {adv:<12} d={self.paths}"
 
@@ -99,6 +125,7 @@ class DhtResult:
     timeouts_mean: float
     seconds_median: float  # virtual time from start to done
     seconds_p95: float
+    dials_mean: float = 0.0  # requests per lookup that had to dial (no session yet)
 
 
 def _p(values: list[float], q: float) -> float:
@@ -136,7 +163,7 @@ class DhtNetwork:
     """
 
     def __init__(self, size: int, seed: int, *, k: int = 20, join: bool = False,
-                 refresh: int = 2) -> None:
+                 refresh: int = 2, join_buckets: bool = False) -> None:
         rng = random.Random(seed)
         self.k = k
         #: leading bits a Sybil shares with its target: 2 more than the k-th honest node's
@@ -147,8 +174,10 @@ class DhtNetwork:
         self.contacts = contacts
         self.cores = {c.id: DhtCore(c, k=k) for c in contacts}
         self.join_messages = 0
+        #: sessions the joining traffic opened (a request opens one at both ends)
+        self.sessions = Sessions()
         if join:
-            self._join_all(rng, refresh)
+            self._join_all(rng, refresh, join_buckets)
             return
         ints = [int.from_bytes(c.id, "big") for c in contacts]
         for n, c in enumerate(contacts):
@@ -167,36 +196,75 @@ class DhtNetwork:
                 if bisect.bisect_left(ints, sub + (1 << i)) - bisect.bisect_left(ints, sub) <= 1:
                     break
 
-    def _join_all(self, rng: random.Random, refresh: int) -> None:
+    def _join_all(self, rng: random.Random, refresh: int, buckets: bool) -> None:
         order = list(self.contacts)
         rng.shuffle(order)
         joined: list[Contact] = [order[0]]
         for newcomer in order[1:]:
-            core = self.cores[newcomer.id]
-            core.table.observe(rng.choice(joined), 0.0)
-            targets = [newcomer.id] + [rng.randbytes(32) for _ in range(refresh)]
-            for target in targets:
-                self._lookup_now(core, target)
+            self.join(self.cores[newcomer.id], rng.choice(joined), rng, refresh, buckets)
             joined.append(newcomer)
 
-    def _lookup_now(self, asker: DhtCore, target: bytes) -> None:
-        """A lookup with instant, lossless answers (joining is not what is measured)."""
+    def join(self, core: DhtCore, bootstrap: Contact, rng: random.Random, refresh: int = 0,
+             buckets: bool = False, offline: Callable[[bytes], bool] | None = None) -> None:
+        """``core`` joins the way a node does: it knows ``bootstrap`` and looks up its own
+        id; with ``buckets``, it then refreshes every bucket farther than its closest
+        neighbour that is not full (Kademlia §2.3; a lookup of a random id in it); then
+        it looks up ``refresh`` random ids."""
+        core.table.observe(bootstrap, 0.0)
+        self._lookup_now(core, core.own.id, rng, offline)
+        near = core.table.closest(core.own.id, 1)
+        if near and buckets:
+            first = bucket_index(core.own.id, near[0].id) + 1
+            for i in range(first, 256):
+                bucket = core.table.buckets.get(i)
+                if bucket is None or len(bucket.contacts) < core.table.k:
+                    self._lookup_now(core, core.table.refresh_target(i, rng), rng, offline)
+        for _ in range(refresh):
+            self._lookup_now(core, rng.randbytes(32), rng, offline)
+
+    def _lookup_now(self, asker: DhtCore, target: bytes, rng: random.Random,
+                    offline: Callable[[bytes], bool] | None = None, now: float = 0.0) -> None:
+        """A lookup with instant, lossless answers (joining is not what is measured).
+
+        Both sides learn as Kademlia does: the asked node observes the asker
+        (``DhtCore.handle``), the asker observes each node that answered; a full
+        bucket pings its oldest, who answers unless it is ``offline``. A node
+        ``offline`` does not answer (a failure, counted against it by the asker).
+        """
         lookup = asker.lookup(target)
         request = asker.find_node(target)
+        asker.table.touch(target, now)
         while not lookup.done:
             queries = lookup.next_queries()
             if not queries:
                 break
             for q in queries:
                 self.join_messages += 1
+                self.sessions.use(asker.own.id, q.contact.id)
+                if offline is not None and offline(q.contact.id):
+                    asker.feed(lookup, q.contact, None, now)
+                    self._failed(asker, q.contact)
+                    continue
                 peer = self.cores[q.contact.id]
-                handled = peer.handle(asker.own, request, 0.0)
-                if handled.ping is not None:  # the oldest is online: it answers
-                    peer.table.ping_answered(handled.ping.oldest, 0.0)
-                if asker.feed(lookup, q.contact, handled.answer, 0.0):
-                    ping = asker.table.observe(q.contact, 0.0)
+                handled = peer.handle(asker.own, request, now)
+                if handled.ping is not None:
+                    self._ping(peer, handled.ping.oldest, offline, now)
+                if asker.feed(lookup, q.contact, handled.answer, now):
+                    ping = asker.table.observe(q.contact, now)
                     if ping is not None:
-                        asker.table.ping_answered(ping.oldest, 0.0)
+                        self._ping(asker, ping.oldest, offline, now)
+
+    def _ping(self, core: DhtCore, oldest: Contact, offline: Callable[[bytes], bool] | None,
+              now: float) -> None:
+        self.join_messages += 1
+        if offline is not None and offline(oldest.id):
+            core.table.ping_failed(oldest)
+        else:
+            core.table.ping_answered(oldest, now)
+
+    @staticmethod
+    def _failed(core: DhtCore, contact: Contact) -> None:
+        core.table.failed(contact)
 
     def sybils(self, target: bytes) -> list[Contact]:
         """k keys ground until their ids share ``sybil_bits`` leading bits with ``target``.
@@ -227,26 +295,41 @@ class _Links:
     """Requests and answers crossing simulated onion links, on the virtual clock.
 
     Each request: lost with probability ``loss`` each way, else answered after
-    two log-normal one-way delays; no answer within ``timeout`` is a failure
-    fed to the lookup at the timeout.
+    a warm-session round trip (log-normal), plus a dial when the asker has no
+    session with the contact (``sessions``: the peers it has one with, at most
+    ``MAX_SESSIONS``, least recently used closed first; a request opens one);
+    no answer within ``timeout`` is a failure fed to the lookup at the timeout.
+    With ``learn``, the asker's table learns as a node's does (``DhtNode``): a
+    good answer is observed, a failure counted against the contact.
     """
 
-    def __init__(self, clock: VirtualClock, rng: random.Random, scenario: DhtScenario) -> None:
+    def __init__(self, clock: VirtualClock, rng: random.Random, scenario: DhtScenario,
+                 sessions: Sessions | None = None) -> None:
         self.clock = clock
         self.rng = rng
         self.scenario = scenario
-        self.mu = math.log(scenario.latency_median)
+        self.sessions = sessions if sessions is not None else Sessions()
+        self.warm_mu = math.log(scenario.warm_rtt)
+        self.cold_mu = math.log(scenario.cold_dial)
+        self.cold = 0  # requests that needed a dial
 
-    def _delay(self) -> float:
-        return self.rng.lognormvariate(self.mu, self.scenario.latency_sigma)
+    def rtt(self, asker: bytes, peer: bytes) -> float:
+        sc = self.scenario
+        rtt = self.rng.lognormvariate(self.warm_mu, sc.warm_sigma)
+        if not self.sessions.use(asker, peer):
+            self.cold += 1
+            rtt += self.rng.lognormvariate(self.cold_mu, sc.cold_sigma)
+        return rtt
 
     def run(self, asker: DhtCore, lookup: Lookup[SignedRecord],
             answer_of: Callable[[Contact], bytes | None], epoch: float,
-            done: Callable[[LookupResult[SignedRecord], float], None]) -> None:
-        """Drive ``lookup`` from ``asker`` to its end; ``done(result, seconds)``."""
+            done: Callable[[LookupResult[SignedRecord], float, int], None],
+            learn: bool = False) -> None:
+        """Drive ``lookup`` from ``asker`` to its end; ``done(result, seconds, dials)``."""
         clock, scenario = self.clock, self.scenario
         began = clock.now
         finished = False
+        dials = 0
 
         def step() -> None:
             nonlocal finished
@@ -257,11 +340,14 @@ class _Links:
                     send(q.contact)
             if lookup.done:
                 finished = True
-                done(lookup.result(), clock.now - began)
+                done(lookup.result(), clock.now - began, dials)
 
         def send(contact: Contact) -> None:
+            nonlocal dials
             lost = self.rng.random() < scenario.loss or self.rng.random() < scenario.loss
-            rtt = self._delay() + self._delay()
+            cold = self.cold
+            rtt = self.rtt(asker.own.id, contact.id)
+            dials += self.cold - cold
             answer = None if lost else answer_of(contact)
             if answer is None or rtt >= scenario.timeout:
                 clock.call_later(scenario.timeout, lambda: deliver(contact, None))
@@ -269,11 +355,54 @@ class _Links:
                 clock.call_later(rtt, lambda: deliver(contact, answer))
 
         def deliver(contact: Contact, answer: bytes | None) -> None:
-            if not finished:
-                asker.feed(lookup, contact, answer, epoch + clock.now)
-                step()
+            if finished:
+                return
+            good = asker.feed(lookup, contact, answer, epoch + clock.now)
+            if learn:
+                if good:
+                    ping = asker.table.observe(contact, epoch + clock.now)
+                    if ping is not None:  # the oldest is pinged at once (no wait modelled)
+                        asker.table.ping_answered(ping.oldest, epoch + clock.now)
+                else:
+                    asker.table.failed(contact)
+            step()
 
         step()
+
+
+class Sessions:
+    """Which nodes hold a session with which (``MAX_SESSIONS`` each, LRU)."""
+
+    def __init__(self, base: Sessions | None = None) -> None:
+        self._open: dict[bytes, dict[bytes, None]] = {}
+        #: read-only sessions underneath (a scenario's overlay leaves the network's as it was)
+        self._base = base
+
+    def use(self, a: bytes, b: bytes) -> bool:
+        """``a`` sends to ``b``: whether a session was open; both ends hold one after."""
+        warm = self._has(a, b)
+        self._touch(a, b)
+        self._touch(b, a)
+        return warm
+
+    def _has(self, a: bytes, b: bytes) -> bool:
+        mine = self._open.get(a)
+        if mine is not None and b in mine:
+            return True
+        return self._base is not None and self._base._has(a, b)
+
+    def _touch(self, a: bytes, b: bytes) -> None:
+        mine = self._open.setdefault(a, {})
+        mine.pop(b, None)
+        mine[b] = None
+        if len(mine) > MAX_SESSIONS:
+            del mine[next(iter(mine))]
+
+    def drop(self, a: bytes) -> None:
+        """``a`` went offline: its sessions closed, at both ends."""
+        self._open.pop(a, None)
+        for mine in self._open.values():
+            mine.pop(a, None)
 
 
 def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> DhtResult:
@@ -284,11 +413,13 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
     honest = [i for i in ids if i not in bad]
     bad_contacts = [network.cores[i].own for i in sorted(bad)]
     clock = VirtualClock()
-    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario)
-    outcomes: list[tuple[bool, int, int, int, float]] = []
+    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario,
+                   Sessions(network.sessions))
+    outcomes: list[tuple[bool, int, int, int, float, int]] = []
 
     def one_lookup(start: DhtCore, target: bytes) -> None:
-        lookup: Lookup[SignedRecord] = start.lookup(target, paths=scenario.paths)
+        lookup: Lookup[SignedRecord] = start.lookup(target, paths=scenario.paths,
+                                                    until_found=True)
         lookup.alpha = scenario.alpha
         request = start.find_node(target)
         liars: list[Contact] | None = None
@@ -311,8 +442,8 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
             core = network.cores[contact.id]
             return encode(core.answer(decode_request(request), clock.now))
 
-        def done(r: LookupResult[SignedRecord], seconds: float) -> None:
-            outcomes.append((r.target_seen, r.rounds, r.messages, r.failures, seconds))
+        def done(r: LookupResult[SignedRecord], seconds: float, dials: int) -> None:
+            outcomes.append((r.target_seen, r.rounds, r.messages, r.failures, seconds, dials))
 
         links.run(start, lookup, answer_of, 0.0, done)
 
@@ -322,6 +453,11 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
         one_lookup(network.cores[a], b)
         clock.run()
 
+    return _summary(scenario, outcomes)
+
+
+def _summary(scenario: DhtScenario,
+             outcomes: list[tuple[bool, int, int, int, float, int]]) -> DhtResult:
     ok = [o for o in outcomes if o[0]]
     rounds = [float(o[1]) for o in outcomes]
     messages = [float(o[2]) for o in outcomes]
@@ -337,7 +473,131 @@ def simulate_lookups(network: DhtNetwork, scenario: DhtScenario, seed: int) -> D
         timeouts_mean=statistics.fmean(float(o[3]) for o in outcomes),
         seconds_median=statistics.median(seconds),
         seconds_p95=_p(seconds, 0.95),
+        dials_mean=statistics.fmean(float(o[5]) for o in outcomes),
     )
+
+
+@dataclass(frozen=True)
+class ChurnReport:
+    results: tuple[DhtResult, ...]  # one per d, the same lookups
+    left: int  # departures during the window
+    returned: int  # nodes that came back (each looked up its own id)
+    offline_start: int  # nodes away when the window opened
+    refresh_lookups: int  # bucket-refresh lookups run on the nodes' clocks
+    maintenance_messages: int  # requests of rejoins and refreshes
+
+
+def simulate_churn(network: DhtNetwork, scenarios: Sequence[DhtScenario], seed: int, *,
+                   window: float = 600.0, away_mean: float = 1800.0,
+                   refresh_interval: float = 3600.0) -> ChurnReport:
+    """Node lookups while ``scenarios[0].churn`` of the nodes leave per hour and come back.
+
+    The process: nodes leave at random (Poisson, ``churn * size`` an hour) and
+    come back after an exponential time of mean ``away_mean``; the window
+    opens in that process's steady state (``churn * size * away_mean / 1h``
+    nodes away, their contacts still in the others' tables). A node away
+    answers nothing (a timeout for whoever asks it); one that comes back looks
+    up its own id with the table it had. Every node refreshes its stale
+    buckets on its own clock (``DhtCore.due_refresh``: the buckets no lookup
+    touched for ``refresh_interval``, each node at a random phase of it; those
+    whose turn falls in the window refresh in it). Lookups: ``lookups`` pairs
+    of nodes online at the time, spread over the window, each looked up once
+    per scenario (d) at the same moment; the askers' tables learn from them as
+    a node's do (``_Links``, ``learn``), the asked nodes learn the askers
+    (``DhtCore.handle``). Maintenance traffic (rejoins, refreshes) is instant
+    and lossless; only the measured lookups cross the latency model.
+    """
+    rng = random.Random(seed)
+    first = scenarios[0]
+    ids = [c.id for c in network.contacts]
+    size = len(ids)
+    clock = VirtualClock()
+    t0 = refresh_interval  # the tables were built at 0: every untouched bucket is due in the window
+    sessions = network.sessions
+    links = {sc.paths: _Links(clock, random.Random(rng.getrandbits(64)), sc, sessions)
+             for sc in scenarios}
+    away: set[bytes] = set()
+    counts = {"left": 0, "returned": 0, "refresh": 0}
+    before = network.join_messages
+
+    def offline(i: bytes) -> bool:
+        return i in away
+
+    def come_back(i: bytes) -> None:
+        away.discard(i)
+        counts["returned"] += 1
+        network._lookup_now(network.cores[i], i, rng, offline, now=t0 + clock.now)
+
+    def leave_later(i: bytes, after: float) -> None:
+        if after < window:
+            clock.call_later(after, lambda: come_back(i))
+
+    def leave() -> None:
+        i = rng.choice(ids)
+        if i not in away:
+            away.add(i)
+            sessions.drop(i)
+            counts["left"] += 1
+            leave_later(i, rng.expovariate(1.0 / away_mean))
+
+    def refresh(core: DhtCore) -> None:
+        if core.own.id in away:
+            return
+        for target in core.due_refresh(t0 + clock.now, rng):
+            counts["refresh"] += 1
+            network._lookup_now(core, target, rng, offline, now=t0 + clock.now)
+
+    for i in rng.sample(ids, round(first.churn * size * away_mean / 3600.0)):
+        away.add(i)
+        sessions.drop(i)
+        leave_later(i, rng.expovariate(1.0 / away_mean))
+    offline_start = len(away)
+    t = rng.expovariate(first.churn * size / 3600.0)
+    while t < window:
+        clock.call_later(t, leave)
+        t += rng.expovariate(first.churn * size / 3600.0)
+    for i in ids:
+        phase = rng.uniform(0.0, refresh_interval)
+        if phase < window:
+            clock.call_later(phase, functools.partial(refresh, network.cores[i]))
+
+    outcomes: dict[int, list[tuple[bool, int, int, int, float, int]]] = {
+        sc.paths: [] for sc in scenarios}
+
+    def one(start: DhtCore, target: bytes, sc: DhtScenario) -> None:
+        lookup = start.lookup(target, paths=sc.paths, until_found=True)
+        lookup.alpha = sc.alpha
+        request = start.find_node(target)
+        lk = links[sc.paths]
+
+        def answer_of(contact: Contact) -> bytes | None:
+            if contact.id in away:
+                return None
+            peer = network.cores[contact.id]
+            handled = peer.handle(start.own, request, t0 + clock.now)
+            if handled.ping is not None:
+                network._ping(peer, handled.ping.oldest, offline, t0 + clock.now)
+            return handled.answer
+
+        def done(r: LookupResult[SignedRecord], seconds: float, dials: int) -> None:
+            outcomes[sc.paths].append((r.target_seen, r.rounds, r.messages, r.failures,
+                                       seconds, dials))
+
+        lk.run(start, lookup, answer_of, t0, done, learn=True)
+
+    def lookup_pair() -> None:
+        online = [i for i in rng.sample(ids, 8) if i not in away][:2]
+        if len(online) < 2:
+            return
+        for sc in scenarios:
+            one(network.cores[online[0]], online[1], sc)
+
+    for _ in range(first.lookups):
+        clock.call_later(rng.uniform(0.0, window), lookup_pair)
+    clock.run()
+    return ChurnReport(tuple(_summary(sc, outcomes[sc.paths]) for sc in scenarios),
+                       counts["left"], counts["returned"], offline_start, counts["refresh"],
+                       network.join_messages - before)
 
 
 #: unix time the value simulation's virtual clock starts at (records carry real times)
@@ -390,7 +650,8 @@ def simulate_values(network: DhtNetwork, scenario: DhtScenario, seed: int, *,
     bad = set(rng.sample(ids, round(scenario.adversaries * len(ids))))
     honest = [i for i in ids if i not in bad]
     clock = VirtualClock()
-    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario)
+    links = _Links(clock, random.Random(rng.getrandbits(64)), scenario,
+                   Sessions(network.sessions))
     records: list[tuple[SignedRecord, SignedRecord]] = []
     touched: list[DhtCore] = []
     stores_refused = replays_refused = replays_accepted = 0
@@ -436,7 +697,7 @@ def simulate_values(network: DhtNetwork, scenario: DhtScenario, seed: int, *,
                 return encode(Value(forged if scenario.behaviour == "forge" else old))
             return encode(answer)
 
-        def done(r: LookupResult[SignedRecord], seconds: float) -> None:
+        def done(r: LookupResult[SignedRecord], seconds: float, dials: int) -> None:
             nonlocal forged_seen, forged_refused
             got = start.newest(r.values)
             kind = "none" if got is None else "current" if got.sequence == 2 else "stale"

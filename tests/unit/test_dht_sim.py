@@ -25,8 +25,9 @@ def test_tables_are_filled_through_the_real_routing_table(network: DhtNetwork) -
 def test_every_lookup_succeeds_without_adversaries(network: DhtNetwork) -> None:
     r = simulate_lookups(network, DhtScenario(lookups=40, loss=0.0), seed=1)
     assert r.lookups == 40 and r.success == 1.0
-    assert 1 <= r.rounds_median <= 4
-    assert r.messages_mean >= 20  # the k closest must all answer
+    assert r.rounds_median <= 4
+    # a node lookup ends once an answer names the target, before the k closest answered
+    assert r.messages_mean < 20
     assert r.timeouts_mean == 0.0
 
 
@@ -40,8 +41,10 @@ def test_same_seed_same_figures(network: DhtNetwork) -> None:
 
 def test_dropping_adversaries_cost_timeouts_and_disjoint_paths_cost_messages(
         network: DhtNetwork) -> None:
+    none = simulate_lookups(network, DhtScenario(0.0, "drop", 1, lookups=30), seed=2)
     drop = simulate_lookups(network, DhtScenario(0.3, "drop", 1, lookups=30), seed=2)
-    assert drop.timeouts_mean > 0 and drop.seconds_median >= 10.0
+    assert drop.success == 1.0
+    assert drop.seconds_p95 > none.seconds_p95  # a dropper is waited on until the timeout
     plain = simulate_lookups(network, DhtScenario(0.2, "lie", 1, lookups=30), seed=2)
     disjoint = simulate_lookups(network, DhtScenario(0.2, "lie", 4, lookups=30), seed=2)
     assert disjoint.messages_mean > plain.messages_mean
@@ -86,3 +89,43 @@ def test_a_network_built_by_joining_finds_its_nodes() -> None:
     r = simulate_lookups(joined, DhtScenario(lookups=30, loss=0.0), seed=1)
     assert r.success == 1.0
     assert DhtNetwork(150, seed=9, join=True).join_messages == joined.join_messages
+
+
+def test_links_dial_once_then_reuse_the_session_and_keep_at_most_max_sessions() -> None:
+    from aegis_hidden.sim._dht import MAX_SESSIONS, Sessions
+
+    base = Sessions()
+    a, b = b"a" * 32, b"b" * 32
+    assert base.use(a, b) is False  # a dial
+    assert base.use(a, b) is True and base.use(b, a) is True  # both ends hold it
+    overlay = Sessions(base)
+    assert overlay.use(a, b) is True  # read through, never written below
+    c = b"c" * 32
+    assert overlay.use(a, c) is False and base.use(a, c) is False
+    for n in range(MAX_SESSIONS):
+        base.use(a, n.to_bytes(32, "big"))
+    assert base.use(a, b) is False  # least recently used, closed
+    base.drop(a)
+    assert base.use(c, a) is False  # gone with its node, at both ends
+
+
+def test_churn_with_refresh_on_the_nodes_clocks() -> None:
+    from aegis_hidden.sim._dht import ChurnReport, simulate_churn
+
+    def run() -> tuple[ChurnReport]:
+        joined = DhtNetwork(300, seed=12, join=True, refresh=1)
+        sizes = [len(core.table.siblings()) for core in joined.cores.values()]
+        assert min(sizes) >= 20  # every node knows its neighbours
+        report = simulate_churn(joined, [DhtScenario(paths=p, churn=0.3, lookups=40)
+                                         for p in (1, 4)], seed=3, window=900.0)
+        return (report,)
+
+    (report,) = first = run()
+    assert report.offline_start == round(0.3 * 300 * 1800 / 3600)  # the steady state
+    assert report.left > 0 and report.returned > 0 and report.refresh_lookups > 0
+    plain, disjoint = report.results
+    assert plain.lookups == disjoint.lookups >= 30
+    assert plain.success >= 0.95 and disjoint.success >= 0.95
+    assert disjoint.messages_mean > plain.messages_mean
+    assert plain.dials_mean <= plain.messages_mean
+    assert run() == first  # deterministic
