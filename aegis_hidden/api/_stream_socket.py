@@ -41,6 +41,10 @@ class StreamSocket(WebSocketServerProtocol):
     _close_asked = False
     _eof_sent = False
     _retry: IDelayedCall | None = None
+    _reading = False
+    _again = False
+    _writing = False
+    _write_again = False
 
     def onConnect(self, request: Any) -> None:
         token = None
@@ -74,7 +78,23 @@ class StreamSocket(WebSocketServerProtocol):
 
     # -- StreamWatcher --------------------------------------------------------------
     def readable(self) -> None:
-        """Send what the stream holds, while this socket's backlog allows."""
+        """Send what the stream holds, while this socket's backlog allows. A read grants
+        credit, and the bytes it lets in can make the stream readable again before the
+        read returns: that nested call only asks for another round, so the messages
+        keep the stream's order."""
+        if self._reading:
+            self._again = True
+            return
+        self._reading = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._send_readable()
+        finally:
+            self._reading = False
+
+    def _send_readable(self) -> None:
         if self._ended or self._eof_sent:
             return
         service = self.factory.service()
@@ -109,6 +129,9 @@ class StreamSocket(WebSocketServerProtocol):
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         if error is None:
+            if not self._eof_sent:  # the peer's CLOSE and the end came in one batch
+                self._eof_sent = True
+                self._text({"type": "eof"})
             self._text({"type": "closed"})
         else:
             self._text({"type": "reset", "error": error})
@@ -116,20 +139,31 @@ class StreamSocket(WebSocketServerProtocol):
 
     # -- from the client --------------------------------------------------------------
     def _write_pending(self) -> None:
+        """Write what the client sent, as far as the stream takes it. A write can let a
+        CREDIT in before it returns (the stream is writable again): that nested call
+        only asks for another round, so no byte is written twice or out of order."""
+        if self._writing:
+            self._write_again = True
+            return
         service = self.factory.service()
+        self._writing = True
         try:
-            took = service.write(self.sid, bytes(self._pending))
+            self._write_again = True
+            while self._write_again and self._pending:
+                self._write_again = False
+                took = service.write(self.sid, bytes(self._pending))
+                del self._pending[:took]
         except StreamError as e:
             self._pending.clear()
             self._text({"type": "error", "error": str(e)})
             return
-        del self._pending[:took]
+        finally:
+            self._writing = False
+        transport: Any = self.transport
         if self._pending:
-            transport: Any = self.transport
             transport.pauseProducing()  # the client's writes wait in its socket
             return
-        resume: Any = self.transport
-        resume.resumeProducing()
+        transport.resumeProducing()
         if self._close_asked:
             service.close(self.sid)
 

@@ -70,6 +70,8 @@ class StreamService(Service):
         self._keys: dict[StreamKey, str] = {}
         self._watchers: dict[str, StreamWatcher] = {}
         self._next = 1
+        self._pumping = False
+        self._pump_again = False
         #: most bytes held by all streams at once (send + receive buffers)
         self.high_water = 0
         core.channels.register(Channel.STREAM, self._receive)
@@ -176,6 +178,22 @@ class StreamService(Service):
         self._pump()
 
     def _pump(self) -> None:
+        """Send what the core wants sent and hand out its events. Not re-entered: a send
+        can bring the peer's answer back before it returns (an in-memory link), and its
+        frames must leave after the ones already taken, in the core's order."""
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
         held = self.buffered()
         if held > self.high_water:
             self.high_water = held
