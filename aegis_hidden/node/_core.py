@@ -334,10 +334,10 @@ class NodeCore(Service):
         self.records.stop()
         self.emergency.stop()
         self.messenger.stop()
-        self.pool.stop()
+        closed = self.pool.stop()  # the sessions' last status updates, then the database
         if self._own_db:
-            return self.db.close()
-        return succeed(None)
+            closed.addCallback(lambda _: self.db.close())
+        return closed
 
     # -- what the API uses --------------------------------------------------
     def peer_status(self, peer: PeerInfo) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -118,6 +118,17 @@ def link_is_peer(link: IPeerLink, peer: str) -> bool:
 Gate = Callable[[IPeerLink, str, bool], "str | None"]
 
 
+#: How long :meth:`ConnectionPool.stop` waits for the sessions it closed (a paced
+#: scheduler drains a closing session's queue for at most mixing's DRAIN_SECONDS, 5).
+STOP_WAIT = 6.0
+
+
+def _cancel_then_pass(result: object, timer: IDelayedCall) -> object:
+    if timer.active():
+        timer.cancel()
+    return result
+
+
 class ConnectionPool:
     log = Logger()
 
@@ -159,6 +170,8 @@ class ConnectionPool:
         self.gate: Gate | None = None
         self.refuse_dialing: Callable[[], str | None] = lambda: None
         self.on_dial_failed: Callable[[str, BaseException], None] | None = None
+        self._stop_waiters: list[Deferred[None]] = []
+        self._status_writes: set[Deferred[Any]] = set()
 
     # -- wiring -------------------------------------------------------------
     def attach(self, factory: ISessionFactory) -> None:
@@ -179,11 +192,33 @@ class ConnectionPool:
             period = min(self.idle_timeout, self.idle_grace) / 4
             self._reaper.start(max(1.0, period), now=False)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Close every session. Fires once they have all closed and their status is
+        saved, or after :data:`STOP_WAIT` seconds: on a paced scheduler a session
+        closing with cells queued sends them at its slots before its CLOSE, and the
+        node must not close its database under the status updates that follow."""
         if self._reaper.running:
             self._reaper.stop()
+        done: Deferred[None] = Deferred()
+        self._stop_waiters.append(done)
         for link in [*self._links.values(), *self._extra]:
             link.close("node stopping")
+        if not done.called:
+            timer = self._clock.callLater(STOP_WAIT, self._stopped, timed_out=True)
+            done.addBoth(_cancel_then_pass, timer)
+            self._stopped()
+        return done
+
+    def _stopped(self, timed_out: bool = False) -> None:
+        """Fire the waiters of :meth:`stop` once nothing is open or being saved."""
+        if not timed_out and (self._links or self._extra or self._status_writes):
+            return
+        if timed_out:
+            self.log.warn("{n} sessions still open {s:g}s after the node began stopping",
+                          n=len(self._links) + len(self._extra), s=STOP_WAIT)
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     # -- state --------------------------------------------------------------
     def connected(self, peer: str) -> bool:
@@ -383,6 +418,13 @@ class ConnectionPool:
         return adopted
 
     def _closed(self, reason: str, peer: str, link: IPeerLink) -> None:
+        try:
+            self._session_closed(reason, peer, link)
+        finally:
+            if self._stop_waiters:
+                self._stopped()
+
+    def _session_closed(self, reason: str, peer: str, link: IPeerLink) -> None:
         if link in self._extra:
             self._extra.discard(link)
             return
@@ -394,8 +436,18 @@ class ConnectionPool:
         self._events.emit("peer_disconnected", peer=peer, reason=str(reason))
         for callback in list(self._disconnected_listeners):
             callback(peer)
-        Deferred.fromCoroutine(self._store.set_status(peer, "disconnected")).addErrback(
+        write = Deferred.fromCoroutine(self._store.set_status(peer, "disconnected"))
+        write.addErrback(
             lambda f: self.log.failure("status update for {peer} failed", f, peer=peer))
+        if not write.called:
+            self._status_writes.add(write)
+            write.addBoth(self._status_written, write)
+
+    def _status_written(self, result: object, write: Deferred[Any]) -> object:
+        self._status_writes.discard(write)
+        if self._stop_waiters:
+            self._stopped()
+        return result
 
     def _forget(self, peer: str) -> None:
         self._links.pop(peer, None)

@@ -122,3 +122,53 @@ def test_revoked_peer_refused_at_dial_and_accept(net: FakeNetwork, clock: Clock,
         result_of(b.core.pool.get(a.address)).send_message(b"{}")
     assert not a.core.pool.connected(b.address)
     assert a.core.metrics.counters["revoked_refused"] == 1
+
+
+def _connected_link(net: FakeNetwork, clock: Clock, tmp_path: Path) -> tuple[Node, Node, Any]:
+    a = Node(net, clock, tmp_path / "a.db")
+    b = Node(net, clock, tmp_path / "b.db")
+    result_of(a.core.store.add(b.address))
+    result_of(a.core.pool.get(b.address))
+    (raw,) = [link for link in a.factory.links if not link.closed]
+    return a, b, raw
+
+
+def test_stop_waits_for_a_session_closing_at_its_slots(net: FakeNetwork, clock: Clock,
+                                                        tmp_path: Path) -> None:
+    """A paced session sends its queued cells at their slots before its CLOSE: the pool's
+    stop fires only once it has closed and its status is saved (the core closes its
+    database after that, not under the status update)."""
+    a, b, raw = _connected_link(net, clock, tmp_path)
+    real_close = raw.close
+    raw.close = lambda reason: clock.callLater(2.0, real_close, reason)
+    fired: list[object] = []
+    a.core.pool.stop().addCallback(fired.append)
+    assert not fired
+    clock.advance(1.9)
+    assert not fired and a.core.pool.connected(b.address)
+    clock.advance(0.1)
+    assert fired and not a.core.pool.connected(b.address)
+    info = a.core.store.get(b.address)
+    assert info is not None and info.status == "disconnected"
+
+
+def test_stop_gives_up_on_a_session_that_never_closes(net: FakeNetwork, clock: Clock,
+                                                       tmp_path: Path) -> None:
+    from aegis_hidden.node._pool import STOP_WAIT
+
+    a, _b, raw = _connected_link(net, clock, tmp_path)
+    raw.close = lambda reason: None
+    fired: list[object] = []
+    a.core.pool.stop().addCallback(fired.append)
+    clock.advance(STOP_WAIT - 0.1)
+    assert not fired
+    clock.advance(0.1)
+    assert fired
+    assert not clock.getDelayedCalls() or all(
+        c.getTime() > clock.seconds() for c in clock.getDelayedCalls())
+
+
+def test_stop_with_no_sessions_fires_at_once(net: FakeNetwork, clock: Clock,
+                                             tmp_path: Path) -> None:
+    a = Node(net, clock, tmp_path / "a.db")
+    assert a.core.pool.stop().called
