@@ -142,7 +142,8 @@ class PeerLink:
     def send_bulk(self, data: bytes) -> None:
         """Queue one message in the bulk class (stream data): it leaves only when no
         other message waits, so control traffic and small messages are not stuck
-        behind it (:meth:`Session.send_message`). Not counted in a trace's kinds."""
+        behind it (:meth:`Session.send_message`). Traced as real, outside the kinds'
+        runs (it may leave before messages queued earlier)."""
         if self.close_reason is not None or self._protocol.close_pending is not None:
             self.send_message(b"")  # raises the closed / closing error
         self._protocol.session.send_message(data, bulk=True)
@@ -315,14 +316,17 @@ class SessionProtocol(Protocol):
             self.session.close(CloseReason.NORMAL, reason)
             self.pump()
             return 0
-        before = self.session.queued()
+        before, bulk = self.session.queued(), self.session.bulk_queued()
         out = self.session.seal_queued(count, cover)
         sent = before - self.session.queued()
         if out and self.transport is not None:
             self.transport.write(out)
             if self._trace is not None:
                 cells = len(out) // self.session.params.cell_size
-                self._trace_out(cells - min(cover, cells), min(cover, cells), sent)
+                # Bulk cells (stream data, real) may leave before messages queued
+                # earlier, so only the others take their kinds from the runs.
+                bulk -= self.session.bulk_queued()
+                self._trace_out(cells - min(cover, cells), min(cover, cells), sent - bulk)
         return sent
 
     def _trace_out(self, real: int, cover: int, queued: int) -> None:

@@ -352,3 +352,41 @@ def test_loop_cells_are_traced_as_loop_on_the_sending_and_the_returning_side(
     assert kinds(traces[1], "in")["cover"] == sent["cover"]
     # without a kind function every message is "real" (as before)
     assert loop_trace_kind(b"\x00" * 200) == "real" and loop_trace_kind(b"junk") == "real"
+
+
+def test_a_loop_queued_while_bulk_data_leaves_is_traced_when_it_leaves(
+        clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    """Bulk cells (stream data) of a begun message leave before a loop queued after
+    them: the trace must not give the loop's kind to a bulk cell. The sender's
+    loop cell is traced at the moment the peer receives the loop."""
+    import random
+
+    from aegis_hidden.mixing import LOOP_ID_BYTES, PoissonScheduler
+    from aegis_hidden.node import loop_trace_kind
+    from aegis_hidden.node._channels import Channel, encode_frame, send_frame
+    from aegis_hidden.node._control import ControlKind
+
+    provider = MemoryTransportProvider()
+    traces = Trace(), Trace()
+    alice = SessionFactory(identities[0], [provider], Config(), clock,
+                           scheduler=PoissonScheduler(clock, random.Random(5), 2.0, burst=4),
+                           trace=traces[0], trace_kind=loop_trace_kind)
+    bob = SessionFactory(identities[1], [provider], Config(), clock, trace=traces[1],
+                         trace_kind=loop_trace_kind)
+    incoming: list[IPeerLink] = []
+    bob.on_incoming(incoming.append)
+    provider.listen(identities[1].onion, PORT, bob.server_factory())
+    link = outcome(alice.connect(identities[1].onion))
+    (theirs,) = incoming
+    theirs.set_receiver(lambda data: None)
+    provider.flush()
+    link.send_bulk(encode_frame(Channel.STREAM, os.urandom(40_000)))  # ~80 cells
+    _run(clock, provider, seconds=2, step=0.01)
+    begun = [c for c in traces[0].cells if c[2] == "out" and c[4] == "real"]
+    assert begun, "the bulk message has begun to leave"
+    send_frame(link, Channel.CONTROL, bytes([ControlKind.LOOP]) + os.urandom(LOOP_ID_BYTES))
+    _run(clock, provider, seconds=60, step=0.01)
+    out_loops = [c[0] for c in traces[0].cells if c[2] == "out" and c[4] == "loop"]
+    in_loops = [c[0] for c in traces[1].cells if c[2] == "in" and c[4] == "loop"]
+    assert len(out_loops) == 1 and len(in_loops) == 1
+    assert out_loops == in_loops  # traced in the write that carried it
