@@ -41,15 +41,18 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def lines(self, name: str) -> list[str]:
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        """The sample lines; ``labels`` (``'kind="warm"'``) go before ``le``."""
         out = []
         cumulative = 0
+        pre = f"{labels}," if labels else ""
+        tail = f"{{{labels}}}" if labels else ""
         for bound, n in zip(self.buckets, self.counts, strict=True):
             cumulative += n
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {self.total:.6f}")
-        out.append(f"{name}_count {self.count}")
+            out.append(f'{name}_bucket{{{pre}le="{bound:g}"}} {cumulative}')
+        out.append(f'{name}_bucket{{{pre}le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum{tail} {self.total:.6f}")
+        out.append(f"{name}_count{tail} {self.count}")
         return out
 
 
@@ -139,6 +142,8 @@ class Metrics:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         #: Gauges with one label: name -> (help, label name, read() -> {label value: value}).
         self.labelled: dict[str, tuple[str, str, Callable[[], Mapping[str, float]]]] = {}
+        #: Histograms with one label: name -> (help, label name, {label value: histogram}).
+        self.histograms: dict[str, tuple[str, str, dict[str, Histogram]]] = {}
         #: Read at render time: the mixing layer's snapshot (see :func:`mixing_lines`).
         self.mixing: Callable[[], dict[str, Any]] | None = None
 
@@ -154,6 +159,12 @@ class Metrics:
                        read: Callable[[], Mapping[str, float]]) -> None:
         """``aegis_<name>{<label>="<value>"}``, one line per key of ``read()``."""
         self.labelled[name] = (doc, label, read)
+
+    def labelled_histogram(self, name: str, doc: str, label: str, value: str,
+                           buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
+        """The histogram ``aegis_<name>{<label>="<value>"}`` (made on first use)."""
+        entry = self.histograms.setdefault(name, (doc, label, {}))
+        return entry[2].setdefault(value, Histogram(buckets))
 
     def render(self) -> str:
         out: list[str] = []
@@ -172,6 +183,11 @@ class Metrics:
         name = "aegis_message_ack_latency_seconds"
         out += [f"# HELP {name} Time from first send to the peer's acknowledgement.",
                 f"# TYPE {name} histogram", *self.latency.lines(name)]
+        for short, (doc, label, by_value) in sorted(self.histograms.items()):
+            full = f"aegis_{short}"
+            out += [f"# HELP {full} {doc}", f"# TYPE {full} histogram"]
+            for value, histogram in sorted(by_value.items()):
+                out += histogram.lines(full, f'{label}="{value}"')
         if self.mixing is not None:
             out += mixing_lines(self.mixing())
         return "\n".join(out) + "\n"
