@@ -253,6 +253,19 @@ DHT_STATS = {"type": "object", "required": ["routing_table", "records", "lookups
                      "last_seconds": {"type": ["number", "null"]},
                      "recent": {"type": "array", "items": {"type": "object"}}}},
                  "requests_answered": {"type": "integer"}, "rpc_failures": {"type": "integer"},
+                 "rpc_seconds": {
+                     "type": "object",
+                     "description": "round trips of answered DHT requests this node sent: "
+                                    "warm over a session already open, cold when the pool "
+                                    "dialled first; p50, p95 and the log-normal fit (mean, "
+                                    "sd of ln seconds) over the newest 512 samples",
+                     "properties": {kind: {"type": "object", "properties": {
+                         "count": {"type": "integer"}, "p50": {"type": ["number", "null"]},
+                         "p95": {"type": ["number", "null"]},
+                         "ln_mean": {"type": ["number", "null"]},
+                         "ln_sd": {"type": ["number", "null"]},
+                         "samples": {"type": "array", "items": {"type": "number"}}}}
+                         for kind in ("warm", "cold")}},
                  "refused": {"type": "object", "additionalProperties": {"type": "integer"}},
                  "misbehaviour": {
                      "type": "object", "additionalProperties": {"type": "integer"},

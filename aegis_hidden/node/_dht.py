@@ -58,8 +58,10 @@ with the routing table and the records kept in the node's state database
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import secrets
+import statistics
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -127,6 +129,7 @@ from ..interfaces import IDHT
 from ..peers import ORIGIN_PEER, Behaviour, PeerInfo
 from ._channels import RpcHandler, RpcRemoteError, RpcTimeout, RpcUnreachable
 from ._identity_service import IdentityService
+from ._metrics import Histogram
 from ._pool import link_onion
 
 if TYPE_CHECKING:
@@ -144,6 +147,29 @@ _EXPECTED: dict[type, tuple[type, ...]] = {
 #: record refusals that say the peer forged something (not a race or a clock)
 _FORGED = frozenset({"BadRecordSignature", "UnsignedRecord", "DhtRecordError",
                      "BadMailboxAuth"})
+#: buckets (seconds) of ``aegis_dht_request_seconds``: warm round trips are tenths of
+#: a second on Tor, a dial (descriptor, rendezvous, handshake) adds seconds
+RPC_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
+                                  30.0)
+#: round trips kept per kind for ``rpc_seconds`` in the stats (the newest)
+RPC_SAMPLES = 512
+
+
+def rpc_summary(count: int, samples: Sequence[float]) -> dict[str, Any]:
+    """``count`` answered requests of a kind, and of the ``samples`` kept (seconds):
+    median, 95th percentile, the mean and standard deviation of their logarithms (a
+    log-normal fit: median exp(ln_mean), sigma ln_sd) and the samples themselves
+    (ms precision), so several nodes' samples can be pooled."""
+    xs = sorted(samples)
+    if not xs:
+        return {"count": count, "p50": None, "p95": None, "ln_mean": None, "ln_sd": None,
+                "samples": []}
+    logs = [math.log(max(x, 1e-6)) for x in xs]
+    return {"count": count, "p50": round(statistics.median(xs), 4),
+            "p95": round(xs[min(len(xs) - 1, math.ceil(0.95 * len(xs)) - 1)], 4),
+            "ln_mean": round(statistics.fmean(logs), 4),
+            "ln_sd": round(statistics.pstdev(logs), 4) if len(logs) > 1 else 0.0,
+            "samples": [round(x, 3) for x in samples]}
 
 
 def path_network(path: int | None, networks: Iterable[str], i2p: str | None) -> str:
@@ -242,7 +268,11 @@ class _DialingRpc:
             service.evict(peer, why)
             return fail(RpcUnreachable(f"not asking {peer}: {why}"))
         name = service.route(peer)
+        # warm: over a session already open; cold: the pool dials first
+        warm = self._core.pool.connected(name)
+        started = service.now()
         d = self._send(name, payload, timeout)
+        d.addCallback(service.timed, warm, started)
         d.addCallbacks(service.judge_answer, service.judge_failure,
                        callbackArgs=(peer, payload), errbackArgs=(peer,))
         return d
@@ -296,6 +326,10 @@ class DhtService(Service):
         self.mail_accepted = 0
         self.mail_refused: Counter[str] = Counter()
         self._revocations_held: set[str] = set()
+        #: round trips of answered requests (seconds, newest kept), warm and cold
+        self.rpc_count: Counter[str] = Counter()
+        self.rpc_samples: dict[str, deque[float]] = {
+            kind: deque(maxlen=RPC_SAMPLES) for kind in ("warm", "cold")}
         self._listening = False
         self.node = DhtNode(dht, _DialingRpc(core, self), clock, self._rng,
                             timeout=config.request_timeout,
@@ -320,6 +354,8 @@ class DhtService(Service):
                       "mailboxes.", lambda: len(self.node.core.mailboxes))
         metrics.gauge("dht_mailbox_bytes", "Bytes of letters this node holds for other "
                       "nodes' mailboxes.", lambda: self.node.core.mailboxes.size)
+        for kind in self.rpc_samples:  # both kinds in /metrics from the start
+            self._rpc_histogram(kind)
 
     @property
     def dht(self) -> DhtCore:
@@ -621,6 +657,8 @@ class DhtService(Service):
                         "recent": list(self.recent)},
             "requests_answered": s["requests_answered"],
             "rpc_failures": s["rpc_failures"],
+            "rpc_seconds": {kind: rpc_summary(self.rpc_count[kind], samples)
+                            for kind, samples in self.rpc_samples.items()},
             "refused": dict(sorted(self.dht.refused.items())),
             "misbehaviour": dict(sorted(self.misbehaviour.items())),
             "evicted": self.evicted,
@@ -749,6 +787,25 @@ class DhtService(Service):
 
         return d.addCallback(judged).addErrback(
             lambda f: self.log.failure("reputation update for {peer} failed", f, peer=peer))
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    def timed(self, answer: bytes, warm: bool, started: float) -> bytes:
+        """Count the round trip of an answered request, warm (over a session open
+        before it) or cold (the pool dialled first); the answer goes on."""
+        kind = "warm" if warm else "cold"
+        seconds = max(0.0, self._clock.seconds() - started)
+        self.rpc_count[kind] += 1
+        self.rpc_samples[kind].append(seconds)
+        self._rpc_histogram(kind).observe(seconds)
+        return answer
+
+    def _rpc_histogram(self, kind: str) -> Histogram:
+        return self._core.metrics.labelled_histogram(
+            "dht_request_seconds", "Round trips of answered DHT requests: warm over a "
+            "session already open, cold when the pool dialled first.", "kind", kind,
+            RPC_BUCKETS)
 
     def judge_answer(self, answer: bytes, peer: str, payload: bytes) -> bytes:
         """Hold a wrong answer against ``peer``; the answer goes on unchanged."""

@@ -587,3 +587,56 @@ def test_lookup_paths_go_over_both_networks(clock: Clock, tmp_path: Path) -> Non
     spread = a.dht.stats()["paths"]
     assert spread["i2p"] >= 1 and spread["tor"] >= 1
     assert any(p.endswith(".b32.i2p") for p in a.core.pool.peers())
+
+
+def test_request_round_trips_are_timed_warm_and_cold(clock: Clock, tmp_path: Path) -> None:
+    from twisted.internet.defer import Deferred
+
+    from aegis_hidden.dht import Contact
+
+    nodes = network(clock, tmp_path, 3)
+    a, b = nodes[1], nodes[2]
+
+    def slow_pong(body: bytes) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        clock.callLater(0.25, d.callback, _encode_pong())
+        return d
+
+    _answer_with(b, slow_pong)
+
+    def ping() -> None:
+        d = a.dht.node.ping(Contact.of_onion(b.onion))
+        clock.advance(0.25)
+        assert result_of(d) is True
+
+    before = a.dht.stats()["rpc_seconds"]
+    assert before["warm"]["count"] + before["cold"]["count"] >= 1  # the bootstrap's requests
+    a.core.pool.close(b.onion, "test")
+    clock.advance(1)
+    assert not a.core.pool.connected(b.onion)
+    ping()  # the pool dials first: cold
+    assert a.core.pool.connected(b.onion)
+    ping()  # over the session just opened: warm
+    stats = a.dht.stats()["rpc_seconds"]
+    assert stats["cold"]["count"] == before["cold"]["count"] + 1
+    assert stats["warm"]["count"] == before["warm"]["count"] + 1
+    assert stats["cold"]["samples"][-1] == stats["warm"]["samples"][-1] == 0.25
+    warm = stats["warm"]
+    assert warm["p50"] <= warm["p95"] and warm["ln_sd"] >= 0
+    text = a.core.metrics.render()
+    count = int(text.split('aegis_dht_request_seconds_count{kind="warm"} ')[1].split()[0])
+    assert count == stats["warm"]["count"]
+    assert 'aegis_dht_request_seconds_bucket{kind="cold",le="0.3"}' in text
+
+
+def test_rpc_summary_fits_a_log_normal() -> None:
+    import math
+
+    from aegis_hidden.node._dht import rpc_summary
+
+    assert rpc_summary(0, [])["p50"] is None
+    xs = [0.1, 0.2, 0.4]
+    s = rpc_summary(7, xs)
+    assert s["count"] == 7 and s["p50"] == 0.2 and s["p95"] == 0.4
+    assert s["ln_mean"] == round(math.log(0.2), 4)
+    assert s["ln_sd"] == round(math.log(2) * math.sqrt(2 / 3), 4)
