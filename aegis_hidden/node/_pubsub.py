@@ -6,7 +6,10 @@ channel:
 * every live session is a pub/sub peer (named as the pool names it: the
   onion, or the ``.b32.i2p`` name a session came over), added when the pool
   reports it connected (as outbound when this node dialed it) and removed
-  when it closes;
+  when it closes; frames that arrive before the pool reported their session
+  (the first is the peer's SUBSCRIBE announcement, sent once) are held and
+  handed to the core right after the peer is added (at most ``EARLY_FRAMES``
+  per peer, for ``EARLY_GRACE`` seconds);
 * the core's heartbeat runs from one ``LoopingCall`` on the reactor clock
   (``pubsub.heartbeat``); it also marks the sessions of mesh peers used, so
   the pool's idle timeout does not close them under a quiet topic;
@@ -150,6 +153,11 @@ KEPT_CONFIRMATIONS = 20
 #: catch-up rounds after a subscription (or a start), and the seconds between them
 CATCH_UP_ROUNDS = 2
 CATCH_UP_SPACING = 35.0
+#: frames from a session the pool has not reported yet: held at most EARLY_GRACE seconds,
+#: at most EARLY_FRAMES per peer and for at most EARLY_PEERS peers
+EARLY_GRACE = 30.0
+EARLY_FRAMES = 16
+EARLY_PEERS = 64
 
 
 @dataclass
@@ -334,6 +342,9 @@ class PubSubService(Service):
         self.broadcast = check_topic(config.broadcast_topic) if config.broadcast else None
         self._publishers: dict[bytes, Bucket] = {}
         self._forwarders: dict[str, Bucket] = {}
+        #: frames that came before the pool reported their session connected: peer ->
+        #: (time of the first, frames); handed in when it does, dropped after EARLY_GRACE
+        self._early: dict[str, tuple[float, list[bytes]]] = {}
         core.pubsub.on_message(self._receive)
         core.pool.on_connected(self._connected)
         core.pool.on_disconnected(self._disconnected)
@@ -377,6 +388,7 @@ class PubSubService(Service):
     def heartbeat(self) -> None:
         """One heartbeat of the core, then scores into the reputation. Never raises."""
         try:
+            self._forget_early()
             self.pubsub.heartbeat()
             for mesh in self.pubsub.mesh.values():  # the pool keeps mesh sessions open
                 for peer in mesh:
@@ -390,6 +402,15 @@ class PubSubService(Service):
                 self._save().addErrback(self._save_failed)
         except Exception:  # noqa: BLE001 - logged; the loop must keep running
             self.log.failure("pub/sub heartbeat failed")
+
+    def _forget_early(self) -> None:
+        """Drop frames held for a session the pool never reported connected (one closed
+        before it was adopted reports no disconnection either)."""
+        now = self._clock.seconds()
+        for peer, (at, frames) in list(self._early.items()):
+            if now - at >= EARLY_GRACE:
+                del self._early[peer]
+                self.pubsub.stats["from unknown peer"] += len(frames)
 
     # -- state at rest (the node's encrypted database) ----------------------------
     async def _load(self) -> None:
@@ -781,10 +802,15 @@ class PubSubService(Service):
 
     # -- the channel ------------------------------------------------------------
     def _connected(self, peer: str) -> None:
+        held = self._early.pop(peer, None)
         if self.running:  # peers this node dialed fill the mesh's outbound quota (D_out)
             self.pubsub.add_peer(peer, outbound=self._core.pool.dialed(peer))
+            for payload in held[1] if held is not None else ():
+                if peer in self.pubsub.peers:  # not removed by what came before
+                    self._handle(peer, payload)
 
     def _disconnected(self, peer: str) -> None:
+        self._early.pop(peer, None)
         self.pubsub.remove_peer(peer)
         self._graylisted.discard(peer)
         self._forwarders.pop(peer, None)
@@ -793,6 +819,25 @@ class PubSubService(Service):
         if not self.running:
             return
         self._core.metrics.inc("pubsub_rpcs_in")
+        if peer not in self.pubsub.peers:
+            # A frame over a session the pool has not reported connected yet (it does so
+            # after its peer store writes): the peer's first frame is its SUBSCRIBE
+            # announcement, sent once, so it is held and handed in once the pool reports
+            # the session (replies then go over a session the pool holds).
+            held = self._early.get(peer)
+            if held is None:
+                if len(self._early) >= EARLY_PEERS:
+                    self.pubsub.stats["from unknown peer"] += 1
+                    return
+                held = self._early[peer] = (self._clock.seconds(), [])
+            if len(held[1]) >= EARLY_FRAMES:
+                self.pubsub.stats["from unknown peer"] += 1
+                return
+            held[1].append(payload)
+            return
+        self._handle(peer, payload)
+
+    def _handle(self, peer: str, payload: bytes) -> None:
         topic = self.broadcast
         if topic is None or topic.encode() not in payload:
             self.pubsub.receive(peer, payload)

@@ -126,6 +126,45 @@ def test_peers_this_node_dialed_are_outbound_for_the_mesh_quota(clock: Clock,
     assert not b.core.pool.dialed(c.onion) and c.onion not in b.pubsub.pubsub.peers
 
 
+def test_a_subscription_arriving_before_the_pool_reports_the_session(clock: Clock,
+                                                                     tmp_path: Path) -> None:
+    net = FakeNetwork()
+    a, b = Node(net, clock, tmp_path, "a", 1), Node(net, clock, tmp_path, "b", 2)
+    a.pubsub.subscribe("news")
+    b.pubsub.subscribe("news")
+    listeners = b.core.pool._connected_listeners
+    held: list[str] = []
+    late = b.pubsub._connected
+    listeners[listeners.index(late)] = held.append  # b's pool reports the session late
+    a.connect(b)
+    run(clock, 2)  # a's SUBSCRIBE (sent once, on connecting) reached b meanwhile
+    assert held == [a.onion]
+    late(held.pop())  # the report comes: the frames held are handed in
+    assert b.pubsub.pubsub.stats["from unknown peer"] == 0
+    assert b.pubsub.pubsub.peers[a.onion].topics == {"news"}  # before any GRAFT from a
+    assert not b.pubsub.pubsub.peers[a.onion].outbound and a.pubsub.pubsub.peers[b.onion].outbound
+    run(clock, 5)
+    assert "news" in b.pubsub.pubsub.peers[a.onion].topics
+    assert b.pubsub.pubsub.mesh["news"] == {a.onion} and a.pubsub.pubsub.mesh["news"] == {b.onion}
+    sent = b.pubsub.publish("news", {"type": "text", "data": "hi"})
+    run(clock, 3)
+    assert [e["id"] for e in a.received("news")] == [sent]
+
+
+def test_frames_held_for_a_session_the_pool_never_reports_are_dropped(clock: Clock,
+                                                                      tmp_path: Path) -> None:
+    _a, b = mesh(clock, tmp_path, 2)
+    stranger = "x" * 56 + ".onion"
+    b.pubsub._receive(stranger, b"")  # an empty RPC over a session the pool then loses
+    assert stranger not in b.pubsub.pubsub.peers and stranger in b.pubsub._early
+    run(clock, 20)
+    assert stranger in b.pubsub._early
+    run(clock, 15)
+    assert stranger not in b.pubsub._early and b.pubsub.pubsub.stats["from unknown peer"] == 1
+    b.pubsub._connected(stranger)  # reported after all: added, nothing left to hand in
+    assert stranger in b.pubsub.pubsub.peers
+
+
 def test_identity_term_reads_the_peer_store_age_and_the_dht_puzzle(clock: Clock,
                                                                     tmp_path: Path) -> None:
     net = FakeNetwork()
