@@ -3,7 +3,10 @@
 The shape is gossipsub v1.1's (libp2p/specs, pubsub/gossipsub): per topic,
 P1 time in the mesh, P2 first deliveries, P3 the mesh delivery deficit and
 P3b its sticky form after a prune, P4 invalid messages; for the peer, P7 the
-behaviour penalty. Behind Tor every peer "comes from" 127.0.0.1, so the IP
+behaviour penalty. P3's threshold is never more than the messages the topic
+carried lately (first deliveries from any peer, decayed as a peer's mesh
+deliveries are): on a quiet topic no peer owes a delivery, while a peer that
+withholds what others deliver still falls short. Behind Tor every peer "comes from" 127.0.0.1, so the IP
 colocation term P6 is meaningless; in its place an identity term: the caller
 says how old a peer's identity is and how hard a puzzle it solved
 (:class:`IdentityCost`), and older, costlier identities score higher, up to
@@ -39,7 +42,9 @@ class TopicScoreParams:
     # P3: mesh delivery deficit (negative weight; the deficit is squared)
     mesh_deliveries_weight: float = -1.0
     mesh_deliveries_decay: float = 0.97
-    #: deliveries a mesh peer should have made (decayed); set from the topic's expected rate
+    #: deliveries a mesh peer should have made (decayed); set from the topic's expected rate.
+    #: It is capped by the messages the topic carried (first deliveries from anyone, decayed
+    #: alike): a window in which nothing was published owes nothing
     mesh_deliveries_threshold: float = 1.0
     mesh_deliveries_cap: float = 20.0
     #: seconds in the mesh before P3 counts (time to learn what a topic carries)
@@ -138,6 +143,14 @@ class PeerScore:
         #: the score when last computed, kept until something could have lowered it: first
         #: deliveries only raise a score, so they leave it (``at_least`` answers from it)
         self._floor: dict[str, float] = {}
+        #: per topic, first deliveries from any peer (capped and decayed as a peer's mesh
+        #: deliveries): what P3 and P3b may expect a mesh peer to have delivered
+        self._carried: dict[str, float] = {}
+
+    def expected(self, topic: str) -> float:
+        """P3's threshold for ``topic`` now: the configured one, at most what the topic carried."""
+        p = self.params.for_topic(topic)
+        return min(p.mesh_deliveries_threshold, self._carried.get(topic, 0.0))
 
     # -- membership ---------------------------------------------------------
     def add_peer(self, peer: str) -> None:
@@ -179,9 +192,9 @@ class PeerScore:
         if stats is None:
             return
         t = stats.topic(topic)
-        p = self.params.for_topic(topic)
-        if t.mesh_active and t.mesh_deliveries < p.mesh_deliveries_threshold:
-            deficit = p.mesh_deliveries_threshold - t.mesh_deliveries
+        expected = self.expected(topic)
+        if t.mesh_active and t.mesh_deliveries < expected:
+            deficit = expected - t.mesh_deliveries
             t.mesh_failure += deficit * deficit
         t.in_mesh = False
 
@@ -191,12 +204,18 @@ class PeerScore:
 
     # -- events -------------------------------------------------------------
     def first_delivery(self, peer: str, topic: str) -> None:
+        p = self.params.for_topic(topic)
+        carried = self._carried.get(topic, 0.0)
+        self._carried[topic] = min(p.mesh_deliveries_cap, carried + 1)
+        if carried < p.mesh_deliveries_threshold:
+            # the topic now owes more: other mesh peers' scores may be lower
+            self._cached.clear()
+            self._floor.clear()
         self._cached.pop(peer, None)  # raises the score: the floor stays
         stats = self._peers.get(peer)
         if stats is None:
             return
         t = stats.topic(topic)
-        p = self.params.for_topic(topic)
         t.first_deliveries = min(p.first_deliveries_cap, t.first_deliveries + 1)
         if t.in_mesh:
             t.mesh_deliveries = min(p.mesh_deliveries_cap, t.mesh_deliveries + 1)
@@ -267,8 +286,9 @@ class PeerScore:
                 mesh_time = now - t.grafted_at
                 s += p.time_in_mesh_weight * min(mesh_time / p.time_in_mesh_quantum,
                                                  p.time_in_mesh_cap)
-                if t.mesh_active and t.mesh_deliveries < p.mesh_deliveries_threshold:
-                    deficit = p.mesh_deliveries_threshold - t.mesh_deliveries
+                expected = self.expected(topic)
+                if t.mesh_active and t.mesh_deliveries < expected:
+                    deficit = expected - t.mesh_deliveries
                     s += p.mesh_deliveries_weight * deficit * deficit
             s += p.first_deliveries_weight * t.first_deliveries
             s += p.mesh_failure_penalty_weight * t.mesh_failure
@@ -308,6 +328,13 @@ class PeerScore:
         default = self.params.default_topic
         identity = self._identity is not None
         held_identity = self._identity_cached
+        before_carried = dict(self._carried)
+        for topic, carried in before_carried.items():
+            v = carried * topics.get(topic, default).mesh_deliveries_decay
+            if v >= zero:
+                self._carried[topic] = v
+            else:
+                del self._carried[topic]
         gone = []
         for peer, stats in self._peers.items():
             if not stats.connected and now >= stats.forget_at:
@@ -326,7 +353,8 @@ class PeerScore:
                         now - t.grafted_at >= p.mesh_deliveries_activation):
                     t.mesh_active = True
                 if not (t.first_deliveries or t.mesh_deliveries or t.mesh_failure or t.invalid
-                        or t.mesh_active != was_active):
+                        or t.mesh_active != was_active or (t.in_mesh and t.mesh_active
+                                                           and topic in before_carried)):
                     continue
                 fd, md, mf, bad = t.first_deliveries, t.mesh_deliveries, t.mesh_failure, t.invalid
                 if fd:
@@ -345,8 +373,9 @@ class PeerScore:
                      + p.mesh_failure_penalty_weight * (t.mesh_failure - mf)
                      + p.invalid_weight * (t.invalid * t.invalid - bad * bad))
                 if t.in_mesh and t.mesh_active:
-                    threshold = p.mesh_deliveries_threshold
-                    before = threshold - md if was_active and md < threshold else 0.0
+                    was = min(p.mesh_deliveries_threshold, before_carried.get(topic, 0.0))
+                    threshold = self.expected(topic)
+                    before = was - md if was_active and md < was else 0.0
                     after = threshold - t.mesh_deliveries if t.mesh_deliveries < threshold else 0.0
                     d += p.mesh_deliveries_weight * (after * after - before * before)
                 change += p.topic_weight * d

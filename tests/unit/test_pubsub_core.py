@@ -377,6 +377,52 @@ def test_a_mesh_peer_that_never_delivers_loses_its_place_p3() -> None:
     assert "sink" not in x.mesh_peers(T)
 
 
+def test_a_quiet_topic_costs_its_mesh_peers_nothing_p3() -> None:
+    """Nothing published: no peer owes a delivery, so the mesh stays (it was pruned on
+    P3's deficit once active)."""
+    params = ScoreParams(default_topic=TopicScoreParams(mesh_deliveries_activation=5.0,
+                                                         mesh_deliveries_threshold=2.0,
+                                                         time_in_mesh_weight=0.0))
+    net = Net(["a", "b"], score_params=params)
+    net.connect("a", "b")
+    for core in net.cores.values():
+        core.subscribe(T)
+    net.run(120)
+    a, b = net.cores["a"], net.cores["b"]
+    assert a.score("b") == 0.0 and b.score("a") == 0.0
+    assert a.mesh_peers(T) == ["b"] and b.mesh_peers(T) == ["a"]
+
+
+def test_p3_owes_what_the_topic_carried_and_keeps_the_deficit_of_a_withholder() -> None:
+    clock = Clock()
+    p = TopicScoreParams(mesh_deliveries_activation=3.0, mesh_deliveries_threshold=4.0,
+                         time_in_mesh_weight=0.0, first_deliveries_weight=0.0)
+    score = PeerScore(ScoreParams(default_topic=p), clock.seconds)
+    for peer in ("quiet", "giver", "withholder"):
+        score.add_peer(peer)
+        score.graft(peer, T)
+        score.graft(peer, "idle")
+    for _ in range(5):
+        clock.advance(1)
+        score.decay()
+    assert score.expected(T) == 0.0 and score.score("quiet") == 0.0
+    for _ in range(3):  # the giver delivers 3 messages first, the withholder none
+        score.first_delivery("giver", T)
+    assert score.expected(T) == 3.0
+    assert score.score("giver") == 0.0
+    assert score.score("withholder") == pytest.approx(-9.0)  # (3 - 0)^2
+    # the quiet peer delivered none of them either; its floor computed before does not hide it
+    assert score.at_least("quiet", -1.0) is False
+    for _ in range(6):
+        score.first_delivery("giver", T)
+    assert score.expected(T) == 4.0 and score.score("withholder") == pytest.approx(-16.0)
+    score.prune("withholder", "idle")  # P3b: the idle topic owed nothing
+    score.prune("withholder", T)
+    clock.advance(1)
+    score.decay()
+    assert score.score("withholder") == pytest.approx(-16.0 * p.mesh_failure_penalty_decay)
+
+
 def test_time_in_mesh_first_deliveries_and_the_identity_term() -> None:
     ages = {"old": IdentityCost(30 * 86400, 24), "new": IdentityCost(0, 0)}
     net = Net(["x", "old", "new"], identity=ages.get)
