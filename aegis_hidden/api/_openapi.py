@@ -751,6 +751,8 @@ DOCUMENT: dict[str, Any] = {
                                {"name": "access_token", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
                 "responses": {"101": {"description": "Switching to the WebSocket protocol"},
+                              "404": _json(_ref("Error"), "No such stream (or it is over)."),
+                              "409": _json(_ref("Error"), "The stream has a socket already."),
                               "426": _json(_ref("Error"), "Not a WebSocket upgrade."),
                               **_errors()},
             },

@@ -237,6 +237,7 @@ class StreamSocketResource(WebSocketResource):
     def __init__(self, factory: StreamSocketFactory) -> None:
         super().__init__(factory)
         self._auth = factory.auth
+        self._factory = factory
 
     def render(self, request: Request) -> bytes | int:
         refused = self._auth.authorize(request, allow_query=True)
@@ -250,5 +251,27 @@ class StreamSocketResource(WebSocketResource):
             request.setHeader("content-type", "application/json")
             return strict_json.dumps({"error": "/network/streams/{id} is a WebSocket",
                                       "field": None}).encode()
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         result: bytes | int = super().render(request)
         return result
+
+    def _refusal(self, request: Request) -> bytes | None:
+        """A JSON 404 (no such stream) or 409 (it has a socket already) before the
+        upgrade, as the document says; the handshake checks again (a race)."""
+        parts = (request.path or b"").decode("ascii", "replace").strip("/").split("/")
+        sid = parts[2] if len(parts) == 3 and parts[:2] == ["network", "streams"] else ""
+        try:
+            attached = bool(self._factory.service().info(sid)["attached"]) if sid else None
+        except UnknownStream:
+            attached = None
+        if attached is None:
+            code, error = 404, "no such stream (or it is over)"
+        elif attached:
+            code, error = 409, f"stream {sid} already has a reader"
+        else:
+            return None
+        request.setResponseCode(code)
+        request.setHeader("content-type", "application/json")
+        return strict_json.dumps({"error": error, "field": None}).encode()

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.integration
 
 #: generated requests per operation (bounded, so the run's time is too)
 EXAMPLES = 25
-#: the WebSocket event stream: a valid request upgrades the connection
-WEBSOCKET = "GET /network"
+#: the WebSockets (the event stream, a stream's bytes): a valid request upgrades
+WEBSOCKETS = {"GET /network", "GET /network/streams/{id}"}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_served_openapi_document_holds(served_schema: Any, api_node: NodeProcess
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def run(case: schemathesis.Case[Any]) -> None:
-        if label != WEBSOCKET:
+        if label not in WEBSOCKETS:
             case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node),
                                    timeout=30)
             return

@@ -85,3 +85,19 @@ def test_stream_socket_needs_token_and_upgrade(api: Api) -> None:
     assert api.call("GET", "/network/streams/1", token=None)[0] == 401
     assert api.call("GET", "/network/streams/1")[0] == 426
     assert api.call("POST", "/network/streams/1")[0] == 405
+
+
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+def test_stream_socket_refuses_an_unknown_or_taken_stream_with_json(api: Api) -> None:
+    """A valid upgrade to a stream that does not exist is a JSON 404 (as the document
+    says), one to a stream that has its reader a JSON 409, before any handshake."""
+    code, body, _ = api.call("GET", "/network/streams/nope", headers=UPGRADE)
+    assert code == 404 and body["error"].startswith("no such stream"), body
+    code, opened, _ = api.call("POST", "/api/network/streams", {"peer": api.b.local_address})
+    assert code == 201
+    api.a.streams.attach(opened["id"], object())
+    code, body, _ = api.call("GET", f"/network/streams/{opened['id']}", headers=UPGRADE)
+    assert code == 409 and "already has a reader" in body["error"], body
