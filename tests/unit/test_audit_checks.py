@@ -322,6 +322,9 @@ def test_correlated_in_and_out_counts_fail_the_correlation_check_only() -> None:
     assert only_failure(report) == "correlation"
     node = report.check("correlation").findings[0]
     assert node["r"] > 0.3 and node["best_lag_bins"] in (0, 1) and node["p"] < 1e-6
+    # each node is judged at alpha / nodes (Bonferroni over the capture's nodes)
+    nodes = report.check("correlation").figures["nodes"]
+    assert node["alpha"] == pytest.approx(0.01 / nodes)
 
 
 def test_bursts_fail_the_burst_check() -> None:
