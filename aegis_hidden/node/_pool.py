@@ -171,6 +171,7 @@ class ConnectionPool:
         self.refuse_dialing: Callable[[], str | None] = lambda: None
         self.on_dial_failed: Callable[[str, BaseException], None] | None = None
         self._stop_waiters: list[Deferred[None]] = []
+        self._stopping = False
         self._status_writes: set[Deferred[Any]] = set()
 
     # -- wiring -------------------------------------------------------------
@@ -188,6 +189,7 @@ class ConnectionPool:
         self._disconnected_listeners.append(callback)
 
     def start(self) -> None:
+        self._stopping = False
         if not self._reaper.running:
             period = min(self.idle_timeout, self.idle_grace) / 4
             self._reaper.start(max(1.0, period), now=False)
@@ -199,6 +201,7 @@ class ConnectionPool:
         node must not close its database under the status updates that follow."""
         if self._reaper.running:
             self._reaper.stop()
+        self._stopping = True  # a dial that completes from now on is closed, not adopted
         done: Deferred[None] = Deferred()
         self._stop_waiters.append(done)
         for link in [*self._links.values(), *self._extra]:
@@ -390,6 +393,9 @@ class ConnectionPool:
         closed = link.when_closed()
         if closed.called:  # closed while being set up (e.g. the peer sent its revocation)
             return None
+        if self._stopping:  # dialled before the node began stopping, done after
+            link.close("node stopping")
+            return None
         closed.addCallback(self._closed, peer, link)
         adopted = ChannelLink(link)
         if peer in self._links:
@@ -436,6 +442,8 @@ class ConnectionPool:
         self._events.emit("peer_disconnected", peer=peer, reason=str(reason))
         for callback in list(self._disconnected_listeners):
             callback(peer)
+        if self._stopping and not self._stop_waiters:
+            return  # the node has stopped: its database may be closed already
         write = Deferred.fromCoroutine(self._store.set_status(peer, "disconnected"))
         write.addErrback(
             lambda f: self.log.failure("status update for {peer} failed", f, peer=peer))

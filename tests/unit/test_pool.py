@@ -172,3 +172,18 @@ def test_stop_with_no_sessions_fires_at_once(net: FakeNetwork, clock: Clock,
                                              tmp_path: Path) -> None:
     a = Node(net, clock, tmp_path / "a.db")
     assert a.core.pool.stop().called
+
+
+def test_a_dial_that_completes_after_the_pool_began_stopping_is_closed(
+        net: FakeNetwork, clock: Clock, tmp_path: Path) -> None:
+    """A session dialled before the node began stopping and established after it is
+    closed at once, not adopted: the stop would otherwise wait for it and its status
+    update could reach a closed database (seen in a pub/sub integration run)."""
+    a = Node(net, clock, tmp_path / "a.db")
+    b = Node(net, clock, tmp_path / "b.db")
+    result_of(a.core.store.add(b.address))
+    assert a.core.pool.stop().called
+    with pytest.raises(DialFailed):
+        result_of(a.core.pool.get(b.address))
+    assert not a.core.pool.connected(b.address)
+    assert a.factory.links and all(link.closed for link in a.factory.links)
