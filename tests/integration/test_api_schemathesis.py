@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
 
 from aegis_hidden.api import openapi_json
 from aegis_hidden.testing import NodeProcess, TorNetwork, free_ports, prepare_node, start_node, wait_for
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.integration
 EXAMPLES = 25
 #: the WebSockets (the event stream, a stream's bytes): a valid request upgrades
 WEBSOCKETS = {"GET /network", "GET /network/streams/{id}"}
+#: operations that dial the peer named in the body and answer a documented 502 when
+#: tor cannot reach it (a generated onion is nobody's): a 5xx schemathesis would count
+#: as a server error, so such an answer is checked against the document without that
+UNREACHABLE = {"POST /api/network/streams"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +87,15 @@ def test_served_openapi_document_holds(served_schema: Any, api_node: NodeProcess
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def run(case: schemathesis.Case[Any]) -> None:
+        if label in UNREACHABLE:
+            response = case.call(base_url=_base_url(api_node), headers=_auth(api_node),
+                                 timeout=60)
+            if response.status_code == 502:
+                assert response.json()["error"].startswith("could not reach"), response.text
+                case.validate_response(response, excluded_checks=[not_a_server_error])
+            else:
+                case.validate_response(response)
+            return
         if label not in WEBSOCKETS:
             case.call_and_validate(base_url=_base_url(api_node), headers=_auth(api_node),
                                    timeout=30)
