@@ -537,3 +537,27 @@ def test_handshake_flights_are_left_out_of_the_traffic_checks() -> None:
     counted = audit(data, skip_first=0)
     assert {"bursts", "correlation"} <= set(counted.failed)
     assert counted.check("bursts").figures["max_cells_per_write"] == 13
+
+
+def test_timing_with_a_fitted_rate_uses_the_lilliefors_null() -> None:
+    """With no expected rate the audit fits λ to the same gaps; the plain KS p-value
+    is then far too large (an off node's own trace passed at p 0.012). The
+    Lilliefors p-value is calibrated under the null and separates the steady pace."""
+    import numpy as np
+    from scipy import stats
+
+    from aegis_hidden.audit._checks import _lilliefors_exp_p
+
+    rng = np.random.default_rng(11)
+    null = []
+    for _ in range(200):
+        gaps = rng.exponential(0.5, 112)
+        d = float(stats.kstest(gaps, "expon", args=(0, gaps.mean())).statistic)
+        null.append(_lilliefors_exp_p(d, gaps.size))
+    assert np.mean(np.asarray(null) < 0.01) <= 0.03  # about 1 % under the null
+    assert np.mean(np.asarray(null) < 0.5) == pytest.approx(0.5, abs=0.1)
+    # two steady paces superposed (a node's own messages and its acks), 75 s
+    times = np.sort(np.concatenate([np.arange(0, 75, 1.2) + 0.3, np.arange(0, 75, 1.37) + 0.9]))
+    gaps = np.diff(times)
+    res = stats.kstest(gaps, "expon", args=(0, gaps.mean()))
+    assert _lilliefors_exp_p(float(res.statistic), gaps.size) < 0.01 / 3 < res.pvalue
