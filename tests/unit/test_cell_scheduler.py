@@ -300,25 +300,13 @@ def test_rekey_cells_below_one_is_refused() -> None:
 def test_loop_cells_are_traced_as_loop_on_the_sending_and_the_returning_side(
         clock: Clock, identities: tuple[NodeIdentity, NodeIdentity]) -> None:
     # Issue 11 item 6: the local trace says whether a cell was real, cover or loop.
-    import random
 
-    from aegis_hidden.mixing import LOOP_ID_BYTES, PoissonScheduler
+    from aegis_hidden.mixing import LOOP_ID_BYTES
     from aegis_hidden.node import loop_trace_kind
     from aegis_hidden.node._channels import Channel, encode_frame, send_frame
     from aegis_hidden.node._control import ControlKind
 
-    provider = MemoryTransportProvider()
-    traces = Trace(), Trace()
-    alice = SessionFactory(identities[0], [provider], Config(), clock,
-                           scheduler=PoissonScheduler(clock, random.Random(3), 2.0, burst=4),
-                           trace=traces[0], trace_kind=loop_trace_kind)
-    bob = SessionFactory(identities[1], [provider], Config(), clock, trace=traces[1],
-                         trace_kind=loop_trace_kind)
-    incoming: list[IPeerLink] = []
-    bob.on_incoming(incoming.append)
-    provider.listen(identities[1].onion, PORT, bob.server_factory())
-    link = outcome(alice.connect(identities[1].onion))
-    (theirs,) = incoming
+    provider, traces, link, theirs = _traced_pair(clock, identities, 3)
     provider.flush()
     loop_id = os.urandom(LOOP_ID_BYTES)
 
@@ -359,25 +347,12 @@ def test_a_loop_queued_while_bulk_data_leaves_is_traced_when_it_leaves(
     """Bulk cells (stream data) of a begun message leave before a loop queued after
     them: the trace must not give the loop's kind to a bulk cell. The sender's
     loop cell is traced at the moment the peer receives the loop."""
-    import random
 
-    from aegis_hidden.mixing import LOOP_ID_BYTES, PoissonScheduler
-    from aegis_hidden.node import loop_trace_kind
+    from aegis_hidden.mixing import LOOP_ID_BYTES
     from aegis_hidden.node._channels import Channel, encode_frame, send_frame
     from aegis_hidden.node._control import ControlKind
 
-    provider = MemoryTransportProvider()
-    traces = Trace(), Trace()
-    alice = SessionFactory(identities[0], [provider], Config(), clock,
-                           scheduler=PoissonScheduler(clock, random.Random(5), 2.0, burst=4),
-                           trace=traces[0], trace_kind=loop_trace_kind)
-    bob = SessionFactory(identities[1], [provider], Config(), clock, trace=traces[1],
-                         trace_kind=loop_trace_kind)
-    incoming: list[IPeerLink] = []
-    bob.on_incoming(incoming.append)
-    provider.listen(identities[1].onion, PORT, bob.server_factory())
-    link = outcome(alice.connect(identities[1].onion))
-    (theirs,) = incoming
+    provider, traces, link, theirs = _traced_pair(clock, identities, 5)
     theirs.set_receiver(lambda data: None)
     provider.flush()
     link.send_bulk(encode_frame(Channel.STREAM, os.urandom(40_000)))  # ~80 cells
@@ -390,3 +365,27 @@ def test_a_loop_queued_while_bulk_data_leaves_is_traced_when_it_leaves(
     in_loops = [c[0] for c in traces[1].cells if c[2] == "in" and c[4] == "loop"]
     assert len(out_loops) == 1 and len(in_loops) == 1
     assert out_loops == in_loops  # traced in the write that carried it
+
+
+def _traced_pair(clock: Clock, identities: tuple[NodeIdentity, NodeIdentity], seed: int
+                 ) -> tuple[MemoryTransportProvider, tuple[Trace, Trace], Any, IPeerLink]:
+    """Alice (Poisson scheduler, λ 2, burst 4) connected to Bob, both traced with the
+    node's loop kinds: (provider, (alice's, bob's trace), alice's link, bob's link)."""
+    import random
+
+    from aegis_hidden.mixing import PoissonScheduler
+    from aegis_hidden.node import loop_trace_kind
+
+    provider = MemoryTransportProvider()
+    traces = Trace(), Trace()
+    alice = SessionFactory(identities[0], [provider], Config(), clock,
+                           scheduler=PoissonScheduler(clock, random.Random(seed), 2.0, burst=4),
+                           trace=traces[0], trace_kind=loop_trace_kind)
+    bob = SessionFactory(identities[1], [provider], Config(), clock, trace=traces[1],
+                         trace_kind=loop_trace_kind)
+    incoming: list[IPeerLink] = []
+    bob.on_incoming(incoming.append)
+    provider.listen(identities[1].onion, PORT, bob.server_factory())
+    link = outcome(alice.connect(identities[1].onion))
+    (theirs,) = incoming
+    return provider, traces, link, theirs
