@@ -61,6 +61,20 @@ def library_log_level() -> str:
     return "info"
 
 
+def check_socket_token(request: Any, auth: Any) -> None:
+    """A WebSocket handshake's bearer token (header, else ``access_token``): refused
+    with 401 unless ``auth`` accepts it (the event stream and the stream sockets)."""
+    token = None
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    elif request.params.get("access_token"):
+        token = request.params["access_token"][0]
+    if not auth.check(token):
+        raise ConnectionDeny(401, "missing or wrong bearer token")
+
+
 class LibraryLogger:
     """A txaio-compatible logger for autobahn that filters by level on every call.
 
@@ -141,15 +155,7 @@ class EventsProtocol(WebSocketServerProtocol):
     _checker: LoopingCall | None = None
 
     def onConnect(self, request: Any) -> None:
-        token = None
-        header = request.headers.get("authorization")
-        if header:
-            scheme, _, value = header.partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else None
-        elif request.params.get("access_token"):
-            token = request.params["access_token"][0]
-        if not self.factory.auth.check(token):
-            raise ConnectionDeny(401, "missing or wrong bearer token")
+        check_socket_token(request, self.factory.auth)
         since = request.params.get("since")
         if since:
             if not valid_since(since[0]):

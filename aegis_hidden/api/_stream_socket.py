@@ -16,7 +16,7 @@ from twisted.web.server import Request
 from .. import _json as strict_json
 from ..node import UnknownStream
 from ..streams import StreamError
-from ._events import LibraryLogger, unsent_bytes
+from ._events import LibraryLogger, check_socket_token, unsent_bytes
 from ._web import Authorizer, method_not_allowed
 
 JSON = dict[str, Any]
@@ -47,15 +47,7 @@ class StreamSocket(WebSocketServerProtocol):
     _write_again = False
 
     def onConnect(self, request: Any) -> None:
-        token = None
-        header = request.headers.get("authorization")
-        if header:
-            scheme, _, value = header.partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else None
-        elif request.params.get("access_token"):
-            token = request.params["access_token"][0]
-        if not self.factory.auth.check(token):
-            raise ConnectionDeny(401, "missing or wrong bearer token")
+        check_socket_token(request, self.factory.auth)
         parts = request.path.strip("/").split("/")
         if len(parts) != 3 or parts[:2] != ["network", "streams"]:
             raise ConnectionDeny(404, "no such stream")
