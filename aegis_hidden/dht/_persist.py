@@ -2,13 +2,17 @@
 
 Takes the node's database object (anything with ``run(fn) -> Deferred``, the
 public API of :mod:`aegis_hidden.peers`; it may be encrypted underneath) and
-uses only that. Two tables of its own, created if missing: ``dht_contacts``
+uses only that. Tables of its own, created if missing: ``dht_contacts``
 (one row per contact: key, optional I2P name, whether it was in a bucket or
-only a replacement, its order), ``dht_records`` (the signed record bytes and
-when it is next republished) and ``dht_mail`` (sealed letters held for other
-nodes' mailboxes, with their expiry). Loading re-checks every record (signature, expiry)
-and drops what no longer verifies: a record on disk is trusted no more than one
-from the wire.
+only a replacement, its order), ``dht_siblings`` (S/Kademlia's sibling list,
+closest first: it also holds neighbours whose bucket had no room, which neither
+the buckets nor the bounded replacement caches keep), ``dht_records`` (the
+signed record bytes and when it is next republished) and ``dht_mail`` (sealed
+letters held for other nodes' mailboxes, with their expiry). A database
+written before a table existed gets it on :meth:`DhtPersistence.open` (``CREATE
+TABLE IF NOT EXISTS``; an empty sibling table loads as no siblings). Loading
+re-checks every record (signature, expiry) and drops what no longer verifies:
+a record on disk is trusted no more than one from the wire.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ CREATE TABLE IF NOT EXISTS dht_contacts (
     replacement    INTEGER NOT NULL,
     position       INTEGER NOT NULL,
     nonce          INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dht_siblings (
+    ed25519_public BLOB PRIMARY KEY,
+    i2p            TEXT NOT NULL,
+    nonce          INTEGER NOT NULL,
+    position       INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dht_records (
     record_key   BLOB PRIMARY KEY,
@@ -82,28 +92,44 @@ class DhtPersistence:
         self._opened = True
 
     async def save_table(self, table: RoutingTable) -> int:
-        """Replace the stored contacts with ``table``'s (buckets, then replacements)."""
+        """Replace the stored contacts with ``table``'s (buckets, then replacements)
+        and the stored sibling list with ``table.siblings()``; how many contact rows."""
         rows: list[tuple[bytes, str, int, int, int]] = []
         for _, bucket in sorted(table.buckets.items()):
             rows += [(c.ed25519_public, c.i2p, 0, len(rows), c.nonce) for c in bucket.contacts]
             rows += [(c.ed25519_public, c.i2p, 1, len(rows), c.nonce)
                      for c in bucket.replacements]
+        siblings = [(c.ed25519_public, c.i2p, c.nonce, i)
+                    for i, c in enumerate(table.siblings())]
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM dht_contacts")
             conn.executemany("INSERT OR REPLACE INTO dht_contacts (ed25519_public, i2p, "
                              "replacement, position, nonce) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("DELETE FROM dht_siblings")
+            conn.executemany("INSERT OR REPLACE INTO dht_siblings (ed25519_public, i2p, "
+                             "nonce, position) VALUES (?, ?, ?, ?)", siblings)
             return len(rows)
 
         return await self._db.run(write)
 
     async def load_table(self, table: RoutingTable, now: float) -> int:
-        """Put the stored contacts back into ``table``; how many rows were usable."""
-        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int, int]]:
-            return list(conn.execute("SELECT ed25519_public, i2p, replacement, nonce FROM "
-                                     "dht_contacts ORDER BY position"))
+        """Put the stored contacts and siblings back into ``table``; how many contact
+        rows were usable.
 
-        rows = await self._db.run(read)
+        Order matters: the bucket contacts first, then the siblings no bucket
+        holds (their buckets are full by then, so they queue as replacements and
+        stay in the sibling list), then the stored replacements, freshest last,
+        so that those end up as the replacement caches were when saved.
+        """
+        def read(conn: sqlite3.Connection
+                 ) -> tuple[list[tuple[bytes, str, int, int]], list[tuple[bytes, str, int]]]:
+            return (list(conn.execute("SELECT ed25519_public, i2p, replacement, nonce FROM "
+                                      "dht_contacts ORDER BY position")),
+                    list(conn.execute("SELECT ed25519_public, i2p, nonce FROM dht_siblings "
+                                      "ORDER BY position")))
+
+        rows, sibling_rows = await self._db.run(read)
         contacts: list[Contact] = []
         replacements: list[Contact] = []
         for key, i2p, replacement, nonce in rows:
@@ -112,7 +138,14 @@ class DhtPersistence:
             except ValueError:
                 continue  # a damaged row: the next refresh finds better contacts
             (replacements if replacement else contacts).append(c)
+        siblings: list[Contact] = []
+        for key, i2p, nonce in sibling_rows:
+            try:
+                siblings.append(Contact(bytes(key), str(i2p), int(nonce)))
+            except ValueError:
+                continue  # as above: lookups near the own id find it again
         table.load(contacts, now)
+        table.load([c for c in siblings if c not in table], now)
         table.load(replacements, now)  # buckets full by now: they queue as replacements
         return len(contacts) + len(replacements)
 
