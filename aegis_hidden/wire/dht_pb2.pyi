@@ -82,6 +82,22 @@ class DhtCollect(_message.Message):
     delete: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, key: _Optional[bytes] = ..., day: _Optional[int] = ..., time: _Optional[int] = ..., publisher_record: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., mldsa_signature: _Optional[bytes] = ..., delete: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class DhtPexEntry(_message.Message):
+    __slots__ = ("record", "nonce", "i2p_binding")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    I2P_BINDING_FIELD_NUMBER: _ClassVar[int]
+    record: bytes
+    nonce: int
+    i2p_binding: bytes
+    def __init__(self, record: _Optional[bytes] = ..., nonce: _Optional[int] = ..., i2p_binding: _Optional[bytes] = ...) -> None: ...
+
+class DhtOffer(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DhtPexEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[DhtPexEntry, _Mapping]]] = ...) -> None: ...
+
 class DhtPong(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -120,8 +136,16 @@ class DhtRefused(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class DhtOffered(_message.Message):
+    __slots__ = ("accepted", "refused")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    refused: int
+    def __init__(self, accepted: _Optional[int] = ..., refused: _Optional[int] = ...) -> None: ...
+
 class DhtMessage(_message.Message):
-    __slots__ = ("sender_nonce", "ping", "find_node", "find_value", "store", "deposit", "collect", "pong", "nodes", "value", "stored", "refused", "mail")
+    __slots__ = ("sender_nonce", "ping", "find_node", "find_value", "store", "deposit", "collect", "offer", "pong", "nodes", "value", "stored", "refused", "mail", "offered")
     SENDER_NONCE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     FIND_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -129,12 +153,14 @@ class DhtMessage(_message.Message):
     STORE_FIELD_NUMBER: _ClassVar[int]
     DEPOSIT_FIELD_NUMBER: _ClassVar[int]
     COLLECT_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     MAIL_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_FIELD_NUMBER: _ClassVar[int]
     sender_nonce: int
     ping: DhtPing
     find_node: DhtFindNode
@@ -142,10 +168,12 @@ class DhtMessage(_message.Message):
     store: DhtStore
     deposit: DhtDeposit
     collect: DhtCollect
+    offer: DhtOffer
     pong: DhtPong
     nodes: DhtNodes
     value: DhtValue
     stored: DhtStored
     refused: DhtRefused
     mail: DhtMail
-    def __init__(self, sender_nonce: _Optional[int] = ..., ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., deposit: _Optional[_Union[DhtDeposit, _Mapping]] = ..., collect: _Optional[_Union[DhtCollect, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ..., mail: _Optional[_Union[DhtMail, _Mapping]] = ...) -> None: ...
+    offered: DhtOffered
+    def __init__(self, sender_nonce: _Optional[int] = ..., ping: _Optional[_Union[DhtPing, _Mapping]] = ..., find_node: _Optional[_Union[DhtFindNode, _Mapping]] = ..., find_value: _Optional[_Union[DhtFindValue, _Mapping]] = ..., store: _Optional[_Union[DhtStore, _Mapping]] = ..., deposit: _Optional[_Union[DhtDeposit, _Mapping]] = ..., collect: _Optional[_Union[DhtCollect, _Mapping]] = ..., offer: _Optional[_Union[DhtOffer, _Mapping]] = ..., pong: _Optional[_Union[DhtPong, _Mapping]] = ..., nodes: _Optional[_Union[DhtNodes, _Mapping]] = ..., value: _Optional[_Union[DhtValue, _Mapping]] = ..., stored: _Optional[_Union[DhtStored, _Mapping]] = ..., refused: _Optional[_Union[DhtRefused, _Mapping]] = ..., mail: _Optional[_Union[DhtMail, _Mapping]] = ..., offered: _Optional[_Union[DhtOffered, _Mapping]] = ...) -> None: ...
