@@ -406,6 +406,29 @@ class PubSubConfig:
 
 
 @dataclass(frozen=True)
+class StreamsConfig:
+    # docs/streams.md: flow control, and what each limit bounds.
+    window: int = _f(
+        256 * 1024, c.integer(1024, 64 * MiB),
+        "Bytes a peer may send on one stream ahead of this node's reading (the credit "
+        "window): at most one window per stream is in flight, so window x "
+        "max_streams_per_peer bounds what one peer can make this node hold. At least "
+        "streams.chunk.")
+    send_buffer: int = _f(
+        256 * 1024, c.integer(0, 64 * MiB),
+        "Bytes a stream takes from the application beyond the peer's credit before "
+        "writes return 0 (backpressure).")
+    chunk: int = _f(
+        8192, c.integer(512, 65536),
+        "Largest DATA payload: one bulk message on the session, so the most a small "
+        "message waits behind stream data (8192: 9 cells of 996 bytes).")
+    max_streams_per_peer: int = _f(
+        16, c.integer(1, 1024),
+        "Open streams per peer, both directions together; an OPEN beyond it is reset "
+        "(\"too many streams\") and POST /api/network/streams answers 429.")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str | None = _f(None, c.optional(c.text()),
                               "Where the node keeps its state (null: ~/.aegis-hidden).")
@@ -420,6 +443,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
     pubsub: PubSubConfig = field(default_factory=PubSubConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
     def resolve_data_dir(self, override: str | None = None) -> Path:
         chosen = override or self.data_dir
@@ -442,7 +466,7 @@ class Config:
 SECTIONS = {"network": NetworkConfig, "security": SecurityConfig,
             "performance": PerformanceConfig, "tor": TorConfig, "i2p": I2PConfig,
             "mixing": MixingConfig, "api": ApiConfig, "logging": LoggingConfig,
-            "dht": DhtConfig, "pubsub": PubSubConfig}
+            "dht": DhtConfig, "pubsub": PubSubConfig, "streams": StreamsConfig}
 
 
 def _build(cls: type[Any], path: str, raw: Any, problems: list[ConfigError],
@@ -540,6 +564,10 @@ def _cross_checks(cfg: Config, failed: set[str]) -> Iterator[ConfigError]:
         yield ConfigError("pubsub.d", cfg.pubsub.d,
                           f"the mesh degrees must satisfy d_lo <= d <= d_hi (here "
                           f"{cfg.pubsub.d_lo}, {cfg.pubsub.d}, {cfg.pubsub.d_hi})")
+    if ok("streams.window", "streams.chunk") and cfg.streams.window < cfg.streams.chunk:
+        yield ConfigError("streams.window", cfg.streams.window,
+                          f"expected at least one chunk (streams.chunk: {cfg.streams.chunk} "
+                          "bytes)")
     if ok("tor.mode", "tor.control_port", "security.enable_tor") and (
             cfg.tor.mode == "connect" and cfg.tor.control_port is None
             and cfg.security.enable_tor):

@@ -106,6 +106,12 @@ BAD_VALUES = [
     ({"network": [1, 2]}, "network", "mapping"),
     ([1, 2], "(top level)", "mapping"),
     ({"log_level": "loud"}, "log_level", "debug, info"),
+    ({"streams": {"window": 100}}, "streams.window", "integer from 1024"),
+    ({"streams": {"window": 4096, "chunk": 8192}}, "streams.window", "at least one chunk"),
+    ({"streams": {"chunk": 70000}}, "streams.chunk", "integer from 512 to 65536"),
+    ({"streams": {"send_buffer": -1}}, "streams.send_buffer", "integer from 0"),
+    ({"streams": {"max_streams_per_peer": 0}}, "streams.max_streams_per_peer", "integer from 1"),
+    ({"streams": {"max_streams_per_peer": "16"}}, "streams.max_streams_per_peer", "integer"),
 ]
 
 
