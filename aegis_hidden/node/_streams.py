@@ -15,6 +15,9 @@ read, when the stream takes writes again, and when it ends. Until one
 attaches, an incoming stream's bytes wait in the core, at most one window: the
 peer is held by its credit, not buffered here without bound.
 
+The limits (window, send buffer, chunk, streams per peer) are the ``streams.*``
+configuration keys (:func:`limits_from_config`) unless the caller passes others.
+
 Events on the bus: ``stream_opened`` (``stream``, ``peer``, ``label``,
 ``direction``), ``stream_closed`` and ``stream_reset`` (``error``).
 """
@@ -27,6 +30,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ..config import Config
 from ..streams import (
     Closed,
     Limits,
@@ -42,7 +46,15 @@ from ..streams import (
 )
 from ._channels import Channel, send_frame
 
-__all__ = ["StreamService", "StreamWatcher", "UnknownStream"]
+__all__ = ["StreamService", "StreamWatcher", "UnknownStream", "limits_from_config"]
+
+
+def limits_from_config(config: Config) -> Limits:
+    """The stream core's :class:`Limits` from the ``streams`` section (validated there:
+    a value out of range is a :class:`~aegis_hidden.config.ConfigError` naming its key)."""
+    s = config.streams
+    return Limits(window=s.window, send_buffer=s.send_buffer, chunk=s.chunk,
+                  max_streams=s.max_streams_per_peer)
 
 
 class UnknownStream(StreamError):
@@ -64,8 +76,10 @@ class StreamService(Service):
     name = "streams"
 
     def __init__(self, core: Any, limits: Limits | None = None) -> None:
+        """``limits``: None for the node's configuration (``core.config.streams``)."""
         self._core = core
-        self.core = StreamCore(limits)
+        self.core = StreamCore(limits if limits is not None
+                               else limits_from_config(core.config))
         self._ids: dict[str, StreamKey] = {}
         self._keys: dict[StreamKey, str] = {}
         self._watchers: dict[str, StreamWatcher] = {}

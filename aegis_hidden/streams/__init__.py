@@ -6,19 +6,21 @@
 - what it returns: :class:`Send` (a STREAM-channel payload; DATA is ``bulk``,
   the session's low priority class) and the events :class:`Opened`,
   :class:`Readable`, :class:`Writable`, :class:`Closed`, :class:`Reset`;
-- errors: :class:`StreamError`, :class:`TooManyStreams`,
-  :class:`StreamClosedError` (the application's), :class:`StreamProtocolError`
-  (the peer's bytes);
+- errors: :class:`LimitsError` (a :class:`Limits` value out of range),
+  :class:`StreamError`, :class:`TooManyStreams`, :class:`StreamClosedError` (the
+  application's), :class:`StreamProtocolError` (the peer's bytes);
 - the codec of ``StreamMessage`` (``wire/frame.proto``): :func:`encode`, :func:`decode`.
 
 docs/streams.md describes the protocol; ``node/_streams.py`` runs this core.
 """
 
 from ._core import (
+    MAX_CHUNK,
     MAX_CREDIT,
     MAX_LABEL,
     Closed,
     Limits,
+    LimitsError,
     Opened,
     Readable,
     Reset,
@@ -37,10 +39,12 @@ from ._core import (
 )
 
 __all__ = [
+    "MAX_CHUNK",
     "MAX_CREDIT",
     "MAX_LABEL",
     "Closed",
     "Limits",
+    "LimitsError",
     "Opened",
     "Readable",
     "Reset",

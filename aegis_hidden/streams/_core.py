@@ -28,10 +28,12 @@ from google.protobuf.message import DecodeError
 from ..wire import frame_pb2
 
 __all__ = [
+    "MAX_CHUNK",
     "MAX_CREDIT",
     "MAX_LABEL",
     "Closed",
     "Limits",
+    "LimitsError",
     "Opened",
     "Readable",
     "Reset",
@@ -55,6 +57,8 @@ MAX_ERROR = 200
 #: The most credit a peer may grant at once (the sender's buffer is bounded by
 #: its own ``send_buffer``, whatever the credit).
 MAX_CREDIT = 1 << 32
+#: The largest DATA payload a :class:`Limits` may set.
+MAX_CHUNK = 65536
 
 
 class StreamError(Exception):
@@ -73,13 +77,27 @@ class StreamProtocolError(ValueError):
     """Bytes from a peer that are not a valid stream message (a protocol violation)."""
 
 
+class LimitsError(ValueError):
+    """A :class:`Limits` value out of range: ``name`` is the field, ``value`` what was
+    given, the message says what is allowed (the configuration checks the same ranges
+    first, as ``streams.*`` keys)."""
+
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        super().__init__(f"{name} = {value!r}: {allowed}")
+        self.name = name
+        self.value = value
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """``window``: bytes one side lets its peer send ahead of its reading;
     ``send_buffer``: bytes accepted from the application beyond the credit;
     ``chunk``: the largest DATA payload (one bulk message on the session, so
     the most a small message waits behind stream data); ``max_streams``: open
-    streams per peer (both directions together)."""
+    streams per peer (both directions together).
+
+    The defaults are the ``streams.*`` configuration keys' defaults; a value out
+    of range is a :class:`LimitsError`."""
 
     window: int = 256 * 1024
     send_buffer: int = 256 * 1024
@@ -87,14 +105,19 @@ class Limits:
     max_streams: int = 16
 
     def __post_init__(self) -> None:
-        if not 1 <= self.chunk <= 65536:
-            raise ValueError(f"chunk must be 1 to 65536 bytes, got {self.chunk}")
-        if self.window < self.chunk:
-            raise ValueError(f"window ({self.window}) must be at least one chunk ({self.chunk})")
+        for name in ("window", "send_buffer", "chunk", "max_streams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise LimitsError(name, value, "expected an integer")
+        if not 1 <= self.chunk <= MAX_CHUNK:
+            raise LimitsError("chunk", self.chunk, f"expected 1 to {MAX_CHUNK} bytes")
+        if not self.chunk <= self.window <= MAX_CREDIT:
+            raise LimitsError("window", self.window, f"expected at least one chunk "
+                              f"({self.chunk} bytes) and at most {MAX_CREDIT} bytes")
         if self.send_buffer < 0:
-            raise ValueError(f"send_buffer must be >= 0, got {self.send_buffer}")
+            raise LimitsError("send_buffer", self.send_buffer, "expected 0 bytes or more")
         if self.max_streams < 1:
-            raise ValueError(f"max_streams must be at least 1, got {self.max_streams}")
+            raise LimitsError("max_streams", self.max_streams, "expected at least 1")
 
 
 #: (peer, opened by this node, number chosen by the opener)

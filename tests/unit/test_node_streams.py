@@ -18,7 +18,7 @@ from aegis_hidden.config import parse_config
 from aegis_hidden.events import EventBus
 from aegis_hidden.node import IdentityService, NodeCore, StreamService, UnknownStream
 from aegis_hidden.peers import InlineSQLite
-from aegis_hidden.streams import Limits, StreamClosedError
+from aegis_hidden.streams import Limits, StreamClosedError, TooManyStreams
 from aegis_hidden.testing import FakeNetwork, result_of
 
 NOW = 1_800_000_000
@@ -45,19 +45,21 @@ class Watcher:
 
 
 class Node:
-    def __init__(self, net: FakeNetwork, clock: Clock, tmp: Path, name: str) -> None:
+    def __init__(self, net: FakeNetwork, clock: Clock, tmp: Path, name: str,
+                 raw_config: dict[str, Any] | None = None,
+                 limits: Limits | None = LIMITS) -> None:
         self.ident = identity.create(tmp / f"id-{name}", clock.seconds() - 10)
         self.onion = self.ident.onion
         self.events: list[dict[str, Any]] = []
         bus = EventBus(now=clock.seconds)
         bus.subscribe(self.events.append)
-        self.core = NodeCore(parse_config({}), IdentityService(self.ident, clock), str(tmp),
+        self.core = NodeCore(parse_config(raw_config or {}), IdentityService(self.ident, clock), str(tmp),
                              bus, clock, db=InlineSQLite(str(tmp / f"{name}.db")),
                              local_address=self.onion)
         self.core.attach_session_factory(net.node(self.onion))
         self.core.startService()
         result_of(self.core.when_ready())
-        self.streams = StreamService(self.core, LIMITS)
+        self.streams = StreamService(self.core, limits)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -127,6 +129,37 @@ def test_reader_that_stops_stops_the_sender_after_one_window(pair: tuple[Clock, 
     assert a.core.metrics.gauges["streams_bytes_sent"][1]() == len(blob)
     with pytest.raises(UnknownStream):
         a.streams.write(sid, b"x")
+
+
+def test_the_streams_configuration_keys_set_the_window_chunk_and_streams_per_peer(
+        tmp_path: Path) -> None:
+    raw = {"streams": {"window": 40 * 1024, "send_buffer": 8 * 1024, "chunk": 4096,
+                       "max_streams_per_peer": 2}}
+    clock = Clock()
+    clock.advance(NOW)
+    net = FakeNetwork(clock, latency=LATENCY)
+    # no Limits given: the service takes the node's configuration
+    a = Node(net, clock, tmp_path, "a", raw, limits=None)
+    b = Node(net, clock, tmp_path, "b", raw, limits=None)
+    result_of(a.core.store.add(b.onion))
+    sid, rid = opened(clock, a, b)
+    b.streams.attach(rid, Watcher(b.streams, rid, reading=False))
+    offered = 0
+    for _ in range(40):
+        offered += a.streams.write(sid, os.urandom(50_000))
+        run(clock, 0.05)
+    sender, receiver = a.streams.info(sid), b.streams.info(rid)
+    assert receiver["recv_buffered"] == 40 * 1024  # the configured window, not 256 KiB
+    assert sender["bytes_sent"] == 40 * 1024
+    assert offered == 40 * 1024 + 8 * 1024  # window + configured send buffer
+    # every DATA payload is at most the configured chunk (8192 by default)
+    pieces = b.streams.core.get(b.streams.key(rid)).recv_buf
+    assert len(pieces) == 10 and max(len(p) for p in pieces) == 4096
+    # a second stream is allowed, a third is refused (both ends count two)
+    a.streams.open(b.onion)
+    run(clock, 2)
+    with pytest.raises(TooManyStreams):
+        result_of(a.streams.open(b.onion))
 
 
 def test_session_loss_resets_the_streams(pair: tuple[Clock, Node, Node]) -> None:

@@ -10,9 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aegis_hidden.streams import (
+    MAX_CHUNK,
+    MAX_CREDIT,
     MAX_LABEL,
     Closed,
     Limits,
+    LimitsError,
     Opened,
     Readable,
     Reset,
@@ -202,6 +205,15 @@ def test_limits_are_checked() -> None:
         Limits(window=10, chunk=100)
     with pytest.raises(ValueError, match="max_streams"):
         Limits(max_streams=0)
+    # typed: the field and the value are on the error
+    for kwargs, name in (({"chunk": 0}, "chunk"), ({"chunk": MAX_CHUNK + 1}, "chunk"),
+                         ({"window": MAX_CREDIT + 1}, "window"),
+                         ({"send_buffer": -1}, "send_buffer"),
+                         ({"max_streams": True}, "max_streams"),
+                         ({"window": 65536.0}, "window")):
+        with pytest.raises(LimitsError) as info:
+            Limits(**kwargs)
+        assert info.value.name == name and info.value.value == kwargs[name]
     with pytest.raises(StreamError, match="label"):
         StreamCore().open(B, "x" * (MAX_LABEL + 1))
 
