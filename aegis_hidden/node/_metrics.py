@@ -130,6 +130,14 @@ class Metrics:
                             "refusals without a reason (docs/reputation.md).",
         "dht_contacts_evicted": "DHT contacts evicted from the routing table for reputation "
                                 "below 0.2 or a blacklisting.",
+        "dht_exchange_accepted": "Contacts' identity records taken from peers' DHT peer-exchange "
+                                 "offers (as candidates).",
+        "dht_exchange_refused": "Peer-exchange records refused (forged, unsolved, revoked, "
+                                "refused by the record keeper), and offers over a peer's rate.",
+        "dht_candidates_trusted": "DHT candidates that answered their reachability check and "
+                                  "entered the routing table.",
+        "dht_candidates_unreachable": "DHT candidates that did not answer their reachability "
+                                      "check (never trusted).",
         "audits_passed": "Audits of the node's own traffic (POST /api/network/audit) "
                          "that passed every check.",
         "audits_failed": "Audits of the node's own traffic that failed a check.",
