@@ -1,4 +1,10 @@
-"""Where passphrases come from: a file given by the user, or the environment."""
+"""Where passphrases come from (a file given by the user, or the environment), and
+reading the API bearer token file.
+
+A leaf module (nothing of the node above it) so that the command line's API client
+reads the token without importing the API server (``aegis_hidden.api``, which
+re-exports :func:`read_token` and :class:`TokenFileError` and writes the file).
+"""
 
 from __future__ import annotations
 
@@ -26,3 +32,25 @@ def read_passphrase(path: str | None) -> str | None:
         return line
     value = os.environ.get(ENV_PASSPHRASE)
     return value or None
+
+
+class TokenFileError(Exception):
+    """The token file is unreadable, empty, or readable by others."""
+
+
+def read_token(path: Path) -> str:
+    """The API bearer token in ``path`` (created 0600 by the node)."""
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise TokenFileError(f"{path} does not exist (start the node once, or run "
+                             "'aegis-hidden api token --rotate')") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenFileError(f"cannot read {path}: {e}") from None
+    if st.st_mode & 0o077:
+        raise TokenFileError(f"{path} is readable by other users (mode "
+                             f"{st.st_mode & 0o777:o}); run chmod 600 on it")
+    if len(text) < 16:
+        raise TokenFileError(f"{path} holds no usable token (too short)")
+    return text

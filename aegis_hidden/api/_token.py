@@ -1,7 +1,9 @@
 """The API bearer token: created at first start, stored 0600, rotatable from the CLI.
 
 The running node re-reads the file when it changes, so ``aegis-hidden api token
---rotate`` takes effect at once, without a restart.
+--rotate`` takes effect at once, without a restart. Reading the file is
+:func:`aegis_hidden._secrets.read_token` (re-exported here), so that the CLI's
+API client reads it without importing the API server.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import os
 import secrets
 from pathlib import Path
 
+from .._secrets import TokenFileError, read_token
 from ..identity import atomic_write
 
+__all__ = ["TOKEN_BYTES", "TokenChecker", "TokenFileError", "load_or_create_token",
+           "new_token", "read_token", "rotate_token"]
+
 TOKEN_BYTES = 32
-
-
-class TokenFileError(Exception):
-    """The token file is unreadable, empty, or readable by others."""
 
 
 def _write(path: Path, token: str) -> None:
@@ -27,23 +29,6 @@ def _write(path: Path, token: str) -> None:
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def read_token(path: Path) -> str:
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise TokenFileError(f"{path} does not exist (start the node once, or run "
-                             "'aegis-hidden api token --rotate')") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TokenFileError(f"cannot read {path}: {e}") from None
-    if st.st_mode & 0o077:
-        raise TokenFileError(f"{path} is readable by other users (mode "
-                             f"{st.st_mode & 0o777:o}); run chmod 600 on it")
-    if len(text) < 16:
-        raise TokenFileError(f"{path} holds no usable token (too short)")
-    return text
 
 
 def load_or_create_token(path: Path) -> tuple[str, bool]:
