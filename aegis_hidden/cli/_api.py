@@ -2,6 +2,11 @@
 
 The client talks to a running node's API on ``api.listen_address`` (TCP on
 loopback or a unix socket) with the bearer token from the data dir.
+
+The client side (:class:`ApiClient`, used by ``status``, ``peers``, ``stream``...)
+imports nothing of the API server: ``aegis_hidden.api`` (twisted.web, autobahn, the
+OpenAPI document) costs about half a CPU second to import, so only the ``api``
+sub-commands below import it, when they run.
 """
 
 from __future__ import annotations
@@ -13,19 +18,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from .._secrets import TokenFileError, read_token
 from ..addresses import split_host_port
-from ..api import (
-    ClientKeyError,
-    TokenFileError,
-    add_client_key,
-    api_onion_address,
-    load_client_keys,
-    load_or_create_api_onion_key,
-    openapi_json,
-    read_token,
-    remove_client_key,
-    rotate_token,
-)
 from ..config import Config
 from ._common import CLIError, add_node_args, node_config
 
@@ -129,6 +123,8 @@ def _paths(args: argparse.Namespace) -> tuple[Config, Path]:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from ..api import rotate_token
+
     cfg, data_dir = _paths(args)
     path = data_dir / cfg.api.token_file
     try:
@@ -140,6 +136,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _client_add(args: argparse.Namespace) -> int:
+    from ..api import ClientKeyError, add_client_key, api_onion_address, load_or_create_api_onion_key
+
     cfg, data_dir = _paths(args)
     try:
         key, pair = add_client_key(data_dir, args.name)
@@ -157,6 +155,8 @@ def _client_add(args: argparse.Namespace) -> int:
 
 
 def _client_list(args: argparse.Namespace) -> int:
+    from ..api import ClientKeyError, load_client_keys
+
     cfg, data_dir = _paths(args)
     try:
         keys = load_client_keys(data_dir)
@@ -170,6 +170,8 @@ def _client_list(args: argparse.Namespace) -> int:
 
 
 def _client_remove(args: argparse.Namespace) -> int:
+    from ..api import ClientKeyError, remove_client_key
+
     _, data_dir = _paths(args)
     try:
         key = remove_client_key(data_dir, args.name)
@@ -180,5 +182,7 @@ def _client_remove(args: argparse.Namespace) -> int:
 
 
 def _openapi(args: argparse.Namespace) -> int:
+    from ..api import openapi_json
+
     print(openapi_json(), end="")
     return 0

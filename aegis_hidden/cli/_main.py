@@ -3,6 +3,12 @@
 A sub-command module has ``register(subparsers)``; it adds its parser and sets
 ``func`` to a callable taking the parsed namespace and returning the exit code.
 Errors a user can act on are raised as :class:`CLIError` and printed as one line.
+
+Only the module of the command given is imported when it is named after it
+(``status`` -> ``_status``): the others pull in the node, the API server, the test
+harness..., and a short command such as ``status`` (a readiness probe may run it
+every few seconds) should not pay for them. Any other command line (``--help``,
+a command registered by a module of another name) imports them all.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ._common import CLIError
 
@@ -19,7 +25,7 @@ COMMAND_MODULES = ["_identity", "_config", "_devnet", "_demo", "_api", "_peers",
                    "_wipe", "_doctor", "_dht", "_audit", "_emergency", "_pubsub", "_stream"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser(modules: Sequence[str]) -> tuple[argparse.ArgumentParser, Collection[str]]:
     parser = argparse.ArgumentParser(
         prog="aegis-hidden",
         description="A Tor/I2P-native privacy node. Run the node itself with "
@@ -27,14 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in modules:
         module = importlib.import_module(f"{__package__}.{name}")
         module.register(sub)
-    return parser
+    return parser, sub.choices
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command; with ``command``, of that one alone if the
+    module ``_<command>`` registers it (the other modules are not imported)."""
+    if command is not None and f"_{command}" in COMMAND_MODULES:
+        parser, commands = _parser([f"_{command}"])
+        if command in commands:
+            return parser
+    return _parser(COMMAND_MODULES)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..tor import progress_bar
 from ._api import ApiClient
 from ._common import CLIError, add_node_args, node_config
 
@@ -64,6 +63,10 @@ def fetch(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def render(source: str, state: dict[str, Any]) -> list[str]:
+    # here, not at the top: the tor package's import (twisted.internet, txtorcon's
+    # helpers) is most of what a status call that finds no node would cost
+    from ..tor import progress_bar
+
     onion = state.get("identity", {}).get("onion") or state.get("onion", "?")
     lines = [f"node:  {onion}  (from {source})"]
     for name, t in sorted(state.get("transports", {}).items()):

@@ -87,3 +87,52 @@ def test_ready_with_no_node_is_status_1(tmp_path: Path,
     cfg.write_text("api:\n  enabled: false\n")
     assert main(["status", "-c", str(cfg), "-d", str(tmp_path), "--ready"]) == 1
     assert "no running node found" in capsys.readouterr().err
+
+
+HEAVY = ("aegis_hidden.api", "aegis_hidden.node", "aegis_hidden.tor", "aegis_hidden.testing",
+         "autobahn", "twisted.internet.reactor", "twisted.web", "aegis_hidden.cli._demo")
+PROBE = """
+import contextlib, io, json, sys
+from aegis_hidden.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "err": err.getvalue(),
+                  "heavy": sorted(m for m in sys.modules if m.startswith(%r))}))
+"""
+
+
+def test_status_imports_neither_the_node_nor_the_api_server(tmp_path: Path) -> None:
+    """``status`` (a readiness probe may run it every few seconds) imports only its own
+    module and the API client: against no node it fails clearly, and in a fresh
+    interpreter none of the heavy packages (nor the other commands' modules) was
+    imported."""
+    import subprocess
+    import sys
+
+    probe = PROBE % (HEAVY,)
+    done = subprocess.run([sys.executable, "-c", probe, "status", "-d", str(tmp_path)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert report["code"] == 1
+    assert "no running node found" in report["err"] and "status.json" in report["err"]
+    assert report["heavy"] == []
+    # a command registered by a module of another name still works (every module loaded)
+    done = subprocess.run([sys.executable, "-c", probe, "node", "emergency", "-d",
+                           str(tmp_path)], capture_output=True, text=True, check=True,
+                          timeout=60)
+    report = json.loads(done.stdout)
+    assert report["code"] == 1 and "api_token" in report["err"]
+    assert "aegis_hidden.cli._demo" in report["heavy"]
+
+
+def test_the_parser_of_one_command_and_of_all() -> None:
+    from aegis_hidden.cli._main import build_parser
+
+    one = build_parser("status")
+    assert one.parse_args(["status", "--ready"]).ready is True
+    with pytest.raises(SystemExit):
+        one.parse_args(["peers", "list"])  # not registered: only status's module ran
+    every = build_parser("send")  # no _send module: peers registers it, so all are built
+    assert every.parse_args(["peers", "list"]).command == "peers"
+    assert build_parser().parse_args(["node", "emergency"]).command == "node"
