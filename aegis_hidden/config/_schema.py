@@ -353,6 +353,12 @@ class DhtConfig:
         2, c.integer(0, 7),
         "At start-up the node collects today's mailbox and this many days before; at "
         "every maintenance tick, today's and yesterday's.")
+    exchange_i2p: bool = _f(
+        False, c.boolean(),
+        "Offer this node's I2P binding (its I2P destination) in DHT peer exchange, so peers "
+        "pass it on with its record and strangers can reach it over I2P; it links the "
+        "node's Tor and I2P presences for anyone it reaches (docs/identity.md). Bindings "
+        "other nodes offered this way are passed on whatever this says.")
 
 
 @dataclass(frozen=True)
