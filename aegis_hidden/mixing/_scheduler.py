@@ -19,13 +19,14 @@ Kolmogorov-Smirnov test that Poisson departures pass).
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import math
 import struct
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
+from heapq import heappop, heappush, heapreplace
 from random import Random, SystemRandom
 
 from twisted.internet.defer import Deferred
@@ -66,7 +67,7 @@ class SchedulerStats:
     queue_delay_sum: float = 0.0  # seconds, over every real cell sent
 
     def observe_delay(self, delay: float, cells: int = 1) -> None:
-        self.queue_delay_counts[bisect.bisect_left(QUEUE_DELAY_BUCKETS, delay)] += cells
+        self.queue_delay_counts[bisect_left(QUEUE_DELAY_BUCKETS, delay)] += cells
         self.queue_delay_sum += delay * cells
 
 
@@ -291,29 +292,31 @@ class PoissonScheduler:
         now = clock.seconds()
         heap = self._heap
         horizon = now + _EPSILON
-        late = now - self.resolution - _EPSILON
-        constant, gaps = self.constant, self._gaps
-        stats = self.stats
-        # Without a bandwidth cap or a trace, a slot is handled inline (the common
-        # case); its counts are added to the stats once per wakeup.
-        fast = self.throttle is None and self._trace is None
-        burst = self.burst
-        slots = real = cover = bursts = 0
-        counts, delay_sum = stats.queue_delay_counts, 0.0
-        while heap and heap[0][0] <= horizon:
-            # The slot stays at the top of the heap until its link's next slot
-            # replaces it (one sift instead of a pop and a push).
-            due, _, entry = heap[0]
-            if not entry.live:
-                heapq.heappop(heap)
-                continue
-            link = entry.link
-            if link.closed:
-                entry.live = False
-                self._entries.pop(id(link), None)
-                heapq.heappop(heap)
-                continue
-            if fast:
+        if self.throttle is not None or self._trace is not None:
+            self._fire_each(now, horizon)
+        elif heap:
+            # Without a bandwidth cap or a trace, a slot is handled inline (the
+            # common case); its counts are added to the stats once per wakeup.
+            late = now - self.resolution - _EPSILON
+            constant, gaps, burst = self.constant, self._gaps, self.burst
+            slots = real = cover = bursts = 0
+            delay_sum = 0.0
+            while heap:
+                # The slot stays at the top of the heap until its link's next slot
+                # replaces it (one sift instead of a pop and a push), with the same
+                # tie-break number: a link has one slot in the heap at a time.
+                due, tie, entry = heap[0]
+                if due > horizon:
+                    break
+                if not entry.live:
+                    heappop(heap)
+                    continue
+                link = entry.link
+                if link.closed:
+                    entry.live = False
+                    self._entries.pop(id(link), None)
+                    heappop(heap)
+                    continue
                 slots += 1
                 queued = link.queued()
                 if queued != entry.known:
@@ -325,48 +328,54 @@ class PoissonScheduler:
                         if sent > 1:
                             bursts += 1
                         seen = entry.seen
-                        if seen and seen[0][1] > sent:  # all from the oldest arrival
-                            head = seen[0]
-                            head[1] -= sent
+                        head = seen[0] if seen else None
+                        # The common case: all from the oldest arrival.
+                        if head is not None and (left := head[1] - sent) >= 0:
+                            if left:
+                                head[1] = left
+                            else:
+                                seen.popleft()
                             entry.known -= sent
                             delay = now - head[0]
-                            counts[bisect.bisect_left(QUEUE_DELAY_BUCKETS, delay)] += sent
+                            self.stats.queue_delay_counts[
+                                bisect_left(QUEUE_DELAY_BUCKETS, delay)] += sent
                             delay_sum += delay * sent
                         else:
-                            entry.sent(sent, now, stats)
+                            entry.sent(sent, now, self.stats)
                     # A slot the record layer spent on a control cell (a REKEY) sends
                     # no cover after it: a slot is never two writes.
                 else:
                     link.emit(0, 1)
                     cover += 1
-            else:
-                self._slot(entry, link, now, stats)
-            if constant:
-                nxt = due + 1.0 / self.rate
-            else:
-                if not gaps:
-                    gaps = self._draw_gaps()
-                nxt = due + gaps.pop()
-            if nxt < late:
-                # The reactor ran late past this link's next slot: missed slots
-                # are skipped rather than sent in a clump (a clump would show the
-                # stall); queued cells wait for the next slot.
-                stats.late_slots += 1
-                nxt = now + self._gap()
-                gaps = self._gaps
-            if heap and heap[0][2] is entry:
-                heapq.heapreplace(heap, (nxt, next(self._seq), entry))
-            else:  # the link re-armed or the heap changed during its emit
-                heapq.heappush(heap, (nxt, next(self._seq), entry))
-                self._drop(entry, due)
-        if slots:
-            stats.slots += slots
-            stats.real_cells += real
-            stats.cover_cells += cover
-            stats.burst_slots += bursts
-            stats.queue_delay_sum += delay_sum
+                if constant:
+                    nxt = due + 1.0 / self.rate
+                else:
+                    if not gaps:
+                        gaps = self._draw_gaps()
+                    nxt = due + gaps.pop()
+                if nxt < late:
+                    nxt = self._late(now)
+                    gaps = self._gaps
+                    # Links re-anchored in one wakeup may tie (constant gaps): the
+                    # order they were re-anchored in breaks the tie.
+                    tie = next(self._seq)
+                if heap and heap[0][2] is entry:
+                    heapreplace(heap, (nxt, tie, entry))
+                else:  # the link re-armed or the heap changed during its emit
+                    heappush(heap, (nxt, next(self._seq), entry))
+                    self._drop(entry, due)
+            if slots:
+                stats = self.stats
+                stats.slots += slots
+                if real:
+                    stats.real_cells += real
+                    stats.queue_delay_sum += delay_sum
+                    if bursts:
+                        stats.burst_slots += bursts
+                if cover:
+                    stats.cover_cells += cover
         while heap and not heap[0][2].live:
-            heapq.heappop(heap)
+            heappop(heap)
         if self._call is None and heap:  # nothing re-armed the timer meanwhile
             due = heap[0][0]
             if self.resolution:
@@ -375,6 +384,40 @@ class PoissonScheduler:
             self._call = clock.callLater(delay if delay > 0.0 else 0.0, self._fire)
         else:
             self._arm()
+
+    def _late(self, now: float) -> float:
+        """The reactor ran late past a link's next slot: missed slots are skipped
+        rather than sent in a clump (a clump would show the stall); queued cells
+        wait for the next slot, one gap from now."""
+        self.stats.late_slots += 1
+        return now + self._gap()
+
+    def _fire_each(self, now: float, horizon: float) -> None:
+        """The slots due now when a bandwidth cap or a trace is on: each through
+        :meth:`_slot`, same schedule."""
+        heap = self._heap
+        late = now - self.resolution - _EPSILON
+        stats = self.stats
+        while heap and heap[0][0] <= horizon:
+            due, _, entry = heap[0]
+            if not entry.live:
+                heappop(heap)
+                continue
+            link = entry.link
+            if link.closed:
+                entry.live = False
+                self._entries.pop(id(link), None)
+                heappop(heap)
+                continue
+            self._slot(entry, link, now, stats)
+            nxt = due + self._gap()
+            if nxt < late:
+                nxt = self._late(now)
+            if heap and heap[0][2] is entry:
+                heapreplace(heap, (nxt, next(self._seq), entry))
+            else:
+                heappush(heap, (nxt, next(self._seq), entry))
+                self._drop(entry, due)
 
     def _drop(self, entry: _Entry, due: float) -> None:
         """Remove the slot (``due``, ``entry``) that was at the top of the heap when

@@ -340,6 +340,64 @@ def test_scheduler_traces_each_cell() -> None:
     assert "secret" not in out.getvalue()
 
 
+
+@implementer(ITraceSink)
+class _CountingSink:
+    def __init__(self) -> None:
+        self.records = 0
+
+    def record(self, at: float, link: str, direction: str, size: int, kind: str) -> None:
+        self.records += 1
+
+
+class _OrderedLink(FakeLink):
+    """A FakeLink that also notes, in one list for all links, which link wrote when."""
+
+    def __init__(self, clock: Clock, link_id: str, order: list[tuple[float, str]]) -> None:
+        super().__init__(clock, link_id)
+        self.order = order
+
+    def emit(self, count: int, cover: int = 0) -> int:
+        self.order.append((self.clock.seconds(), self.link_id))
+        return super().emit(count, cover)
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_inline_slots_and_traced_slots_keep_one_schedule(constant: bool) -> None:
+    """The inline path (no trace, no cap) and the per-slot path (a trace) write at the
+    same times, the same cells, for the same seed: many links, arrivals with and
+    without a notify, a link that closes, a reactor that stalls (constant gaps: the
+    re-anchored links then tie, and keep the order they were re-anchored in)."""
+
+    def run(traced: bool) -> tuple[object, ...]:
+        clock = Clock()
+        sink = _CountingSink()
+        sched = PoissonScheduler(clock, random.Random(41), 5.0, burst=3, constant=constant,
+                                 trace=sink if traced else None)
+        order: list[tuple[float, str]] = []
+        links = [_OrderedLink(clock, f"l{k}", order) for k in range(12)]
+        for link in links:
+            sched.register(link)
+        rng = random.Random(42)
+        for n in range(3000):
+            clock.advance(rng.expovariate(40.0) + (30.0 if n % 700 == 699 else 0.0))
+            link = rng.choice(links)
+            link.queue(rng.randint(1, 4))
+            if rng.random() < 0.7:
+                sched.notify(link)
+            if n == 1500:
+                links[3].closed = True
+        clock.advance(60.0)
+        st = sched.stats
+        assert st.late_slots > 0 and st.burst_slots > 0 and st.cover_cells > 0
+        assert not traced or sink.records == st.real_cells + st.cover_cells
+        return (order, [link.writes for link in links], st.slots, st.real_cells,
+                st.cover_cells, st.burst_slots, st.late_slots, st.queue_delay_counts)
+
+    inline, traced = run(False), run(True)
+    assert inline == traced
+
+
 # -- MixPool ---------------------------------------------------------------------------
 
 def test_mix_pool_delays_are_exp_mu() -> None:
