@@ -308,24 +308,30 @@ class SessionProtocol(Protocol):
 
     def emit(self, count: int, cover: int = 0) -> int:
         """Seal up to ``count`` queued cells and ``cover`` cover cells; one write."""
-        if self.closed or not self.session.established:
+        # A cell scheduler calls this in every slot of every link: one test for
+        # "closed or not established" (a closed session is not established), and
+        # the bulk count only when a trace needs it.
+        session = self.session
+        if self._closing or not session.established:
             return 0
-        if self.close_pending is not None and not self.session.queued() and (count or cover):
+        if self.close_pending is not None and not session.queued() and (count or cover):
             # The backlog has left: this slot carries the CLOSE instead of a cover cell.
             reason, self.close_pending = self.close_pending, None
-            self.session.close(CloseReason.NORMAL, reason)
+            session.close(CloseReason.NORMAL, reason)
             self.pump()
             return 0
-        before, bulk = self.session.queued(), self.session.bulk_queued()
-        out = self.session.seal_queued(count, cover)
-        sent = before - self.session.queued()
+        trace = self._trace
+        before = session.queued()
+        bulk = session.bulk_queued() if trace is not None else 0
+        out = session.seal_queued(count, cover)
+        sent = before - session.queued()
         if out and self.transport is not None:
             self.transport.write(out)
-            if self._trace is not None:
-                cells = len(out) // self.session.params.cell_size
+            if trace is not None:
+                cells = len(out) // session.params.cell_size
                 # Bulk cells (stream data, real) may leave before messages queued
                 # earlier, so only the others take their kinds from the runs.
-                bulk -= self.session.bulk_queued()
+                bulk -= session.bulk_queued()
                 self._trace_out(cells - min(cover, cells), min(cover, cells), sent - bulk)
         return sent
 
