@@ -14,6 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ._exchange import (
+    OFFER_BURST,
+    OFFER_RATE,
+    Candidates,
+    CheckedEntry,
+    PexEntryError,
+    check_entry,
+)
 from ._ids import Contact
 from ._lookup import Lookup
 from ._mailbox import MailboxError, MailboxStore, verify_auth
@@ -25,6 +33,8 @@ from ._messages import (
     FindValue,
     Mail,
     Nodes,
+    Offer,
+    Offered,
     Ping,
     Pong,
     Refused,
@@ -95,7 +105,9 @@ class DhtCore:
     def __init__(self, own: Contact, *, k: int = K, alpha: int = ALPHA, paths: int = 1,
                  store: RecordStore | None = None, table: RoutingTable | None = None,
                  limiter: StoreLimiter | None = None, now: float = 0.0,
-                 puzzle_bits: int = 0, mailboxes: MailboxStore | None = None) -> None:
+                 puzzle_bits: int = 0, mailboxes: MailboxStore | None = None,
+                 candidates: Candidates | None = None,
+                 offer_limiter: StoreLimiter | None = None) -> None:
         self.own = own
         self.k = k
         self.alpha = alpha
@@ -112,6 +124,18 @@ class DhtCore:
         #: called with (reason, peer) for each record refused: a STORE this node
         #: would not take, or a value an answer carried that did not verify
         self.on_record_refused: Callable[[str, Contact | None], None] | None = None
+        #: with a candidate queue, a contact enters the table only once it answered
+        #: this node (a requester not in the table and every contact offered by peer
+        #: exchange wait there for a check); None: Kademlia's rule, a requester
+        #: enters at once, and peer exchange is not run
+        self.candidates = candidates
+        self.offer_limiter = offer_limiter if offer_limiter is not None else StoreLimiter(
+            OFFER_RATE, OFFER_BURST)
+        #: peer exchange received: offers, records accepted, offers over the rate
+        self.exchange: Counter[str] = Counter()
+        #: told of each offered entry that passed :func:`check_entry`; returns why it is
+        #: refused after all (the record keeper's pin, rollback, revocation) or None
+        self.on_offer_entry: Callable[[Contact, CheckedEntry], str | None] | None = None
 
     def _record_refused(self, reason: str, peer: Contact | None) -> None:
         self.refused[reason] += 1
@@ -139,6 +163,8 @@ class DhtCore:
             return Value(None, tuple(self.table.closest(request.key, self.k)))
         if isinstance(request, Collect):
             return self._collect(request, now, sender)
+        if isinstance(request, Offer):
+            return self._offered(request, now, sender)
         if sender is not None and not self.limiter.take(sender.id, now):
             self._record_refused("store rate", sender)
             raise DhtRequestRefused("store rate exceeded")
@@ -176,6 +202,56 @@ class DhtCore:
         envelopes, more = self.mailboxes.collect(key, now)
         return Mail(tuple(envelopes), more, deleted)
 
+    def _offered(self, offer: Offer, now: float, sender: Contact | None) -> Offered:
+        """Check each entry of a peer-exchange ``offer``; the good ones become candidates."""
+        if self.candidates is None:
+            raise DhtRequestRefused("peer exchange not run here")
+        if sender is None:
+            raise DhtRequestRefused("an offer comes over a session")
+        if not self.offer_limiter.take(sender.id, now):
+            self.exchange["offers_over_rate"] += 1
+            self.refused["offer rate"] += 1
+            raise DhtRequestRefused("offer rate exceeded")
+        self.exchange["offers_received"] += 1
+        accepted = refused = 0
+        for entry in offer.entries:
+            try:
+                checked = check_entry(entry, now, self.puzzle_bits)
+            except PexEntryError as e:
+                refused += 1
+                self.exchange["records_refused"] += 1
+                self._record_refused(type(e).__name__, sender)
+                continue
+            why = self.on_offer_entry(sender, checked) if self.on_offer_entry else None
+            if why is not None:
+                refused += 1
+                self.exchange["records_refused"] += 1
+                self._record_refused(why, sender)
+                continue
+            accepted += 1
+            self.exchange["records_accepted"] += 1
+            self.consider(checked.contact, now)
+        return Offered(accepted, refused)
+
+    def consider(self, contact: Contact, now: float) -> PingOldest | None:
+        """A contact this node has not heard answer yet: kept if the table holds it
+        already (seen again), else a candidate for a check (Kademlia's rule without
+        a candidate queue: it enters the table)."""
+        if contact.id == self.own.id:
+            return None
+        if self.candidates is None or self.table.knows(contact):
+            return self.table.observe(contact, now)
+        if check_puzzle(contact.id, contact.nonce, self.puzzle_bits):
+            self.candidates.add(contact, now)
+        return None
+
+    def checked(self, contact: Contact, now: float) -> PingOldest | None:
+        """``contact`` answered a request of this node through a session: it is
+        trusted (into the table; no longer a candidate)."""
+        if self.candidates is not None:
+            self.candidates.discard(contact)
+        return self.table.observe(contact, now)
+
     def handle(self, sender: Contact, data: bytes, now: float) -> Handled:
         """Answer the request bytes ``data`` from ``sender`` (whom the session proved).
 
@@ -192,7 +268,7 @@ class DhtCore:
         if not check_puzzle(sender.id, nonce, self.puzzle_bits):
             # Lookups are answered (it may be a newcomer), but the sender never
             # enters the table and may not STORE: its place in the id space is unpaid.
-            if isinstance(request, Store | Deposit):
+            if isinstance(request, Store | Deposit | Offer):
                 self._record_refused("puzzle", sender)
                 return Handled(encode(Refused("puzzle not solved")), None)
             self.refused["puzzle"] += 1
@@ -200,7 +276,7 @@ class DhtCore:
             answer = encode(self.answer(request, now, sender))
         except DhtRequestRefused as e:
             answer = encode(Refused(e.reason))
-        return Handled(answer, self.table.observe(sender, now))
+        return Handled(answer, self.consider(sender, now))
 
     # -- asking --------------------------------------------------------------
     def lookup(self, target: bytes, *, paths: int | None = None,

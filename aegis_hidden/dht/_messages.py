@@ -66,6 +66,31 @@ class Collect:
     delete: tuple[bytes, ...] = ()
 
 
+#: at most this many entries in one peer-exchange offer (each record is ~7 KiB)
+MAX_OFFER = 3
+#: a peer-exchange entry's identity record is at most this large
+MAX_PEX_RECORD = 8192
+#: and its I2P binding (salt and destination) at most this large
+MAX_PEX_BINDING = 1024
+
+
+@dataclass(frozen=True)
+class PexEntry:
+    """A contact offered by peer exchange: its signed identity record, its puzzle
+    nonce, and the I2P binding its owner offered by peer exchange (or empty)."""
+
+    record: bytes
+    nonce: int = 0
+    i2p_binding: bytes = b""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Peer exchange: identity records of contacts the asker vouches it reached."""
+
+    entries: tuple[PexEntry, ...]
+
+
 @dataclass(frozen=True)
 class Pong:
     pass
@@ -101,10 +126,18 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class Offered:
+    """An offer's entries taken as candidates, and refused."""
+
+    accepted: int = 0
+    refused: int = 0
+
+
 MAX_REASON = 100
 
-Request = Ping | FindNode | FindValue | Store | Deposit | Collect
-Response = Pong | Nodes | Value | Stored | Refused | Mail
+Request = Ping | FindNode | FindValue | Store | Deposit | Collect | Offer
+Response = Pong | Nodes | Value | Stored | Refused | Mail | Offered
 
 
 def _contacts_pb(contacts: Sequence[Contact]) -> list[dht_pb2.DhtContact]:
@@ -139,6 +172,15 @@ def encode(message: Request | Response, sender_nonce: int = 0) -> bytes:
         m.collect.CopyFrom(dht_pb2.DhtCollect(
             key=a.key, day=a.day, time=a.time, publisher_record=a.publisher_record,
             signature=a.signature, mldsa_signature=a.mldsa_signature, delete=message.delete))
+    elif isinstance(message, Offer):
+        m.offer.SetInParent()
+        m.offer.entries.extend(dht_pb2.DhtPexEntry(record=e.record, nonce=e.nonce,
+                                                   i2p_binding=e.i2p_binding)
+                               for e in message.entries)
+    elif isinstance(message, Offered):
+        m.offered.SetInParent()
+        m.offered.accepted = message.accepted
+        m.offered.refused = message.refused
     elif isinstance(message, Mail):
         m.mail.SetInParent()
         m.mail.envelopes.extend(message.envelopes)
@@ -244,7 +286,26 @@ def _request(kind: str, m: dht_pb2.DhtMessage) -> Request:
         auth = MailboxAuth(_id(c.key, "mailbox key"), c.day, c.time, bytes(c.publisher_record),
                            bytes(c.signature), bytes(c.mldsa_signature))
         return Collect(auth, tuple(bytes(i) for i in c.delete))
+    if kind == "offer":
+        return Offer(_entries(m.offer.entries))
     raise DhtMessageError(f"{kind} is an answer, not a request")
+
+
+def _entries(items: Sequence[dht_pb2.DhtPexEntry]) -> tuple[PexEntry, ...]:
+    if len(items) > MAX_OFFER:
+        raise DhtMessageError(f"{len(items)} entries offered, at most {MAX_OFFER}")
+    out = []
+    for n, e in enumerate(items):
+        if not e.record or len(e.record) > MAX_PEX_RECORD:
+            raise DhtMessageError(f"entry {n}: record of {len(e.record)} bytes, 1 to "
+                                  f"{MAX_PEX_RECORD}")
+        if len(e.i2p_binding) > MAX_PEX_BINDING:
+            raise DhtMessageError(f"entry {n}: I2P binding of {len(e.i2p_binding)} bytes, at "
+                                  f"most {MAX_PEX_BINDING}")
+        if e.nonce > MAX_NONCE:
+            raise DhtMessageError(f"entry {n}: nonce above {MAX_NONCE}")
+        out.append(PexEntry(bytes(e.record), int(e.nonce), bytes(e.i2p_binding)))
+    return tuple(out)
 
 
 def decode_response(data: bytes) -> Response:
@@ -258,6 +319,8 @@ def decode_response(data: bytes) -> Response:
         return Value(record, _contacts(m.value.contacts))
     if kind == "stored":
         return Stored()
+    if kind == "offered":
+        return Offered(m.offered.accepted, m.offered.refused)
     if kind == "mail":
         return Mail(tuple(bytes(e) for e in m.mail.envelopes), m.mail.more, m.mail.deleted)
     if kind == "refused":

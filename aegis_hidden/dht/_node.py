@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -35,6 +35,9 @@ from ._messages import (
     DhtMessageError,
     Mail,
     Nodes,
+    Offer,
+    Offered,
+    PexEntry,
     Ping,
     Pong,
     Response,
@@ -131,17 +134,19 @@ class DhtNode:
             response = None if answer is None else decoded(answer)
             if not isinstance(response, Nodes):
                 return None
-            self.core.table.observe(contact, self._clock.seconds())
+            self.core.checked(contact, self._clock.seconds())
             return list(response.contacts)
 
         return self._ask(contact, self.core.find_node(target)).addCallback(contacts)
 
     def lookup(self, target: bytes, *, value: bool = False, paths: int | None = None,
-               quorum: int = 1, until_found: bool = False
-               ) -> Deferred[LookupResult[SignedRecord]]:
+               quorum: int = 1, until_found: bool = False,
+               seeds: Iterable[Contact] | None = None) -> Deferred[LookupResult[SignedRecord]]:
         """Run a lookup of ``target`` (FIND_VALUE if ``value``) to its end
-        (``until_found``: a node lookup that ends once an answer names the target)."""
-        lookup = self.core.lookup(target, paths=paths, quorum=quorum, until_found=until_found)
+        (``until_found``: a node lookup that ends once an answer names the target;
+        ``seeds``: start from these contacts, not the table's closest)."""
+        lookup = self.core.lookup(target, paths=paths, quorum=quorum, until_found=until_found,
+                                  seeds=seeds)
         payload = self.core.find_value(target) if value else self.core.find_node(target)
         started = self._clock.seconds()
         self.core.table.touch(target, started)
@@ -169,8 +174,8 @@ class DhtNode:
             now = self._clock.seconds()
             if not self.core.feed(lk, contact, answer, now):  # no answer, or a bad one
                 self.core.table.failed(contact)
-            else:
-                ping = self.core.table.observe(contact, now)
+            else:  # it answered through a session: reachability checked
+                ping = self.core.checked(contact, now)
                 if ping is not None:
                     self._ping_oldest(ping)
             pump()
@@ -246,11 +251,67 @@ class DhtNode:
         return len(passed)
 
     def bootstrap(self, contacts: Iterable[Contact]) -> Deferred[LookupResult[SignedRecord]]:
-        """Learn ``contacts`` and fill the table by a lookup of one's own id."""
-        now = self._clock.seconds()
-        for c in contacts:
-            self.core.table.observe(c, now)
-        return self.lookup(self.core.own.id)
+        """Fill the table by a lookup of one's own id starting from ``contacts`` (and
+        the table's closest). With a candidate queue the contacts enter the table
+        only if they answer; without one (Kademlia's rule) they enter at once."""
+        contacts = list(contacts)
+        own = self.core.own.id
+        if self.core.candidates is None:
+            now = self._clock.seconds()
+            for c in contacts:
+                self.core.table.observe(c, now)
+            return self.lookup(own)
+        seeds = {c.id: c for c in self.core.table.closest(own)}
+        seeds.update((c.id, c) for c in contacts)
+        return self.lookup(own, seeds=list(seeds.values()))
+
+    # -- reachability checks and peer exchange ------------------------------------------
+    def check_candidates(self, n: int | None = None) -> Deferred[int]:
+        """PING up to ``n`` (default the queue's per-tick limit) candidates; those that
+        answer enter the table. How many answered."""
+        candidates = self.core.candidates
+        if candidates is None:
+            return succeed(0)
+        batch = candidates.take(n)
+
+        def outcome(ok: bool, contact: Contact) -> bool:
+            now = self._clock.seconds()
+            if ok:
+                candidates.answered(contact)
+                ping = self.core.checked(contact, now)
+                if ping is not None:
+                    self._ping_oldest(ping)
+                self.stats["candidates_trusted"] += 1
+            else:
+                candidates.failed(contact, now)
+                self.stats["candidates_unreachable"] += 1
+            return ok
+
+        asks = [self.ping(c).addCallback(outcome, c) for c in batch]
+        return DeferredList(asks, consumeErrors=True).addCallback(
+            lambda results: sum(1 for ok, answered in results if ok and answered))
+
+    def offer(self, contact: Contact, entries: Iterable[PexEntry]) -> Deferred[Offered | None]:
+        """Offer ``contact`` (a peer with a session) the ``entries``; its answer (how many
+        it took), or None if it refused the offer or did not answer."""
+        entries = tuple(entries)
+        self.stats["offers_sent"] += 1
+        self.stats["records_offered"] += len(entries)
+
+        def answered(answer: bytes | None) -> Offered | None:
+            response = None if answer is None else decoded(answer)
+            if not isinstance(response, Offered):
+                self.stats["offers_refused"] += 1
+                return None
+            self.stats["offers_taken"] += 1
+            self.stats["records_taken"] += response.accepted
+            # an answer through the session: the peer is reachable
+            ping = self.core.checked(contact, self._clock.seconds())
+            if ping is not None:
+                self._ping_oldest(ping)
+            return response
+
+        return self._ask(contact, self.core.request(Offer(entries))).addCallback(answered)
 
     # -- maintenance -------------------------------------------------------------
     def maintain(self) -> Deferred[None]:

@@ -79,6 +79,10 @@ class RoutingTable:
     def __contains__(self, contact: object) -> bool:
         return isinstance(contact, Contact) and contact.id in self._index
 
+    def knows(self, contact: Contact) -> bool:
+        """``contact`` is in a bucket or on the sibling list (it answered or asked before)."""
+        return contact.id in self._index or contact.id in self._extra
+
     def contacts(self) -> list[Contact]:
         return [c for _, b in sorted(self.buckets.items()) for c in b.contacts]
 

@@ -82,6 +82,9 @@ from ..addresses import (
 )
 from ..config import DhtConfig
 from ..dht import (
+    MAX_OFFER,
+    Candidates,
+    CheckedEntry,
     Collect,
     Contact,
     Deposit,
@@ -98,6 +101,9 @@ from ..dht import (
     MailboxError,
     MailboxStore,
     Nodes,
+    Offer,
+    Offered,
+    PexEntry,
     Ping,
     Pong,
     Query,
@@ -142,11 +148,18 @@ MIN_REPUTATION = 0.2
 #: the answers that fit each request (a REFUSED with a reason fits any)
 _EXPECTED: dict[type, tuple[type, ...]] = {
     Ping: (Pong,), FindNode: (Nodes,), FindValue: (Value,), Store: (Stored,),
-    Deposit: (Stored,), Collect: (Mail,),
+    Deposit: (Stored,), Collect: (Mail,), Offer: (Offered,),
 }
 #: record refusals that say the peer forged something (not a race or a clock)
 _FORGED = frozenset({"BadRecordSignature", "UnsignedRecord", "DhtRecordError",
-                     "BadMailboxAuth"})
+                     "BadMailboxAuth", "ForgedEntry", "BadI2PBinding"})
+#: refusals of peer-exchange entries and offers (counted in dht_exchange_refused)
+_PEX_REFUSALS = frozenset({"ForgedEntry", "BadI2PBinding", "UnsolvedEntry", "RevokedEntry",
+                           "RecordKeeperRefused"})
+#: peers offered records by peer exchange at each maintenance tick, at most
+PEX_PEERS = 2
+#: contacts learnt by peer exchange whose record (and I2P binding) are remembered
+PEX_REMEMBERED = 1024
 #: buckets (seconds) of ``aegis_dht_request_seconds``: warm round trips are tenths of
 #: a second on Tor, a dial (descriptor, rendezvous, handshake) adds seconds
 RPC_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
@@ -256,6 +269,7 @@ class _DialingRpc:
             answer = handler(peer, body)
             if isinstance(answer, bytes):
                 self._service.count_mail(body, answer)
+                self._service.count_offer(body, answer)
             return answer
 
         self._core.rpc.on_request(by_onion)
@@ -281,7 +295,11 @@ class _DialingRpc:
         store = self._core.store
         if store.get(peer) is not None:
             return self._core.rpc.request(peer, payload, timeout)
-        added = Deferred.fromCoroutine(store.add(peer, origin=ORIGIN_PEER))
+        # a contact learnt by peer exchange comes with its record (and its I2P name)
+        learnt = self._service.learnt_by_exchange(peer)
+        record, i2p = learnt if learnt is not None else (None, None)
+        added = Deferred.fromCoroutine(store.add(peer, origin=ORIGIN_PEER, record=record,
+                                                 i2p_destination=i2p))
         return added.addCallback(lambda _: self._core.rpc.request(peer, payload, timeout))
 
 
@@ -312,8 +330,14 @@ class DhtService(Service):
         dht = _NodeDhtCore(own, k=config.k, alpha=config.alpha, paths=config.disjoint_paths,
                       store=store, table=table,
                       limiter=StoreLimiter(config.store_rate, config.store_burst), now=now,
-                      mailboxes=MailboxStore(ttl=config.mailbox_ttl, quota=config.mailbox_quota))
+                      mailboxes=MailboxStore(ttl=config.mailbox_ttl, quota=config.mailbox_quota),
+                      candidates=Candidates())
         dht.on_record_refused = self._record_refused
+        dht.on_offer_entry = self._offer_entry
+        #: onion -> (identity record, I2P binding or b"", its .b32.i2p or None) of
+        #: contacts learnt by peer exchange (the newest PEX_REMEMBERED)
+        self._pex: dict[str, tuple[bytes, bytes, str | None]] = {}
+        self._candidate_counts: Counter[str] = Counter()
         dht.note_query = self._note_query
         #: onion -> the disjoint path of the query about to be sent to it
         self._path_of: dict[str, int] = {}
@@ -348,6 +372,9 @@ class DhtService(Service):
         metrics = core.metrics
         metrics.gauge("dht_contacts", "Contacts in the DHT routing table.",
                       lambda: len(self.node.core.table))
+        metrics.gauge("dht_candidates", "DHT contacts waiting for their reachability check "
+                      "(learnt by peer exchange, or asked this node) before they are trusted.",
+                      lambda: len(self._candidates()))
         metrics.gauge("dht_records_held", "DHT records this node holds.",
                       lambda: len(self.node.core.store))
         metrics.gauge("dht_mailbox_letters", "Letters this node holds for other nodes' "
@@ -360,6 +387,11 @@ class DhtService(Service):
     @property
     def dht(self) -> DhtCore:
         return self.node.core
+
+    def _candidates(self) -> Candidates:
+        candidates = self.dht.candidates
+        assert candidates is not None  # made in __init__
+        return candidates
 
     def _current(self) -> NodeIdentity:
         ident = self._identity
@@ -443,6 +475,8 @@ class DhtService(Service):
         if self._own_due():
             await self.publish_own()
         await self.node.maintain()
+        await self.check_candidates()
+        await self.exchange()
         if len(self.dht.table):
             back = 1 if self._collected_back else self.config.mailbox_days
             await self.collect_mail(back)
@@ -455,6 +489,98 @@ class DhtService(Service):
         self.log.info("DHT bootstrap: {n} contacts answered, table holds {size}",
                       n=len(result.closest), size=len(self.dht.table))
         return len(self.dht.table)
+
+    # -- reachability checks and peer exchange ---------------------------------------
+    async def check_candidates(self) -> int:
+        """PING the candidates due this tick; how many answered (and are trusted now)."""
+        trusted = await self.node.check_candidates()
+        counts = self._candidates().counts
+        metrics = self._core.metrics
+        for kind in ("trusted", "unreachable"):
+            new = counts[kind] - self._candidate_counts[kind]
+            if new > 0:
+                metrics.inc(f"dht_candidates_{kind}", new)
+            self._candidate_counts[kind] = counts[kind]
+        return trusted
+
+    async def exchange(self) -> int:
+        """Offer the identity records of a few good contacts to up to :data:`PEX_PEERS`
+        routing-table contacts this node has a session with; how many they took."""
+        pool = self._core.pool
+        peers = [c for c in self.dht.table.contacts()
+                 if pool.connected(c.onion) and self.shunned(c.onion) is None]
+        chosen = self._rng.sample(peers, min(PEX_PEERS, len(peers)))
+        offers = []
+        for peer in chosen:
+            entries = self._entries_for(peer)
+            if entries:
+                offers.append(self.node.offer(peer, entries))
+        answers = await DeferredList(offers, consumeErrors=True)
+        return sum(a.accepted for ok, a in answers if ok and isinstance(a, Offered))
+
+    def _entries_for(self, peer: Contact) -> list[PexEntry]:
+        """Up to :data:`MAX_OFFER` entries for ``peer``: this node's own with its I2P
+        binding when ``dht.exchange_i2p`` allows it, then good contacts' records (in
+        the table, not shunned, a valid identity record in the peer store)."""
+        entries: list[PexEntry] = []
+        ident = self._current()
+        if self.config.exchange_i2p and ident.i2p_binding is not None:
+            entries.append(PexEntry(ident.record.to_bytes(), self.dht.own.nonce,
+                                    ident.i2p_binding.to_bytes()))
+        now = self._clock.seconds()
+        good = [c for c in self.dht.table.contacts()
+                if c.id != peer.id and self.shunned(c.onion) is None]
+        self._rng.shuffle(good)
+        for contact in good:
+            if len(entries) >= MAX_OFFER:
+                break
+            record = self._record_bytes(contact.onion, now)
+            if record is not None:
+                learnt = self._pex.get(contact.onion)
+                entries.append(PexEntry(record, contact.nonce, learnt[1] if learnt else b""))
+        return entries
+
+    def _record_bytes(self, onion: str, now: float) -> bytes | None:
+        """``onion``'s identity record from the peer store, if it is one and alive for
+        a while yet (an expired one would be refused, and held against us)."""
+        info = self._core.store.get(onion)
+        if info is None or not info.record:
+            return None
+        try:
+            record = parse_record(info.record)
+        except RecordError:
+            return None
+        if record.kind is not RecordKind.IDENTITY or record.expires < now + 600:
+            return None
+        return bytes(info.record)
+
+    def _offer_entry(self, sender: Contact, checked: CheckedEntry) -> str | None:
+        """An offered entry passed its checks: the record keeper checks it as a record
+        learnt by lookup (pin, rollback, revocation); the contact's I2P binding is
+        remembered and given to the peer store. Why it is refused, or None."""
+        onion = checked.contact.onion
+        if onion == self._current().onion:
+            return None  # our own record offered back: nothing to learn
+        ident = self._core.records.learn(onion, checked.record.to_bytes(),
+                                         source="peer exchange")
+        if ident is None or ident.kind is not RecordKind.IDENTITY:
+            return "RecordKeeperRefused"
+        self._pex.pop(onion, None)
+        self._pex[onion] = (ident.to_bytes(), checked.binding, checked.i2p)
+        if len(self._pex) > PEX_REMEMBERED:
+            del self._pex[next(iter(self._pex))]
+        info = self._core.store.get(onion)
+        if info is not None and checked.i2p and info.i2p_destination != checked.i2p:
+            Deferred.fromCoroutine(self._core.store.add(onion, i2p_destination=checked.i2p)
+                                   ).addErrback(lambda f: self.log.failure(
+                                       "storing an I2P destination failed", f))
+        return None
+
+    def learnt_by_exchange(self, onion: str) -> tuple[bytes, str | None] | None:
+        """The identity record and the ``.b32.i2p`` (or None) peer exchange gave of
+        ``onion``, or None."""
+        learnt = self._pex.get(onion)
+        return None if learnt is None else (learnt[0], learnt[2])
 
     def _own_due(self) -> bool:
         if not len(self.dht.table):
@@ -663,10 +789,38 @@ class DhtService(Service):
             "misbehaviour": dict(sorted(self.misbehaviour.items())),
             "evicted": self.evicted,
             "paths": {"tor": self.path_networks["tor"], "i2p": self.path_networks["i2p"]},
+            "exchange": self.exchange_stats(),
+            "candidates": self.candidate_stats(),
             "revoked": self.own_record is not None and self.own_record.is_revocation,
             "mailbox": self.mailbox_stats(),
             "contacts": self.contacts(),
         }
+
+    def exchange_stats(self) -> dict[str, Any]:
+        """Peer exchange: offers this node sent and how they were taken, offers it
+        received, the records it accepted and refused (by reason)."""
+        sent = self.node.stats
+        got = self.dht.exchange
+        reasons = {k: v for k, v in self.dht.refused.items() if k in _PEX_REFUSALS}
+        return {"offers_sent": sent["offers_sent"], "records_offered": sent["records_offered"],
+                "offers_taken": sent["offers_taken"], "records_taken": sent["records_taken"],
+                "offers_refused": sent["offers_refused"],
+                "offers_received": got["offers_received"],
+                "records_accepted": got["records_accepted"],
+                "records_refused": got["records_refused"],
+                "offers_over_rate": got["offers_over_rate"],
+                "refused": dict(sorted(reasons.items())),
+                "i2p_learnt": sum(1 for _, _, i2p in self._pex.values() if i2p)}
+
+    def candidate_stats(self) -> dict[str, Any]:
+        """Reachability checks: contacts waiting, being checked, trusted, unreachable."""
+        queue = self._candidates()
+        counts = queue.counts
+        return {"waiting": len(queue), "checking": queue.checking,
+                "queued": counts["queued"], "trusted": counts["trusted"],
+                "checked_by_lookup": counts["checked_by_lookup"],
+                "unreachable": counts["unreachable"], "dropped": counts["dropped"],
+                "max": queue.max_size, "checks_per_tick": queue.per_tick}
 
     def crawl(self, max_nodes: int = 1000, parallel: int = 8) -> Deferred[dict[str, Any]]:
         """Walk the network from our contacts: ask each node reached for the contacts
@@ -721,6 +875,10 @@ class DhtService(Service):
                                peer=peer.onion if peer is not None else None)
         if peer is not None and reason in _FORGED:
             self.observe(peer.onion, Behaviour.DHT_BAD_RECORD)
+        elif peer is not None and reason == "UnsolvedEntry":
+            self.observe(peer.onion, Behaviour.DHT_BAD_CONTACTS)
+        if reason in _PEX_REFUSALS:
+            self._core.metrics.inc("dht_exchange_refused")
 
     # -- revocations learnt of other nodes ------------------------------------------
     def _record_learnt(self, record: IdentityRecord) -> None:
@@ -861,12 +1019,29 @@ class DhtService(Service):
         path = self._path_of.pop(peer, None)
         info = self._core.store.get(peer)
         i2p = info.i2p_destination if info is not None else None
+        learnt = self._pex.get(peer)
+        if not i2p and learnt is not None:  # its owner offered it by peer exchange
+            i2p = learnt[2]
         network = path_network(path, self.networks(), i2p)
         if network == "i2p" and i2p and self._core.pool.link(peer) is None:
             self.path_networks["i2p"] += 1
             return i2p
         self.path_networks["tor"] += 1
         return peer
+
+    def count_offer(self, body: bytes, answer: bytes) -> None:
+        """Count the records a peer-exchange offer gave (its answer, Offered), or an
+        offer refused for its rate."""
+        try:
+            if not isinstance(decode_request(body), Offer):
+                return
+            response = decode_response(answer)
+        except DhtMessageError:
+            return
+        if isinstance(response, Offered) and response.accepted:
+            self._core.metrics.inc("dht_exchange_accepted", response.accepted)
+        elif isinstance(response, Refused) and response.reason == "offer rate exceeded":
+            self._core.metrics.inc("dht_exchange_refused")
 
     # -- mailbox figures --------------------------------------------------------------
     def count_mail(self, body: bytes, answer: bytes) -> None:

@@ -65,7 +65,16 @@ def network(clock: Clock, tmp: Path, n: int) -> list[Node]:
         node.start()
     for node in nodes[1:]:  # each one's first tick: bootstrap and publish
         result_of(node.dht.tick())
+    settle(clock, nodes)
     return nodes
+
+
+def settle(clock: Clock, nodes: list[Node], ticks: int = 3) -> None:
+    """Run every node's maintenance tick a few times: the nodes that asked another
+    are checked there (a PING) before they enter its table, and peer exchange
+    spreads the records of the contacts checked."""
+    for _ in range(ticks):
+        clock.advance(nodes[0].cfg.dht.maintenance_interval)
 
 
 def test_nodes_that_know_one_bootstrap_node_find_each_other(clock: Clock, tmp_path: Path,
@@ -180,7 +189,7 @@ def test_the_table_and_records_survive_a_restart(clock: Clock, tmp_path: Path) -
     before = a.dht.own_record
     assert before is not None and again.own_record is not None
     # loaded from the database, then published again above the sequence it had
-    assert again.own_record.sequence == before.sequence + 1
+    assert again.own_record.sequence > before.sequence
     result_of(again.stopService())
 
 
@@ -502,6 +511,7 @@ def test_a_revoked_node_publishes_its_revocation_and_others_refuse_to_dial_it(
         node.start()
     for node in nodes[1:]:
         result_of(node.dht.tick())
+    settle(clock, nodes)
     a = nodes[1]
     revocation = identity.revoke(a.ident, clock.seconds(), "key lost")
     a.core.records.revoke(revocation)
@@ -571,6 +581,7 @@ def test_lookup_paths_go_over_both_networks(clock: Clock, tmp_path: Path) -> Non
         n.start()
     for n in nodes[1:]:
         result_of(n.dht.tick())
+    settle(clock, nodes)
     a = nodes[1]
     aliases = {}
     for n in nodes:
