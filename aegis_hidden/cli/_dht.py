@@ -82,6 +82,18 @@ def _stats(args: argparse.Namespace) -> int:
     if reply.get("misbehaviour"):
         print("judged      " + ", ".join(f"{k} {v}" for k, v in reply["misbehaviour"].items())
               + f"; {reply.get('evicted', 0)} contacts evicted")
+    pex = reply.get("exchange")
+    if pex:
+        print(f"exchange    sent {pex['offers_sent']} offers ({pex['records_offered']} records, "
+              f"{pex['records_taken']} taken, {pex['offers_refused']} offers refused); "
+              f"received {pex['offers_received']} offers: {pex['records_accepted']} records "
+              f"accepted, {pex['records_refused']} refused, {pex['offers_over_rate']} offers "
+              f"over the rate")
+    cand = reply.get("candidates")
+    if cand:
+        print(f"candidates  {cand['waiting']} waiting, {cand['checking']} being checked; "
+              f"{cand['trusted']} trusted after a PING, {cand['checked_by_lookup']} by a "
+              f"lookup answer, {cand['unreachable']} unreachable, {cand['dropped']} dropped")
     paths = reply.get("paths")
     if paths:
         print(f"paths       {paths['tor']} queries over Tor, {paths['i2p']} over I2P")
