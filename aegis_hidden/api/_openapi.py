@@ -276,6 +276,22 @@ DHT_STATS = {"type": "object", "required": ["routing_table", "records", "lookups
                  "paths": {"type": "object", "description": "lookup queries sent per network "
                            "(disjoint paths spread over Tor and I2P)", "properties": {
                                "tor": {"type": "integer"}, "i2p": {"type": "integer"}}},
+                 "exchange": {
+                     "type": "object", "description": "peer exchange of signed identity "
+                     "records (docs/dht.md): offers this node sent and how they were taken, "
+                     "offers it received, records accepted and refused (by reason)",
+                     "properties": {**{n: {"type": "integer"} for n in (
+                         "offers_sent", "records_offered", "offers_taken", "records_taken",
+                         "offers_refused", "offers_received", "records_accepted",
+                         "records_refused", "offers_over_rate", "i2p_learnt")},
+                         "refused": {"type": "object",
+                                     "additionalProperties": {"type": "integer"}}}},
+                 "candidates": {
+                     "type": "object", "description": "contacts waiting for a reachability "
+                     "check before they enter the routing table, and the checks' outcomes",
+                     "properties": {n: {"type": "integer"} for n in (
+                         "waiting", "checking", "queued", "trusted", "checked_by_lookup",
+                         "unreachable", "dropped", "max", "checks_per_tick")}},
                  "revoked": {"type": "boolean",
                              "description": "this node publishes its own revocation"},
                  "mailbox": {"type": "object", "description": "offline mailboxes", "properties": {
