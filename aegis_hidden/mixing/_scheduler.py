@@ -177,6 +177,8 @@ class PoissonScheduler:
         self._call: IDelayedCall | None = None
         self._drained: list[Deferred[None]] = []
         self.stats = SchedulerStats()
+        # The timer's callable, bound once: the timer is re-armed at every wakeup.
+        self._wake = self._fire
 
     # -- ICellScheduler ---------------------------------------------------
     def register(self, link: ICellLink) -> None:
@@ -282,7 +284,7 @@ class PoissonScheduler:
         due = heap[0][0] if heap else math.inf
         if heap and self.resolution:
             due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
-        self._call = rearm(self._clock, self._call, due, self._fire)
+        self._call = rearm(self._clock, self._call, due, self._wake)
 
     def _fire(self) -> None:
         # The hot path: every slot of every link passes here, so the loop keeps
@@ -381,7 +383,7 @@ class PoissonScheduler:
             if self.resolution:
                 due = math.ceil(due / self.resolution - _EPSILON) * self.resolution
             delay = due - clock.seconds()
-            self._call = clock.callLater(delay if delay > 0.0 else 0.0, self._fire)
+            self._call = clock.callLater(delay if delay > 0.0 else 0.0, self._wake)
         else:
             self._arm()
 
