@@ -263,6 +263,17 @@ class Session:
             self._require_established()
         return self._take()
 
+    def seal_slot(self, count: int, cover: int = 0) -> tuple[bytes, int]:
+        """:meth:`seal_queued`, and how many queued cells it sealed: a cell scheduler's
+        slot, which needs both (one call instead of counting :meth:`queued` before
+        and after)."""
+        sent = 0
+        if self.state is State.ESTABLISHED:
+            sent = self._record.seal_queued(count, cover)
+        elif count or cover:
+            self._require_established()
+        return self._take(), sent
+
     def close(self, reason: CloseReason = CloseReason.NORMAL, detail: str = "") -> None:
         """Close, telling the peer ``reason`` in a sealed CLOSE cell when a session exists.
 

@@ -321,10 +321,8 @@ class SessionProtocol(Protocol):
             self.pump()
             return 0
         trace = self._trace
-        before = session.queued()
         bulk = session.bulk_queued() if trace is not None else 0
-        out = session.seal_queued(count, cover)
-        sent = before - session.queued()
+        out, sent = session.seal_slot(count, cover)
         if out and self.transport is not None:
             self.transport.write(out)
             if trace is not None:

@@ -280,6 +280,41 @@ def test_seal_queued_in_the_sans_io_session_keeps_nonces_in_send_order(
     assert r.cover_received > 0
 
 
+def test_seal_slot_counts_the_queued_cells_it_sealed(
+        identities: tuple[NodeIdentity, NodeIdentity]) -> None:
+    """seal_slot seals what seal_queued would and says how many queued cells went: a
+    REKEY takes a slot (a cover one first), and only queued cells are counted."""
+    params = SessionParams(rekey_cells=3)
+    i = Session(identities[0], params, initiator=True, clock=lambda: NOW,
+                peer_address=identities[1].onion)
+    r = Session(identities[1], params, initiator=False, clock=lambda: NOW)
+    i.start()
+    for _ in range(3):
+        r.receive_data(i.data_to_send())
+        i.receive_data(r.data_to_send())
+    i.events()
+    r.events()
+    messages = [os.urandom(k) for k in (5, 3000, 7)]
+    for m in messages:
+        i.send_message(m)
+    wire, counted = b"", 0
+    for count, cover in [(2, 0), (1, 1), (4, 0), (0, 2), (3, 0), (2, 1)]:
+        before = i.queued()
+        out, sent = i.seal_slot(count, cover)
+        assert sent == before - i.queued() and sent <= count
+        assert len(out) // CELL <= count + cover
+        wire, counted = wire + out, counted + sent
+    assert counted == 1 + 4 + 1 and i.queued() == 0
+    r.receive_data(wire)
+    assert [e for e in r.events() if isinstance(e, MessageReceived)] == [
+        MessageReceived(m) for m in messages]
+    fresh = Session(identities[0], params, initiator=True, clock=lambda: NOW,
+                    peer_address=identities[1].onion)
+    fresh.start()
+    with pytest.raises(SessionError, match="not established"):
+        fresh.seal_slot(1)
+
+
 def test_seal_queued_before_the_handshake_is_refused(
         identities: tuple[NodeIdentity, NodeIdentity]) -> None:
     from aegis_hidden.session import SessionError
