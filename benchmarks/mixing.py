@@ -81,9 +81,9 @@ class SessionLink:
     """A session as a cell scheduler sees it; its writes go to ``peer.receive_data``.
 
     ``emit`` does what the node's link (``SessionProtocol.emit``, no trace)
-    does: the closed / established / closing checks, the queued count before
-    and after ``seal_queued``, one write. Cells are counted by the scheduler's
-    stats, not here (the node's link counts nothing).
+    does: the closed / established / closing checks, ``seal_slot`` (the cells
+    sealed, and how many were queued ones), one write. Cells are counted by the
+    scheduler's stats, not here (the node's link counts nothing).
     """
 
     def __init__(self, session: Session, peer: Session, link_id: str) -> None:
@@ -105,9 +105,7 @@ class SessionLink:
             return 0
         if self.close_pending is not None:
             raise AssertionError("the benchmark never closes a link")
-        before = s.queued()
-        data = s.seal_queued(count, cover)
-        sent = before - s.queued()
+        data, sent = s.seal_slot(count, cover)
         if data:
             self.peer.receive_data(data)
         return sent
