@@ -365,6 +365,8 @@ class DhtService(Service):
         #: the last lookups (kind, ok, seconds, rounds), oldest first
         self.recent: deque[dict[str, Any]] = deque(maxlen=32)
         self.own_stored = 0  # holders that took the last publication of our record
+        #: ids of the k contacts closest to our record's key when it was last published
+        self._own_closest: frozenset[bytes] = frozenset()
         self._loop: LoopingCall | None = None
         self._unsubscribe: Any = None
         self._outcome: bool | BaseException | None = None  # None: starting
@@ -592,7 +594,16 @@ class DhtService(Service):
             return True
         now = self._clock.seconds()
         return own.expires - now < self.config.record_lifetime / 2 or (
-            own.publisher_record != self._current().record.to_bytes())
+            own.publisher_record != self._current().record.to_bytes()) or self._own_closer()
+
+    def _own_closer(self) -> bool:
+        """Contacts closer to our record's key than its holders entered the table since it
+        was published (a contact enters only once it answered, so a young node's table
+        fills over a few ticks after its first publication): they should hold it too."""
+        if self.own_stored >= self.dht.k:
+            return False
+        key = identity_key(self._current().onion)
+        return any(c.id not in self._own_closest for c in self.dht.table.closest(key))
 
     def _republish_own(self) -> None:
         if self.running and len(self.dht.table):
@@ -622,6 +633,8 @@ class DhtService(Service):
         else:
             record = self.sign(IDENTITY_NAME, b"", self.config.record_lifetime)
         self.own_record = record
+        key = identity_key(self._current().onion)
+        self._own_closest = frozenset(c.id for c in self.dht.table.closest(key))
         self.own_stored = await self.node.put(record)
         self.log.info("DHT: identity record (sequence {sequence}) stored at {n} nodes",
                       sequence=record.sequence, n=self.own_stored)

@@ -212,3 +212,16 @@ def test_an_i2p_binding_offered_by_its_owner_is_passed_on_and_routes_strangers_o
     # a node that did not allow it offers no binding of its own
     assert all(not e.i2p_binding for e in relay.dht._entries_for(first.dht.dht.own)
                if e.record == relay.dht._current().record.to_bytes())
+
+
+def test_the_own_record_reaches_the_contacts_trusted_after_its_first_publication(
+        clock: Clock, tmp_path: Path) -> None:
+    from aegis_hidden.node import identity_key
+
+    nodes = network(clock, tmp_path, 5)  # each published at its first tick, tables grew after
+    for n in nodes:
+        key = identity_key(n.onion)
+        holders = [o for o in nodes if o is not n
+                   and o.dht.dht.store.get(key, clock.seconds()) is not None]
+        assert len(holders) == len(nodes) - 1, n.onion
+        assert n.dht.own_stored == len(nodes) - 1
