@@ -17,7 +17,9 @@
    (the node's own sends and, as many again, what its peers' cover costs it to
    open). CPU is this process's user+system time over wall time. Socket
    writes are not included (they go to the local tor, whose cost is tor's).
-   Target: < 2 % of one core at balanced.
+   Beside: the reactor alone waking as often, the scheduler on links that seal
+   nothing, and one cell sealed hot and right after a 5 ms sleep.
+   Target: < 2 % of one core at balanced (the default profile).
 3. Added latency: one-cell messages arriving at Poisson times at 10 %, 50 %
    and 90 % of λ on one link, per profile (virtual clock, 20,000 messages):
    time from queueing to the write that carries the message.
@@ -252,13 +254,17 @@ def throughput(params: SessionParams, seconds: float, burst: int) -> Throughput:
 
 @implementer(ICellLink)
 class NullLink:
-    """A link with one cell always queued and nothing to seal: the scheduler's own cost."""
+    """A link with ``queued`` cells always queued (1: a real cell in every slot; 0: a cover
+    cell) and nothing to seal: the scheduler's own cost."""
 
-    link_id = "null"
     closed = False
 
+    def __init__(self, link_id: str = "null", queued: int = 1) -> None:
+        self.link_id = link_id
+        self._queued = queued
+
     def queued(self) -> int:
-        return 1
+        return self._queued
 
     def emit(self, count: int, cover: int = 0) -> int:
         return count
@@ -310,13 +316,17 @@ def slot_overhead(seconds: float) -> tuple[float, float, float, float]:
 
 def idle_cpu(params: SessionParams, seconds: float, links: int = 100
              ) -> dict[str, tuple[float, int]]:
-    """CPU share and cells per profile; "floor" is the reactor alone waking up as often as
-    the default profile's scheduler does (100 x λ times a second), doing nothing."""
+    """CPU share and cells per profile. Two more rows beside the default profile, run just
+    before and after it: "floor", the reactor alone waking up as often as its scheduler
+    does (100 x λ times a second, gaps from a seeded Random: no system call per tick),
+    doing nothing; "unsealed", its scheduler on links that seal nothing (the reactor's
+    wakeups and the scheduler without the record layer)."""
     from twisted.internet import reactor  # the benchmark is an entry point
 
     pairs = [session_pair(params) for _ in range(links)]
     results: dict[str, tuple[float, int]] = {}
-    names = [*PROFILES, "floor"]
+    first = ["floor", DEFAULT_PROFILE, "unsealed"]
+    names = first + [name for name in PROFILES if name not in first]
 
     def run_profile(k: int) -> None:
         if k == len(names):
@@ -327,15 +337,15 @@ def idle_cpu(params: SessionParams, seconds: float, links: int = 100
         rng = random.SystemRandom()
         stopped = [False]
         if name == "floor":
-            rate = links * PROFILES[DEFAULT_PROFILE].cover_rate
+            rate, gaps = links * PROFILES[DEFAULT_PROFILE].cover_rate, random.Random(0)
 
             def tick() -> None:
                 if not stopped[0]:
-                    reactor.callLater(rng.expovariate(rate), tick)
+                    reactor.callLater(gaps.expovariate(rate), tick)
 
             tick()
         else:
-            prof = PROFILES[name]
+            prof = PROFILES[DEFAULT_PROFILE if name == "unsealed" else name]
             if prof.cover_rate > 0:
                 sched = PoissonScheduler(reactor, rng, prof.cover_rate,
                                          burst=prof.burst, constant=prof.constant,
@@ -343,7 +353,8 @@ def idle_cpu(params: SessionParams, seconds: float, links: int = 100
             else:
                 sched = ImmediateScheduler(batch_size=prof.burst)
             for n, (a, b) in enumerate(pairs):
-                sched.register(SessionLink(a, b, f"l{n}"))
+                sched.register(NullLink(f"l{n}", 0) if name == "unsealed"
+                               else SessionLink(a, b, f"l{n}"))
         cpu0, wall0 = time.process_time(), time.perf_counter()
 
         def done() -> None:
@@ -362,6 +373,28 @@ def idle_cpu(params: SessionParams, seconds: float, links: int = 100
     reactor.callWhenRunning(run_profile, 0)
     reactor.run()
     return results
+
+
+def after_sleep(params: SessionParams, rounds: int = 300) -> tuple[float, float]:
+    """Seconds to seal one cell with the session's AEAD, hot (back to back) and right
+    after a 5 ms sleep (what a slot's seal costs when the process wakes for it)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead, nonce = AESGCM(os.urandom(32)), os.urandom(12)
+    plain = os.urandom(params.cell_size - 16)
+    hot = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            aead.encrypt(nonce, plain, None)
+        hot = min(hot, (time.perf_counter() - start) / rounds)
+    total = 0.0
+    for _ in range(rounds):
+        time.sleep(0.005)
+        start = time.perf_counter()
+        aead.encrypt(nonce, plain, None)
+        total += time.perf_counter() - start
+    return hot, total / rounds
 
 
 # -- 3. latency ------------------------------------------------------------------------
@@ -452,16 +485,21 @@ def main() -> int:
 
     print(f"2. idle CPU, 100 links, {args.idle_seconds:g} s per profile, real reactor")
     results = idle_cpu(params, args.idle_seconds)
-    floor = results.pop("floor")[0]
-    for name, (share, cells) in results.items():
+    floor, unsealed = results.pop("floor")[0], results.pop("unsealed")[0]
+    for name in PROFILES:
+        share, cells = results[name]
         prof = PROFILES[name]
         print(f"   {name:<9} λ={prof.cover_rate:<4g} {share * 100:6.2f} % of a core "
               f"({cells / args.idle_seconds:7.1f} cover cells/s sealed+opened, "
               f"{prof.cover_rate * params.cell_size / 1000:5.2f} kB/s per link, "
               f"{prof.cover_rate * params.cell_size * 100 / 1000:6.1f} kB/s per 100 links)")
-    print(f"   (the reactor alone, waking {100 * PROFILES[DEFAULT_PROFILE].cover_rate:g} times a second "
-          f"and doing nothing: {floor * 100:.2f} % of a core; load average now "
+    print(f"   (the reactor alone, waking {100 * PROFILES[DEFAULT_PROFILE].cover_rate:g} times a "
+          f"second and doing nothing: {floor * 100:.2f} % of a core; {DEFAULT_PROFILE}'s "
+          f"scheduler on links that seal nothing:\n   {unsealed * 100:.2f} %; load average now "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    hot, cold = after_sleep(params)
+    print(f"   one cell sealed (AES-GCM) back to back {hot * 1e6:.2f} µs, right after a 5 ms "
+          f"sleep {cold * 1e6:.2f} µs (mean of 300)")
     idle_met = results[DEFAULT_PROFILE][0] < TARGET_IDLE
     ok = ok and idle_met
     print(f"   target: < {TARGET_IDLE * 100:g} % at {DEFAULT_PROFILE}: "
