@@ -14,7 +14,7 @@ from aegis_hidden.dht import MAX_LETTER, mailbox_key, utc_day
 from aegis_hidden.node import DeliveryState
 from aegis_hidden.testing import FakeNetwork, FakeUnreachable, result_of
 
-from .test_node_dht import NOW, Node
+from .test_node_dht import NOW, Node, settle
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def build(clock: Clock, tmp: Path, n: int = 5,
         node.start()
     for node in nodes[1:]:
         result_of(node.dht.tick())
+    settle(clock, nodes)  # contacts enter the tables once they answered a check
     return net, nodes
 
 
