@@ -105,13 +105,22 @@ def test_dht_on_the_private_tor_network(nodes: list[Api]) -> None:
         wait_for(lambda api=api: _published(api), 300, f"{api.node.name} to publish its record",
                  procs, interval=2)
     joined = time.monotonic() - started
+
+    # each knew one bootstrap node; each comes to know all, a contact entering a table
+    # only once it answered that node (reachability check, lookup answer)
+    def full() -> bool:
+        return all(s and s["routing_table"]["contacts"] == N - 1
+                   for s in (a.stats() for a in nodes))
+
+    wait_for(full, 180, "every routing table to hold the 7 others", procs, interval=2)
+    filled = time.monotonic() - started
     stats = [a.stats() for a in nodes]
     sizes = [s["routing_table"]["contacts"] for s in stats]
     # cold: each node's first lookup (its bootstrap, every contact dialled afresh)
     cold = [s["lookups"]["recent"][0]["seconds"] for s in stats[1:] if s["lookups"]["recent"]]
     print(f"\n{N} nodes published their identity records in {joined:.0f}s; "
-          f"routing table sizes {sizes}")
-    assert sizes == [N - 1] * N  # each knew one bootstrap node; each now knows all
+          f"routing tables full in {filled:.0f}s; sizes {sizes}")
+    assert sizes == [N - 1] * N
 
     # every node finds every other's identity record (looked up in the network)
     asker = nodes[-1]
@@ -152,6 +161,22 @@ def test_dht_on_the_private_tor_network(nodes: list[Api]) -> None:
     # per-request round trips over all 8 nodes, before any is killed
     rtt = {kind: [x for a in nodes for x in a.stats()["rpc_seconds"][kind]["samples"]]
            for kind in ("warm", "cold")}
+
+    # peer exchange ran over the open sessions, and contacts were checked before trusted
+    pex = [a.stats()["exchange"] for a in nodes]
+    checks = [a.stats()["candidates"] for a in nodes]
+    totals = {k: sum(p[k] for p in pex) for k in (
+        "offers_sent", "offers_taken", "records_offered", "records_accepted",
+        "records_refused", "offers_over_rate")}
+    checked = {k: sum(c[k] for c in checks) for k in (
+        "queued", "trusted", "checked_by_lookup", "unreachable", "dropped", "waiting")}
+    print(f"peer exchange over all {N} nodes: {totals}")
+    print(f"reachability checks over all {N} nodes: {checked}")
+    assert max(p["records_accepted"] for p in pex) > 0, pex
+    assert totals["records_refused"] == 0 and totals["offers_over_rate"] == 0, pex
+    # every node but the first was a candidate at the bootstrap node until it was checked
+    assert checks[0]["queued"] >= N - 1, checks[0]
+    assert checked["trusted"] + checked["checked_by_lookup"] >= N - 1, checks
 
     # 3 nodes killed: lookups still succeed (their records too: holders keep them)
     for api in nodes[4:7]:
