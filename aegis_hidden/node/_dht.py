@@ -6,14 +6,27 @@ with the routing table and the records kept in the node's state database
 ``run()``), and:
 
 * **bootstraps** from ``network.bootstrap_nodes`` (their onion keys are the
-  first contacts) by a lookup of its own id, and again on the maintenance tick
+  seeds) by a lookup of its own id, and again on the maintenance tick
   until some contact answered (a bootstrap node that was not up yet), or
   whenever the table became empty;
+* **trusts a contact only once it answered**: a contact enters the routing
+  table after it answered a request of this node through a session (a lookup
+  query, a PING); contacts offered by peer exchange and requesters not in the
+  table are candidates (:class:`~aegis_hidden.dht.Candidates`), a few PINGed
+  at each tick (:meth:`check_candidates`);
+* **exchanges peers** (:meth:`exchange`): at each tick it offers up to
+  :data:`PEX_PEERS` contacts it has a session with the signed identity records
+  of a few good contacts (with its own I2P binding when ``dht.exchange_i2p``
+  allows, and bindings learnt that way); an offer received is checked entry by
+  entry (:func:`~aegis_hidden.dht.check_entry`, then the record keeper),
+  limited per peer, and a forged entry costs the offerer reputation; a
+  contact learnt so gives the peer store its record and ``.b32.i2p``;
 * **publishes this node's identity record** under a key anyone can compute
   from the onion address alone (:func:`identity_key`): a signed DHT record
   named ``identity`` whose publisher record *is* the node's current identity
   record (its value is empty). It is re-signed when the identity record
-  changes and at half its ``dht.record_lifetime``. Once the node holds a
+  changes, at half its ``dht.record_lifetime``, and when contacts closer to
+  its key than its holders entered the table since. Once the node holds a
   revocation of its own (``identity revoke`` wrote ``revocation.bin``), it
   publishes the revocation record (:func:`~aegis_hidden.dht._records.revocation_record`)
   at that key instead: it replaces the identity record at every holder and
