@@ -11,12 +11,24 @@ onion-service round trip is seconds, not milliseconds) and an independent loss
 probability; an answer that has not arrived after ``timeout`` is a timeout for
 the lookup.
 
+Every core is built as the node's ``DhtService`` builds it (:func:`node_core`:
+k, alpha and the refresh interval from ``DhtConfig``'s defaults, and a
+:class:`~aegis_hidden.dht.Candidates` queue with its defaults): a node that
+asked is not put in the asked node's table but queued as a candidate, and it
+enters only once it answered that node's check, a PING at one of its
+maintenance ticks (every ``DhtConfig.maintenance_interval`` on the virtual
+clock, at most ``CHECKS_PER_TICK`` candidates each, :meth:`DhtNetwork.tick`);
+a contact that answered one of a node's own queries enters at once
+(``DhtCore.checked``). Bootstrap contacts seed the first lookup, as
+``DhtNode.bootstrap`` does with a candidate queue. Peer exchange is not run.
+
 Routing tables are filled before the lookups, either from the whole
 population, each bucket with up to k contacts drawn at random from the part of
 the id space it covers (what a converged network's tables look like), or by
-joining: nodes arrive one by one knowing one node and fill their tables with
-real lookups (:class:`DhtNetwork`). Churn is not simulated yet. Ids are SHA-256
-of random 32-byte strings standing for onion keys.
+joining: nodes arrive one by one, ``join_spacing`` virtual seconds apart,
+knowing one node, and fill their tables with real lookups while every node
+joined ticks (:class:`DhtNetwork`). Ids are SHA-256 of random 32-byte strings
+standing for onion keys.
 
 Adversaries are a random fraction of the nodes (ids are hashes of keys, so
 they cannot choose their place without a puzzle, see docs/dht.md). They either
@@ -49,7 +61,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
+from ..config import DhtConfig
 from ..dht import (
+    Candidates,
     Contact,
     DhtCore,
     DhtRequestRefused,
@@ -57,6 +71,7 @@ from ..dht import (
     LookupResult,
     Nodes,
     RecordStore,
+    RoutingTable,
     SignedRecord,
     Store,
     StoreLimiter,
@@ -70,6 +85,22 @@ from ..identity import MAX_RECORD_LIFETIME, IdentityRecord, RecordKind
 from ..identity import sign_record as sign_identity_record
 
 BEHAVIOURS = ("drop", "lie", "eclipse")
+
+#: the node's DHT settings at their defaults: the one place the simulated cores take
+#: their parameters from, as ``DhtService`` takes them from the node's ``DhtConfig``
+NODE_CONFIG = DhtConfig()
+#: a node's maintenance tick (its candidate checks), virtual seconds
+TICK = NODE_CONFIG.maintenance_interval
+
+
+def node_core(own: Contact, k: int = NODE_CONFIG.k, now: float = 0.0) -> DhtCore:
+    """A core as ``DhtService`` builds one (node/_dht.py): k, alpha and the refresh
+    interval of the node's settings, and a candidate queue with its defaults. The
+    puzzle is left out (``puzzle_bits`` 0: the simulated contacts carry no nonce;
+    docs/dht.md, "Not simulated")."""
+    table = RoutingTable(own, k=k, refresh_interval=NODE_CONFIG.refresh_interval, now=now)
+    return DhtCore(own, k=k, alpha=NODE_CONFIG.alpha, table=table, now=now,
+                   candidates=Candidates())
 
 #: Link latencies, measured per request on the private Tor network (8 nodes, client
 #: tor shared, 2026-11-30): ``flock /tmp/aegis-tornet.lock .venv/bin/pytest
@@ -94,7 +125,7 @@ class DhtScenario:
     adversaries: float = 0.0  # fraction of all nodes
     behaviour: str = "drop"  # "drop", "lie" or "eclipse"
     paths: int = 1  # d: 1 is plain Kademlia, more is S/Kademlia's disjoint lookup
-    alpha: int = 3  # parallel queries per path
+    alpha: int = NODE_CONFIG.alpha  # parallel queries per path
     lookups: int = 200
     #: round trip of one request over a warm session (log-normal median, sigma), seconds
     warm_rtt: float = WARM_RTT
@@ -103,7 +134,9 @@ class DhtScenario:
     cold_dial: float = COLD_DIAL
     cold_sigma: float = COLD_SIGMA
     loss: float = 0.01  # per message
-    timeout: float = 10.0  # seconds until a request counts as failed (the node's default)
+    #: seconds until a request counts as failed (``DhtNode``'s default; the node's
+    #: ``dht.request_timeout`` is 30 s, not mirrored yet: docs/dht.md)
+    timeout: float = 10.0
     churn: float = 0.0  # share of the nodes that leave (and come back) per hour
 
     def label(self) -> str:
@@ -156,14 +189,23 @@ class DhtNetwork:
 
     ``join=False``: every bucket holds up to k contacts drawn from the part of
     the id space it covers (a converged network). ``join=True``: the nodes
-    join one by one in a random order, each knowing only one node already in:
-    it looks up its own id and then ``refresh`` random ids, through the real
-    lookup machine and the real request handler (answering nodes learn the
-    newcomer, full buckets ping their oldest, who answers: nobody has left).
+    join one by one in a random order, ``join_spacing`` virtual seconds apart,
+    each knowing only one node already in: it looks up its own id from that
+    node (the lookup's seed) and then ``refresh`` random ids, through the real
+    lookup machine and the real request handler (the newcomer takes in every
+    node that answered it; the nodes it asked queue it as a candidate and take
+    it in once it answered their check). Every node joined ticks every
+    ``TICK`` seconds from its arrival as a node's maintenance does
+    (:meth:`tick`: the buckets due for refresh, then the candidates' checks);
+    the ticks go on ``settle`` seconds after the last join (by default one
+    refresh interval: the network is an hour old). Full buckets ping their
+    oldest, who answers: nobody has left. :attr:`now` is the virtual time the
+    build ended.
     """
 
-    def __init__(self, size: int, seed: int, *, k: int = 20, join: bool = False,
-                 refresh: int = 2, join_buckets: bool = False) -> None:
+    def __init__(self, size: int, seed: int, *, k: int = NODE_CONFIG.k, join: bool = False,
+                 refresh: int = 2, join_buckets: bool = False, join_spacing: float = 1.0,
+                 settle: float = NODE_CONFIG.refresh_interval) -> None:
         rng = random.Random(seed)
         self.k = k
         #: leading bits a Sybil shares with its target: 2 more than the k-th honest node's
@@ -172,12 +214,18 @@ class DhtNetwork:
         contacts = sorted((Contact(rng.randbytes(32)) for _ in range(size)),
                           key=lambda c: c.id)
         self.contacts = contacts
-        self.cores = {c.id: DhtCore(c, k=k) for c in contacts}
+        self.cores = {c.id: node_core(c, k) for c in contacts}
         self.join_messages = 0
+        #: reachability checks (PINGs of candidates) made at the nodes' ticks
+        self.checks = 0
+        self.now = 0.0
         #: sessions the joining traffic opened (a request opens one at both ends)
         self.sessions = Sessions()
+        self._rng = rng
+        #: refresh lookups run at the nodes' ticks
+        self.refreshes = 0
         if join:
-            self._join_all(rng, refresh, join_buckets)
+            self._join_all(rng, refresh, join_buckets, join_spacing, settle)
             return
         ints = [int.from_bytes(c.id, "big") for c in contacts]
         for n, c in enumerate(contacts):
@@ -196,42 +244,102 @@ class DhtNetwork:
                 if bisect.bisect_left(ints, sub + (1 << i)) - bisect.bisect_left(ints, sub) <= 1:
                     break
 
-    def _join_all(self, rng: random.Random, refresh: int, buckets: bool) -> None:
+    def _join_all(self, rng: random.Random, refresh: int, buckets: bool, spacing: float,
+                  settle: float) -> None:
         order = list(self.contacts)
         rng.shuffle(order)
         joined: list[Contact] = [order[0]]
-        for newcomer in order[1:]:
-            self.join(self.cores[newcomer.id], rng.choice(joined), rng, refresh, buckets)
+        # the nodes' ticks: (time, arrival index, core); a node ticks from its arrival on
+        ticks: list[tuple[float, int, DhtCore]] = [(0.0, 0, self.cores[order[0].id])]
+        for n, newcomer in enumerate(order[1:], start=1):
+            arrival = n * spacing
+            while ticks and ticks[0][0] <= arrival:
+                self._next_tick(ticks)
+            self.now = arrival
+            core = self.cores[newcomer.id]
+            self.join(core, rng.choice(joined), rng, refresh, buckets, now=arrival)
             joined.append(newcomer)
+            heapq.heappush(ticks, (arrival, n, core))
+        end = self.now + settle
+        while ticks and ticks[0][0] <= end:
+            self._next_tick(ticks)
+
+    def _next_tick(self, ticks: list[tuple[float, int, DhtCore]]) -> None:
+        at, n, core = heapq.heappop(ticks)
+        self.now = at
+        self.tick(core, at, refresh=True)
+        heapq.heappush(ticks, (at + TICK, n, core))
+
+    def tick(self, core: DhtCore, now: float,
+             offline: Callable[[bytes], bool] | None = None, refresh: bool = False) -> int:
+        """One maintenance tick of ``core`` (``DhtService.tick``): with ``refresh``, a
+        lookup of each bucket due (``DhtNode.maintain``); then the reachability checks
+        (``DhtNode.check_candidates``): PING the candidates due (at most
+        ``CHECKS_PER_TICK``, oldest first); one that answers enters the table, one
+        ``offline`` does not. How many answered."""
+        if refresh:
+            for target in core.due_refresh(now, self._rng):
+                self.refreshes += 1
+                self._lookup_now(core, target, self._rng, offline, now)
+        candidates = core.candidates
+        if candidates is None:
+            return 0
+        answered = 0
+        for contact in candidates.take():
+            self.checks += 1
+            self.join_messages += 1
+            self.sessions.use(core.own.id, contact.id)
+            if offline is not None and offline(contact.id):
+                candidates.failed(contact, now)
+                continue
+            answered += 1
+            candidates.answered(contact)
+            ping = core.checked(contact, now)
+            if ping is not None:
+                self._ping(core, ping.oldest, offline, now)
+        return answered
 
     def join(self, core: DhtCore, bootstrap: Contact, rng: random.Random, refresh: int = 0,
-             buckets: bool = False, offline: Callable[[bytes], bool] | None = None) -> None:
+             buckets: bool = False, offline: Callable[[bytes], bool] | None = None,
+             now: float = 0.0) -> None:
         """``core`` joins the way a node does: it knows ``bootstrap`` and looks up its own
-        id; with ``buckets``, it then refreshes every bucket farther than its closest
-        neighbour that is not full (Kademlia §2.3; a lookup of a random id in it); then
-        it looks up ``refresh`` random ids."""
-        core.table.observe(bootstrap, 0.0)
-        self._lookup_now(core, core.own.id, rng, offline)
-        near = core.table.closest(core.own.id, 1)
+        id from it (``DhtNode.bootstrap``: with a candidate queue the bootstrap contact
+        seeds the lookup, beside the table's closest, and enters the table by answering;
+        without one it enters at once); with ``buckets``, it then refreshes every bucket
+        farther than its closest neighbour that is not full (Kademlia §2.3; a lookup of
+        a random id in it); then it looks up ``refresh`` random ids."""
+        own = core.own.id
+        if core.candidates is None:
+            core.table.observe(bootstrap, now)
+            self._lookup_now(core, own, rng, offline, now)
+        else:
+            seeds = {c.id: c for c in core.table.closest(own)}
+            seeds[bootstrap.id] = bootstrap
+            self._lookup_now(core, own, rng, offline, now, seeds=list(seeds.values()))
+        near = core.table.closest(own, 1)
         if near and buckets:
-            first = bucket_index(core.own.id, near[0].id) + 1
+            first = bucket_index(own, near[0].id) + 1
             for i in range(first, 256):
                 bucket = core.table.buckets.get(i)
                 if bucket is None or len(bucket.contacts) < core.table.k:
-                    self._lookup_now(core, core.table.refresh_target(i, rng), rng, offline)
+                    self._lookup_now(core, core.table.refresh_target(i, rng), rng, offline,
+                                     now)
         for _ in range(refresh):
-            self._lookup_now(core, rng.randbytes(32), rng, offline)
+            self._lookup_now(core, rng.randbytes(32), rng, offline, now)
 
     def _lookup_now(self, asker: DhtCore, target: bytes, rng: random.Random,
-                    offline: Callable[[bytes], bool] | None = None, now: float = 0.0) -> None:
+                    offline: Callable[[bytes], bool] | None = None, now: float = 0.0,
+                    seeds: Sequence[Contact] | None = None) -> None:
         """A lookup with instant, lossless answers (joining is not what is measured).
 
-        Both sides learn as Kademlia does: the asked node observes the asker
-        (``DhtCore.handle``), the asker observes each node that answered; a full
-        bucket pings its oldest, who answers unless it is ``offline``. A node
-        ``offline`` does not answer (a failure, counted against it by the asker).
+        Both sides learn as the node does: the asked node considers the asker
+        (``DhtCore.handle``: a candidate until it answered a check, or seen again
+        if in the table already), the asker takes in each node that answered
+        (``DhtCore.checked``); a full bucket pings its oldest, who answers unless
+        it is ``offline``. A node ``offline`` does not answer (a failure, counted
+        against it by the asker).
         """
-        lookup = asker.lookup(target)
+        lookup = asker.lookup(target, seeds=seeds)
         request = asker.find_node(target)
         asker.table.touch(target, now)
         while not lookup.done:
@@ -250,7 +358,7 @@ class DhtNetwork:
                 if handled.ping is not None:
                     self._ping(peer, handled.ping.oldest, offline, now)
                 if asker.feed(lookup, q.contact, handled.answer, now):
-                    ping = asker.table.observe(q.contact, now)
+                    ping = asker.checked(q.contact, now)
                     if ping is not None:
                         self._ping(asker, ping.oldest, offline, now)
 
@@ -300,7 +408,8 @@ class _Links:
     ``MAX_SESSIONS``, least recently used closed first; a request opens one);
     no answer within ``timeout`` is a failure fed to the lookup at the timeout.
     With ``learn``, the asker's table learns as a node's does (``DhtNode``): a
-    good answer is observed, a failure counted against the contact.
+    contact that answered well is checked (``DhtCore.checked``: into the table),
+    a failure counted against the contact.
     """
 
     def __init__(self, clock: VirtualClock, rng: random.Random, scenario: DhtScenario,
@@ -359,8 +468,8 @@ class _Links:
                 return
             good = asker.feed(lookup, contact, answer, epoch + clock.now)
             if learn:
-                if good:
-                    ping = asker.table.observe(contact, epoch + clock.now)
+                if good:  # it answered through a session: checked (DhtNode.lookup)
+                    ping = asker.checked(contact, epoch + clock.now)
                     if ping is not None:  # the oldest is pinged at once (no wait modelled)
                         asker.table.ping_answered(ping.oldest, epoch + clock.now)
                 else:
@@ -484,7 +593,8 @@ class ChurnReport:
     returned: int  # nodes that came back (each looked up its own id)
     offline_start: int  # nodes away when the window opened
     refresh_lookups: int  # bucket-refresh lookups run on the nodes' clocks
-    maintenance_messages: int  # requests of rejoins and refreshes
+    maintenance_messages: int  # requests of rejoins, refreshes and checks
+    checks: int = 0  # reachability checks of candidates (PINGs) at the nodes' ticks
 
 
 def simulate_churn(network: DhtNetwork, scenarios: Sequence[DhtScenario], seed: int, *,
@@ -500,19 +610,24 @@ def simulate_churn(network: DhtNetwork, scenarios: Sequence[DhtScenario], seed: 
     up its own id with the table it had. Every node refreshes its stale
     buckets on its own clock (``DhtCore.due_refresh``: the buckets no lookup
     touched for ``refresh_interval``, each node at a random phase of it; those
-    whose turn falls in the window refresh in it). Lookups: ``lookups`` pairs
+    whose turn falls in the window refresh in it), and checks its candidates
+    at every tick (``TICK``, each node at a random phase; :meth:`DhtNetwork.tick`:
+    one away does not answer). Lookups: ``lookups`` pairs
     of nodes online at the time, spread over the window, each looked up once
     per scenario (d) at the same moment; the askers' tables learn from them as
-    a node's do (``_Links``, ``learn``), the asked nodes learn the askers
-    (``DhtCore.handle``). Maintenance traffic (rejoins, refreshes) is instant
-    and lossless; only the measured lookups cross the latency model.
+    a node's do (``_Links``, ``learn``), the asked nodes queue the askers as
+    candidates (``DhtCore.handle``). Maintenance traffic (rejoins, refreshes,
+    checks) is instant and lossless; only the measured lookups cross the latency
+    model. The window opens ``refresh_interval`` after the network was built
+    (:attr:`DhtNetwork.now`).
     """
     rng = random.Random(seed)
     first = scenarios[0]
     ids = [c.id for c in network.contacts]
     size = len(ids)
     clock = VirtualClock()
-    t0 = refresh_interval  # the tables were built at 0: every untouched bucket is due in the window
+    # the tables were built by network.now: every untouched bucket is due in the window
+    t0 = network.now + refresh_interval
     sessions = network.sessions
     links = {sc.paths: _Links(clock, random.Random(rng.getrandbits(64)), sc, sessions)
              for sc in scenarios}
@@ -560,6 +675,18 @@ def simulate_churn(network: DhtNetwork, scenarios: Sequence[DhtScenario], seed: 
         phase = rng.uniform(0.0, refresh_interval)
         if phase < window:
             clock.call_later(phase, functools.partial(refresh, network.cores[i]))
+    checks_before = network.checks
+
+    def tick(core: DhtCore) -> None:
+        if core.own.id not in away:
+            network.tick(core, t0 + clock.now, offline)
+        if clock.now + TICK < window:
+            clock.call_later(TICK, functools.partial(tick, core))
+
+    for i in ids:
+        phase = rng.uniform(0.0, TICK)
+        if phase < window:
+            clock.call_later(phase, functools.partial(tick, network.cores[i]))
 
     outcomes: dict[int, list[tuple[bool, int, int, int, float, int]]] = {
         sc.paths: [] for sc in scenarios}
@@ -597,7 +724,7 @@ def simulate_churn(network: DhtNetwork, scenarios: Sequence[DhtScenario], seed: 
     clock.run()
     return ChurnReport(tuple(_summary(sc, outcomes[sc.paths]) for sc in scenarios),
                        counts["left"], counts["returned"], offline_start, counts["refresh"],
-                       network.join_messages - before)
+                       network.join_messages - before, network.checks - checks_before)
 
 
 #: unix time the value simulation's virtual clock starts at (records carry real times)

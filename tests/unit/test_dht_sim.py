@@ -129,3 +129,47 @@ def test_churn_with_refresh_on_the_nodes_clocks() -> None:
     assert disjoint.messages_mean > plain.messages_mean
     assert plain.dials_mean <= plain.messages_mean
     assert run() == first  # deterministic
+
+
+def test_cores_are_built_as_the_node_builds_them_with_the_candidate_queue() -> None:
+    """The engine's cores take the node's settings and its candidate queue: a node
+    that asked enters a table only once it answered that node's check (at a tick);
+    a bootstrap contact seeds the lookup and enters only by answering."""
+    import random
+
+    from aegis_hidden.config import DhtConfig
+    from aegis_hidden.dht import CHECKS_PER_TICK, MAX_CANDIDATES, Contact
+    from aegis_hidden.sim._dht import TICK, node_core
+
+    defaults = DhtConfig()
+    assert defaults.maintenance_interval == TICK
+    network = DhtNetwork(60, seed=21)
+    for core in network.cores.values():
+        assert core.candidates is not None
+        assert (core.candidates.max_size, core.candidates.per_tick) == (MAX_CANDIDATES,
+                                                                        CHECKS_PER_TICK)
+        assert (core.k, core.alpha) == (defaults.k, defaults.alpha)
+        assert core.table.refresh_interval == defaults.refresh_interval
+
+    rng = random.Random(1)
+    bootstrap = network.cores[network.contacts[0].id]
+    newcomer = node_core(Contact(rng.randbytes(32)))
+    network.cores[newcomer.own.id] = newcomer
+    # the bootstrap node does not answer: the newcomer's table stays empty
+    network.join(newcomer, bootstrap.own, rng, offline=lambda i: i == bootstrap.own.id)
+    assert len(newcomer.table) == 0
+    network.join(newcomer, bootstrap.own, rng, now=1.0)
+    assert newcomer.table.knows(bootstrap.own)  # it answered
+    queue = bootstrap.candidates
+    assert queue is not None
+    assert newcomer.own in queue and not bootstrap.table.knows(newcomer.own)
+    asked = [c for c in network.cores.values() if c.candidates and newcomer.own in c.candidates]
+    assert asked
+    # a tick checks at most CHECKS_PER_TICK: the bootstrap's queue holds only the newcomer
+    assert network.tick(bootstrap, 1.0 + TICK) == 1
+    assert bootstrap.table.knows(newcomer.own) and newcomer.own not in queue
+    # one that does not answer its check stays out
+    other = next(c for c in asked if c is not bootstrap)
+    while other.candidates is not None and newcomer.own in other.candidates:
+        network.tick(other, 1.0 + TICK, offline=lambda i: i == newcomer.own.id)
+    assert not other.table.knows(newcomer.own)
