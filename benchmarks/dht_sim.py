@@ -10,9 +10,9 @@ node's DhtService builds it (the node's DHT settings at their defaults, with the
 candidate queue: a node that asked enters a table only once it answered that
 node's check, a PING at one of its 60 s maintenance ticks, 4 at most per tick).
 The routing tables are built by joining (a node every --join-spacing virtual
-seconds, each knowing one node already in, which seeds the lookup of its own
-id, then --refresh random ids; --join-buckets adds Kademlia's refresh of every
-bucket farther than its closest neighbour; every node joined ticks: buckets
+seconds, by default all within an hour, each knowing one node already in,
+which seeds the lookup of its own id, then --refresh random ids; --join-buckets
+adds Kademlia's refresh of every bucket farther than its closest neighbour; every node joined ticks: buckets
 due for refresh, then candidate checks; the ticks go on for an hour after the
 last join; --converged draws converged tables instead). Links: a request over
 a warm session takes a log-normal round trip of median 0.111 s, one to a peer
@@ -89,8 +89,9 @@ def main() -> int:
                          "closest neighbour (Kademlia's join; slower to build)")
     ap.add_argument("--refresh", type=int, default=2,
                     help="random lookups each node makes when it joins")
-    ap.add_argument("--join-spacing", type=float, default=1.0,
-                    help="virtual seconds between two nodes joining")
+    ap.add_argument("--join-spacing", type=float, default=None,
+                    help="virtual seconds between two nodes joining (default: the whole "
+                         "network joins within an hour)")
     ap.add_argument("--churn-window", type=float, default=600.0,
                     help="virtual seconds of churn measured")
     args = ap.parse_args()
@@ -103,7 +104,7 @@ def main() -> int:
            f"joined one by one: own id{', non-full buckets' if args.join_buckets else ''}"
            f" and {args.refresh} random lookups, "
            f"{network.join_messages / args.nodes:.0f} requests per node, one every "
-           f"{args.join_spacing:g} s, then an hour of ticks: {network.checks} candidate checks, "
+           f"{network.join_spacing:.3g} s, then an hour of ticks: {network.checks} candidate checks, "
            f"{network.refreshes} refresh lookups")
     print(f"DHT simulation: {args.nodes} nodes ({how}), {args.lookups} lookups per scenario, "
           f"seed {args.seed} (tables built in {built:.1f}s)")

@@ -189,7 +189,8 @@ class DhtNetwork:
 
     ``join=False``: every bucket holds up to k contacts drawn from the part of
     the id space it covers (a converged network). ``join=True``: the nodes
-    join one by one in a random order, ``join_spacing`` virtual seconds apart,
+    join one by one in a random order, ``join_spacing`` virtual seconds apart
+    (by default the whole network within one refresh interval, an hour),
     each knowing only one node already in: it looks up its own id from that
     node (the lookup's seed) and then ``refresh`` random ids, through the real
     lookup machine and the real request handler (the newcomer takes in every
@@ -204,7 +205,8 @@ class DhtNetwork:
     """
 
     def __init__(self, size: int, seed: int, *, k: int = NODE_CONFIG.k, join: bool = False,
-                 refresh: int = 2, join_buckets: bool = False, join_spacing: float = 1.0,
+                 refresh: int = 2, join_buckets: bool = False,
+                 join_spacing: float | None = None,
                  settle: float = NODE_CONFIG.refresh_interval) -> None:
         rng = random.Random(seed)
         self.k = k
@@ -222,10 +224,13 @@ class DhtNetwork:
         #: sessions the joining traffic opened (a request opens one at both ends)
         self.sessions = Sessions()
         self._rng = rng
+        #: virtual seconds between two arrivals when joining
+        self.join_spacing = (join_spacing if join_spacing is not None
+                             else NODE_CONFIG.refresh_interval / size)
         #: refresh lookups run at the nodes' ticks
         self.refreshes = 0
         if join:
-            self._join_all(rng, refresh, join_buckets, join_spacing, settle)
+            self._join_all(rng, refresh, join_buckets, self.join_spacing, settle)
             return
         ints = [int.from_bytes(c.id, "big") for c in contacts]
         for n, c in enumerate(contacts):
