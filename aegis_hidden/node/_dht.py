@@ -96,6 +96,7 @@ from ..addresses import (
 from ..config import DhtConfig
 from ..dht import (
     MAX_OFFER,
+    OFFER_RATE,
     Candidates,
     CheckedEntry,
     Collect,
@@ -350,6 +351,9 @@ class DhtService(Service):
         #: onion -> (identity record, I2P binding or b"", its .b32.i2p or None) of
         #: contacts learnt by peer exchange (the newest PEX_REMEMBERED)
         self._pex: dict[str, tuple[bytes, bytes, str | None]] = {}
+        #: when this node last offered each peer records (it offers a peer no more often
+        #: than a peer accepts offers, OFFER_RATE, whatever its maintenance interval)
+        self._offered_at: dict[str, float] = {}
         self._candidate_counts: Counter[str] = Counter()
         dht.note_query = self._note_query
         #: onion -> the disjoint path of the query about to be sent to it
@@ -520,15 +524,22 @@ class DhtService(Service):
 
     async def exchange(self) -> int:
         """Offer the identity records of a few good contacts to up to :data:`PEX_PEERS`
-        routing-table contacts this node has a session with; how many they took."""
+        routing-table contacts this node has a session with and has not offered any in
+        the last ``1 / OFFER_RATE`` seconds (so a short ``dht.maintenance_interval``
+        never makes it exceed the rate its peers accept); how many they took."""
         pool = self._core.pool
+        now = self._clock.seconds()
+        spacing = 1.0 / OFFER_RATE
+        self._offered_at = {k: t for k, t in self._offered_at.items() if now - t < spacing}
         peers = [c for c in self.dht.table.contacts()
-                 if pool.connected(c.onion) and self.shunned(c.onion) is None]
+                 if pool.connected(c.onion) and self.shunned(c.onion) is None
+                 and c.onion not in self._offered_at]
         chosen = self._rng.sample(peers, min(PEX_PEERS, len(peers)))
         offers = []
         for peer in chosen:
             entries = self._entries_for(peer)
             if entries:
+                self._offered_at[peer.onion] = now
                 offers.append(self.node.offer(peer, entries))
         answers = await DeferredList(offers, consumeErrors=True)
         return sum(a.accepted for ok, a in answers if ok and isinstance(a, Offered))

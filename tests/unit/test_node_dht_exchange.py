@@ -4,6 +4,7 @@ real identities, a task.Clock)."""
 from __future__ import annotations
 
 import dataclasses
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from aegis_hidden.config import parse_config
-from aegis_hidden.dht import Contact, Offered, PexEntry
+from aegis_hidden.dht import OFFER_RATE, Contact, Offered, PexEntry
 from aegis_hidden.peers import WEIGHTS, Behaviour
 from aegis_hidden.testing import FakeNetwork, fake_private_key, result_of
 
@@ -77,6 +78,33 @@ def test_the_maintenance_tick_offers_good_contacts_to_connected_peers(
         assert n.dht.node.stats["records_offered"] <= 3 * n.dht.node.stats["offers_sent"]
         assert n.dht.dht.refused["offer rate"] == 0  # one offer per peer per tick at most
         assert len(n.dht.dht.table) == len(nodes) - 1
+
+
+def test_a_short_maintenance_interval_never_makes_a_node_exceed_its_peers_offer_rate(
+        clock: Clock, tmp_path: Path) -> None:
+    # ticks every 5 s (the integration test's interval) for 5 minutes: each node offers
+    # a peer again only after 1 / OFFER_RATE seconds, so no peer refuses for the rate
+    nodes = network(clock, tmp_path, 4)
+    before = sum(n.dht.node.stats["offers_sent"] for n in nodes)
+    offered: dict[tuple[str, str], list[float]] = {}
+    for n in nodes:
+        offer = n.dht.node.offer
+
+        def noted(peer: Contact, entries: Any, n: Node = n, offer: Any = offer) -> Any:
+            offered.setdefault((n.onion, peer.onion), []).append(clock.seconds())
+            return offer(peer, entries)
+
+        n.dht.node.offer = noted  # type: ignore[method-assign,assignment]
+    for _ in range(60):
+        clock.advance(5)
+        for n in nodes:
+            result_of(n.dht.tick())
+    assert sum(n.dht.node.stats["offers_sent"] for n in nodes) - before >= len(nodes) * 4
+    for times in offered.values():
+        assert all(b - a >= 1 / OFFER_RATE for a, b in pairwise(times)), times
+    for n in nodes:
+        assert n.dht.dht.refused["offer rate"] == 0
+        assert n.dht.stats()["exchange"]["offers_over_rate"] == 0
 
 
 def test_offers_over_a_peers_rate_are_refused_and_counted(clock: Clock,
