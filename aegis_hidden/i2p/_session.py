@@ -22,7 +22,7 @@ from ._destination import (
     PrivateKey,
     is_b32_address,
 )
-from ._errors import SAMProtocolError
+from ._errors import InvalidKey, KeyNotFound, SAMProtocolError
 from ._protocol import SAMSocketProtocol, open_sam_socket
 from ._sam import DatagramReceived, RawReceived
 
@@ -87,8 +87,23 @@ class SAMSession:
         self.control.close()
 
     async def lookup(self, name: str) -> Destination:
-        """``NAMING LOOKUP`` on this session (``ME`` is this session's destination)."""
-        reply = await self.control.command(_sam.naming_lookup(name))
+        """``NAMING LOOKUP`` on this session (``ME`` is this session's destination).
+
+        A ``.b32.i2p`` name is resolved by fetching its LeaseSet from the
+        netDb, so it fails while the owner has not published one yet (or is
+        gone). i2pd 2.45 answers that case ``INVALID_KEY``, Java I2P
+        ``KEY_NOT_FOUND``; for a well-formed b32 name both raise
+        :class:`KeyNotFound` here, which callers may retry, and
+        :class:`InvalidKey` is left for names that are malformed.
+        """
+        try:
+            reply = await self.control.command(_sam.naming_lookup(name))
+        except InvalidKey as e:
+            if not is_b32_address(name):
+                raise
+            raise KeyNotFound(
+                "KEY_NOT_FOUND", f"no LeaseSet for {name} in the netDb yet (router said {e.result})",
+                e.reply) from e
         return Destination.from_base64(reply.require("VALUE"))
 
     # ---------------------------------------------------------------- datagrams

@@ -496,8 +496,8 @@ class _FakeSAMServer(Protocol):
             found: FakeSession | None = self.session
         else:
             found = self.bridge.network.find(name)
-        if found is None:
-            self.reply(f"NAMING REPLY RESULT=KEY_NOT_FOUND NAME={name}")
+        if found is None:  # i2pd 2.45.1's answer when no LeaseSet is found (Java I2P: KEY_NOT_FOUND)
+            self.reply(f"NAMING REPLY RESULT=INVALID_KEY NAME={name}")
             return
         self.reply(f"NAMING REPLY RESULT=OK NAME={name} VALUE={found.key.destination.base64}")
 

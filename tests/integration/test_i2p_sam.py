@@ -31,6 +31,7 @@ from aegis_hidden.i2p import (
     DuplicatedDest,
     I2PAddress,
     I2PProvider,
+    KeyNotFound,
     NoVersion,
     RawReceived,
     SAMSession,
@@ -145,8 +146,10 @@ async def test_stream_and_datagram_sessions_with_the_persistent_key(
     assert stream.destination == key.destination
     me = await stream.lookup("ME")
     assert me == key.destination and me.b32 == key.destination.b32
-    # the router's own view of the b32 name resolves to the destination we hashed
-    assert (await stream.lookup(key.destination.b32)) == key.destination
+    # the router's own view of the b32 name resolves to the destination we hashed,
+    # once the session's LeaseSet is in the netDb (until then: KeyNotFound)
+    assert (await _lookup_when_published(stream, key.destination.b32, i2p_network)) \
+        == key.destination
     stream.close()
 
     datagram = None
@@ -161,6 +164,19 @@ async def test_stream_and_datagram_sessions_with_the_persistent_key(
     assert datagram is not None and datagram.destination == key.destination
     assert (await datagram.lookup("ME")) == key.destination
     datagram.close()
+
+
+async def _lookup_when_published(session: SAMSession, name: str, net: I2PNetwork,
+                                 timeout: float = 150) -> Destination:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await session.lookup(name)
+        except KeyNotFound:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no LeaseSet for {name} after {timeout:.0f}s\n{net.logs()}") \
+                    from None
+            await sleep(3)
 
 
 # ---------------------------------------------------------------- two routers

@@ -17,7 +17,14 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from aegis_hidden.config import PrivacyError
-from aegis_hidden.i2p import CantReachPeer, InvalidId, NoVersion, SAMProtocolError
+from aegis_hidden.i2p import (
+    CantReachPeer,
+    InvalidId,
+    InvalidKey,
+    KeyNotFound,
+    NoVersion,
+    SAMProtocolError,
+)
 from aegis_hidden.i2p._endpoints import SAMStreamClientEndpoint, SAMStreamServerEndpoint
 from aegis_hidden.i2p._protocol import I2PAddress, SAMSocketProtocol, open_sam_socket
 from aegis_hidden.i2p._sam import DatagramReceived, RawReceived
@@ -132,6 +139,22 @@ def test_session_readiness_waits_for_the_router() -> None:
     assert not wrapped.called
     clock.advance(20)
     assert isinstance(result_of(wrapped), SAMSession)
+
+
+def test_a_b32_name_without_a_leaseset_yet_is_key_not_found_not_a_bad_key() -> None:
+    # i2pd 2.45.1 answers INVALID_KEY when the netDb has no LeaseSet for a b32
+    # name (as for our own name before its LeaseSet is published): that is a
+    # name to retry, not a malformed one
+    a, b = two_bridges(V31)
+    s = session(a)
+    other = result_of(generate_destination(a.endpoint()))
+    with pytest.raises(KeyNotFound, match=r"no LeaseSet for \S+\.b32\.i2p"):
+        result_of(s.lookup(other.destination.b32))
+    assert "NAMING LOOKUP NAME=" + other.destination.b32 in a.commands
+    published = result_of(create_session(b.endpoint(), "STREAM", other))
+    assert result_of(s.lookup(other.destination.b32)) == published.destination
+    with pytest.raises(InvalidKey):  # not a b32 name: the router's answer stands
+        result_of(s.lookup("nobody.i2p"))
 
 
 def test_unknown_keys_and_odd_spacing_from_the_bridge_are_fine() -> None:
