@@ -19,7 +19,7 @@ a warm session takes a log-normal round trip of median 0.111 s, one to a peer
 without a session adds a dial of median 1.2 s
 (both measured per request on the private Tor network, see
 aegis_hidden/sim/_dht.py), each node keeps 50 sessions; 1 % loss per message,
-10 s timeout, k = 20, alpha = 3 per path. Node lookups end once an answer names
+30 s timeout (dht.request_timeout), k = 20, alpha = 3 per path. Node lookups end once an answer names
 the target (a FIND_NODE for one node). Adversaries are a random share of the
 nodes that drop every request, lie (answer with the k adversaries closest to
 the target) or eclipse (answer with k Sybils ground to sit closer to the

@@ -134,9 +134,8 @@ class DhtScenario:
     cold_dial: float = COLD_DIAL
     cold_sigma: float = COLD_SIGMA
     loss: float = 0.01  # per message
-    #: seconds until a request counts as failed (``DhtNode``'s default; the node's
-    #: ``dht.request_timeout`` is 30 s, not mirrored yet: docs/dht.md)
-    timeout: float = 10.0
+    #: seconds until a request counts as failed: the node's ``dht.request_timeout``
+    timeout: float = NODE_CONFIG.request_timeout
     churn: float = 0.0  # share of the nodes that leave (and come back) per hour
 
     def label(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from aegis_hidden.config import DhtConfig
 from aegis_hidden.sim import DhtNetwork, DhtScenario, dht_fingerprint, simulate_lookups
 
 
@@ -49,6 +50,15 @@ def test_dropping_adversaries_cost_timeouts_and_disjoint_paths_cost_messages(
     disjoint = simulate_lookups(network, DhtScenario(0.2, "lie", 4, lookups=30), seed=2)
     assert disjoint.messages_mean > plain.messages_mean
     assert disjoint.success >= 0.9
+
+
+def test_a_request_times_out_after_the_nodes_own_request_timeout(network: DhtNetwork) -> None:
+    assert DhtScenario().timeout == DhtConfig().request_timeout == 30.0
+    # 90 % droppers: the same lookups see the same drops, and each is waited out
+    short = simulate_lookups(network, DhtScenario(0.9, "drop", 1, lookups=10, timeout=5.0), seed=4)
+    long = simulate_lookups(network, DhtScenario(0.9, "drop", 1, lookups=10, timeout=30.0), seed=4)
+    assert short.timeouts_mean == long.timeouts_mean > 0
+    assert long.seconds_p95 == pytest.approx(6 * short.seconds_p95)
 
 
 def test_eclipse_sybils_are_ground_near_the_target_and_disjoint_paths_resist_them(
