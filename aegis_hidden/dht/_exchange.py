@@ -42,6 +42,8 @@ from ._puzzle import check_puzzle
 #: offers a peer may make: this many per second on average, ``OFFER_BURST`` at once
 OFFER_RATE = 1 / 60
 OFFER_BURST = 3
+#: peers a node offers records to at each maintenance tick, at most
+PEX_PEERS = 2
 #: candidates waiting for their check, at most
 MAX_CANDIDATES = 256
 #: candidates checked (pinged) per maintenance tick, at most

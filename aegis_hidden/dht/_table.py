@@ -21,6 +21,7 @@ near the node see every neighbour it knows.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,11 +130,13 @@ class RoutingTable:
         """``contact`` is a sibling outside the buckets unless a bucket holds it."""
         if contact.id in self._index:
             self._extra.pop(contact.id, None)
-        elif self._siblings and (int.from_bytes(contact.id, "big") ^ self._own_int
-                                 <= self._siblings[-1][0]) and any(
-                                     e == int.from_bytes(contact.id, "big") ^ self._own_int
-                                     for e, _ in self._siblings):
-            self._extra[contact.id] = contact
+            return
+        sib = self._siblings
+        d = int.from_bytes(contact.id, "big") ^ self._own_int
+        if sib and d <= sib[-1][0]:
+            i = bisect.bisect_left(sib, (d,))  # sorted by distance: (d,) sorts before (d, c)
+            if i < len(sib) and sib[i][0] == d:
+                self._extra[contact.id] = contact
 
     def bucket(self, index: int) -> Bucket:
         found = self.buckets.get(index)

@@ -97,6 +97,7 @@ from ..config import DhtConfig
 from ..dht import (
     MAX_OFFER,
     OFFER_RATE,
+    PEX_PEERS,
     Candidates,
     CheckedEntry,
     Collect,
@@ -170,8 +171,6 @@ _FORGED = frozenset({"BadRecordSignature", "UnsignedRecord", "DhtRecordError",
 #: refusals of peer-exchange entries and offers (counted in dht_exchange_refused)
 _PEX_REFUSALS = frozenset({"ForgedEntry", "BadI2PBinding", "UnsolvedEntry", "RevokedEntry",
                            "RecordKeeperRefused"})
-#: peers offered records by peer exchange at each maintenance tick, at most
-PEX_PEERS = 2
 #: contacts learnt by peer exchange whose record (and I2P binding) are remembered
 PEX_REMEMBERED = 1024
 #: buckets (seconds) of ``aegis_dht_request_seconds``: warm round trips are tenths of

@@ -20,7 +20,14 @@ maintenance ticks (every ``DhtConfig.maintenance_interval`` on the virtual
 clock, at most ``CHECKS_PER_TICK`` candidates each, :meth:`DhtNetwork.tick`);
 a contact that answered one of a node's own queries enters at once
 (``DhtCore.checked``). Bootstrap contacts seed the first lookup, as
-``DhtNode.bootstrap`` does with a candidate queue. Peer exchange is not run.
+``DhtNode.bootstrap`` does with a candidate queue. Peer exchange runs at each
+tick after the checks (``DhtService.exchange``): up to ``PEX_PEERS`` table
+contacts the node holds a session with are offered ``MAX_OFFER`` of its other
+table contacts; the receiver takes an offer through the core's own rule (its
+per-sender rate, then ``DhtCore.consider``: a candidate until it answered a
+check). The simulated contacts are bare ids with no signed records, so the
+entries' signature and puzzle checks are not run here (unit-tested in
+tests/unit/test_dht_exchange.py).
 
 Routing tables are filled before the lookups, either from the whole
 population, each bucket with up to k contacts drawn at random from the part of
@@ -63,6 +70,8 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from ..config import DhtConfig
 from ..dht import (
+    MAX_OFFER,
+    PEX_PEERS,
     Candidates,
     Contact,
     DhtCore,
@@ -206,7 +215,7 @@ class DhtNetwork:
     def __init__(self, size: int, seed: int, *, k: int = NODE_CONFIG.k, join: bool = False,
                  refresh: int = 2, join_buckets: bool = False,
                  join_spacing: float | None = None,
-                 settle: float = NODE_CONFIG.refresh_interval) -> None:
+                 settle: float = NODE_CONFIG.refresh_interval, exchange: bool = True) -> None:
         rng = random.Random(seed)
         self.k = k
         #: leading bits a Sybil shares with its target: 2 more than the k-th honest node's
@@ -228,6 +237,12 @@ class DhtNetwork:
                              else NODE_CONFIG.refresh_interval / size)
         #: refresh lookups run at the nodes' ticks
         self.refreshes = 0
+        #: peer exchange at the ticks (``DhtService.exchange``): offers sent, offers the
+        #: receiver refused for its rate, contacts offered
+        self.exchange = exchange
+        self.offers = 0
+        self.offers_refused = 0
+        self.offered = 0
         if join:
             self._join_all(rng, refresh, join_buckets, self.join_spacing, settle)
             return
@@ -301,7 +316,40 @@ class DhtNetwork:
             ping = core.checked(contact, now)
             if ping is not None:
                 self._ping(core, ping.oldest, offline, now)
+        if self.exchange:
+            self._offer(core, now, offline)
         return answered
+
+    def _offer(self, core: DhtCore, now: float,
+               offline: Callable[[bytes], bool] | None) -> None:
+        """Peer exchange at one tick of ``core`` (``DhtService.exchange``; the tick is
+        the pacing, one offer per peer per minute): up to ``PEX_PEERS`` table contacts
+        it holds a session with, each offered up to ``MAX_OFFER`` of its other table
+        contacts at random. The receiver takes the offer as ``DhtCore`` does: over its
+        rate for that sender it is refused, else every entry is considered (a
+        candidate, checked at the receiver's next ticks). An offline peer gets nothing."""
+        own = core.own.id
+        contacts = core.table.contacts()
+        open_to = self.sessions.peers(own)
+        peers = [c for c in contacts if c.id in open_to
+                 and (offline is None or not offline(c.id))]
+        for peer in self._rng.sample(peers, min(PEX_PEERS, len(peers))):
+            others = [c for c in self._rng.sample(contacts, min(MAX_OFFER + 1, len(contacts)))
+                      if c.id != peer.id][:MAX_OFFER]
+            if not others:
+                continue
+            receiver = self.cores[peer.id]
+            self.offers += 1
+            self.join_messages += 1
+            self.sessions.use(own, peer.id)
+            if not receiver.offer_limiter.take(own, now):
+                self.offers_refused += 1
+                continue
+            for contact in others:
+                self.offered += 1
+                ping = receiver.consider(contact, now)
+                if ping is not None:
+                    self._ping(receiver, ping.oldest, offline, now)
 
     def join(self, core: DhtCore, bootstrap: Contact, rng: random.Random, refresh: int = 0,
              buckets: bool = False, offline: Callable[[bytes], bool] | None = None,
@@ -497,6 +545,11 @@ class Sessions:
         self._touch(a, b)
         self._touch(b, a)
         return warm
+
+    def peers(self, a: bytes) -> set[bytes]:
+        """The nodes ``a`` holds a session with."""
+        mine = set(self._open.get(a, ()))
+        return mine | self._base.peers(a) if self._base is not None else mine
 
     def _has(self, a: bytes, b: bytes) -> bool:
         mine = self._open.get(a)

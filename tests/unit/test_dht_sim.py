@@ -183,3 +183,25 @@ def test_cores_are_built_as_the_node_builds_them_with_the_candidate_queue() -> N
     while other.candidates is not None and newcomer.own in other.candidates:
         network.tick(other, 1.0 + TICK, offline=lambda i: i == newcomer.own.id)
     assert not other.table.knows(newcomer.own)
+
+
+def test_peer_exchange_runs_at_the_ticks_as_the_node_runs_it() -> None:
+    """At each tick a node offers up to PEX_PEERS peers it holds a session with up to
+    MAX_OFFER of its table contacts; the receiver queues them as candidates (its
+    per-sender rate never exceeded at one offer a tick) and they enter its table
+    only by answering its checks: the tables come out fuller than without it."""
+    from aegis_hidden.dht import MAX_OFFER, PEX_PEERS
+
+    without = DhtNetwork(150, seed=9, join=True, exchange=False)
+    assert without.offers == 0
+    with_pex = DhtNetwork(150, seed=9, join=True)
+    assert with_pex.exchange and with_pex.offers > 0 and with_pex.offers_refused == 0
+    assert with_pex.offered <= MAX_OFFER * with_pex.offers
+    ticks = 150 * (with_pex.now / 60.0)  # an upper bound on the ticks run
+    assert with_pex.offers <= PEX_PEERS * ticks
+    # the offered contacts were checked (PINGs) before they were trusted
+    assert with_pex.checks > without.checks
+    assert (sum(len(c.table) for c in with_pex.cores.values())
+            > sum(len(c.table) for c in without.cores.values()))
+    r = simulate_lookups(with_pex, DhtScenario(lookups=30, loss=0.0), seed=1)
+    assert r.success == 1.0
