@@ -8,7 +8,9 @@ sibling lists, the lookup state machine, the protobuf codec) over an in-memory
 network on a virtual clock (aegis_hidden.sim._dht), each core built as the
 node's DhtService builds it (the node's DHT settings at their defaults, with the
 candidate queue: a node that asked enters a table only once it answered that
-node's check, a PING at one of its 60 s maintenance ticks, 4 at most per tick).
+node's check, a PING at one of its 60 s maintenance ticks, 4 at most per tick;
+at each tick it also offers 2 peers it holds a session with 3 of its table
+contacts, peer exchange, unless --no-exchange).
 The routing tables are built by joining (a node every --join-spacing virtual
 seconds, by default all within an hour, each knowing one node already in,
 which seeds the lookup of its own id, then --refresh random ids; --join-buckets
@@ -92,20 +94,25 @@ def main() -> int:
     ap.add_argument("--join-spacing", type=float, default=None,
                     help="virtual seconds between two nodes joining (default: the whole "
                          "network joins within an hour)")
+    ap.add_argument("--no-exchange", action="store_true",
+                    help="without peer exchange at the nodes' ticks (the node runs it)")
     ap.add_argument("--churn-window", type=float, default=600.0,
                     help="virtual seconds of churn measured")
     args = ap.parse_args()
     started = time.perf_counter()
     cpu0 = time.process_time()
     network = DhtNetwork(args.nodes, args.seed, join=not args.converged, refresh=args.refresh,
-                         join_buckets=args.join_buckets, join_spacing=args.join_spacing)
+                         join_buckets=args.join_buckets, join_spacing=args.join_spacing,
+                         exchange=not args.no_exchange)
     built = time.perf_counter() - started
     how = ("converged tables" if args.converged else
            f"joined one by one: own id{', non-full buckets' if args.join_buckets else ''}"
            f" and {args.refresh} random lookups, "
            f"{network.join_messages / args.nodes:.0f} requests per node, one every "
            f"{network.join_spacing:.3g} s, then an hour of ticks: {network.checks} candidate checks, "
-           f"{network.refreshes} refresh lookups")
+           f"{network.refreshes} refresh lookups, peer exchange "
+           + (f"{network.offers} offers ({network.offers_refused} over the receiver's rate), "
+              f"{network.offered} contacts offered" if network.exchange else "off"))
     print(f"DHT simulation: {args.nodes} nodes ({how}), {args.lookups} lookups per scenario, "
           f"seed {args.seed} (tables built in {built:.1f}s)")
     sibs = sorted(len(c.table.siblings()) for c in network.cores.values())
