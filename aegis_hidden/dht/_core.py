@@ -208,11 +208,8 @@ class DhtCore:
             raise DhtRequestRefused("peer exchange not run here")
         if sender is None:
             raise DhtRequestRefused("an offer comes over a session")
-        if not self.offer_limiter.take(sender.id, now):
-            self.exchange["offers_over_rate"] += 1
-            self.refused["offer rate"] += 1
+        if not self.offer_allowed(sender, now):
             raise DhtRequestRefused("offer rate exceeded")
-        self.exchange["offers_received"] += 1
         accepted = refused = 0
         for entry in offer.entries:
             try:
@@ -232,6 +229,16 @@ class DhtCore:
             self.exchange["records_accepted"] += 1
             self.consider(checked.contact, now)
         return Offered(accepted, refused)
+
+    def offer_allowed(self, sender: Contact, now: float) -> bool:
+        """Whether an offer from ``sender`` is within the rate this node takes offers at
+        (``offer_limiter``); counted as received, or as over the rate."""
+        if not self.offer_limiter.take(sender.id, now):
+            self.exchange["offers_over_rate"] += 1
+            self.refused["offer rate"] += 1
+            return False
+        self.exchange["offers_received"] += 1
+        return True
 
     def consider(self, contact: Contact, now: float) -> PingOldest | None:
         """A contact this node has not heard answer yet: kept if the table holds it

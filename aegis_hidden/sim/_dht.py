@@ -325,8 +325,9 @@ class DhtNetwork:
         """Peer exchange at one tick of ``core`` (``DhtService.exchange``; the tick is
         the pacing, one offer per peer per minute): up to ``PEX_PEERS`` table contacts
         it holds a session with, each offered up to ``MAX_OFFER`` of its other table
-        contacts at random. The receiver takes the offer as ``DhtCore`` does: over its
-        rate for that sender it is refused, else every entry is considered (a
+        contacts at random. The receiver takes the offer as ``DhtCore._offered`` does
+        once the entries passed their checks: over its rate for that sender
+        (``DhtCore.offer_allowed``) it is refused, else every entry is considered (a
         candidate, checked at the receiver's next ticks). An offline peer gets nothing."""
         own = core.own.id
         contacts = core.table.contacts()
@@ -342,7 +343,7 @@ class DhtNetwork:
             self.offers += 1
             self.join_messages += 1
             self.sessions.use(own, peer.id)
-            if not receiver.offer_limiter.take(own, now):
+            if not receiver.offer_allowed(core.own, now):
                 self.offers_refused += 1
                 continue
             for contact in others:
